@@ -1,0 +1,40 @@
+# Two commands matter: `make run` and `make test`. Both build .venv themselves.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+HOST ?= 127.0.0.1
+PORT ?= 8000
+
+.PHONY: run test venv venv-dev migrate bench clean
+
+# A stamp per requirements file: reinstall only when the file changes.
+$(BIN)/.stamp-runtime: requirements.txt
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	touch $@
+
+$(BIN)/.stamp-dev: requirements-dev.txt requirements.txt $(BIN)/.stamp-runtime
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+venv: $(BIN)/.stamp-runtime
+venv-dev: $(BIN)/.stamp-dev
+
+migrate: venv
+	$(BIN)/python manage.py migrate --noinput
+
+run: migrate
+	@echo ""
+	@echo "ModelXRef: http://$(HOST):$(PORT)/  (web + worker; Ctrl-C stops both)"
+	@echo ""
+	PORT=$(PORT) HOST=$(HOST) $(BIN)/honcho start
+
+test: venv-dev
+	$(BIN)/python -m pytest
+
+bench: venv-dev
+	$(BIN)/python bench/hashing.py
+
+clean:
+	rm -rf $(VENV) var .pytest_cache

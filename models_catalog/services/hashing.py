@@ -1,0 +1,182 @@
+"""The hashing stage: one read of the file, every hash, stored with a compare-and-set.
+
+Idempotent: a redelivered task for a file already hashed at the same
+identity does nothing; a task whose file changed under it stores nothing and
+the newer registration wins.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import time
+from functools import lru_cache
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from models_catalog.models import FileHashes, FolderMember, LocalFile
+from models_catalog.services.paths import describe_special
+from workers.hash_cache import HashCache, hash_file_cached
+from workers.hashing import FileHashes as EngineHashes
+from workers.hashing import HashingError, hash_folder
+
+log = logging.getLogger(__name__)
+
+PROGRESS_EVERY_SECONDS = 1.0
+
+
+@lru_cache(maxsize=1)
+def _cache_for(path: str) -> HashCache:
+    return HashCache(path)
+
+
+def hash_cache() -> HashCache:
+    return _cache_for(str(settings.HASH_CACHE_PATH))
+
+
+def hash_fields(hashes: EngineHashes) -> dict:
+    return {
+        "sha256": hashes.sha256,
+        "autov1": hashes.autov1 or "",
+        "autov2": hashes.autov2,
+        "autov3": hashes.autov3 or "",
+        "autov3_full": hashes.autov3_full or "",
+        "crc32": hashes.crc32,
+        "blake3": hashes.blake3,
+    }
+
+
+class _ProgressWriter:
+    """Writes bytes_done and a heartbeat to the row at most once a second."""
+
+    def __init__(self, local_file_id: int):
+        self.local_file_id = local_file_id
+        self.last = 0.0
+        self.base = 0  # bytes of earlier folder members
+
+    def __call__(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - self.last < PROGRESS_EVERY_SECONDS:
+            return
+        self.last = now
+        LocalFile.objects.filter(pk=self.local_file_id).update(bytes_done=done, heartbeat_at=timezone.now())
+
+
+def _fail(local_file_id: int, message: str) -> None:
+    LocalFile.objects.filter(pk=local_file_id).update(
+        status=LocalFile.Status.ERROR, error=message, heartbeat_at=timezone.now()
+    )
+
+
+def local_file_hash(*, local_file_id: int) -> LocalFile | None:
+    """Hash one LocalFile (file or diffusers folder) and store the result. Returns the row, or None if gone."""
+    lf = LocalFile.objects.filter(pk=local_file_id).select_related("hashes").first()
+    if lf is None or lf.origin == LocalFile.Origin.PUSHED:
+        return lf
+    path = Path(lf.path)
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        _fail(lf.pk, "the file is gone: it was moved or deleted after it was registered")
+        return lf
+    except OSError as exc:
+        _fail(lf.pk, f"cannot read the file: {exc.strerror or exc}")
+        return lf
+    special = describe_special(st.st_mode)
+    if special:
+        _fail(lf.pk, special)
+        return lf
+    is_dir = stat.S_ISDIR(st.st_mode)
+    if not is_dir and st.st_size == 0:
+        _fail(lf.pk, "the file is empty (0 bytes): there is nothing to identify")
+        return lf
+
+    identity = {"device": st.st_dev, "inode": st.st_ino, "mtime_ns": st.st_mtime_ns}
+    if not is_dir:
+        identity["size"] = st.st_size
+    if lf.status == LocalFile.Status.DONE and _has_hashes(lf) and all(getattr(lf, k) == v for k, v in identity.items()):
+        return lf  # a redelivered task: the work is done
+
+    LocalFile.objects.filter(pk=lf.pk).update(
+        status=LocalFile.Status.HASHING, error="", bytes_done=0,
+        bytes_total=0 if is_dir else st.st_size, heartbeat_at=timezone.now(), stage_started_at=timezone.now(),
+    )
+    progress = _ProgressWriter(lf.pk)
+    try:
+        if is_dir:
+            folder = hash_folder(path, progress=progress, cache=hash_cache())
+            _store_folder(lf, folder, identity)
+        else:
+            hashes, _hit = hash_file_cached(path, cache=hash_cache(), progress=progress)
+            _store_file(lf, hashes, identity)
+    except HashingError as exc:
+        _fail(lf.pk, str(exc))
+        return lf
+    except Exception as exc:
+        # Never leave a row "hashing" forever because of a bug: say so, then let Celery log it.
+        log.exception("hashing local file %s failed", lf.pk)
+        _fail(lf.pk, f"internal error while hashing ({type(exc).__name__}): {exc}")
+        raise
+    lf.refresh_from_db()
+    return lf
+
+
+def _has_hashes(lf: LocalFile) -> bool:
+    try:
+        return lf.hashes is not None
+    except FileHashes.DoesNotExist:
+        return False
+
+
+def _finish(lf: LocalFile, *, size: int, identity: dict) -> bool:
+    """Compare-and-set: mark the row hashed only if nobody re-registered it meanwhile."""
+    updated = LocalFile.objects.filter(pk=lf.pk, status=LocalFile.Status.HASHING).update(
+        **{**identity, "size": size}, status=LocalFile.Status.ANALYSING, bytes_done=size, bytes_total=size,
+        hashed_at=timezone.now(), heartbeat_at=timezone.now(),
+    )
+    return bool(updated)
+
+
+def _store_file(lf: LocalFile, hashes: EngineHashes, identity: dict) -> None:
+    with transaction.atomic():
+        if not _finish(lf, size=hashes.size, identity=identity):
+            log.info("local file %s changed state while hashing; result dropped", lf.pk)
+            return
+        FileHashes.objects.update_or_create(
+            local_file=lf,
+            defaults={
+                **hash_fields(hashes),
+                "size": hashes.size,
+                "folder_digest": "",
+                "embedded_model_hash": hashes.embedded_model_hash or "",
+                "embedded_legacy_hash": hashes.embedded_legacy_hash or "",
+                "source": FileHashes.Source.ENGINE,
+            },
+        )
+    _after_hashing(lf.pk)
+
+
+def _store_folder(lf: LocalFile, folder, identity: dict) -> None:
+    with transaction.atomic():
+        if not _finish(lf, size=folder.size, identity=identity):
+            return
+        FileHashes.objects.update_or_create(
+            local_file=lf,
+            defaults={"size": folder.size, "folder_digest": folder.digest, "source": FileHashes.Source.ENGINE,
+                      "sha256": "", "autov1": "", "autov2": "", "autov3": "", "autov3_full": "", "crc32": "", "blake3": ""},
+        )
+        FolderMember.objects.filter(folder=lf).delete()
+        FolderMember.objects.bulk_create(
+            FolderMember(folder=lf, relative_path=m.relative_path, size=m.hashes.size, **hash_fields(m.hashes))
+            for m in folder.members
+        )
+    _after_hashing(lf.pk)
+
+
+def _after_hashing(local_file_id: int) -> None:
+    from models_catalog.services.analysis import local_file_analyse
+
+    local_file_analyse(local_file_id=local_file_id)

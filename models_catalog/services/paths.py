@@ -1,0 +1,73 @@
+"""Path policy: what may be registered in place, and how uploaded names are cleaned.
+
+Every registered path and every uploaded name is hostile until proven
+otherwise: paths are resolved (symlinks followed) and must land inside a
+configured model root; names lose directories and control characters.
+"""
+from __future__ import annotations
+
+import os
+import stat
+import unicodedata
+from pathlib import Path
+
+from django.conf import settings
+
+
+class PathRefused(Exception):
+    """A path may not be registered; the message says why in words a user understands."""
+
+
+def model_roots() -> list[Path]:
+    return [Path(r).resolve() for r in settings.MODEL_ROOTS]
+
+
+def printable(text: str) -> str:
+    """A path or name as it can be shown: control characters made visible."""
+    return "".join(ch if unicodedata.category(ch)[0] != "C" else f"\\x{ord(ch):02x}" for ch in str(text))
+
+
+def resolve_under_roots(raw: str | os.PathLike, *, roots: list[Path] | None = None) -> Path:
+    """Resolve `raw` and return it if it lies inside one of the roots; refuse otherwise."""
+    roots = model_roots() if roots is None else roots
+    if not roots:
+        raise PathRefused(
+            "no model roots are configured: set MODELXREF_MODEL_ROOTS to the folders that may be registered"
+        )
+    if "\x00" in str(raw):
+        raise PathRefused("the path contains a NUL byte")
+    try:
+        resolved = Path(raw).expanduser().resolve(strict=True)
+    except FileNotFoundError:
+        raise PathRefused(f"{printable(raw)}: no such file or folder") from None
+    except (OSError, RuntimeError) as exc:  # RuntimeError: symlink loop
+        raise PathRefused(f"{printable(raw)}: cannot resolve the path ({exc})") from None
+    if not any(resolved == root or resolved.is_relative_to(root) for root in roots):
+        shown = ", ".join(str(r) for r in roots)
+        raise PathRefused(f"{printable(raw)} resolves to {printable(resolved)}, which is outside the model roots ({shown})")
+    return resolved
+
+
+def describe_special(mode: int) -> str | None:
+    """Why a file of this mode cannot be hashed, or None for regular files and folders."""
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    for test, what in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return f"not a regular file: it is {what}"
+    return "not a regular file"
+
+
+MAX_NAME_LENGTH = 200
+
+
+def clean_upload_name(raw: str) -> str:
+    """Keep only the last path component, drop control characters and leading dots."""
+    name = str(raw).replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C")
+    name = unicodedata.normalize("NFC", name).strip().lstrip(".").strip()
+    if len(name) > MAX_NAME_LENGTH:
+        stem, dot, ext = name.rpartition(".")
+        name = (stem[: MAX_NAME_LENGTH - len(ext) - 1] + dot + ext) if dot and len(ext) < 16 else name[:MAX_NAME_LENGTH]
+    return name or "upload.bin"

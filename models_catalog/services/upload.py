@@ -1,0 +1,47 @@
+"""Uploads: the browser streams the file to a temp file on disk; we move it into the data dir."""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+
+from django.conf import settings
+from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
+
+from models_catalog.models import LocalFile
+from models_catalog.services.enqueue import enqueue_hashing
+from models_catalog.services.paths import clean_upload_name
+
+
+class UploadRefused(Exception):
+    pass
+
+
+def local_file_upload(*, uploaded: UploadedFile, owner) -> LocalFile:
+    """Store an uploaded file under UPLOAD_DIR/<random>/<clean name> and queue it for hashing."""
+    if uploaded.size is not None and uploaded.size > settings.MAX_UPLOAD_BYTES:
+        raise UploadRefused(f"the file is {uploaded.size:,} bytes; the limit is {settings.MAX_UPLOAD_BYTES:,} bytes")
+    if not uploaded.size:
+        raise UploadRefused("the file is empty (0 bytes)")
+    name = clean_upload_name(uploaded.name or "")
+    # A random folder per upload: names never collide and never name a path.
+    folder = settings.UPLOAD_DIR / uuid.uuid4().hex
+    folder.mkdir(parents=True)
+    target = folder / name
+    temp_path = getattr(uploaded, "temporary_file_path", None)
+    if temp_path:
+        shutil.move(temp_path(), target)  # a rename when on the same filesystem
+    else:
+        with open(target, "xb") as out:
+            for chunk in uploaded.chunks():
+                out.write(chunk)
+    os.chmod(target, 0o640)
+    st = target.stat()
+    with transaction.atomic():
+        lf = LocalFile.objects.create(
+            owner=owner, origin=LocalFile.Origin.UPLOADED, path=str(target), name=name,
+            size=st.st_size, device=st.st_dev, inode=st.st_ino, mtime_ns=st.st_mtime_ns, bytes_total=st.st_size,
+        )
+        enqueue_hashing(lf.pk)
+    return lf

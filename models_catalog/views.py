@@ -1,0 +1,92 @@
+"""Web pages. Views stay thin: they read rows and call services."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.csrf import csrf_exempt, csrf_protect
+from django.views.decorators.http import require_http_methods
+
+from models_catalog.models import LocalFile
+from models_catalog.services.upload import UploadRefused, local_file_upload
+from models_catalog.upload_handlers import LimitedTemporaryFileUploadHandler
+
+
+def _my_files(request: HttpRequest):
+    return LocalFile.objects.filter(owner=request.user).select_related("hashes")
+
+
+@login_required
+def file_list(request: HttpRequest) -> HttpResponse:
+    files = list(_my_files(request)[:500])
+    context = {"files": files, "pending": any(not f.is_finished for f in files)}
+    if request.headers.get("HX-Request"):
+        return render(request, "models_catalog/_file_rows.html", context)
+    return render(request, "models_catalog/file_list.html", context)
+
+
+@login_required
+def file_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    lf = get_object_or_404(_my_files(request).prefetch_related("members"), pk=pk)
+    template = "models_catalog/_file_status.html" if request.headers.get("HX-Request") else "models_catalog/file_detail.html"
+    return render(request, template, {"f": lf, "hashes": getattr(lf, "hashes", None) if _has_hashes(lf) else None})
+
+
+def _has_hashes(lf: LocalFile) -> bool:
+    try:
+        return lf.hashes is not None
+    except LocalFile.hashes.RelatedObjectDoesNotExist:
+        return False
+
+
+def _upload_error(request: HttpRequest, message: str, status: int = 400) -> HttpResponse:
+    if request.headers.get("Accept", "").startswith("application/json"):
+        return JsonResponse({"error": message}, status=status)
+    messages.error(request, message)
+    return render(request, "models_catalog/upload.html", {"max_bytes": settings.MAX_UPLOAD_BYTES}, status=status)
+
+
+# Upload handlers can only be swapped before anything reads request.POST, and
+# the CSRF check reads it: so the outer view is csrf_exempt and sets the
+# handler, and the inner one is csrf_protect (Django's documented pattern).
+@csrf_exempt
+@login_required
+@require_http_methods(["GET", "POST"])
+def upload(request: HttpRequest) -> HttpResponse:
+    if request.method == "GET":
+        return render(request, "models_catalog/upload.html", {"max_bytes": settings.MAX_UPLOAD_BYTES})
+    limit = settings.MAX_UPLOAD_BYTES
+    try:
+        declared = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        declared = 0
+    if declared > limit + 64 * 1024:  # multipart framing adds a little
+        return _upload_error(request, f"the upload is larger than the limit of {limit:,} bytes", status=413)
+    request.upload_handlers = [LimitedTemporaryFileUploadHandler(request)]
+    return _upload_post(request)
+
+
+@csrf_protect
+def _upload_post(request: HttpRequest) -> HttpResponse:
+    limit = settings.MAX_UPLOAD_BYTES
+    handler = request.upload_handlers[0]
+    uploaded = request.FILES.get("file")
+    if getattr(handler, "over_limit", False):
+        return _upload_error(request, f"the upload is larger than the limit of {limit:,} bytes", status=413)
+    if uploaded is None:
+        return _upload_error(request, "no file was sent: choose a model file to upload")
+    try:
+        lf = local_file_upload(uploaded=uploaded, owner=request.user)
+    except UploadRefused as exc:
+        return _upload_error(request, str(exc), status=413 if "limit" in str(exc) else 400)
+    if request.headers.get("Accept", "").startswith("application/json"):
+        return JsonResponse({"id": lf.pk, "name": lf.name, "url": lf_url(lf)}, status=201)
+    return redirect("catalog:file_detail", pk=lf.pk)
+
+
+def lf_url(lf: LocalFile) -> str:
+    from django.urls import reverse
+
+    return reverse("catalog:file_detail", args=[lf.pk])

@@ -1,0 +1,58 @@
+// Copy buttons and the upload progress bar. Pages work without this file.
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("button.copy");
+  if (!button) return;
+  navigator.clipboard.writeText(button.dataset.copy).then(() => {
+    const label = button.textContent;
+    button.textContent = "Copied";
+    setTimeout(() => { button.textContent = label; }, 1200);
+  });
+});
+
+function setupUpload() {
+  const form = document.getElementById("upload-form");
+  if (!form) return;
+  const input = document.getElementById("file-input");
+  const drop = document.getElementById("drop");
+  const bar = document.getElementById("upload-progress");
+  const status = document.getElementById("upload-status");
+  const maxBytes = Number(form.dataset.maxBytes);
+  drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
+  drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+  drop.addEventListener("drop", (e) => {
+    e.preventDefault(); drop.classList.remove("over");
+    if (e.dataTransfer.files.length) { input.files = e.dataTransfer.files; }
+  });
+  form.addEventListener("submit", (e) => {
+    const file = input.files[0];
+    if (!file) return;
+    e.preventDefault();
+    if (file.size > maxBytes) {
+      status.textContent = `This file is ${file.size.toLocaleString()} bytes; the limit is ${maxBytes.toLocaleString()} bytes.`;
+      return;
+    }
+    const xhr = new XMLHttpRequest();
+    xhr.open("POST", form.action || window.location.href);
+    xhr.setRequestHeader("Accept", "application/json");
+    xhr.setRequestHeader("X-CSRFToken", form.querySelector("[name=csrfmiddlewaretoken]").value);
+    bar.hidden = false;
+    const started = Date.now();
+    xhr.upload.addEventListener("progress", (p) => {
+      if (!p.lengthComputable) return;
+      bar.value = Math.round((p.loaded / p.total) * 100);
+      const rate = p.loaded / Math.max(1, (Date.now() - started) / 1000);
+      status.textContent = `Uploading: ${bar.value}% (${(rate / 1e6).toFixed(1)} MB/s)`;
+    });
+    xhr.addEventListener("load", () => {
+      let body = {};
+      try { body = JSON.parse(xhr.responseText); } catch (_) { /* not JSON */ }
+      if (xhr.status === 201 && body.url) { status.textContent = "Uploaded. Hashing…"; window.location.href = body.url; }
+      else { status.textContent = body.error || `Upload failed (HTTP ${xhr.status}).`; }
+    });
+    xhr.addEventListener("error", () => { status.textContent = "The upload was interrupted (network error or the server refused it)."; });
+    const data = new FormData();
+    data.append("file", file);
+    xhr.send(data);
+  });
+}
+document.addEventListener("DOMContentLoaded", setupUpload);

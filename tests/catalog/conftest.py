@@ -1,0 +1,53 @@
+from pathlib import Path
+
+import pytest
+from django.contrib.auth import get_user_model
+
+from config.celery import app as celery_app
+
+
+@pytest.fixture
+def model_root(tmp_path, settings) -> Path:
+    """A model root the tests may register under, with its own data dir."""
+    root = tmp_path / "models"
+    root.mkdir()
+    data = tmp_path / "data"
+    (data / "uploads").mkdir(parents=True)
+    settings.MODEL_ROOTS = [root]
+    settings.DATA_DIR = data
+    settings.UPLOAD_DIR = data / "uploads"
+    settings.HASH_CACHE_PATH = data / "hash-cache.sqlite3"
+    return root
+
+
+@pytest.fixture
+def eager_celery():
+    """Run tasks inline; on_commit callbacks still need django_capture_on_commit_callbacks."""
+    celery_app.conf.task_always_eager = True
+    celery_app.conf.task_eager_propagates = True
+    yield
+    celery_app.conf.task_always_eager = False
+
+
+@pytest.fixture
+def user(db):
+    return get_user_model().objects.create_user("alice", password="pw-alice-123")
+
+
+@pytest.fixture
+def other_user(db):
+    return get_user_model().objects.create_user("bob", password="pw-bob-123")
+
+
+def write_safetensors(path: Path, payload: bytes = b"\x00" * 16, metadata: dict | None = None) -> Path:
+    """A tiny valid safetensors file: one U8 tensor holding `payload`."""
+    import json
+    import struct
+
+    header = {"w": {"dtype": "U8", "shape": [len(payload)], "data_offsets": [0, len(payload)]}}
+    if metadata:
+        header["__metadata__"] = metadata
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + payload)
+    return path

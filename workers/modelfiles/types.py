@@ -1,0 +1,63 @@
+"""Plain types shared by the model-file readers, the scanner and the fingerprint.
+
+PURE: no Django, no torch. Every reader in this package raises
+`ModelFileError` (or a subclass) for input it cannot handle, never anything else.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+# Names as safetensors spells them; readers of other containers map to these.
+DType = Literal[
+    "BOOL", "U8", "I8", "F8_E5M2", "F8_E4M3", "I16", "U16", "F16", "BF16",
+    "I32", "U32", "F32", "I64", "U64", "F64", "C64",
+]
+
+FLOAT_DTYPES = frozenset({"F8_E5M2", "F8_E4M3", "F16", "BF16", "F32", "F64"})
+
+Format = Literal[
+    "safetensors", "torch-zip", "torch-legacy", "torch-tar", "pickle",
+    "npy", "npz", "gguf", "7z", "zip", "diffusers", "unknown",
+]
+
+Verdict = Literal["safe", "suspicious", "dangerous", "unreadable"]
+
+
+class ModelFileError(Exception):
+    """A file is not something we can read (corrupt, truncated, hostile, unsupported)."""
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """One tensor as the fingerprint sees it.
+
+    `array` holds the values little-endian, C-contiguous, with numpy's dtype for
+    `dtype`; kinds numpy lacks are carried as raw bits of the same width
+    (BF16 -> uint16, F8_* -> uint8). `name` is informative only: the
+    fingerprint never hashes names.
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    array: np.ndarray
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing the pickle scanner noticed. `where` is e.g. 'archive/data.pkl@1234'."""
+
+    severity: Literal["safe", "suspicious", "dangerous", "unreadable"]
+    what: str   # e.g. the global 'os.system', or 'duplicate zip entry'
+    where: str
+    why: str
+
+
+@dataclass(frozen=True)
+class SafetyReport:
+    verdict: Verdict
+    findings: tuple[Finding, ...] = field(default_factory=tuple)
+    globals_seen: tuple[str, ...] = field(default_factory=tuple)  # 'module.name', sorted
