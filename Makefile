@@ -23,6 +23,7 @@ venv-dev: $(BIN)/.stamp-dev
 
 migrate: venv
 	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py ensure_admin
 
 run: migrate
 	@echo ""

@@ -60,6 +60,8 @@ MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 64 * 1024**3)
 
 CIVITAI_API_BASE = env_str("CIVITAI_API_BASE", "https://civitai.com/api/v1")
 CIVITAI_API_KEY = env_str("CIVITAI_API_KEY")
+# Off: identify from the local catalog only (offline use; the unit tests).
+CIVITAI_ENABLED = env_bool("CIVITAI_ENABLED", default=True)
 HF_ENDPOINT = env_str("HF_ENDPOINT", "https://huggingface.co")
 HF_TOKEN = env_str("HF_TOKEN")
 
@@ -166,6 +168,9 @@ CELERY_TASK_DEFAULT_QUEUE = "hashing"
 CELERY_TASK_ROUTES = {
     "workers.tasks.hash_local_file": {"queue": "hashing"},
     "workers.tasks.identify_local_file": {"queue": "lookups"},
+    "workers.tasks.civitai_lookup_batch": {"queue": "lookups"},
+    "workers.tasks.civitai_refresh_stale": {"queue": "lookups"},
+    "workers.tasks.hf_index_repo": {"queue": "lookups"},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
@@ -178,7 +183,7 @@ LOGGING = {
 
 
 def ensure_data_dirs() -> None:
-    for path in (DATA_DIR, UPLOAD_DIR, Path(FILE_UPLOAD_TEMP_DIR), BROKER_DIR / "queue",
+    for path in (DATA_DIR, UPLOAD_DIR, STATIC_ROOT, Path(FILE_UPLOAD_TEMP_DIR), BROKER_DIR / "queue",
                  BROKER_DIR / "control", BROKER_DIR / "processed"):
         path.mkdir(parents=True, exist_ok=True)
 
@@ -188,3 +193,13 @@ ensure_data_dirs()
 # Serve static files straight from STATICFILES_DIRS: no collectstatic step for `make run`.
 WHITENOISE_USE_FINDERS = True
 WHITENOISE_AUTOREFRESH = DEBUG
+
+# --- Identification ---------------------------------------------------------
+# Civitai caches by-hash answers (misses included) for an hour: asking sooner gains nothing.
+CIVITAI_MISS_CACHE_SECONDS = env_int("CIVITAI_MISS_CACHE_SECONDS", 24 * 3600)
+CIVITAI_HIT_REFRESH_SECONDS = env_int("CIVITAI_HIT_REFRESH_SECONDS", 7 * 24 * 3600)
+CIVITAI_REQUESTS_PER_SECOND = float(env_str("CIVITAI_REQUESTS_PER_SECOND", "2"))
+CIVITAI_TIMEOUT_SECONDS = float(env_str("CIVITAI_TIMEOUT_SECONDS", "30"))
+CELERY_BEAT_SCHEDULE = {
+    "civitai-refresh-stale": {"task": "workers.tasks.civitai_refresh_stale", "schedule": 3600.0},
+}

@@ -70,6 +70,14 @@ class LocalFile(models.Model):
         return self.status in {self.Status.DONE, self.Status.ERROR}
 
     @property
+    def has_engine_hashes(self) -> bool:
+        """Hashed here. Imported or pushed values do not count: hashing confirms them."""
+        try:
+            return self.hashes.source == FileHashes.Source.ENGINE
+        except FileHashes.DoesNotExist:
+            return False
+
+    @property
     def progress_percent(self) -> int:
         if self.status == self.Status.DONE:
             return 100
@@ -137,3 +145,175 @@ class FolderMember(HashFields):
         constraints = [
             models.UniqueConstraint(fields=["folder", "relative_path"], name="folder_member_unique_path"),
         ]
+
+
+# --- What the sources (Civitai, Hugging Face) know ---------------------------
+
+
+class Source(models.TextChoices):
+    CIVITAI = "civitai", "Civitai"
+    HUGGINGFACE = "huggingface", "Hugging Face"
+
+
+class SourceModel(models.Model):
+    """A model as a source lists it: a Civitai model, or a Hugging Face repo."""
+
+    source = models.CharField(max_length=16, choices=Source.choices)
+    # Civitai: the model id; Hugging Face: "<repo_type>:<org>/<name>".
+    external_id = models.CharField(max_length=255)
+    name = models.CharField(max_length=500)
+    type = models.CharField(max_length=64, blank=True, default="")  # Checkpoint, LORA, VAE, ...
+    nsfw = models.BooleanField(default=False)
+    description = models.TextField(blank=True, default="")
+    url = models.URLField(max_length=500, blank=True, default="")
+    raw = models.JSONField(default=dict, blank=True)
+    fetched_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["source", "external_id"], name="source_model_unique")]
+        indexes = [models.Index(fields=["name"]), models.Index(fields=["type"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_source_display()})"
+
+
+class SourceVersion(models.Model):
+    """A Civitai model version, or a Hugging Face repo at one commit."""
+
+    model = models.ForeignKey(SourceModel, on_delete=models.CASCADE, related_name="versions")
+    external_id = models.CharField(max_length=255)  # Civitai version id, or the 40-hex commit
+    name = models.CharField(max_length=500, blank=True, default="")
+    base_model = models.CharField(max_length=100, blank=True, default="", db_index=True)
+    trained_words = models.JSONField(default=list, blank=True)
+    air = models.CharField(max_length=255, blank=True, default="")
+    description = models.TextField(blank=True, default="")
+    published_at = models.DateTimeField(null=True, blank=True)
+    url = models.URLField(max_length=500, blank=True, default="")
+    raw = models.JSONField(default=dict, blank=True)
+    fetched_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["model", "external_id"], name="source_version_unique")]
+        ordering = ["-published_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.model.name} / {self.name or self.external_id}"
+
+
+class SourceFile(HashFields):
+    """One file a source publishes, with the hashes the source gives for it."""
+
+    version = models.ForeignKey(SourceVersion, on_delete=models.CASCADE, related_name="files")
+    external_id = models.CharField(max_length=500)  # Civitai file id, or the path in the repo
+    name = models.CharField(max_length=500)
+    size = models.BigIntegerField(null=True, blank=True)
+    file_type = models.CharField(max_length=64, blank=True, default="")  # Model, VAE, Config, ...
+    format = models.CharField(max_length=32, blank=True, default="")  # SafeTensor, PickleTensor, Other
+    fp = models.CharField(max_length=16, blank=True, default="")  # fp16, fp32, bf16
+    size_kind = models.CharField(max_length=16, blank=True, default="")  # full, pruned
+    primary = models.BooleanField(default=False)
+    git_sha1 = models.CharField(max_length=40, blank=True, default="", db_index=True)
+    source_scan = models.CharField(max_length=32, blank=True, default="")  # Civitai's pickleScanResult
+    source_scan_message = models.TextField(blank=True, default="")
+    download_url = models.URLField(max_length=1000, blank=True, default="")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["version", "external_id"], name="source_file_unique")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class CivitaiLookup(models.Model):
+    """One hash asked of Civitai: its outcome, so nothing is asked twice within the cache time.
+
+    Rows move pending -> running (claimed by one worker) -> hit | miss | error.
+    A claim older than CLAIM_TIMEOUT is free again, so a dead worker loses nothing.
+    """
+
+    class Kind(models.TextChoices):
+        SHA256 = "SHA256"
+        AUTOV3 = "AutoV3"
+        BLAKE3 = "BLAKE3"
+        ANY = "any"  # a user's lookup of a short hash: Civitai matches any kind
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        RUNNING = "running"
+        HIT = "hit"
+        MISS = "miss"
+        ERROR = "error"
+
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    value = models.CharField(max_length=64)  # upper-case, as Civitai stores it
+    state = models.CharField(max_length=8, choices=State.choices, default=State.PENDING, db_index=True)
+    version = models.ForeignKey(SourceVersion, null=True, blank=True, on_delete=models.SET_NULL)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    not_before = models.DateTimeField(null=True, blank=True)  # back-off after 429/5xx
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+    checked_at = models.DateTimeField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["kind", "value"], name="civitai_lookup_unique")]
+
+
+class Match(models.Model):
+    """Why a local file is (or is related to) a known source file, with the evidence."""
+
+    class Kind(models.TextChoices):
+        EXACT = "exact", "exact copy"
+        RENAMED = "renamed", "exact copy, renamed"
+        SAME_WEIGHTS = "same-weights", "same tensor data, header edited"
+        CONVERTED = "converted", "same weights, other container"
+        PRECISION = "precision", "same weights, other precision"
+        PARTIAL = "partial", "shares components"
+        SHORT_HASH = "short-hash", "only a short hash agrees (weak)"
+
+    STRENGTH = {"exact": 0, "renamed": 0, "same-weights": 1, "converted": 2, "precision": 3, "partial": 4, "short-hash": 5}
+
+    local_file = models.ForeignKey(LocalFile, on_delete=models.CASCADE, related_name="matches")
+    source_file = models.ForeignKey(SourceFile, on_delete=models.CASCADE, related_name="matches")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    evidence = models.TextField()
+    via = models.ForeignKey(LocalFile, null=True, blank=True, on_delete=models.CASCADE, related_name="+")
+    share = models.FloatField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["local_file", "source_file", "kind"], name="match_unique")]
+        indexes = [models.Index(fields=["kind"])]
+
+
+class Job(models.Model):
+    """Longer work started from the web or API (index a Hub repo, verify a download), with progress."""
+
+    class Kind(models.TextChoices):
+        HF_INDEX = "hf_index", "index a Hugging Face repo"
+        HF_VERIFY = "hf_verify", "verify a download against the Hub"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        RUNNING = "running"
+        DONE = "done"
+        ERROR = "error"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="jobs")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    params = models.JSONField(default=dict)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    progress_done = models.BigIntegerField(default=0)
+    progress_total = models.BigIntegerField(default=0)
+    message = models.TextField(blank=True, default="")
+    result = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in {self.Status.DONE, self.Status.ERROR}

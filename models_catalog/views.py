@@ -9,7 +9,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods
 
-from models_catalog.models import LocalFile
+from models_catalog.models import FileHashes, LocalFile
 from models_catalog.services.upload import UploadRefused, local_file_upload
 from models_catalog.upload_handlers import LimitedTemporaryFileUploadHandler
 
@@ -31,14 +31,7 @@ def file_list(request: HttpRequest) -> HttpResponse:
 def file_detail(request: HttpRequest, pk: int) -> HttpResponse:
     lf = get_object_or_404(_my_files(request).prefetch_related("members"), pk=pk)
     template = "models_catalog/_file_status.html" if request.headers.get("HX-Request") else "models_catalog/file_detail.html"
-    return render(request, template, {"f": lf, "hashes": getattr(lf, "hashes", None) if _has_hashes(lf) else None})
-
-
-def _has_hashes(lf: LocalFile) -> bool:
-    try:
-        return lf.hashes is not None
-    except LocalFile.hashes.RelatedObjectDoesNotExist:
-        return False
+    return render(request, template, {"f": lf, "hashes": FileHashes.objects.filter(local_file=lf).first()})
 
 
 def _upload_error(request: HttpRequest, message: str, status: int = 400) -> HttpResponse:

@@ -9,3 +9,44 @@ def hash_local_file(local_file_id: int) -> None:
     from models_catalog.services.hashing import local_file_hash
 
     local_file_hash(local_file_id=local_file_id)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def identify_local_file(local_file_id: int) -> None:
+    from models_catalog.services.identify import local_file_identify
+
+    local_file_identify(local_file_id=local_file_id)
+
+
+@shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=None)
+def civitai_lookup_batch(self) -> None:
+    from models_catalog.services.identify import civitai_batch_and_rematch
+    from workers.sources.civitai import CivitaiUnavailable
+
+    try:
+        civitai_batch_and_rematch()
+    except CivitaiUnavailable as exc:
+        # The claimed lookups went back to pending with a not-before time; come back then.
+        raise self.retry(exc=exc, countdown=max(5, min(600, exc.retry_after or 30))) from exc
+
+
+@shared_task(ignore_result=True)
+def civitai_refresh_stale() -> None:
+    from models_catalog.services.civitai_lookup import civitai_refresh_stale
+    from models_catalog.services.identify import enqueue_civitai_batch
+
+    if civitai_refresh_stale():
+        enqueue_civitai_batch()
+
+
+@shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=10)
+def hf_index_repo(self, job_id: int) -> None:
+    from models_catalog.services.huggingface import hf_index_job_run
+    from workers.sources.huggingface import HuggingFaceError
+
+    try:
+        hf_index_job_run(job_id=job_id)
+    except HuggingFaceError as exc:
+        if not exc.retryable:
+            raise
+        raise self.retry(exc=exc, countdown=max(5, min(600, exc.retry_after or 30))) from exc

@@ -97,7 +97,7 @@ def local_file_hash(*, local_file_id: int) -> LocalFile | None:
     identity = {"device": st.st_dev, "inode": st.st_ino, "mtime_ns": st.st_mtime_ns}
     if not is_dir:
         identity["size"] = st.st_size
-    if lf.status == LocalFile.Status.DONE and _has_hashes(lf) and all(getattr(lf, k) == v for k, v in identity.items()):
+    if lf.status == LocalFile.Status.DONE and lf.has_engine_hashes and all(getattr(lf, k) == v for k, v in identity.items()):
         return lf  # a redelivered task: the work is done
 
     LocalFile.objects.filter(pk=lf.pk).update(
@@ -122,13 +122,6 @@ def local_file_hash(*, local_file_id: int) -> LocalFile | None:
         raise
     lf.refresh_from_db()
     return lf
-
-
-def _has_hashes(lf: LocalFile) -> bool:
-    try:
-        return lf.hashes is not None
-    except FileHashes.DoesNotExist:
-        return False
 
 
 def _finish(lf: LocalFile, *, size: int, identity: dict) -> bool:

@@ -131,7 +131,7 @@ def _register_one(*, path: Path, st: os.stat_result, special: str, owner, existi
         same = all(getattr(existing, k) == v for k, v in identity.items())
         # Folders are always re-queued: a member can change without touching the
         # folder's own mtime, and the hash cache keeps the rehash cheap.
-        if same and existing.status == LocalFile.Status.DONE and _has_hashes(existing) and not is_dir:
+        if same and existing.status == LocalFile.Status.DONE and existing.has_engine_hashes and not is_dir:
             outcome.unchanged.append(existing)
             return
         if same and existing.status in {LocalFile.Status.QUEUED, LocalFile.Status.HASHING, LocalFile.Status.ANALYSING}:
@@ -153,10 +153,3 @@ def _register_one(*, path: Path, st: os.stat_result, special: str, owner, existi
     lf.save()
     enqueue_hashing(lf.pk)
     outcome.queued.append(lf)
-
-
-def _has_hashes(lf: LocalFile) -> bool:
-    try:
-        return lf.hashes is not None
-    except FileHashes.DoesNotExist:
-        return False

@@ -91,7 +91,7 @@ def test_result_dropped_when_row_was_requeued_meanwhile(model_root, user, monkey
     monkeypatch.setattr(hashing_service, "hash_file_cached", requeue_during_hash)
     local_file_hash(local_file_id=lf.pk)
     lf.refresh_from_db()
-    assert lf.status == "queued" and not hashing_service._has_hashes(lf)
+    assert lf.status == "queued" and not lf.has_engine_hashes
 
 
 def test_unexpected_error_is_stored_not_left_hashing(model_root, user, monkeypatch):

@@ -1,0 +1,34 @@
+import json
+
+from django.core.management.base import BaseCommand
+from django.template.defaultfilters import filesizeformat
+
+from models_catalog.management.commands._owner import cli_owner
+from models_catalog.services.duplicates import duplicate_groups
+
+
+class Command(BaseCommand):
+    help = "Groups of local files that hold the same model across names, containers and precisions."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--json", action="store_true", dest="as_json")
+        parser.add_argument("--user", help="whose files (default: the first admin)")
+        parser.add_argument("--all-users", action="store_true")
+        parser.add_argument("--prefer", default="fp16", help="precision to keep when formats tie (fp16, fp32, bf16)")
+
+    def handle(self, *args, as_json, user, all_users, prefer, **options):
+        groups = duplicate_groups(owner=None if all_users else cli_owner(user), prefer_precision=prefer)
+        if as_json:
+            self.stdout.write(json.dumps([g.to_json() for g in groups], indent=2))
+            return
+        if not groups:
+            self.stdout.write("no duplicates")
+            return
+        for i, g in enumerate(groups, 1):
+            title = g.model or "unidentified model"
+            self.stdout.write(self.style.MIGRATE_HEADING(
+                f"{i}. {title}: {len(g.members)} copies, {filesizeformat(g.reclaimable_bytes)} reclaimable (keep: {g.reason})"))
+            for m in g.members:
+                self.stdout.write(f"   {m.match:<18} {m.format or '?':<13} {m.precision or '?':<5} {filesizeformat(m.size):>10}  {m.path}")
+        total = sum(g.reclaimable_bytes for g in groups)
+        self.stdout.write(f"\n{len(groups)} groups, {filesizeformat(total)} reclaimable in all")

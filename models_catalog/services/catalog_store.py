@@ -1,0 +1,119 @@
+"""Store what a source said as catalog rows: SourceModel -> SourceVersion -> SourceFile.
+
+Every file of a version is stored, not only the one we asked about: the
+.ckpt beside the .safetensors and the fp16 beside the fp32 become known
+locally, so a later copy of one of them is identified with no request.
+"""
+from __future__ import annotations
+
+from django.db import transaction
+
+from models_catalog.models import Source, SourceFile, SourceModel, SourceVersion
+from workers.sources.civitai import CivitaiModel, CivitaiVersion
+
+CIVITAI_SITE = "https://civitai.com"
+HF_SITE = "https://huggingface.co"
+
+# Civitai's spelling -> our field
+CIVITAI_HASH_FIELDS = {"SHA256": "sha256", "AutoV1": "autov1", "AutoV2": "autov2", "AutoV3": "autov3",
+                       "CRC32": "crc32", "BLAKE3": "blake3"}
+
+
+def _civitai_file_fields(f) -> dict:
+    hashes = {field: f.hashes.get(kind, "").lower() for kind, field in CIVITAI_HASH_FIELDS.items()}
+    return {
+        **hashes,
+        "name": (f.name or "")[:500],
+        "size": int(f.size_kb * 1024) if f.size_kb is not None else None,
+        "file_type": f.type or "",
+        "format": f.format or "",
+        "fp": f.fp or "",
+        "size_kind": f.size_kind or "",
+        "primary": bool(f.primary),
+        "source_scan": f.pickle_scan_result or "",
+        "source_scan_message": f.pickle_scan_message or "",
+        "download_url": (f.download_url or "")[:1000],
+    }
+
+
+@transaction.atomic
+def civitai_version_store(*, version: CivitaiVersion, model: CivitaiModel | None = None) -> SourceVersion:
+    summary = version.model
+    model_row, _ = SourceModel.objects.update_or_create(
+        source=Source.CIVITAI, external_id=str(version.model_id),
+        defaults={
+            "name": (summary.name or (model.name if model else None) or f"Civitai model {version.model_id}")[:500],
+            "type": summary.type or (model.type if model else "") or "",
+            "nsfw": summary.nsfw,
+            "url": f"{CIVITAI_SITE}/models/{version.model_id}",
+            **({"description": model.description or "", "raw": model.raw} if model else {}),
+        },
+    )
+    version_row, _ = SourceVersion.objects.update_or_create(
+        model=model_row, external_id=str(version.id),
+        defaults={
+            "name": (version.name or "")[:500],
+            "base_model": (version.base_model or "")[:100],
+            "trained_words": list(version.trained_words),
+            "air": (version.air or "")[:255],
+            "description": version.description or "",
+            "published_at": version.published_at,
+            "url": f"{CIVITAI_SITE}/models/{version.model_id}?modelVersionId={version.id}",
+            "raw": version.raw,
+        },
+    )
+    _store_files(version_row, {(str(f.id) if f.id is not None else f"name:{f.name}"): _civitai_file_fields(f)
+                               for f in version.files})
+    return version_row
+
+
+def _store_files(version_row: SourceVersion, files: dict[str, dict], *, prune: bool = False) -> None:
+    """Upsert a version's files in a few queries (a Hub repo can list thousands)."""
+    existing = {sf.external_id: sf for sf in SourceFile.objects.filter(version=version_row)}
+    new, changed = [], []
+    for external_id, fields in files.items():
+        row = existing.get(external_id)
+        if row is None:
+            new.append(SourceFile(version=version_row, external_id=external_id, **fields))
+        else:
+            for name, value in fields.items():
+                setattr(row, name, value)
+            changed.append(row)
+    SourceFile.objects.bulk_create(new, batch_size=500)
+    if changed:
+        SourceFile.objects.bulk_update(changed, fields=list(next(iter(files.values())).keys()), batch_size=500)
+    if prune:
+        SourceFile.objects.filter(version=version_row).exclude(external_id__in=list(files)).delete()
+
+
+@transaction.atomic
+def hf_repo_store(*, index) -> SourceVersion:
+    """Store a workers.sources.huggingface.RepoIndex: the repo as a model, the commit as a version."""
+    repo_url = f"{HF_SITE}/{'datasets/' if index.repo_type == 'dataset' else ''}{index.repo_id}"
+    model_row, _ = SourceModel.objects.update_or_create(
+        source=Source.HUGGINGFACE, external_id=f"{index.repo_type}:{index.repo_id}",
+        defaults={"name": index.repo_id, "type": "Dataset" if index.repo_type == "dataset" else "Repository", "url": repo_url},
+    )
+    version_row, _ = SourceVersion.objects.update_or_create(
+        model=model_row, external_id=index.revision,
+        defaults={"name": index.revision[:12], "url": f"{repo_url}/tree/{index.revision}"},
+    )
+    _store_files(version_row, {f.path[:500]: {
+        "name": f.path.rsplit("/", 1)[-1][:500],
+        "size": f.size,
+        "sha256": (f.sha256 or "").lower(),
+        "autov2": (f.sha256 or "")[:10].lower(),
+        "git_sha1": (f.git_sha1 or "").lower(),
+        "format": _hf_format(f.path),
+        "download_url": f"{repo_url}/resolve/{index.revision}/{f.path}"[:1000],
+    } for f in index.files}, prune=True)
+    return version_row
+
+
+def _hf_format(path: str) -> str:
+    lower = path.lower()
+    if lower.endswith((".safetensors", ".sft")):
+        return "SafeTensor"
+    if lower.endswith((".ckpt", ".pt", ".pth", ".bin", ".pkl")):
+        return "PickleTensor"
+    return "Other"

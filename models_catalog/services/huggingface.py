@@ -1,0 +1,63 @@
+"""Hugging Face: index repos into the catalog, and identify files of a local HF cache for free."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from models_catalog.models import FileHashes, Job, SourceVersion
+from models_catalog.services.catalog_store import hf_repo_store
+from models_catalog.services.matching import local_files_rematch
+from workers.sources.huggingface import HuggingFaceError, index_repo
+
+
+def hf_repo_index(*, repo_id: str, revision: str | None = None, repo_type: str = "model") -> SourceVersion:
+    """Fetch a repo's file list (LFS sha256 / git sha1 per file) and store it; rematch local files."""
+    index = index_repo(
+        repo_id=repo_id, revision=revision, repo_type=repo_type,
+        endpoint=settings.HF_ENDPOINT or None, token=settings.HF_TOKEN or None,
+    )
+    version = hf_repo_store(index=index)
+    sha256s = [f.sha256 for f in index.files if f.sha256]
+    ids = set(FileHashes.objects.filter(sha256__in=sha256s).values_list("local_file_id", flat=True))
+    if ids:
+        local_files_rematch(local_file_ids=ids)
+    return version
+
+
+def hf_index_job_create(*, owner, repo_id: str, revision: str | None, repo_type: str) -> Job:
+    from workers.tasks import hf_index_repo
+
+    job = Job.objects.create(owner=owner, kind=Job.Kind.HF_INDEX,
+                             params={"repo_id": repo_id, "revision": revision or None, "repo_type": repo_type})
+    transaction.on_commit(lambda: hf_index_repo.delay(job.pk))
+    return job
+
+
+def hf_index_job_run(*, job_id: int) -> None:
+    job = Job.objects.filter(pk=job_id).first()
+    if job is None or job.status == Job.Status.DONE:
+        return
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.RUNNING, message="asking the Hub")
+    try:
+        version = hf_repo_index(**job.params)
+    except HuggingFaceError as exc:
+        status = Job.Status.QUEUED if exc.retryable else Job.Status.ERROR
+        Job.objects.filter(pk=job.pk).update(status=status, message=_explain(exc))
+        raise
+    files = version.files.count()
+    Job.objects.filter(pk=job.pk).update(
+        status=Job.Status.DONE, progress_done=files, progress_total=files, updated_at=timezone.now(),
+        message=f"indexed {files} files at {version.external_id[:12]}",
+        result={"source_version_id": version.pk, "model_id": version.model_id, "files": files},
+    )
+
+
+def _explain(exc: HuggingFaceError) -> str:
+    return {
+        "repo_not_found": "the repository does not exist (or is private and no HF_TOKEN gives access)",
+        "revision_not_found": "the repository has no such revision",
+        "gated": "the repository is gated: accept its terms on the Hub and set HF_TOKEN",
+        "rate_limited": "the Hub is rate-limiting us; will retry",
+        "unavailable": "the Hub did not answer; will retry",
+    }.get(exc.kind, "") + f" ({exc})"

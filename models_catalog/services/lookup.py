@@ -1,0 +1,145 @@
+"""Hash lookup: any hash kind, prefixed forms or a pasted A1111 infotext -> what it is.
+
+Local catalog first (source files, then the asking user's own files), Civitai
+only for what is still unknown, and never twice within the cache time.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from models_catalog.models import CivitaiLookup, FileHashes, FolderMember, LocalFile, SourceFile
+from models_catalog.services.catalog_store import civitai_version_store
+from models_catalog.services.civitai_lookup import civitai_client, is_fresh
+from workers.hash_query import HashQuery, parse_hash_query
+from workers.sources.civitai import CivitaiError
+
+# Query kind -> (field on HashFields, how many leading chars of the value to compare)
+KIND_FIELDS = {
+    "SHA256": ("sha256", 64), "BLAKE3": ("blake3", 64), "AutoV1": ("autov1", 8), "AutoV2": ("autov2", 10),
+    "AutoV3": ("autov3", 12), "CRC32": ("crc32", 8), "AutoV3_full": ("autov3", 12),
+}
+KIND_MEANING = {
+    "SHA256": "the whole file is identical",
+    "BLAKE3": "the whole file is identical",
+    "AutoV2": "the first 10 hex of the SHA256 agree (A1111's model hash): almost surely the same file",
+    "AutoV3": "the tensor data (everything after the safetensors header) is identical",
+    "AutoV3_full": "the tensor data (everything after the safetensors header) is identical",
+    "AutoV1": "A1111's old hash of 64 KiB at 1 MiB agrees: weak, different files can share it",
+    "CRC32": "the CRC32 agrees: weak, a checksum rather than a hash",
+}
+
+
+@dataclass
+class LookupMatch:
+    source: str  # "civitai" | "huggingface" | "my files"
+    model: str | None
+    version: str | None
+    file: str
+    match: str  # the hash kind that agreed
+    evidence: str
+    url: str | None = None
+    model_id: int | None = None
+    local_file_id: int | None = None
+
+
+@dataclass
+class LookupResult:
+    query: str
+    label: str | None
+    kinds_tried: tuple[str, ...]
+    note: str | None
+    matches: list[LookupMatch] = field(default_factory=list)
+    civitai: str = "not asked"  # not asked | cached hit | cached miss | hit | miss | error: ...
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def _q(candidates, model_has_full: bool) -> Q:
+    q = Q(pk__in=[])
+    for c in candidates:
+        if c.kind == "AutoV3_full" and model_has_full:
+            q |= Q(autov3_full=c.value)
+        else:
+            name, n = KIND_FIELDS[c.kind]
+            q |= Q(**{name: c.value[:n]})
+    return q
+
+
+def _which(row, candidates) -> str:
+    for c in candidates:
+        name, n = KIND_FIELDS[c.kind]
+        if getattr(row, name, "") == c.value[:n]:
+            return c.kind
+    return candidates[0].kind
+
+
+def _source_matches(query: HashQuery) -> list[LookupMatch]:
+    found = []
+    for sf in SourceFile.objects.filter(_q(query.candidates, False)).select_related("version__model")[:50]:
+        kind = _which(sf, query.candidates)
+        model = sf.version.model
+        found.append(LookupMatch(
+            source=model.source, model=model.name, version=sf.version.name or sf.version.external_id, file=sf.name,
+            match=kind, evidence=f"{kind} equal: {KIND_MEANING[kind]}", url=sf.version.url or model.url, model_id=model.pk,
+        ))
+    return found
+
+
+def _my_matches(query: HashQuery, user) -> list[LookupMatch]:
+    if user is None:
+        return []
+    visible = LocalFile.objects.all() if user.is_staff else LocalFile.objects.filter(owner=user)
+    found = []
+    for h in FileHashes.objects.filter(_q(query.candidates, True), local_file__in=visible).select_related("local_file")[:50]:
+        kind = _which(h, query.candidates)
+        found.append(LookupMatch(source="my files", model=None, version=None, file=h.local_file.name, match=kind,
+                                 evidence=f"{kind} equal: {KIND_MEANING[kind]}", local_file_id=h.local_file_id))
+    for m in FolderMember.objects.filter(_q(query.candidates, True), folder__in=visible).select_related("folder")[:50]:
+        kind = _which(m, query.candidates)
+        found.append(LookupMatch(source="my files", model=None, version=None, file=f"{m.folder.name}/{m.relative_path}",
+                                 match=kind, evidence=f"{kind} equal: {KIND_MEANING[kind]}", local_file_id=m.folder_id))
+    return found
+
+
+def _ask_civitai(query: HashQuery, client) -> str:
+    """One GET per distinct value: Civitai matches any stored kind. Returns what happened."""
+    value = query.candidates[0].value
+    if query.candidates[0].kind == "AutoV3_full":
+        value = value[:12]
+    row, _ = CivitaiLookup.objects.get_or_create(kind=CivitaiLookup.Kind.ANY, value=value.upper())
+    if is_fresh(row, timezone.now()):
+        return f"cached {row.state}"
+    started = time.monotonic()
+    try:
+        version = (client or civitai_client()).version_by_hash(value)
+    except CivitaiError as exc:
+        CivitaiLookup.objects.filter(pk=row.pk).update(state=CivitaiLookup.State.ERROR, last_error=str(exc))
+        return f"error: {exc}"
+    stored = civitai_version_store(version=version) if version else None
+    CivitaiLookup.objects.filter(pk=row.pk).update(
+        state=CivitaiLookup.State.HIT if version else CivitaiLookup.State.MISS, version=stored,
+        checked_at=timezone.now(), duration_ms=int((time.monotonic() - started) * 1000), last_error="",
+    )
+    return "hit" if version else "miss"
+
+
+def hash_lookup(*, text: str, user=None, ask_civitai: bool | None = None, client=None) -> list[LookupResult]:
+    """Raises workers.hash_query.HashQueryError for text that holds no hash."""
+    if ask_civitai is None:
+        ask_civitai = settings.CIVITAI_ENABLED
+    results = []
+    for query in parse_hash_query(text):
+        result = LookupResult(query=query.text, label=query.label, kinds_tried=query.kinds_tried, note=query.note)
+        result.matches = _source_matches(query)
+        if not result.matches and ask_civitai:
+            result.civitai = _ask_civitai(query, client)
+            result.matches = _source_matches(query)
+        result.matches += _my_matches(query, user)
+        results.append(result)
+    return results

@@ -1,0 +1,224 @@
+"""Identification against the Civitai stand-in over real HTTP, and matching from the catalog."""
+import hashlib
+import zlib
+from pathlib import Path
+
+import blake3
+import pytest
+
+from models_catalog.models import CivitaiLookup, FileHashes, LocalFile, Match, SourceFile
+from models_catalog.services.civitai_lookup import civitai_client, civitai_lookup_run, civitai_refresh_stale
+from models_catalog.services.hashing import local_file_hash
+from models_catalog.services.identify import civitai_batch_and_rematch, local_file_identify
+from models_catalog.services.matching import local_file_match
+from tests.catalog.conftest import write_safetensors
+from tests.fakes.civitai import fake_civitai, file_hashes  # noqa: F401
+from workers.sources.civitai import CivitaiUnavailable
+from workers.sources.http import RetryPolicy
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def civitai(fake_civitai, settings, monkeypatch):
+    settings.CIVITAI_ENABLED = True
+    settings.CIVITAI_API_BASE = fake_civitai.base_url
+    from models_catalog.services import identify
+
+    monkeypatch.setattr(identify, "enqueue_civitai_batch", lambda: None)  # tests run the batch themselves
+    return fake_civitai
+
+
+def client_for(fake, **kw):
+    return civitai_client(base_url=fake.base_url, sleep=lambda s: None,
+                          retry=RetryPolicy(base=0.01, cap=0.01, max_attempts=2), **kw)
+
+
+def hashed(path: Path, owner) -> LocalFile:
+    """A registered local file, hashed and analysed synchronously."""
+    st = path.stat()
+    lf = LocalFile.objects.create(owner=owner, origin="registered", path=str(path), name=path.name, size=st.st_size)
+    local_file_hash(local_file_id=lf.pk)
+    lf.refresh_from_db()
+    assert lf.status == "done", lf.error
+    return lf
+
+
+def civitai_file(data: bytes, name: str, **meta) -> dict:
+    n = int.from_bytes(data[:8], "little")
+    return {
+        "name": name,
+        "hashes": file_hashes(
+            sha256=hashlib.sha256(data).hexdigest(),
+            autov3=hashlib.sha256(data[8 + n:]).hexdigest()[:12],
+            crc32=zlib.crc32(data).to_bytes(4, "little").hex(),
+            blake3=blake3.blake3(data).hexdigest(),
+        ),
+        "metadata": {"format": "SafeTensor", "fp": meta.get("fp", "fp16"), "size": "pruned"},
+    }
+
+
+def seed(fake, files: list[dict], *, name="Fake LoRA", type="LORA") -> int:
+    model_id = fake.add_model(name=name, type=type)
+    return fake.add_version(model_id, name="v1", base_model="SDXL 1.0", trained_words=["fakeword"], files=files)
+
+
+def test_exact_and_renamed_matches_from_one_batch(civitai, model_root, user):
+    a = write_safetensors(model_root / "cool.safetensors", payload=b"A" * 100)
+    b = write_safetensors(model_root / "renamed-copy.safetensors", payload=b"B" * 100)
+    seed(civitai, [civitai_file(a.read_bytes(), "cool.safetensors")], name="Cool")
+    seed(civitai, [civitai_file(b.read_bytes(), "original-b.safetensors")], name="Bee")
+    la, lb = hashed(a, user), hashed(b, user)
+    for lf in (la, lb):
+        local_file_identify(local_file_id=lf.pk)
+    civitai_batch_and_rematch(client=client_for(civitai))
+    assert civitai.count("POST", "/api/v1/model-versions/by-hash") == 1
+    ma, mb = Match.objects.get(local_file=la), Match.objects.get(local_file=lb)
+    assert (ma.kind, ma.source_file.version.model.name) == ("exact", "Cool")
+    assert mb.kind == "renamed" and "original-b.safetensors" in mb.evidence
+    version = ma.source_file.version
+    assert version.base_model == "SDXL 1.0" and version.trained_words == ["fakeword"]
+
+
+def test_request_economy_250_known_files_cost_3_posts_and_a_rerun_costs_0(civitai, user):
+    data = [bytes([i % 256, i // 256]) * 40 for i in range(250)]
+    seed(civitai, [civitai_file(d, f"f{i}.safetensors") for i, d in enumerate(data)])
+    for i, d in enumerate(data):
+        lf = LocalFile.objects.create(owner=user, origin="pushed", path=f"/remote/f{i}", name=f"f{i}.safetensors", status="done")
+        FileHashes.objects.create(local_file=lf, size=len(d), sha256=hashlib.sha256(d).hexdigest(), source="pushed")
+        local_file_identify(local_file_id=lf.pk)
+    run = civitai_lookup_run(client=client_for(civitai))
+    assert (run.requests, run.hits) == (3, 250)
+    civitai.reset_log()
+    for lf in LocalFile.objects.all():
+        local_file_identify(local_file_id=lf.pk)  # exact matches are known: no lookup requested
+    assert civitai_lookup_run(client=client_for(civitai)).requests == 0
+    assert civitai.requests == []
+
+
+def test_sibling_files_of_a_version_identify_later_copies_without_a_request(civitai, model_root, user):
+    fp16 = write_safetensors(model_root / "m-fp16.safetensors", payload=b"\x01" * 64)
+    (model_root / "other").mkdir()
+    fp32 = write_safetensors(model_root / "other" / "m-fp32.safetensors", payload=b"\x02" * 128)
+    seed(civitai, [civitai_file(fp16.read_bytes(), "m-fp16.safetensors"), civitai_file(fp32.read_bytes(), "m-fp32.safetensors", fp="fp32")])
+    l16 = hashed(fp16, user)
+    local_file_identify(local_file_id=l16.pk)
+    civitai_batch_and_rematch(client=client_for(civitai))
+    civitai.reset_log()
+    l32 = hashed(fp32, user)
+    matches = local_file_identify(local_file_id=l32.pk)
+    assert [m.kind for m in matches] == ["exact"] and civitai.requests == []
+
+
+def test_sha256_miss_falls_back_to_autov3_and_finds_same_weights(civitai, model_root, user):
+    published = write_safetensors(model_root / "pub.safetensors", payload=b"W" * 256, metadata={"a": "1"})
+    edited = write_safetensors(model_root / "edited.safetensors", payload=b"W" * 256, metadata={"trained": "by me"})
+    entry = civitai_file(published.read_bytes(), "pub.safetensors")
+    seed(civitai, [entry])
+    # Civitai only knows the published file, so the edited copy's SHA256 misses.
+    SourceFile.objects.all().delete()
+    lf = hashed(edited, user)
+    local_file_identify(local_file_id=lf.pk)
+    civitai_batch_and_rematch(client=client_for(civitai))
+    gets = [p for m, p, _ in civitai.requests if m == "GET"]
+    assert any(p.endswith(lf.hashes.autov3.upper()) for p in gets)
+    [match] = Match.objects.filter(local_file=lf)
+    assert match.kind == "same-weights" and "AutoV3" in match.evidence
+    assert CivitaiLookup.objects.get(kind="SHA256").state == "miss"
+
+
+def test_miss_is_cached_and_not_asked_again(civitai, model_root, user):
+    f = write_safetensors(model_root / "unknown.safetensors", payload=b"?" * 50)
+    lf = hashed(f, user)
+    local_file_identify(local_file_id=lf.pk)
+    civitai_batch_and_rematch(client=client_for(civitai))
+    asked = len(civitai.requests)
+    assert asked >= 1 and not Match.objects.exists()
+    local_file_identify(local_file_id=lf.pk)
+    civitai_batch_and_rematch(client=client_for(civitai))
+    assert len(civitai.requests) == asked
+    # ... until the cache time is over.
+    CivitaiLookup.objects.update(checked_at="2000-01-01T00:00:00Z")
+    assert civitai_refresh_stale() == CivitaiLookup.objects.count()
+
+
+def test_rate_limit_keeps_the_lookup_and_a_later_run_finishes_it(civitai, model_root, user):
+    f = write_safetensors(model_root / "x.safetensors", payload=b"x" * 10)
+    seed(civitai, [civitai_file(f.read_bytes(), "x.safetensors")])
+    lf = hashed(f, user)
+    local_file_identify(local_file_id=lf.pk)
+    civitai.fail_next(2, status=429)  # no Retry-After, as Cloudflare mostly sends
+    with pytest.raises(CivitaiUnavailable):
+        civitai_lookup_run(client=client_for(civitai))
+    row = CivitaiLookup.objects.get()
+    assert row.state == "pending" and row.not_before is not None and "retry" in row.last_error
+    CivitaiLookup.objects.update(not_before=None)  # time passes
+    civitai_batch_and_rematch(client=client_for(civitai))
+    assert CivitaiLookup.objects.get().state == "hit"
+    assert Match.objects.get(local_file=lf).kind == "exact"
+
+
+def test_final_4xx_is_an_error_not_retried(civitai, model_root, user):
+    f = write_safetensors(model_root / "x.safetensors", payload=b"x" * 10)
+    lf = hashed(f, user)
+    local_file_identify(local_file_id=lf.pk)
+    civitai.fail_next(1, status=400, body={"error": "bad"})
+    civitai_lookup_run(client=client_for(civitai))
+    row = CivitaiLookup.objects.get(kind="SHA256")
+    assert row.state == "error" and civitai.count("POST", "/api/v1/model-versions/by-hash") == 1
+
+
+def test_dead_workers_claim_expires(civitai, model_root, user):
+    f = write_safetensors(model_root / "x.safetensors", payload=b"x" * 10)
+    seed(civitai, [civitai_file(f.read_bytes(), "x.safetensors")])
+    lf = hashed(f, user)
+    local_file_identify(local_file_id=lf.pk)
+    CivitaiLookup.objects.update(state="running", claimed_at="2000-01-01T00:00:00Z")  # its worker died
+    civitai_lookup_run(client=client_for(civitai))
+    assert CivitaiLookup.objects.get().state == "hit"
+
+
+def _fingerprinted(owner, name, *, fmt, content_id, precision_id, sha, components=None) -> LocalFile:
+    lf = LocalFile.objects.create(owner=owner, origin="pushed", path=f"/r/{name}", name=name, status="done", format=fmt,
+                                  content_id=content_id, precision_id=precision_id, size=100,
+                                  fingerprint={"components": components or {}})
+    FileHashes.objects.create(local_file=lf, size=100, sha256=sha, source="pushed")
+    return lf
+
+
+def test_converted_and_precision_matches_go_through_an_identified_local_file(civitai, user):
+    seed(civitai, [{"name": "model.safetensors", "hashes": file_hashes(sha256="a" * 64)}], name="Known")
+    client = client_for(civitai)
+    known = _fingerprinted(user, "model.safetensors", fmt="safetensors", content_id="c1", precision_id="p1", sha="a" * 64)
+    local_file_identify(local_file_id=known.pk)
+    civitai_batch_and_rematch(client=client)
+    ckpt = _fingerprinted(user, "model.ckpt", fmt="torch-zip", content_id="c1", precision_id="p1", sha="b" * 64)
+    fp32 = _fingerprinted(user, "model-fp32.safetensors", fmt="safetensors", content_id="c2", precision_id="p1", sha="c" * 64)
+    kinds = {lf.name: [(m.kind, m.via_id) for m in local_file_match(local_file_id=lf.pk)] for lf in (ckpt, fp32)}
+    assert kinds == {"model.ckpt": [("converted", known.pk)], "model-fp32.safetensors": [("precision", known.pk)]}
+
+
+def test_partial_match_for_a_finetune_sharing_vae_and_text_encoder(civitai, user):
+    seed(civitai, [{"name": "base.safetensors", "hashes": file_hashes(sha256="a" * 64)}], name="Base")
+    comps = {"unet": {"content_id": "u1", "precision_id": "u1", "nbytes": 800},
+             "vae": {"content_id": "v1", "precision_id": "v1", "nbytes": 100},
+             "text_encoder": {"content_id": "t1", "precision_id": "t1", "nbytes": 100}}
+    base = _fingerprinted(user, "base.safetensors", fmt="safetensors", content_id="c1", precision_id="p1", sha="a" * 64, components=comps)
+    local_file_identify(local_file_id=base.pk)
+    civitai_batch_and_rematch(client=client_for(civitai))
+    tuned = _fingerprinted(user, "tuned.safetensors", fmt="safetensors", content_id="c9", precision_id="p9", sha="d" * 64,
+                           components={**comps, "unet": {"content_id": "u2", "precision_id": "u2", "nbytes": 800}})
+    [m] = local_file_match(local_file_id=tuned.pk)
+    assert m.kind == "partial" and m.share == pytest.approx(0.2) and "vae" in m.evidence
+
+
+def test_short_hash_match_is_weak_and_says_which_kind(user):
+    from models_catalog.models import Source, SourceModel, SourceVersion
+
+    model = SourceModel.objects.create(source=Source.CIVITAI, external_id="1", name="Old")
+    version = SourceVersion.objects.create(model=model, external_id="1")
+    SourceFile.objects.create(version=version, external_id="1", name="old.ckpt", crc32="85114a0d")
+    lf = _fingerprinted(user, "x.ckpt", fmt="torch-zip", content_id="", precision_id="", sha="e" * 64)
+    FileHashes.objects.filter(local_file=lf).update(crc32="85114a0d")
+    [m] = local_file_match(local_file_id=lf.pk)
+    assert m.kind == "short-hash" and "CRC32" in m.evidence and "weak" in m.evidence

@@ -1,0 +1,730 @@
+"""One-pass hashing of model files and diffusers folders (PURE: no Django).
+
+A model file is read ONCE and every hash Civitai, A1111, kohya and InvokeAI use
+is computed from that single stream: SHA256 (AutoV2 is its prefix), AutoV1,
+AutoV3 (a second SHA-256 over the bytes after the safetensors header), CRC32
+and BLAKE3. Reading is the cheap part (page cache ~12 GB/s); the two SHA-256
+streams are the floor of the work, so each big hasher gets its own thread and
+they share a small ring of page-aligned buffers (hashlib and blake3 release
+the GIL on large buffers; unaligned bytearrays cost 30-50% here). Memory stays
+constant: RING_DEPTH * buffer_size, whatever the file size.
+
+Exact definitions: /work/shared/reference/hashes.md (copied into the
+docstrings below where a detail matters).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import queue
+import stat
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import blake3 as _blake3_module
+
+try:  # isal's crc32 runs at tens of GB/s on this machine, zlib's at ~5.
+    from isal.isal_zlib import crc32 as _crc32
+
+    CRC32_IMPLEMENTATION = "isal"
+except ImportError:  # pragma: no cover - isal is a pinned runtime dependency
+    from zlib import crc32 as _crc32
+
+    CRC32_IMPLEMENTATION = "zlib"
+
+if TYPE_CHECKING:
+    from workers.hash_cache import HashCache
+
+MiB = 1024 * 1024
+
+# AutoV1 (A1111's old "model hash"): SHA-256 of 0x10000 bytes at 0x100000.
+AUTOV1_OFFSET = 0x100000
+AUTOV1_LENGTH = 0x10000
+# Civitai's model-scanner (HashTask.ComputeAutoV1Hash) stores no AutoV1 below
+# 2 MiB, although A1111 would hash whatever short read it got.
+AUTOV1_MIN_SIZE = 2 * MiB
+# Civitai's legacy scanner: a "header length" this large is a .ckpt or
+# garbage, and it hashed from byte 8 onward instead.
+AUTOV3_LEGACY_HEADER_LIMIT = 16 * MiB
+# We only parse a safetensors JSON header this large for embedded hashes.
+EMBEDDED_HEADER_LIMIT = 100_000_000
+# Embedded values longer than this are not hashes; keep junk out of the DB.
+EMBEDDED_VALUE_MAX_CHARS = 128
+
+DEFAULT_BUFFER_SIZE = 8 * MiB
+RING_DEPTH = 4
+MAX_TRIES = 3
+PROGRESS_INTERVAL_S = 0.25
+# Below this size thread start-up costs more than the hashing: hash inline.
+INLINE_LIMIT = 1 * MiB
+# BLAKE3 gets one thread: on 2 cores both are already busy with the two
+# SHA-256 streams (see docs/BENCHMARKS.md).
+BLAKE3_MAX_THREADS = 1
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".gguf", ".sft")
+# InvokeAI's MODEL_FILE_EXTENSIONS (invokeai/backend/model_hash/model_hash.py):
+# only these count in its folder hash, matched case-sensitively with endswith.
+INVOKEAI_MODEL_SUFFIXES = (".ckpt", ".safetensors", ".bin", ".pt", ".pth")
+
+Progress = Callable[[int, int], None]
+
+
+class HashingError(Exception):
+    """A file or folder could not be hashed; the message says which and why."""
+
+
+class FileChangedError(HashingError):
+    """The file kept changing while it was being hashed, even after retries."""
+
+
+class HashesFormatError(HashingError, ValueError):
+    """A hashes JSON document (cache row, pushed record) is malformed."""
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    device: int
+    inode: int
+    size: int
+    mtime_ns: int
+
+
+@dataclass(frozen=True)
+class FileHashes:
+    size: int
+    sha256: str
+    autov1: str | None
+    autov3_full: str | None
+    crc32: str
+    blake3: str
+    embedded_model_hash: str | None = None
+    embedded_legacy_hash: str | None = None
+
+    @property
+    def autov2(self) -> str:
+        return self.sha256[:10]
+
+    @property
+    def autov3(self) -> str | None:
+        return None if self.autov3_full is None else self.autov3_full[:12]
+
+    def civitai_form(self) -> dict[str, str | None]:
+        return {
+            "SHA256": self.sha256.upper(),
+            "AutoV1": _upper(self.autov1),
+            "AutoV2": self.autov2.upper(),
+            "AutoV3": _upper(self.autov3),
+            "CRC32": self.crc32.upper(),
+            "BLAKE3": self.blake3.upper(),
+        }
+
+    def to_json(self) -> dict[str, Any]:
+        doc: dict[str, Any] = dict(self.civitai_form())
+        doc["size"] = self.size
+        doc["autov3_full"] = self.autov3_full
+        doc["embedded"] = {
+            "sshs_model_hash": self.embedded_model_hash,
+            "sshs_legacy_hash": self.embedded_legacy_hash,
+        }
+        return doc
+
+    @classmethod
+    def from_json(cls, d: Any) -> FileHashes:
+        """Rebuild from to_json(); validates, since pushed records come from other hosts."""
+        if not isinstance(d, dict):
+            raise HashesFormatError(f"hashes must be a JSON object, got {type(d).__name__}")
+        size = d.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise HashesFormatError(f"hashes 'size' must be a non-negative integer, got {size!r}")
+        sha256 = _hex_field(d, "SHA256", 64)
+        autov1 = _hex_field(d, "AutoV1", 8, optional=True)
+        autov3_full = _hex_field(d, "autov3_full", 64, optional=True)
+        crc32 = _hex_field(d, "CRC32", 8)
+        blake3 = _hex_field(d, "BLAKE3", 64)
+        if (autov1 is None) != (size < AUTOV1_MIN_SIZE):
+            raise HashesFormatError(
+                f"AutoV1 must be present exactly when size >= {AUTOV1_MIN_SIZE} (size {size}, AutoV1 {autov1!r})"
+            )
+        if (autov3_full is None) != (size < 8):
+            raise HashesFormatError(
+                f"autov3_full must be present exactly when size >= 8 (size {size}, autov3_full {autov3_full!r})"
+            )
+        for key, derived in (("AutoV2", sha256[:10]), ("AutoV3", autov3_full and autov3_full[:12])):
+            given = d.get(key)
+            if given is not None and (not isinstance(given, str) or given.lower() != derived):
+                raise HashesFormatError(f"{key} {given!r} does not agree with the full hash it derives from")
+        embedded = d.get("embedded") or {}
+        if not isinstance(embedded, dict):
+            raise HashesFormatError("'embedded' must be an object")
+        return cls(
+            size=size,
+            sha256=sha256,
+            autov1=autov1,
+            autov3_full=autov3_full,
+            crc32=crc32,
+            blake3=blake3,
+            embedded_model_hash=_embedded_value(embedded.get("sshs_model_hash")),
+            embedded_legacy_hash=_embedded_value(embedded.get("sshs_legacy_hash")),
+        )
+
+
+@dataclass(frozen=True)
+class FolderMember:
+    relative_path: str  # posix separators, relative to the folder
+    hashes: FileHashes
+
+    @property
+    def in_invokeai_digest(self) -> bool:
+        return self.relative_path.endswith(INVOKEAI_MODEL_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class FolderHashes:
+    size: int
+    digest: str
+    members: tuple[FolderMember, ...]
+
+    @property
+    def invokeai_hash(self) -> str:
+        return f"blake3:{self.digest}"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "size": self.size,
+            "digest": self.digest,
+            "invokeai_hash": self.invokeai_hash,
+            "members": [{"relative_path": m.relative_path, "hashes": m.hashes.to_json()} for m in self.members],
+        }
+
+    @classmethod
+    def from_json(cls, d: Any) -> FolderHashes:
+        if not isinstance(d, dict) or not isinstance(d.get("members"), list):
+            raise HashesFormatError("folder hashes must be an object with a 'members' list")
+        members = []
+        for item in d["members"]:
+            if not isinstance(item, dict) or not isinstance(item.get("relative_path"), str):
+                raise HashesFormatError("each folder member needs a 'relative_path' string")
+            members.append(FolderMember(item["relative_path"], FileHashes.from_json(item.get("hashes"))))
+        members.sort(key=lambda m: _invokeai_sort_key(m.relative_path))
+        digest = _hex_field(d, "digest", 64)
+        if digest != invokeai_folder_digest(m.hashes.blake3 for m in members if m.in_invokeai_digest):
+            raise HashesFormatError("folder digest does not match its members' BLAKE3 hashes")
+        return cls(size=sum(m.hashes.size for m in members), digest=digest, members=tuple(members))
+
+
+# --------------------------------------------------------------------------
+# Single files
+
+
+def file_identity(path: str | os.PathLike[str]) -> FileIdentity:
+    """Identity of a regular file for caching; the caller passes a resolved path."""
+    st = _stat_regular_file(os.fspath(path))
+    return _identity(st)
+
+
+def hash_file(
+    path: str | os.PathLike[str],
+    progress: Progress | None = None,
+    *,
+    buffer_size: int = DEFAULT_BUFFER_SIZE,
+) -> FileHashes:
+    """All six hashes of a regular file from one read; see hash_file_and_identity."""
+    return hash_file_and_identity(path, progress, buffer_size=buffer_size)[0]
+
+
+def hash_file_and_identity(
+    path: str | os.PathLike[str],
+    progress: Progress | None = None,
+    *,
+    buffer_size: int = DEFAULT_BUFFER_SIZE,
+) -> tuple[FileHashes, FileIdentity]:
+    """Hash a file and return the identity it had, unchanged, while being read.
+
+    The identity is what a cache must key on: it is checked (stat before and
+    after, fstat of the open descriptor, byte count) around the read that
+    produced the hashes. A file that changes is hashed again, up to MAX_TRIES.
+    """
+    if buffer_size < 1:
+        raise ValueError(f"buffer_size must be positive, got {buffer_size}")
+    path = os.fspath(path)
+    last_change = ""
+    for _ in range(MAX_TRIES):
+        before = _stat_regular_file(path)
+        fd = _open_for_reading(path)
+        try:
+            opened = os.fstat(fd)
+            if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (before.st_dev, before.st_ino):
+                last_change = "it was replaced between stat and open"
+                continue
+            try:
+                hashes, bytes_read, stream_head_ok = _hash_open_file(
+                    fd, size=before.st_size, progress=progress, buffer_size=buffer_size
+                )
+                fd_after = os.fstat(fd)
+            except OSError as exc:
+                raise HashingError(f"{path}: read failed: {exc.strerror or exc}") from exc
+        finally:
+            os.close(fd)
+        try:
+            after = os.stat(path)
+        except FileNotFoundError:
+            raise HashingError(f"{path}: vanished while being hashed") from None
+        except OSError as exc:
+            raise HashingError(f"{path}: cannot stat after hashing: {exc.strerror or exc}") from exc
+        last_change = _describe_change(before, fd_after, after, bytes_read, stream_head_ok)
+        if not last_change:
+            return hashes, _identity(before)
+    raise FileChangedError(f"{path}: kept changing while being hashed ({MAX_TRIES} tries; last: {last_change})")
+
+
+def _describe_change(
+    before: os.stat_result, fd_after: os.stat_result, after: os.stat_result, bytes_read: int, stream_head_ok: bool
+) -> str:
+    if (after.st_dev, after.st_ino) != (before.st_dev, before.st_ino):
+        return "the path now names a different file"
+    for label, st in (("open file", fd_after), ("path", after)):
+        if st.st_size != before.st_size:
+            return f"{label} size went from {before.st_size} to {st.st_size}"
+        if st.st_mtime_ns != before.st_mtime_ns:
+            return f"{label} mtime changed"
+    if bytes_read != before.st_size:
+        return f"read {bytes_read} bytes but the file had {before.st_size}"
+    if not stream_head_ok:
+        return "its first bytes changed during the read"
+    return ""
+
+
+def _stat_regular_file(path: str) -> os.stat_result:
+    """stat, and refuse anything but a regular file BEFORE opening it (opening a FIFO blocks)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise HashingError(f"{path}: no such file") from None
+    except PermissionError:
+        raise HashingError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise HashingError(f"{path}: cannot stat: {exc.strerror or exc}") from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise HashingError(f"{path}: not a regular file ({_kind(st.st_mode)})")
+    return st
+
+
+def _kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO (named pipe)"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "a special file"
+
+
+def _open_for_reading(path: str) -> int:
+    # O_NONBLOCK: if a FIFO is swapped in after our stat, open must not hang;
+    # fstat then tells us it is not the regular file we checked.
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        return os.open(path, flags)
+    except FileNotFoundError:
+        raise HashingError(f"{path}: vanished before it could be opened") from None
+    except PermissionError:
+        raise HashingError(f"{path}: permission denied") from None
+    except OSError as exc:
+        raise HashingError(f"{path}: cannot open: {exc.strerror or exc}") from exc
+
+
+def _identity(st: os.stat_result) -> FileIdentity:
+    return FileIdentity(device=st.st_dev, inode=st.st_ino, size=st.st_size, mtime_ns=st.st_mtime_ns)
+
+
+def _autov3_start(size: int, head: bytes) -> int | None:
+    """Where AutoV3 (kohya's addnet hash) starts: after the 8-byte length and N bytes of header."""
+    if size < 8 or len(head) < 8:
+        return None
+    header_len = int.from_bytes(head[:8], "little")
+    if header_len >= AUTOV3_LEGACY_HEADER_LIMIT:
+        return 8
+    # kohya seeks to 8+N and hashes what is left: nothing if N runs past the end.
+    return min(8 + header_len, size)
+
+
+def _embedded_header_span(size: int, head: bytes) -> tuple[int, int] | None:
+    if len(head) < 9 or head[8:9] != b"{":
+        return None
+    header_len = int.from_bytes(head[:8], "little")
+    if not 2 <= header_len <= EMBEDDED_HEADER_LIMIT or 8 + header_len > size:
+        return None
+    return 8, 8 + header_len
+
+
+class _WholeSha256:
+    def __init__(self) -> None:
+        self.hasher = hashlib.sha256()
+
+    def update(self, view: memoryview, offset: int) -> None:
+        self.hasher.update(view)
+
+
+class _SuffixSha256:
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.hasher = hashlib.sha256()
+
+    def update(self, view: memoryview, offset: int) -> None:
+        skip = self.start - offset
+        if skip <= 0:
+            self.hasher.update(view)
+        elif skip < len(view):
+            self.hasher.update(view[skip:])
+
+
+class _Blake3:
+    def __init__(self) -> None:
+        self.hasher = _blake3_module.blake3(max_threads=BLAKE3_MAX_THREADS)
+
+    def update(self, view: memoryview, offset: int) -> None:
+        self.hasher.update(view)
+
+
+class _ReaderSide:
+    """The cheap work done on the reading thread: CRC32 and a few small byte ranges."""
+
+    def __init__(self, size: int, head: bytes) -> None:
+        self.crc = 0
+        self.head_seen = bytearray()
+        self.head_expected = bytes(head[:8])
+        self.autov1 = bytearray() if size >= AUTOV1_MIN_SIZE else None
+        self.header_span = _embedded_header_span(size, head)
+        self.header = bytearray() if self.header_span else None
+        self.embedded: tuple[str | None, str | None] = (None, None)
+
+    def update(self, view: memoryview, offset: int) -> None:
+        self.crc = _crc32(view, self.crc)
+        _collect(self.head_seen, view, offset, 0, len(self.head_expected))
+        if self.autov1 is not None:
+            _collect(self.autov1, view, offset, AUTOV1_OFFSET, AUTOV1_OFFSET + AUTOV1_LENGTH)
+        if self.header is not None and self.header_span is not None:
+            lo, hi = self.header_span
+            _collect(self.header, view, offset, lo, hi)
+            if len(self.header) == hi - lo:
+                self.embedded = _parse_embedded(bytes(self.header))
+                self.header = None  # parsed: release the memory now
+
+
+def _collect(target: bytearray, view: memoryview, offset: int, lo: int, hi: int) -> None:
+    start, end = max(lo, offset), min(hi, offset + len(view))
+    if start < end:
+        target += view[start - offset : end - offset]
+
+
+def _parse_embedded(header: bytes) -> tuple[str | None, str | None]:
+    """sshs_* values from a safetensors header; any malformed header just means none."""
+    try:
+        doc = json.loads(header)
+    except (ValueError, RecursionError):
+        return None, None
+    meta = doc.get("__metadata__") if isinstance(doc, dict) else None
+    if not isinstance(meta, dict):
+        return None, None
+    return _embedded_value(meta.get("sshs_model_hash")), _embedded_value(meta.get("sshs_legacy_hash"))
+
+
+def _embedded_value(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return None
+    value = value.strip().lower()
+    return value if 0 < len(value) <= EMBEDDED_VALUE_MAX_CHARS else None
+
+
+class _ProgressReporter:
+    def __init__(self, callback: Progress | None, total: int) -> None:
+        self.callback = callback
+        self.total = total
+        self.last_call: float | None = None
+
+    def tick(self, done: int) -> None:
+        if self.callback is None:
+            return
+        now = time.monotonic()
+        if self.last_call is None or now - self.last_call >= PROGRESS_INTERVAL_S:
+            self.last_call = now
+            self.callback(done, self.total)
+
+    def finish(self) -> None:
+        if self.callback is not None:
+            self.callback(self.total, self.total)
+
+
+def _hash_open_file(
+    fd: int, *, size: int, progress: Progress | None, buffer_size: int
+) -> tuple[FileHashes, int, bool]:
+    """One read of fd; returns (hashes, bytes read, whether the first bytes matched our pre-read)."""
+    if hasattr(os, "posix_fadvise"):
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_SEQUENTIAL)
+        except OSError:
+            pass
+    # Only 9 bytes are read twice: the AutoV3 hasher must know where the
+    # header ends before the first buffer reaches it.
+    head = os.pread(fd, 9, 0)
+    autov3_start = _autov3_start(size, head)
+    whole, b3 = _WholeSha256(), _Blake3()
+    suffix = _SuffixSha256(autov3_start) if autov3_start is not None else None
+    consumers: list[Any] = [whole, b3] + ([suffix] if suffix else [])
+    reader_side = _ReaderSide(size, head)
+    reporter = _ProgressReporter(progress, size)
+    # Read at most one byte past the expected size: a growing file is then
+    # noticed without chasing it forever.
+    limit = size + 1
+    if size <= min(buffer_size, INLINE_LIMIT):
+        bytes_read = _pump_inline(fd, consumers, reader_side, reporter, limit=limit, buffer_size=buffer_size)
+    else:
+        bytes_read = _pump_threaded(fd, consumers, reader_side, reporter, limit=limit, buffer_size=buffer_size)
+    reporter.finish()
+    autov1 = None
+    if reader_side.autov1 is not None and len(reader_side.autov1) == AUTOV1_LENGTH:
+        autov1 = hashlib.sha256(reader_side.autov1).hexdigest()[:8]
+    hashes = FileHashes(
+        size=bytes_read,
+        sha256=whole.hasher.hexdigest(),
+        autov1=autov1,
+        autov3_full=suffix.hasher.hexdigest() if suffix else None,
+        # Civitai prints the CRC's bytes little-endian first.
+        crc32=(reader_side.crc & 0xFFFFFFFF).to_bytes(4, "little").hex(),
+        blake3=b3.hasher.hexdigest(),
+        embedded_model_hash=reader_side.embedded[0],
+        embedded_legacy_hash=reader_side.embedded[1],
+    )
+    return hashes, bytes_read, bytes(reader_side.head_seen) == reader_side.head_expected
+
+
+def _pump_inline(
+    fd: int, consumers: list[Any], reader_side: _ReaderSide, reporter: _ProgressReporter, *, limit: int, buffer_size: int
+) -> int:
+    buffer = mmap.mmap(-1, min(buffer_size, limit))
+    view = memoryview(buffer)
+    total = 0
+    try:
+        while total < limit:
+            n = os.readv(fd, [view[: min(buffer_size, limit - total)]])
+            if n == 0:
+                break
+            chunk = view[:n]
+            reader_side.update(chunk, total)
+            for consumer in consumers:
+                consumer.update(chunk, total)
+            chunk.release()
+            total += n
+            reporter.tick(total)
+    finally:
+        _release([view], [buffer])
+    return total
+
+
+def _pump_threaded(
+    fd: int, consumers: list[Any], reader_side: _ReaderSide, reporter: _ProgressReporter, *, limit: int, buffer_size: int
+) -> int:
+    """The calling thread reads into a ring of buffers; one thread per hasher consumes each buffer in order."""
+    ring = [mmap.mmap(-1, buffer_size) for _ in range(RING_DEPTH)]
+    views = [memoryview(m) for m in ring]
+    free: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for index in range(RING_DEPTH):
+        free.put(index)
+    users = [0] * RING_DEPTH
+    users_lock = threading.Lock()
+    inboxes: list[queue.SimpleQueue[tuple[int, int, int] | None]] = [queue.SimpleQueue() for _ in consumers]
+    errors: list[BaseException] = []
+
+    def consume(consumer: Any, inbox: queue.SimpleQueue[tuple[int, int, int] | None]) -> None:
+        while (item := inbox.get()) is not None:
+            index, n, offset = item
+            try:
+                if not errors:
+                    consumer.update(views[index][:n], offset)
+            except BaseException as exc:  # noqa: BLE001 - re-raised by the reader below
+                errors.append(exc)
+            finally:
+                with users_lock:
+                    users[index] -= 1
+                    if users[index] == 0:
+                        free.put(index)
+
+    workers = [
+        threading.Thread(target=consume, args=(c, box), name=f"hash-{type(c).__name__}", daemon=True)
+        for c, box in zip(consumers, inboxes)
+    ]
+    for worker in workers:
+        worker.start()
+    total = 0
+    try:
+        while total < limit and not errors:
+            index = free.get()
+            n = os.readv(fd, [views[index][: min(buffer_size, limit - total)]])
+            if n == 0:
+                free.put(index)
+                break
+            reader_side.update(views[index][:n], total)
+            users[index] = len(consumers)  # nobody else holds this buffer yet
+            for inbox in inboxes:
+                inbox.put((index, n, total))
+            total += n
+            reporter.tick(total)
+    finally:
+        for inbox in inboxes:
+            inbox.put(None)
+        for worker in workers:
+            worker.join()
+        _release(views, ring)
+    if errors:
+        raise errors[0]
+    return total
+
+
+def _release(views: list[memoryview], buffers: list[mmap.mmap]) -> None:
+    # A traceback may still hold a slice of a buffer; then the mmap is freed
+    # by the garbage collector instead, and the original error must surface.
+    for view in views:
+        view.release()
+    for buffer in buffers:
+        try:
+            buffer.close()
+        except BufferError:
+            pass
+
+
+# --------------------------------------------------------------------------
+# Diffusers (and other multi-file) folders
+
+
+def is_diffusers_folder(path: str | os.PathLike[str]) -> bool:
+    try:
+        return os.path.isdir(path) and os.path.isfile(os.path.join(path, "model_index.json"))
+    except (OSError, ValueError):
+        return False
+
+
+def invokeai_folder_digest(member_blake3_hexdigests: Any) -> str:
+    """InvokeAI's composite: BLAKE3 over the concatenated lower-hex BLAKE3 digests, in sorted path order.
+
+    From invokeai/backend/model_hash/model_hash.py, ModelHash._hash_dir (default
+    algorithm "blake3_single"): files come from os.walk(dir) (symlinked dirs not
+    followed, symlinked files included), filtered by name.endswith(
+    (".ckpt", ".safetensors", ".bin", ".pt", ".pth")), ordered by sorted() on
+    their Path objects, and `composite_hasher.update(h.encode("utf-8"))` for
+    each per-file hexdigest; InvokeAI shows the result as "blake3:<hex>".
+    """
+    composite = _blake3_module.blake3()
+    for hexdigest in member_blake3_hexdigests:
+        composite.update(hexdigest.lower().encode("ascii"))
+    return composite.hexdigest()
+
+
+def _invokeai_sort_key(relative_path: str) -> tuple[str, ...]:
+    # pathlib orders paths part by part, not as strings: "a/b" < "a-b".
+    return tuple(relative_path.split("/"))
+
+
+def _weight_files(folder: str) -> list[tuple[str, str]]:
+    def fail(exc: OSError) -> None:
+        raise HashingError(f"{folder}: cannot list {exc.filename}: {exc.strerror or exc}")
+
+    found = []
+    for root, _dirs, files in os.walk(folder, onerror=fail):
+        for name in files:
+            if name.endswith(WEIGHT_SUFFIXES):
+                full = os.path.join(root, name)
+                found.append((Path(os.path.relpath(full, folder)).as_posix(), full))
+    found.sort(key=lambda item: _invokeai_sort_key(item[0]))
+    return found
+
+
+def hash_folder(
+    path: str | os.PathLike[str],
+    progress: Progress | None = None,
+    *,
+    cache: HashCache | None = None,
+) -> FolderHashes:
+    """Hash every weight file under a folder, and InvokeAI's folder digest over them.
+
+    Members are all WEIGHT_SUFFIXES files; the digest counts only InvokeAI's
+    five suffixes so it equals InvokeAI's `blake3:` folder hash.
+    """
+    from workers.hash_cache import hash_file_cached  # the cache module imports this one
+
+    folder = os.fspath(path)
+    try:
+        st = os.stat(folder)
+    except FileNotFoundError:
+        raise HashingError(f"{folder}: no such folder") from None
+    except OSError as exc:
+        raise HashingError(f"{folder}: cannot stat: {exc.strerror or exc}") from exc
+    if not stat.S_ISDIR(st.st_mode):
+        raise HashingError(f"{folder}: not a folder ({_kind(st.st_mode) if not stat.S_ISREG(st.st_mode) else 'a file'})")
+    files = _weight_files(folder)
+    if not files:
+        raise HashingError(f"{folder}: no weight files ({', '.join(WEIGHT_SUFFIXES)}) to hash")
+    sizes = [_stat_regular_file(full).st_size for _rel, full in files]
+    grand_total = sum(sizes)
+    done_before = 0
+    members = []
+    for (relative, full), size in zip(files, sizes):
+        member_progress = None
+        if progress is not None:
+            member_progress = lambda done, _total, base=done_before: progress(base + done, grand_total)  # noqa: E731
+        hashes, _hit = hash_file_cached(full, cache=cache, progress=member_progress)
+        members.append(FolderMember(relative_path=relative, hashes=hashes))
+        done_before += size
+    digest = invokeai_folder_digest(m.hashes.blake3 for m in members if m.in_invokeai_digest)
+    return FolderHashes(size=sum(m.hashes.size for m in members), digest=digest, members=tuple(members))
+
+
+# --------------------------------------------------------------------------
+# Helpers
+
+
+def _upper(value: str | None) -> str | None:
+    return None if value is None else value.upper()
+
+
+_HEX = frozenset("0123456789abcdef")
+
+
+def _hex_field(d: dict[str, Any], key: str, length: int, *, optional: bool = False) -> Any:
+    value = d.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, str) or len(value) != length or not set(value.lower()) <= _HEX:
+        raise HashesFormatError(f"hashes '{key}' must be {length} hex characters, got {value!r}")
+    return value.lower()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m workers.hashing PATH...`: one JSON object per line, each with its "path"."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] in ("-h", "--help"):
+        print("usage: python -m workers.hashing PATH [PATH...]", file=sys.stderr)
+        return 2
+    status = 0
+    for arg in args:
+        try:
+            result: FileHashes | FolderHashes = hash_folder(arg) if os.path.isdir(arg) else hash_file(arg)
+        except HashingError as exc:
+            print(f"hashing: {exc}", file=sys.stderr)
+            status = 1
+            continue
+        print(json.dumps({"path": arg, **result.to_json()}), flush=True)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

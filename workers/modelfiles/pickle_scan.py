@@ -1,0 +1,711 @@
+"""Find what a pickle would import and call, without ever unpickling it.
+
+Three parts, read top to bottom:
+1. `iter_ops`: our own opcode decoder (bounded lines, arguments, op counts).
+   It is never stricter than CPython: if we stop at a byte, CPython stops there too.
+2. The policy: an allowlist of globals a weights file needs; a deny table that
+   only explains WHY something outside it is dangerous.
+3. A symbolic walk (stack, metastack, memo) that resolves every GLOBAL /
+   STACK_GLOBAL / INST operand, even when fetched from the memo past decoys,
+   and notices calls and mutations; then `scan_path`, which finds every pickle
+   in a file: zip entries by content, consecutive pickles, tails, tar members,
+   .npy object arrays, and pickles hiding at byte 0 of other formats.
+
+PURE: no Django, no torch; nothing here imports a name read from a file.
+"""
+from __future__ import annotations
+
+import _compat_pickle
+import codecs
+import mmap
+import os
+import pickletools
+import struct
+import tarfile
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from workers.modelfiles.sniff import (
+    HIGHEST_PICKLE_PROTOCOL, NPY_MAGIC, ZipEntry, looks_like_pickle,
+    read_npy_header, read_zip_directory, read_zip_entry, read_zip_local, sniff,
+)
+from workers.modelfiles.types import Finding, ModelFileError, SafetyReport
+
+MAX_OPS = 20_000_000          # a large LLM data.pkl has a few million
+MAX_MEMO = 5_000_000
+MAX_MARK_DEPTH = 100_000
+MAX_LINE = 1 << 20            # text-opcode argument lines
+MAX_SCANNED_STR = 1 << 16     # longer strings are "not statically known"
+MAX_KEPT_BYTES = 1 << 30      # largest argument handed to the restricted reader
+MAX_INFLATE = 1 << 30         # largest deflated zip entry we inflate to scan
+MAX_FINDINGS = 200
+_SEVERITY_RANK = {"safe": 0, "suspicious": 1, "unreadable": 2, "dangerous": 3}
+
+
+# --- 1. opcode decoder -------------------------------------------------------
+
+class PickleStreamError(ModelFileError):
+    """The byte stream stops being a pickle at `pos` (CPython would stop there too)."""
+
+    def __init__(self, message: str, pos: int):
+        super().__init__(f"{message} at byte {pos}")
+        self.pos = pos
+
+
+_OPCODES = {op.code.encode("latin-1")[0]: op for op in pickletools.opcodes}
+_FIXED = {"uint1": "<B", "uint2": "<H", "int4": "<i", "uint4": "<I", "uint8": "<Q", "float8": ">d"}
+_SIZED = {  # argument kind -> (length prefix format, value kind)
+    "string1": ("<B", "str"), "string4": ("<i", "str"),
+    "bytes1": ("<B", "bytes"), "bytes4": ("<I", "bytes"), "bytes8": ("<Q", "bytes"),
+    "bytearray8": ("<Q", "bytes"),
+    "unicodestring1": ("<B", "utf8"), "unicodestring4": ("<I", "utf8"), "unicodestring8": ("<Q", "utf8"),
+    "long1": ("<B", "long"), "long4": ("<i", "long"),
+}
+
+
+def iter_ops(buf, *, start: int = 0, end: int | None = None, keep_bytes: bool = False,
+             max_ops: int = MAX_OPS) -> Iterator[tuple[str, object, int]]:
+    """Yield (opcode name, argument, offset) up to and including STOP.
+
+    Text arguments of INT/LONG/FLOAT/GET/PUT come back as raw `bytes` lines (the
+    consumer parses them); strings longer than MAX_SCANNED_STR come back as None
+    unless `keep_bytes`; bytes arguments come back as None unless `keep_bytes`.
+    """
+    end = len(buf) if end is None else end
+    pos = start
+    for _ in range(max_ops):
+        if pos >= end:
+            raise PickleStreamError("pickle ends without STOP", pos)
+        info = _OPCODES.get(buf[pos])
+        if info is None:
+            raise PickleStreamError(f"invalid opcode {buf[pos]:#04x}", pos)
+        arg, next_pos = _read_arg(buf, info, pos + 1, end, keep_bytes)
+        yield info.name, arg, pos
+        if info.name == "STOP":
+            return
+        pos = next_pos
+    raise PickleStreamError(f"more than {max_ops} opcodes", pos)
+
+
+def _read_arg(buf, info, pos: int, end: int, keep_bytes: bool):
+    kind = info.arg.name if info.arg else None
+    if kind is None:
+        return None, pos
+    if kind in _FIXED:
+        fmt = _FIXED[kind]
+        size = struct.calcsize(fmt)
+        if pos + size > end:
+            raise PickleStreamError(f"truncated {info.name} argument", pos)
+        value = struct.unpack(fmt, buf[pos:pos + size])[0]
+        if info.name == "FRAME" and pos + size + value > end:
+            raise PickleStreamError(f"FRAME of {value} bytes runs past the data", pos)
+        return value, pos + size
+    if kind in _SIZED:
+        return _read_sized(buf, info, kind, pos, end, keep_bytes)
+    line, pos = _read_line(buf, pos, end)
+    if kind == "stringnl_noescape_pair":
+        second, pos = _read_line(buf, pos, end)
+        try:
+            return (line.decode("utf-8"), second.decode("utf-8")), pos
+        except UnicodeDecodeError as exc:
+            raise PickleStreamError(f"{info.name} names are not UTF-8", pos) from exc
+    if kind == "stringnl_noescape":
+        return line.decode("latin-1"), pos
+    try:
+        if kind == "stringnl":
+            if len(line) < 2 or line[:1] != line[-1:] or line[:1] not in (b"'", b'"'):
+                raise PickleStreamError("STRING argument is not quoted", pos)
+            return _as_str(codecs.escape_decode(line[1:-1])[0]), pos
+        if kind == "unicodestringnl":
+            return line.decode("raw-unicode-escape"), pos
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PickleStreamError(f"bad {info.name} argument: {exc}", pos) from exc
+    return line, pos  # decimalnl_short, decimalnl_long, floatnl: parsed by the consumer
+
+
+def _read_sized(buf, info, kind: str, pos: int, end: int, keep_bytes: bool):
+    len_fmt, value_kind = _SIZED[kind]
+    len_size = struct.calcsize(len_fmt)
+    if pos + len_size > end:
+        raise PickleStreamError(f"truncated {info.name} length", pos)
+    n = struct.unpack(len_fmt, buf[pos:pos + len_size])[0]
+    pos += len_size
+    if n < 0 or pos + n > end:
+        raise PickleStreamError(f"{info.name} of {n} bytes runs past the data", pos)
+    if value_kind == "long":
+        if n > MAX_SCANNED_STR and not keep_bytes:
+            return None, pos + n
+        return int.from_bytes(buf[pos:pos + n], "little", signed=True), pos + n
+    if not keep_bytes and (value_kind == "bytes" or n > MAX_SCANNED_STR):
+        return None, pos + n
+    if n > MAX_KEPT_BYTES:
+        raise PickleStreamError(f"{info.name} of {n} bytes is larger than we read", pos)
+    raw = bytes(buf[pos:pos + n])
+    if value_kind == "bytes":
+        return raw, pos + n
+    if value_kind == "str":
+        return _as_str(raw), pos + n
+    try:
+        return raw.decode("utf-8", "surrogatepass"), pos + n
+    except UnicodeDecodeError as exc:
+        raise PickleStreamError(f"{info.name} is not UTF-8", pos) from exc
+
+
+def _read_line(buf, pos: int, end: int) -> tuple[bytes, int]:
+    newline = buf.find(b"\n", pos, min(end, pos + MAX_LINE))
+    if newline < 0:
+        raise PickleStreamError("text argument without a newline", pos)
+    return bytes(buf[pos:newline]), newline + 1
+
+
+def _as_str(raw: bytes) -> str:
+    """Protocol 0-2 byte strings as torch decodes them (utf-8), leniently."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+def parse_memo_key(line: bytes, pos: int) -> int:
+    try:
+        return int(line.decode("latin-1"), 10)
+    except ValueError as exc:
+        raise PickleStreamError("bad memo key", pos) from exc
+
+
+# --- 2. policy ---------------------------------------------------------------
+
+TORCH_STORAGE_DTYPES = {
+    "DoubleStorage": "F64", "FloatStorage": "F32", "HalfStorage": "F16", "BFloat16Storage": "BF16",
+    "LongStorage": "I64", "IntStorage": "I32", "ShortStorage": "I16", "CharStorage": "I8",
+    "ByteStorage": "U8", "BoolStorage": "BOOL", "ComplexFloatStorage": "C64",
+}
+TORCH_DTYPES = {
+    "float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16",
+    "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8", "uint8": "U8", "bool": "BOOL",
+    "uint16": "U16", "uint32": "U32", "uint64": "U64", "complex64": "C64",
+    "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2",
+}
+SAFE_GLOBALS = frozenset({
+    "collections.OrderedDict",
+    "torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor_v3",
+    "torch._utils._rebuild_parameter", "torch._utils._rebuild_parameter_with_state",
+    "torch.storage.UntypedStorage", "torch.Size", "torch.device",
+    *(f"torch.{name}" for name in TORCH_STORAGE_DTYPES),
+    *(f"torch.{name}" for name in TORCH_DTYPES),
+    "numpy.core.multiarray.scalar", "numpy._core.multiarray.scalar",
+    "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
+    "numpy.dtype", "numpy.ndarray",
+    "_codecs.encode",
+    "builtins.set", "builtins.frozenset", "builtins.slice", "builtins.bytearray",
+})
+
+# Only explains WHY; anything not in SAFE_GLOBALS is reported either way.
+_DANGEROUS_MODULES = {
+    "runs shell commands or touches files and processes": (
+        "os", "posix", "nt", "subprocess", "_posixsubprocess", "pty", "multiprocessing",
+        "concurrent", "signal", "shutil", "tempfile", "io", "_io", "pathlib", "glob",
+        "fileinput", "zipfile", "tarfile", "gzip", "bz2", "lzma", "mmap", "fcntl", "resource"),
+    "runs Python code": (
+        "builtins", "__builtin__", "runpy", "code", "codeop", "pdb", "bdb", "trace", "profile",
+        "cProfile", "timeit", "doctest", "idlelib", "IPython", "asyncio", "threading", "_thread",
+        "functools", "operator", "_operator", "inspect", "types", "marshal", "gc", "sys",
+        "yaml", "jinja2", "logging", "copyreg", "copy_reg", "numpy.f2py", "numpy.distutils", "numpy.testing",
+        "numpy.ctypeslib", "tkinter", "turtle"),
+    "imports or installs arbitrary modules": (
+        "importlib", "pkgutil", "imp", "zipimport", "site", "sysconfig", "pip", "setuptools",
+        "distutils", "ensurepip", "venv"),
+    "unpickles nested data (runs whatever it contains)": (
+        "pickle", "_pickle", "cPickle", "shelve", "dill",
+        "cloudpickle", "joblib", "dbm"),
+    "calls native code": ("ctypes", "_ctypes", "cffi"),
+    "opens network connections or a browser (exfiltration)": (
+        "webbrowser", "antigravity", "socket", "_socket", "ssl", "select", "selectors", "http",
+        "urllib", "urllib2", "urllib3", "requests", "httpx", "aiohttp", "ftplib", "smtplib",
+        "telnetlib", "xmlrpc", "imaplib", "poplib", "nntplib", "socketserver"),
+    "torch internals that load, compile or download code": (
+        "torch.hub", "torch._inductor", "torch.jit", "torch.utils.collect_env", "torch.serialization",
+        "torch.package", "torch._dynamo", "torch.utils.cpp_extension", "torch.distributed",
+        "torch.multiprocessing", "torch.ops", "torch.fx", "torch._C", "torch.cuda", "torch.backends",
+        "torch.utils.data", "torch.testing", "torch._export", "torch.export", "torch.compiler"),
+}
+_DANGEROUS_NAMES = {
+    "torch.load": "unpickles another file", "torch.save": "writes files",
+    "torch.compile": "compiles code", "numpy.load": "loads pickles and files",
+    "numpy.save": "writes files", "numpy.fromfile": "reads files", "numpy.memmap": "opens files",
+    "numpy.loadtxt": "reads files", "numpy.genfromtxt": "reads files",
+}
+_MODULE_WHY = {module: why for why, modules in _DANGEROUS_MODULES.items() for module in modules}
+
+
+def resolve_global(module: str, name: str, *, protocol: int) -> tuple[str, str]:
+    """(module, name) as CPython resolves them: fix_imports maps Python 2 names below protocol 3."""
+    if protocol < 3:
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            return _compat_pickle.NAME_MAPPING[(module, name)]
+        return _compat_pickle.IMPORT_MAPPING.get(module, module), name
+    return module, name
+
+
+def classify_global(module: str, name: str) -> tuple[str, str]:
+    """(severity, why) for referencing the global `module.name`."""
+    full = f"{module}.{name}"
+    if full in SAFE_GLOBALS:
+        return "safe", "known tensor/container global"
+    if "." in name:
+        return "dangerous", "dotted name: resolved attribute by attribute, can reach anything"
+    if full in _DANGEROUS_NAMES:
+        return "dangerous", _DANGEROUS_NAMES[full]
+    parts = module.split(".")
+    for i in range(len(parts), 0, -1):
+        why = _MODULE_WHY.get(".".join(parts[:i]))
+        if why:
+            return "dangerous", f"{'.'.join(parts[:i])}: {why}"
+    return "suspicious", "not in the allowlist (importing its module runs that module's code)"
+
+
+# --- 3. symbolic walk --------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Global:
+    module: str
+    name: str
+
+    @property
+    def full(self) -> str:
+        return f"{self.module}.{self.name}"
+
+
+@dataclass(frozen=True)
+class _Made:
+    """The result of calling or instantiating something."""
+    by: object
+
+
+_OTHER = object()        # any value whose identity does not matter to the scan
+_UNKNOWN_GLOBAL = object()
+_STRING_OPS = {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE",
+               "SHORT_BINUNICODE", "BINUNICODE8"}
+_PUSH_OTHER = {"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "FLOAT",
+               "BINFLOAT", "NONE", "NEWTRUE", "NEWFALSE", "BINBYTES", "SHORT_BINBYTES",
+               "BINBYTES8", "BYTEARRAY8", "EMPTY_LIST", "EMPTY_TUPLE", "EMPTY_DICT",
+               "EMPTY_SET", "PERSID", "NEXT_BUFFER"}
+_FROM_MARK = {"LIST", "TUPLE", "DICT", "FROZENSET"}
+_MUTATORS = {"APPEND": 1, "SETITEM": 2, "APPENDS": None, "SETITEMS": None, "ADDITEMS": None, "BUILD": 1}
+
+
+@dataclass
+class _Stream:
+    """What one pickle (from `start` to STOP or to where it broke) references."""
+    where: str
+    base: int                       # offsets in findings are relative to this
+    findings: list[Finding] = field(default_factory=list)
+    globals: set[str] = field(default_factory=set)
+    end: int | None = None          # offset after STOP
+    error: PickleStreamError | None = None
+    ops: int = 0
+
+    def add(self, severity: str, what: str, pos: int, why: str) -> None:
+        self.findings.append(Finding(severity, what, f"{self.where}@{pos - self.base}", why))
+
+
+class _Walker:
+    def __init__(self, stream: _Stream):
+        self.s = stream
+        self.stack: list = []
+        self.metastack: list[list] = []
+        self.memo: dict[int, object] = {}
+        self.protocol = 0
+
+    def pop(self, pos: int):
+        if not self.stack:
+            raise PickleStreamError("stack underflow", pos)
+        return self.stack.pop()
+
+    def pop_mark(self, pos: int) -> list:
+        if not self.metastack:
+            raise PickleStreamError("no MARK to pop to", pos)
+        items, self.stack = self.stack, self.metastack.pop()
+        return items
+
+    def top(self, pos: int):
+        if not self.stack:
+            raise PickleStreamError("stack underflow", pos)
+        return self.stack[-1]
+
+    def memoize(self, key: int, pos: int) -> None:
+        if len(self.memo) >= MAX_MEMO and key not in self.memo:
+            raise PickleStreamError(f"memo grows past {MAX_MEMO} entries", pos)
+        if not 0 <= key < MAX_MEMO:
+            self.s.add("dangerous", f"memo index {key}", pos,
+                       "CPython sizes its memo array by the index: a memory-exhaustion attack on the loader")
+        self.memo[key] = self.top(pos)
+
+    def reference(self, module, name, op: str, pos: int):
+        if not isinstance(module, str) or not isinstance(name, str):
+            self.s.add("dangerous", f"{op} with operands not statically known", pos,
+                       "the imported name is computed at load time, so it cannot be checked")
+            return _UNKNOWN_GLOBAL
+        module, name = resolve_global(module, name, protocol=self.protocol)
+        found = _Global(module, name)
+        self.s.globals.add(found.full)
+        severity, why = classify_global(module, name)
+        if severity != "safe":
+            self.s.add(severity, found.full, pos, why)
+        return found
+
+    def call(self, callee, op: str, pos: int) -> _Made:
+        if callee is _UNKNOWN_GLOBAL:
+            pass  # already reported as dangerous
+        elif not isinstance(callee, _Global):
+            self.s.add("dangerous", f"{op} on a value computed at load time", pos,
+                       "calls something that is not a statically known global")
+        else:
+            severity, _ = classify_global(callee.module, callee.name)
+            if severity == "suspicious" and op != "NEWOBJ":
+                self.s.add("dangerous", f"{op} {callee.full}", pos,
+                           "calls an unknown global with arguments (runs its code)")
+        return _Made(callee)
+
+    def mutate(self, target, op: str, pos: int) -> None:
+        if isinstance(target, _Global) or target is _UNKNOWN_GLOBAL:
+            name = target.full if isinstance(target, _Global) else "an unknown global"
+            self.s.add("dangerous", f"{op} on {name}", pos,
+                       "changes a module, class or function in the loading process")
+
+    def step(self, op: str, arg, pos: int) -> None:  # noqa: C901 - one branch per opcode family
+        if op in _STRING_OPS:
+            self.stack.append(arg if arg is not None else _OTHER)
+        elif op in _PUSH_OTHER:
+            self.stack.append(_OTHER)
+        elif op == "MARK":
+            if len(self.metastack) >= MAX_MARK_DEPTH:
+                raise PickleStreamError("MARKs nested too deep", pos)
+            self.metastack.append(self.stack)
+            self.stack = []
+        elif op in _FROM_MARK:
+            self.pop_mark(pos)
+            self.stack.append(_OTHER)
+        elif op in ("TUPLE1", "TUPLE2", "TUPLE3"):
+            for _ in range(int(op[-1])):
+                self.pop(pos)
+            self.stack.append(_OTHER)
+        elif op in _MUTATORS:
+            count = _MUTATORS[op]
+            if count is None:
+                self.pop_mark(pos)
+            else:
+                for _ in range(count):
+                    self.pop(pos)
+            self.mutate(self.top(pos), op, pos)
+        elif op == "POP":
+            if self.stack:
+                self.stack.pop()
+            else:
+                self.pop_mark(pos)
+        elif op == "POP_MARK":
+            self.pop_mark(pos)
+        elif op == "DUP":
+            self.stack.append(self.top(pos))
+        elif op in ("GET", "BINGET", "LONG_BINGET"):
+            key = parse_memo_key(arg, pos) if op == "GET" else arg
+            if key not in self.memo:
+                raise PickleStreamError(f"memo key {key} not found", pos)
+            self.stack.append(self.memo[key])
+        elif op in ("PUT", "BINPUT", "LONG_BINPUT"):
+            self.memoize(parse_memo_key(arg, pos) if op == "PUT" else arg, pos)
+        elif op == "MEMOIZE":
+            self.memoize(len(self.memo), pos)
+        elif op == "GLOBAL":
+            self.stack.append(self.reference(arg[0], arg[1], op, pos))
+        elif op == "STACK_GLOBAL":
+            name, module = self.pop(pos), self.pop(pos)
+            self.stack.append(self.reference(module, name, op, pos))
+        elif op == "INST":
+            callee = self.reference(arg[0], arg[1], op, pos)
+            self.pop_mark(pos)
+            self.stack.append(self.call(callee, op, pos))
+        elif op == "OBJ":
+            items = self.pop_mark(pos)
+            if not items:
+                raise PickleStreamError("OBJ without a class", pos)
+            self.stack.append(self.call(items[0], op, pos))
+        elif op in ("REDUCE", "NEWOBJ"):
+            self.pop(pos)
+            self.stack.append(self.call(self.pop(pos), op, pos))
+        elif op == "NEWOBJ_EX":
+            self.pop(pos)
+            self.pop(pos)
+            self.stack.append(self.call(self.pop(pos), "NEWOBJ", pos))
+        elif op in ("EXT1", "EXT2", "EXT4"):
+            self.s.add("dangerous", f"{op} {arg}", pos,
+                       "extension-registry code: the global depends on the loading process")
+            self.stack.append(_UNKNOWN_GLOBAL)
+        elif op == "BINPERSID":
+            self.pop(pos)
+            self.stack.append(_OTHER)
+        elif op == "PROTO":
+            if arg > HIGHEST_PICKLE_PROTOCOL:
+                raise PickleStreamError(f"unsupported pickle protocol {arg}", pos)
+            self.protocol = arg
+        elif op == "STOP":
+            self.pop(pos)
+        # FRAME (bounds checked by the decoder) and READONLY_BUFFER change nothing we track
+
+
+def scan_stream(buf, *, start: int = 0, end: int | None = None, where: str = "",
+                base: int | None = None) -> _Stream:
+    """Walk one pickle starting at `start`; never raises for bad input.
+
+    Offsets in findings are relative to `base` (default `start`): the entry or file start.
+    """
+    stream = _Stream(where, start if base is None else base)
+    walker = _Walker(stream)
+    try:
+        for op, arg, pos in iter_ops(buf, start=start, end=end):
+            stream.ops += 1
+            walker.step(op, arg, pos)
+            if op == "STOP":
+                stream.end = pos + 1
+    except PickleStreamError as exc:
+        stream.error = exc
+    return stream
+
+
+# --- 4. every pickle in a file -----------------------------------------------
+
+class _Report:
+    """Findings of a whole file, deduplicated (one per what/entry/why) and capped."""
+
+    def __init__(self) -> None:
+        self.findings: list[Finding] = []
+        self.globals: set[str] = set()
+        self.worst = "safe"
+        self._keys: set[tuple] = set()
+
+    def add(self, severity: str, what: str, where: str, why: str) -> None:
+        key = (severity, what, where.rsplit("@", 1)[0], why)
+        if key in self._keys:
+            return
+        self._keys.add(key)
+        if len(self.findings) < MAX_FINDINGS:
+            self.findings.append(Finding(severity, what, where, why))
+        elif not any(f.what == "too many findings" for f in self.findings):
+            self.findings.append(Finding("suspicious", "too many findings", where, "later ones not listed"))
+        if _SEVERITY_RANK[severity] > _SEVERITY_RANK[self.worst]:
+            self.worst = severity
+
+    def merge(self, stream: _Stream) -> None:
+        self.globals |= stream.globals
+        for f in stream.findings:
+            self.add(f.severity, f.what, f.where, f.why)
+
+    def result(self) -> SafetyReport:
+        return SafetyReport(self.worst, tuple(self.findings), tuple(sorted(self.globals)))
+
+
+def scan_pickle_bytes(data: bytes, *, where: str) -> list[Finding]:
+    """Findings for every consecutive pickle in `data` (empty list: only allowlisted globals)."""
+    report = _Report()
+    _scan_chain(data, 0, len(data), where, report, required=True)
+    return report.findings
+
+
+def scan_path(path: str | os.PathLike) -> SafetyReport:
+    """Scan every pickle a loader could reach in the file at `path`.
+
+    Raises ModelFileError only if the path cannot be read (or is a directory).
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise ModelFileError(f"{p} is a directory: scan its files one by one")
+    fmt = sniff(p)
+    report = _Report()
+    with _mapped(p) as buf:
+        if len(buf) == 0:
+            report.add("unreadable", "empty file", p.name, "nothing to analyse")
+        elif fmt in ("torch-zip", "npz", "zip"):
+            _scan_zip(buf, fmt, report)
+        else:
+            _scan_flat_file(buf, fmt, p, report)
+    return report.result()
+
+
+def _scan_flat_file(buf, fmt: str, path: Path, report: _Report) -> None:
+    where = path.name
+    # torch.load unpickles any non-zip file from byte 0 (after trying tar), so every
+    # format gets that walk; only pickle formats must parse there.
+    found = _scan_chain(buf, 0, len(buf), where, report, required=fmt in ("pickle", "torch-legacy"))
+    if found and fmt not in ("pickle", "torch-legacy") and report.worst != "safe":
+        report.add("dangerous", f"pickle at byte 0 of a {fmt} file", where,
+                   "torch.load would unpickle it: a polyglot file")
+    if fmt == "npy":
+        _scan_npy(buf, 0, len(buf), where, report)
+    elif fmt == "7z":
+        report.add("dangerous", "7z archive", where,
+                   "its contents cannot be inspected without unpacking; it may wrap a pickle a loader unpacks")
+    elif fmt == "torch-tar" or _opens_as_tar(path):  # torch tries tarfile on every non-zip file
+        _scan_tar(buf, path, report)
+    elif fmt == "unknown" and report.worst == "safe":
+        report.add("unreadable", "unrecognised content", where,
+                   f"not a model format we can analyse (starts {bytes(buf[:8])!r})")
+
+
+def _scan_chain(buf, start: int, end: int, where: str, report: _Report, *, required: bool) -> int:
+    """Scan consecutive pickles from `start`; return how many parsed to STOP."""
+    complete = 0
+    pos = start
+    while pos < end:
+        stream = scan_stream(buf, start=pos, end=end, where=where, base=start)
+        if stream.error is None:
+            report.merge(stream)
+            complete += 1
+            pos = stream.end
+            continue
+        if complete == 0 and required:
+            report.merge(stream)
+            report.add("unreadable", "broken pickle", f"{where}@{stream.error.pos - start}", str(stream.error))
+        elif stream.findings:  # whatever ran before the stream broke still ran
+            report.merge(stream)
+        break
+    return complete
+
+
+@contextmanager
+def _mapped(path: Path):
+    try:
+        with open(path, "rb") as f:
+            if os.fstat(f.fileno()).st_size == 0:
+                yield b""
+                return
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                yield mm
+    except OSError as exc:
+        raise ModelFileError(f"cannot read {path}: {exc}") from exc
+
+
+# --- zip ---
+
+_ALLOWED_ZIP_FLAGS = 0x0002 | 0x0004 | 0x0008 | 0x0800  # deflate options, data descriptor, utf-8
+
+
+def _scan_zip(buf, fmt: str, report: _Report) -> None:
+    try:
+        entries = read_zip_directory(buf)
+    except ModelFileError as exc:
+        report.add("unreadable", "zip directory", "zip", str(exc))
+        return
+    seen: set[str] = set()
+    for entry in entries:
+        if entry.name in seen:
+            report.add("dangerous", "duplicate zip entry", entry.name,
+                       "torch reads the first copy, Python's zipfile the last: each can be shown a different file")
+        seen.add(entry.name)
+        _scan_zip_entry(buf, entry, report)
+    if fmt == "zip" and report.worst == "safe":
+        report.add("unreadable", "zip without a torch pickle or arrays", "zip",
+                   "not a model container we can analyse")
+
+
+def _scan_zip_entry(buf, entry: ZipEntry, report: _Report) -> None:
+    where = entry.name
+    if entry.flags & ~_ALLOWED_ZIP_FLAGS:
+        report.add("dangerous", f"zip entry flags {entry.flags:#06x}", where,
+                   "encrypted or unusual entries cannot be checked the way a loader reads them")
+        if entry.flags & 0x0041:  # encrypted: nothing readable to scan
+            return
+    if entry.method not in (0, 8):
+        report.add("dangerous", f"zip compression method {entry.method}", where, "we cannot inflate it to check it")
+        return
+    try:
+        local = read_zip_local(buf, entry)
+        head = read_zip_entry(buf, entry, local.data_offset, limit=4096)
+    except ModelFileError as exc:
+        report.add("unreadable", "zip entry", where, str(exc))
+        return
+    if local.name != entry.name:
+        report.add("dangerous", "zip local/central name mismatch", where,
+                   f"the local header says {local.name!r}: readers disagree about which file this is")
+    if entry.name.endswith(".py") or "/code/" in f"/{entry.name}":
+        report.add("dangerous", "TorchScript or Python code", where, "code that a loader compiles or imports")
+    if entry.name.endswith(".npy") or head.startswith(NPY_MAGIC):
+        _scan_zipped_npy(buf, entry, local.data_offset, report)
+    elif entry.name.endswith(".pkl"):
+        data = _entry_full(buf, entry, local.data_offset, where, report)
+        if data is not None:
+            if zlib.crc32(data) != entry.crc32:
+                report.add("suspicious", "zip CRC mismatch", where,
+                           "the entry was altered after zipping (torch ignores CRCs; we scanned its bytes)")
+            _scan_chain(data, 0, len(data), where, report, required=True)
+    elif looks_like_pickle(head):
+        data = _entry_full(buf, entry, local.data_offset, where, report)
+        if data is not None:
+            probe = scan_stream(data, where=where)
+            if probe.end is not None or probe.findings or probe.globals:
+                report.add("dangerous", "pickle under a non-pickle name", where,
+                           "a loader or tool may unpickle it; names are not evidence")
+                _scan_chain(data, 0, len(data), where, report, required=False)
+
+
+def _scan_zipped_npy(buf, entry: ZipEntry, data_offset: int, report: _Report) -> None:
+    data = _entry_full(buf, entry, data_offset, entry.name, report)
+    if data is not None:
+        _scan_npy(data, 0, len(data), entry.name, report)
+
+
+def _entry_full(buf, entry: ZipEntry, data_offset: int, where: str, report: _Report) -> bytes | None:
+    if entry.method == 0:
+        return bytes(buf[data_offset:data_offset + entry.compressed_size])
+    try:
+        data = read_zip_entry(buf, entry, data_offset, limit=MAX_INFLATE + 1)
+    except ModelFileError as exc:
+        report.add("unreadable", "zip entry", where, str(exc))
+        return None
+    if len(data) > MAX_INFLATE:
+        report.add("dangerous", "zip entry too large to inflate", where, f"more than {MAX_INFLATE} bytes: not analysed")
+        return None
+    return data
+
+
+# --- npy and tar ---
+
+def _scan_npy(buf, start: int, end: int, where: str, report: _Report) -> None:
+    try:
+        header = read_npy_header(buf, start=start, end=end)
+    except ModelFileError as exc:
+        report.add("unreadable", "npy header", where, str(exc))
+        return
+    if not header.dtype.hasobject:
+        return
+    report.add("suspicious", f"npy array of dtype {header.descr!r}", where,
+               "object arrays are pickles: loading needs allow_pickle=True (its pickle is scanned)")
+    _scan_chain(buf, header.data_offset, end, f"{where}[object array pickle]", report, required=True)
+
+
+def _opens_as_tar(path: Path) -> bool:
+    try:
+        with tarfile.open(path, "r:") as tar:
+            return tar.next() is not None
+    except (tarfile.TarError, OSError, ValueError, EOFError, UnicodeError):
+        return False
+
+
+def _scan_tar(buf, path: Path, report: _Report) -> None:
+    """Scan each member's pickles. torch's tar layout interleaves record pickles with raw
+    bytes in `storages`/`tensors`; we do not follow those records, so the file is never safe."""
+    try:
+        with tarfile.open(path, "r:") as tar:
+            members = [m for m in tar.getmembers() if m.isfile()]
+    except (tarfile.TarError, OSError, ValueError, EOFError, UnicodeError) as exc:
+        report.add("unreadable", "tar", path.name, f"not a readable tar: {exc}")
+        return
+    for member in members:
+        start = member.offset_data
+        end = min(start + member.size, len(buf))
+        where = f"{path.name}:{member.name}"
+        _scan_chain(buf, start, end, where, report, required=member.name in ("pickle", "sys_info"))
+    report.add("dangerous", "torch tar checkpoint", path.name,
+               "its storages/tensors records mix pickles with raw bytes we do not follow: not fully analysed")

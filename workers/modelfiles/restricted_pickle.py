@@ -1,0 +1,443 @@
+"""A restricted pickle reader: our own small interpreter, not pickle.Unpickler.
+
+Like torch's weights-only unpickler, but nothing a file names is ever imported:
+every GLOBAL / STACK_GLOBAL is an exact (module, name) match against
+`STAND_INS`, which maps to local inert stand-ins (tensors become `TensorRef`
+records, storages `StorageRef`s). Globals the scanner calls merely "suspicious"
+(unknown but not known to run code) become `OpaqueClass`/`Opaque` records so a
+Lightning checkpoint still yields its state_dict; anything else raises.
+
+PURE: no Django, no torch.
+"""
+from __future__ import annotations
+
+import re
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from workers.modelfiles.pickle_scan import (
+    MAX_MARK_DEPTH, MAX_MEMO, TORCH_DTYPES, TORCH_STORAGE_DTYPES, classify_global, iter_ops, parse_memo_key, resolve_global,
+)
+from workers.modelfiles.sniff import HIGHEST_PICKLE_PROTOCOL
+from workers.modelfiles.types import ModelFileError
+
+_STORAGE_KEY = re.compile(r"[0-9A-Za-z_.\-]{1,128}")
+
+
+@dataclass(frozen=True)
+class StorageType:
+    name: str    # e.g. 'FloatStorage', 'UntypedStorage'
+    dtype: str   # safetensors name; 'U8' for untyped (sizes in bytes)
+
+
+@dataclass(frozen=True)
+class TorchDtype:
+    name: str    # e.g. 'float16'
+    dtype: str   # safetensors name
+
+
+@dataclass(frozen=True)
+class StorageRef:
+    key: str
+    dtype: str       # safetensors name of the storage's elements
+    numel: int       # in elements of `dtype`
+    location: str
+
+
+@dataclass(frozen=True)
+class TensorRef:
+    """What torch's _rebuild_tensor* would build, as a record: a view of a storage."""
+    storage: StorageRef
+    offset: int
+    size: tuple
+    stride: tuple
+    dtype: str
+
+
+@dataclass(frozen=True)
+class OpaqueClass:
+    module: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.module}.{self.name}"
+
+
+@dataclass(eq=False)
+class Opaque:
+    """An instance of a class we do not know; we only record what the pickle gave it."""
+    module: str
+    name: str
+    args: tuple = ()
+    state: object = None
+    items: dict = field(default_factory=dict)
+    list: list = field(default_factory=list)
+
+
+# --- stand-ins -----------------------------------------------------------------
+
+def _tensor(storage, offset, size, stride, dtype=None) -> TensorRef:
+    if not isinstance(storage, StorageRef):
+        raise ModelFileError("tensor rebuilt from something that is not a storage")
+    if not _is_int(offset) or not _int_tuple(size) or not _int_tuple(stride):
+        raise ModelFileError("tensor offset, size and stride must be integers")
+    return TensorRef(storage, offset, tuple(size), tuple(stride), dtype or storage.dtype)
+
+
+def _rebuild_tensor(storage, offset, size, stride):
+    return _tensor(storage, offset, size, stride)
+
+
+def _rebuild_tensor_v2(storage, offset, size, stride, requires_grad=False, backward_hooks=None, metadata=None):
+    return _tensor(storage, offset, size, stride)
+
+
+def _rebuild_tensor_v3(storage, offset, size, stride, requires_grad, backward_hooks, dtype, metadata=None):
+    if not isinstance(dtype, TorchDtype):
+        raise ModelFileError("_rebuild_tensor_v3 without a torch dtype")
+    return _tensor(storage, offset, size, stride, dtype.dtype)
+
+
+def _rebuild_parameter(data, requires_grad, backward_hooks, state=None):
+    if not isinstance(data, TensorRef):
+        raise ModelFileError("parameter rebuilt from something that is not a tensor")
+    return data
+
+
+class NumpyDtype:
+    """numpy.dtype(code, align, copy) plus BUILD's state; only plain numeric kinds."""
+
+    def __init__(self, code, align=False, copy=True):
+        if not isinstance(code, str) or not re.fullmatch(r"[biufc]\d{1,2}", code):
+            raise ModelFileError(f"numpy dtype {code!r} is not a plain numeric type")
+        self.code = code
+        self.byteorder = "|"
+
+    def __setstate__(self, state) -> None:
+        if not isinstance(state, tuple) or len(state) < 2 or state[1] not in ("<", ">", "|", "="):
+            raise ModelFileError("bad numpy dtype state")
+        self.byteorder = state[1]
+
+    def to_numpy(self) -> np.dtype:
+        dtype = np.dtype(("" if self.byteorder == "|" else self.byteorder) + self.code)
+        if dtype.hasobject or dtype.fields:
+            raise ModelFileError("numpy dtype with objects or fields")
+        return dtype
+
+
+def _numpy_scalar(dtype, data=None):
+    if not isinstance(dtype, NumpyDtype) or not isinstance(data, bytes):
+        raise ModelFileError("numpy scalar needs a numeric dtype and raw bytes")
+    np_dtype = dtype.to_numpy()
+    if len(data) != np_dtype.itemsize:
+        raise ModelFileError("numpy scalar bytes do not match its dtype")
+    return np.frombuffer(data, dtype=np_dtype, count=1)[0].copy()
+
+
+class _NdarrayClass:
+    """Stand-in for numpy.ndarray: only usable as _reconstruct's first argument."""
+
+
+class NdarrayBuilder:
+    """numpy's _reconstruct(ndarray, shape, typecode) followed by BUILD(state)."""
+
+    def __init__(self):
+        self.array: np.ndarray | None = None
+
+    def __setstate__(self, state) -> None:
+        if not isinstance(state, tuple) or len(state) != 5:
+            raise ModelFileError("bad ndarray state")
+        _version, shape, dtype, fortran, raw = state
+        if not isinstance(dtype, NumpyDtype) or not isinstance(raw, bytes) or not _int_tuple(shape):
+            raise ModelFileError("ndarray state must hold a numeric dtype and raw bytes")
+        np_dtype = dtype.to_numpy()
+        count = int(np.prod(shape, dtype=object)) if shape else 1
+        if count * np_dtype.itemsize != len(raw):
+            raise ModelFileError("ndarray bytes do not match its shape")
+        flat = np.frombuffer(raw, dtype=np_dtype, count=count)
+        self.array = np.array(flat.reshape(shape, order="F" if fortran else "C"), order="C")
+
+
+def _reconstruct(cls, shape, typecode):
+    if cls is not _NDARRAY:
+        raise ModelFileError("numpy _reconstruct of something other than ndarray")
+    return NdarrayBuilder()
+
+
+def _codecs_encode(text, encoding="utf-8", errors="strict"):
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise ModelFileError("_codecs.encode is allowed only to turn latin-1 text into bytes")
+    return text.encode("latin-1")
+
+
+def _torch_size(dims=()):
+    if not _int_tuple(dims):
+        raise ModelFileError("torch.Size of non-integers")
+    return tuple(dims)
+
+
+def _torch_device(*args):
+    return ("device",) + tuple(str(a) for a in args)
+
+
+_NDARRAY = _NdarrayClass()
+STAND_INS: dict[str, object] = {
+    "collections.OrderedDict": OrderedDict,
+    "torch._utils._rebuild_tensor": _rebuild_tensor,
+    "torch._utils._rebuild_tensor_v2": _rebuild_tensor_v2,
+    "torch._utils._rebuild_tensor_v3": _rebuild_tensor_v3,
+    "torch._utils._rebuild_parameter": _rebuild_parameter,
+    "torch._utils._rebuild_parameter_with_state": _rebuild_parameter,
+    "torch.storage.UntypedStorage": StorageType("UntypedStorage", "U8"),
+    **{f"torch.{name}": StorageType(name, dtype) for name, dtype in TORCH_STORAGE_DTYPES.items()},
+    **{f"torch.{name}": TorchDtype(name, dtype) for name, dtype in TORCH_DTYPES.items()},
+    "torch.Size": _torch_size,
+    "torch.device": _torch_device,
+    "numpy.core.multiarray.scalar": _numpy_scalar,
+    "numpy._core.multiarray.scalar": _numpy_scalar,
+    "numpy.core.multiarray._reconstruct": _reconstruct,
+    "numpy._core.multiarray._reconstruct": _reconstruct,
+    "numpy.dtype": NumpyDtype,
+    "numpy.ndarray": _NDARRAY,
+    "_codecs.encode": _codecs_encode,
+    "builtins.set": set,
+    "builtins.frozenset": frozenset,
+    "builtins.slice": slice,
+    "builtins.bytearray": bytearray,
+}
+_CALLABLE_STAND_INS = frozenset(v for v in STAND_INS.values() if callable(v))
+
+
+def storage_from_persistent_id(pid) -> StorageRef:
+    """Validate ('storage', storage_type, key, location, numel[, view_metadata=None])."""
+    if not isinstance(pid, tuple) or len(pid) not in (5, 6) or pid[0] != "storage":
+        raise ModelFileError(f"unsupported persistent id {str(pid)[:80]}")
+    _, storage_type, key, location, numel = pid[:5]
+    if len(pid) == 6 and pid[5] is not None:
+        raise ModelFileError("legacy storage views are not supported")
+    if not isinstance(storage_type, StorageType):
+        raise ModelFileError("persistent id without a known storage type")
+    if not isinstance(key, str) or not _STORAGE_KEY.fullmatch(key):
+        raise ModelFileError(f"bad storage key {str(key)[:80]!r}")
+    if not isinstance(location, str) or len(location) > 64:
+        raise ModelFileError("bad storage location")
+    if not _is_int(numel) or numel < 0:
+        raise ModelFileError("bad storage size")
+    return StorageRef(key, storage_type.dtype, numel, location)
+
+
+def _is_int(value) -> bool:
+    return type(value) is int
+
+
+def _int_tuple(values) -> bool:
+    return isinstance(values, (tuple, list)) and len(values) <= 64 and all(_is_int(v) for v in values)
+
+
+# --- the interpreter -------------------------------------------------------------
+
+def load_restricted(buf, *, start: int = 0, end: int | None = None,
+                    persistent_load: Callable[[object], object] = storage_from_persistent_id,
+                    ) -> tuple[object, int]:
+    """Interpret one pickle from `start`; return (value, offset after STOP).
+
+    Raises ModelFileError for anything outside the allowlist or malformed.
+    """
+    machine = _Machine(persistent_load)
+    try:
+        for op, arg, pos in iter_ops(buf, start=start, end=end, keep_bytes=True):
+            if op == "STOP":
+                return machine.pop(pos), pos + 1
+            machine.step(op, arg, pos)
+    except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError,
+            RecursionError, MemoryError) as exc:
+        raise ModelFileError(f"restricted pickle: {type(exc).__name__}: {exc}") from exc
+    raise ModelFileError("restricted pickle: no STOP")  # iter_ops raises first; kept for clarity
+
+
+class _Machine:
+    def __init__(self, persistent_load):
+        self.stack: list = []
+        self.metastack: list[list] = []
+        self.memo: dict[int, object] = {}
+        self.protocol = 0
+        self.persistent_load = persistent_load
+
+    def push(self, value) -> None:
+        self.stack.append(value)
+
+    def pop(self, pos: int):
+        if not self.stack:
+            raise ModelFileError(f"restricted pickle: stack underflow at byte {pos}")
+        return self.stack.pop()
+
+    def pop_mark(self, pos: int) -> list:
+        if not self.metastack:
+            raise ModelFileError(f"restricted pickle: no MARK at byte {pos}")
+        items, self.stack = self.stack, self.metastack.pop()
+        return items
+
+    def top(self, pos: int):
+        if not self.stack:
+            raise ModelFileError(f"restricted pickle: stack underflow at byte {pos}")
+        return self.stack[-1]
+
+    def find(self, module, name, pos: int):
+        if not isinstance(module, str) or not isinstance(name, str):
+            raise ModelFileError(f"restricted pickle: global operands are not strings at byte {pos}")
+        module, name = resolve_global(module, name, protocol=self.protocol)
+        full = f"{module}.{name}"
+        if full in STAND_INS:
+            return STAND_INS[full]
+        severity, why = classify_global(module, name)
+        if severity == "suspicious":
+            return OpaqueClass(module, name)
+        raise ModelFileError(f"restricted pickle: global {full} refused ({why})")
+
+    def call(self, callee, args, pos: int):
+        if not isinstance(args, tuple):
+            raise ModelFileError(f"restricted pickle: call arguments are not a tuple at byte {pos}")
+        if isinstance(callee, OpaqueClass):
+            return Opaque(callee.module, callee.name, args)
+        if callable(callee) and callee in _CALLABLE_STAND_INS:
+            return callee(*args)
+        raise ModelFileError(f"restricted pickle: cannot call {type(callee).__name__} at byte {pos}")
+
+    def build(self, target, state, pos: int) -> None:
+        if isinstance(target, Opaque):
+            target.state = state
+        elif isinstance(target, (NumpyDtype, NdarrayBuilder)):
+            target.__setstate__(state)
+        else:
+            raise ModelFileError(f"restricted pickle: BUILD on {type(target).__name__} at byte {pos}")
+
+    def step(self, op: str, arg, pos: int) -> None:  # noqa: C901 - one branch per opcode family
+        push = self.push  # not self.stack.append: MARK and pop_mark replace self.stack
+        if op in ("STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE",
+                  "SHORT_BINUNICODE", "BINUNICODE8", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8",
+                  "BININT", "BININT1", "BININT2", "LONG1", "LONG4", "BINFLOAT"):
+            push(arg)
+        elif op == "BYTEARRAY8":
+            push(bytearray(arg))
+        elif op == "INT":
+            text = arg.strip()
+            push(text == b"01" if text in (b"00", b"01") else _parse_int(text))
+        elif op == "LONG":
+            push(_parse_int(arg.rstrip(b"L")))
+        elif op == "FLOAT":
+            push(float(arg.decode("latin-1")))
+        elif op in ("NONE", "NEWTRUE", "NEWFALSE"):
+            push({"NONE": None, "NEWTRUE": True, "NEWFALSE": False}[op])
+        elif op in ("EMPTY_LIST", "EMPTY_TUPLE", "EMPTY_DICT", "EMPTY_SET"):
+            push({"EMPTY_LIST": list, "EMPTY_TUPLE": tuple, "EMPTY_DICT": dict, "EMPTY_SET": set}[op]())
+        elif op == "MARK":
+            if len(self.metastack) >= MAX_MARK_DEPTH:
+                raise ModelFileError("restricted pickle: MARKs nested too deep")
+            self.metastack.append(self.stack)
+            self.stack = []
+        elif op in ("LIST", "TUPLE", "FROZENSET"):
+            push({"LIST": list, "TUPLE": tuple, "FROZENSET": frozenset}[op](self.pop_mark(pos)))
+        elif op == "DICT":
+            items = self.pop_mark(pos)
+            push(dict(zip(items[::2], items[1::2], strict=True)))
+        elif op in ("TUPLE1", "TUPLE2", "TUPLE3"):
+            n = int(op[-1])
+            if len(self.stack) < n:
+                raise ModelFileError(f"restricted pickle: stack underflow at byte {pos}")
+            items = tuple(self.stack[-n:])
+            del self.stack[-n:]
+            push(items)
+        elif op == "APPEND":
+            value = self.pop(pos)
+            self._extend(self.top(pos), [value], pos)
+        elif op == "APPENDS":
+            items = self.pop_mark(pos)
+            self._extend(self.top(pos), items, pos)
+        elif op == "SETITEM":
+            value, key = self.pop(pos), self.pop(pos)
+            self._setitems(self.top(pos), [key, value], pos)
+        elif op == "SETITEMS":
+            items = self.pop_mark(pos)
+            self._setitems(self.top(pos), items, pos)
+        elif op == "ADDITEMS":
+            items = self.pop_mark(pos)
+            target = self.top(pos)
+            if not isinstance(target, set):
+                raise ModelFileError("restricted pickle: ADDITEMS on a non-set")
+            target.update(items)
+        elif op == "POP":
+            if self.stack:
+                self.stack.pop()
+            else:
+                self.pop_mark(pos)
+        elif op == "POP_MARK":
+            self.pop_mark(pos)
+        elif op == "DUP":
+            push(self.top(pos))
+        elif op in ("GET", "BINGET", "LONG_BINGET"):
+            key = parse_memo_key(arg, pos) if op == "GET" else arg
+            if key not in self.memo:
+                raise ModelFileError(f"restricted pickle: memo key {key} not found at byte {pos}")
+            push(self.memo[key])
+        elif op in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+            key = len(self.memo) if op == "MEMOIZE" else parse_memo_key(arg, pos) if op == "PUT" else arg
+            if len(self.memo) >= MAX_MEMO and key not in self.memo:
+                raise ModelFileError("restricted pickle: memo too large")
+            self.memo[key] = self.top(pos)
+        elif op == "GLOBAL":
+            push(self.find(arg[0], arg[1], pos))
+        elif op == "STACK_GLOBAL":
+            name, module = self.pop(pos), self.pop(pos)
+            push(self.find(module, name, pos))
+        elif op in ("REDUCE", "NEWOBJ"):
+            args = self.pop(pos)
+            push(self.call(self.pop(pos), args, pos))
+        elif op == "NEWOBJ_EX":
+            kwargs, args = self.pop(pos), self.pop(pos)
+            if kwargs:
+                raise ModelFileError("restricted pickle: NEWOBJ_EX with keyword arguments")
+            push(self.call(self.pop(pos), args, pos))
+        elif op == "BUILD":
+            state = self.pop(pos)
+            self.build(self.top(pos), state, pos)
+        elif op == "BINPERSID":
+            push(self.persistent_load(self.pop(pos)))
+        elif op == "PROTO":
+            if arg > HIGHEST_PICKLE_PROTOCOL:
+                raise ModelFileError(f"restricted pickle: protocol {arg}")
+            self.protocol = arg
+        elif op == "FRAME":
+            pass
+        else:  # INST, OBJ, EXT*, PERSID, buffers: never in a weights file
+            raise ModelFileError(f"restricted pickle: opcode {op} is not allowed (byte {pos})")
+
+    @staticmethod
+    def _extend(target, items, pos: int) -> None:
+        if isinstance(target, list):
+            target.extend(items)
+        elif isinstance(target, Opaque):
+            target.list.extend(items)
+        else:
+            raise ModelFileError(f"restricted pickle: append to {type(target).__name__} at byte {pos}")
+
+    @staticmethod
+    def _setitems(target, items, pos: int) -> None:
+        if len(items) % 2:
+            raise ModelFileError(f"restricted pickle: odd SETITEMS at byte {pos}")
+        if isinstance(target, Opaque):
+            target = target.items
+        if not isinstance(target, dict):
+            raise ModelFileError(f"restricted pickle: set item on {type(target).__name__} at byte {pos}")
+        for key, value in zip(items[::2], items[1::2]):
+            target[key] = value
+
+
+def _parse_int(line: bytes) -> int:
+    text = line.decode("latin-1").strip()
+    try:
+        return int(text, 0)
+    except ValueError:
+        return int(text, 10)  # leading zeros

@@ -1,0 +1,274 @@
+"""Strict safetensors reader: header validation and zero-copy tensor views.
+
+PURE: no Django, no torch. Layout: 8-byte LE u64 N, N bytes of UTF-8 JSON,
+then the data buffer. We enforce everything the reference implementation
+enforces (header size cap, offsets sorted and contiguous from 0, extent ==
+numel * itemsize, 8 + N + buffer == file size) and are stricter where the
+reference is lenient, because a file two readers see differently is a way to
+fool a scanner: duplicate keys (reference: last wins), unknown per-tensor
+fields, non-string metadata, a header that does not start with '{', NaN or
+floats where integers belong. Caps on tensor count, name length and rank keep
+a hostile header from costing unbounded time or memory.
+
+Sub-byte and other newer dtypes (F4, F6_*, F8_E8M0, ...) are rejected as
+unsupported: their byte extents do not follow numel * itemsize.
+"""
+from __future__ import annotations
+
+import json
+import math
+import mmap
+import os
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from workers.modelfiles.types import ModelFileError, Tensor
+
+MAX_HEADER_SIZE = 100_000_000  # the reference's limit
+MAX_TENSORS = 1_000_000
+MAX_NAME_LENGTH = 4096  # characters; real keys are < 300
+MAX_RANK = 8  # 3-D conv weights are rank 5; nothing real goes past 8
+MAX_DIM = 2**53  # larger dims cannot describe data that fits a file anyway
+
+# dtype -> (numpy dtype as the fingerprint carries it, bytes per element).
+# numpy lacks BF16 and F8: they travel as raw bits of the same width.
+NUMPY_DTYPES: dict[str, np.dtype] = {
+    "BOOL": np.dtype("?"),
+    "U8": np.dtype("u1"),
+    "I8": np.dtype("i1"),
+    "F8_E5M2": np.dtype("u1"),
+    "F8_E4M3": np.dtype("u1"),
+    "I16": np.dtype("<i2"),
+    "U16": np.dtype("<u2"),
+    "F16": np.dtype("<f2"),
+    "BF16": np.dtype("<u2"),
+    "I32": np.dtype("<i4"),
+    "U32": np.dtype("<u4"),
+    "F32": np.dtype("<f4"),
+    "I64": np.dtype("<i8"),
+    "U64": np.dtype("<u8"),
+    "F64": np.dtype("<f8"),
+    "C64": np.dtype("<c8"),
+}
+DTYPE_SIZES: dict[str, int] = {name: dt.itemsize for name, dt in NUMPY_DTYPES.items()}
+
+_TENSOR_FIELDS = frozenset({"dtype", "shape", "data_offsets"})
+_METADATA_KEY = "__metadata__"
+
+
+class SafetensorsError(ModelFileError):
+    """The file is not a valid safetensors file under our strict rules."""
+
+
+@dataclass(frozen=True)
+class TensorEntry:
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+    begin: int  # offsets relative to the start of the data buffer
+    end: int
+
+
+@dataclass(frozen=True)
+class SafetensorsHeader:
+    header_size: int  # N, the JSON length
+    metadata: dict[str, str]
+    tensors: tuple[TensorEntry, ...]  # in data-buffer order
+    data_start: int  # 8 + N
+    file_size: int
+
+
+def read_safetensors_header(path: str | os.PathLike) -> SafetensorsHeader:
+    """Parse and fully validate the header; reads only 8 + N bytes."""
+    try:
+        with open(path, "rb") as f:
+            file_size = os.fstat(f.fileno()).st_size
+            header_size = _read_header_size(f.read(8), file_size)
+            raw = f.read(header_size)
+    except OSError as exc:
+        raise SafetensorsError(f"cannot read {path}: {exc}") from exc
+    if len(raw) != header_size:
+        raise SafetensorsError("file shrank while reading the header")
+    return _parse_header(raw, header_size=header_size, file_size=file_size)
+
+
+def iter_safetensors_tensors(path: str | os.PathLike) -> Iterator[Tensor]:
+    """Yield every tensor, in data-buffer order, as a read-only view into an mmap.
+
+    The header is validated in full before the first tensor is yielded. Pages
+    of a tensor the caller has moved past are dropped from this process's
+    resident set (MADV_DONTNEED on a read-only shared file mapping only unmaps
+    them: a view kept by the caller faults them back in from the page cache),
+    so resident memory stays near one tensor however big the file is.
+    If another process truncates the file while we read it, the OS raises
+    SIGBUS; mmap offers no defence against that.
+    """
+    mm = _open_mmap(path)
+    header_size = _read_header_size(mm[:8], len(mm))
+    header = _parse_header(mm[8:8 + header_size], header_size=header_size, file_size=len(mm))
+    can_release = hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED")
+    if can_release and hasattr(mmap, "MADV_SEQUENTIAL"):
+        mm.madvise(mmap.MADV_SEQUENTIAL)
+    page = mmap.PAGESIZE
+    released_to = 0  # absolute file offset below which pages were released
+    for entry in header.tensors:
+        start = header.data_start + entry.begin
+        dtype = NUMPY_DTYPES[entry.dtype]
+        count = (entry.end - entry.begin) // dtype.itemsize
+        array = np.frombuffer(mm, dtype=dtype, count=count, offset=start).reshape(entry.shape)
+        yield Tensor(name=entry.name, dtype=entry.dtype, shape=entry.shape, array=array)
+        if can_release:
+            # Only whole pages that lie entirely before the next tensor.
+            end_page = (header.data_start + entry.end) // page * page
+            if end_page > released_to:
+                mm.madvise(mmap.MADV_DONTNEED, released_to, end_page - released_to)
+                released_to = end_page
+    # The mmap closes itself once the last view the caller kept is gone.
+
+
+def _open_mmap(path: str | os.PathLike) -> mmap.mmap:
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < 8:
+                raise SafetensorsError(f"file too small for a safetensors header ({size} bytes)")
+            return mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except OSError as exc:
+        raise SafetensorsError(f"cannot map {path}: {exc}") from exc
+    except ValueError as exc:  # mmap of a file that became empty
+        raise SafetensorsError(f"cannot map {path}: {exc}") from exc
+
+
+def _read_header_size(first8: bytes, file_size: int) -> int:
+    if len(first8) < 8:
+        raise SafetensorsError(f"file too small for a safetensors header ({file_size} bytes)")
+    (header_size,) = struct.unpack("<Q", first8)
+    if header_size > MAX_HEADER_SIZE:
+        raise SafetensorsError(f"header size {header_size} exceeds the {MAX_HEADER_SIZE} byte limit")
+    if header_size < 2:
+        raise SafetensorsError(f"header size {header_size} too small for a JSON object")
+    if 8 + header_size > file_size:
+        raise SafetensorsError(f"header size {header_size} runs past the end of the file ({file_size} bytes)")
+    return header_size
+
+
+def _reject_duplicates(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    result: dict[str, object] = {}
+    for key, value in pairs:
+        if key in result:
+            raise SafetensorsError(f"duplicate key in header: {key[:200]!r}")
+        result[key] = value
+    return result
+
+
+def _reject_constant(name: str) -> None:
+    raise SafetensorsError(f"non-standard JSON constant {name} in header")
+
+
+def _parse_header(raw: bytes, *, header_size: int, file_size: int) -> SafetensorsHeader:
+    if raw[:1] != b"{":
+        raise SafetensorsError("header does not start with '{'")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SafetensorsError(f"header is not valid UTF-8: {exc}") from exc
+    try:
+        document = json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_reject_constant)
+    except SafetensorsError:
+        raise
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, int digit limit, deep nesting
+        raise SafetensorsError(f"header is not valid JSON: {str(exc)[:200]}") from exc
+    if not isinstance(document, dict):
+        raise SafetensorsError("header JSON is not an object")
+
+    metadata = _parse_metadata(document.pop(_METADATA_KEY, {}))
+    if len(document) > MAX_TENSORS:
+        raise SafetensorsError(f"{len(document)} tensors exceed the {MAX_TENSORS} limit")
+    entries = [_parse_entry(name, info) for name, info in document.items()]
+    # Zero-sized tensors share their offset with a neighbour: sort on both ends.
+    entries.sort(key=lambda e: (e.begin, e.end))
+
+    buffer_size = file_size - 8 - header_size
+    position = 0
+    for entry in entries:
+        if entry.begin != position:
+            what = "hole" if entry.begin > position else "overlap"
+            raise SafetensorsError(
+                f"{what} in data buffer: tensor {entry.name[:200]!r} starts at {entry.begin}, expected {position}")
+        position = entry.end
+    if position != buffer_size:
+        raise SafetensorsError(
+            f"data buffer is {buffer_size} bytes but the tensors cover {position} "
+            f"(8 + header {header_size} + data must equal the file size {file_size})")
+    return SafetensorsHeader(
+        header_size=header_size, metadata=metadata, tensors=tuple(entries),
+        data_start=8 + header_size, file_size=file_size)
+
+
+def _check_text(text: str, what: str) -> None:
+    # json accepts lone surrogate escapes ("\ud800"); serde_json, the reference, does not.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise SafetensorsError(f"{what} is not valid Unicode: {exc.reason}") from exc
+
+
+def _parse_metadata(value: object) -> dict[str, str]:
+    if value is None:  # the reference (an Option) accepts null
+        return {}
+    if not isinstance(value, dict):
+        raise SafetensorsError("__metadata__ is not an object")
+    for key, item in value.items():
+        if not isinstance(item, str):
+            raise SafetensorsError(f"__metadata__ value for {key[:200]!r} is not a string")
+        _check_text(key, "a __metadata__ key")
+        _check_text(item, "a __metadata__ value")
+    return dict(value)
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parse_entry(name: str, info: object) -> TensorEntry:
+    if len(name) > MAX_NAME_LENGTH:
+        raise SafetensorsError(f"tensor name of {len(name)} characters exceeds the {MAX_NAME_LENGTH} limit")
+    _check_text(name, "a tensor name")
+    label = repr(name[:200])
+    if not isinstance(info, dict):
+        raise SafetensorsError(f"tensor {label}: entry is not an object")
+    if set(info) != _TENSOR_FIELDS:
+        unknown = sorted(set(info) - _TENSOR_FIELDS)
+        missing = sorted(_TENSOR_FIELDS - set(info))
+        raise SafetensorsError(f"tensor {label}: unknown fields {unknown} / missing fields {missing}")
+    dtype = info["dtype"]
+    if not isinstance(dtype, str) or dtype not in DTYPE_SIZES:
+        raise SafetensorsError(f"tensor {label}: unsupported dtype {str(dtype)[:50]!r}")
+    shape = info["shape"]
+    if not isinstance(shape, list) or not all(_is_int(d) for d in shape):
+        raise SafetensorsError(f"tensor {label}: shape is not a list of integers")
+    if len(shape) > MAX_RANK:
+        raise SafetensorsError(f"tensor {label}: rank {len(shape)} exceeds the {MAX_RANK} limit")
+    if any(d < 0 or d > MAX_DIM for d in shape):
+        raise SafetensorsError(f"tensor {label}: dimension out of range in shape {shape}")
+    offsets = info["data_offsets"]
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(_is_int(o) for o in offsets)):
+        raise SafetensorsError(f"tensor {label}: data_offsets is not a pair of integers")
+    begin, end = offsets
+    if begin < 0 or end < begin:
+        raise SafetensorsError(f"tensor {label}: bad data_offsets [{begin}, {end}]")
+    expected = math.prod(shape) * DTYPE_SIZES[dtype]
+    if end - begin != expected:
+        raise SafetensorsError(
+            f"tensor {label}: data extent {end - begin} bytes != {expected} for {dtype} {shape}")
+    return TensorEntry(name=name, dtype=dtype, shape=tuple(shape), begin=begin, end=end)
+
+
+__all__ = [
+    "SafetensorsError", "TensorEntry", "SafetensorsHeader",
+    "read_safetensors_header", "iter_safetensors_tensors",
+    "NUMPY_DTYPES", "DTYPE_SIZES", "MAX_HEADER_SIZE", "MAX_TENSORS", "MAX_NAME_LENGTH", "MAX_RANK",
+]
