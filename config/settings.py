@@ -72,6 +72,11 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "models_catalog",
 ]
 
@@ -171,6 +176,7 @@ CELERY_TASK_ROUTES = {
     "workers.tasks.civitai_lookup_batch": {"queue": "lookups"},
     "workers.tasks.civitai_refresh_stale": {"queue": "lookups"},
     "workers.tasks.hf_index_repo": {"queue": "lookups"},
+    "workers.tasks.hf_verify_local_dir": {"queue": "hashing"},
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
@@ -203,3 +209,33 @@ CIVITAI_TIMEOUT_SECONDS = float(env_str("CIVITAI_TIMEOUT_SECONDS", "30"))
 CELERY_BEAT_SCHEDULE = {
     "civitai-refresh-stale": {"task": "workers.tasks.civitai_refresh_stale", "schedule": 3600.0},
 }
+
+# --- REST API -----------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",  # scripts: "Authorization: Token <key>"
+        "rest_framework.authentication.SessionAuthentication",  # the browser (CSRF enforced)
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.CursorPagination",
+    "PAGE_SIZE": 50,
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"user": env_str("API_THROTTLE_USER", "10000/hour"), "lookup": env_str("API_THROTTLE_LOOKUP", "600/hour")},
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "ModelXRef API",
+    "DESCRIPTION": "Hashes, identification, safety verdicts and duplicates of AI model files.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
+
+# Throttle counters and other small shared state: Redis when there is one, else a folder.
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(DATA_DIR / "cache")}}

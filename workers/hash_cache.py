@@ -141,6 +141,8 @@ def hash_file_cached(
     if cache is not None:
         cached = cache.get(file_identity(path))
         if cached is not None:
+            if progress is not None:
+                progress(cached.size, cached.size)
             return cached, True
     hashes, identity = hash_file_and_identity(path, progress)
     if cache is not None:

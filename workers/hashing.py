@@ -683,7 +683,7 @@ def hash_folder(
             member_progress = lambda done, _total, base=done_before: progress(base + done, grand_total)  # noqa: E731
         hashes, _hit = hash_file_cached(full, cache=cache, progress=member_progress)
         members.append(FolderMember(relative_path=relative, hashes=hashes))
-        done_before += size
+        done_before += hashes.size
     digest = invokeai_folder_digest(m.hashes.blake3 for m in members if m.in_invokeai_digest)
     return FolderHashes(size=sum(m.hashes.size for m in members), digest=digest, members=tuple(members))
 

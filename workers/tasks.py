@@ -50,3 +50,14 @@ def hf_index_repo(self, job_id: int) -> None:
         if not exc.retryable:
             raise
         raise self.retry(exc=exc, countdown=max(5, min(600, exc.retry_after or 30))) from exc
+
+
+@shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=10)
+def hf_verify_local_dir(self, job_id: int) -> None:
+    from models_catalog.services.hf_verify_job import hf_verify_job_run
+    from workers.sources.huggingface import HuggingFaceError
+
+    try:
+        hf_verify_job_run(job_id=job_id)
+    except HuggingFaceError as exc:
+        raise self.retry(exc=exc, countdown=max(5, min(600, exc.retry_after or 30))) from exc

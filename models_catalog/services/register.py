@@ -11,13 +11,7 @@ from django.db import transaction
 from models_catalog.models import FileHashes, LocalFile
 from models_catalog.services.enqueue import enqueue_hashing
 from models_catalog.services.paths import PathRefused, describe_special, model_roots, printable, resolve_under_roots
-from workers.hashing import is_diffusers_folder
-
-# Files named like models are always taken (so a PNG named .pt is reported,
-# not skipped); anything else is taken only if its content is a model format.
-MODEL_SUFFIXES = frozenset({".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".pkl", ".gguf", ".sft", ".npy", ".npz"})
-MODEL_FORMATS = frozenset({"safetensors", "torch-zip", "torch-legacy", "torch-tar", "pickle", "npy", "npz", "gguf", "7z"})
-
+from workers.discovery import iter_model_units
 
 @dataclass
 class RegisterOutcome:
@@ -29,55 +23,6 @@ class RegisterOutcome:
     @property
     def files(self) -> list[LocalFile]:
         return self.queued + self.unchanged + self.failed
-
-
-def is_model_candidate(path: Path) -> bool:
-    if path.suffix.lower() in MODEL_SUFFIXES:
-        return True
-    from workers.modelfiles.sniff import sniff  # noqa: PLC0415 - keeps the import cost off the CLI start
-    from workers.modelfiles.types import ModelFileError
-
-    try:
-        return sniff(path) in MODEL_FORMATS
-    except (ModelFileError, OSError):
-        return False
-
-
-def _walk_units(folder: Path, roots: list[Path], refused: list[tuple[str, str]]):
-    """Yield (path, stat) of model files and diffusers folders under `folder`, never leaving the roots."""
-    if is_diffusers_folder(folder):
-        yield folder, folder.stat()
-        return
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
-        here = Path(dirpath)
-        kept = []
-        for d in sorted(dirnames):
-            sub = here / d
-            if d.startswith("."):
-                continue  # .cache, .git: tool state, not models
-            if sub.is_symlink():
-                refused.append((str(sub), "symlinked folders are not followed; register their target directly"))
-                continue
-            if is_diffusers_folder(sub):
-                yield sub, sub.stat()
-            else:
-                kept.append(d)
-        dirnames[:] = kept
-        for name in sorted(filenames):
-            entry = here / name
-            try:
-                target = resolve_under_roots(entry, roots=roots)
-                st = target.stat()
-            except PathRefused as exc:
-                refused.append((str(entry), str(exc)))
-                continue
-            except OSError as exc:
-                refused.append((str(entry), f"cannot stat: {exc.strerror or exc}"))
-                continue
-            # Special files met while walking are skipped: only a path named
-            # explicitly gets a stored error row.
-            if stat.S_ISREG(st.st_mode) and st.st_size > 0 and is_model_candidate(target):
-                yield target, st
 
 
 def local_file_register(*, paths: list[str], owner, roots: list[Path] | None = None) -> RegisterOutcome:
@@ -100,7 +45,12 @@ def local_file_register(*, paths: list[str], owner, roots: list[Path] | None = N
             outcome.refused.append((printable(raw), f"cannot stat: {exc.strerror or exc}"))
             continue
         if stat.S_ISDIR(st.st_mode):
-            for unit, unit_st in _walk_units(resolved, roots, outcome.refused):
+            units_found = iter_model_units(
+                resolved,
+                resolve=lambda p: resolve_under_roots(p, roots=roots),
+                on_skip=lambda p, why: outcome.refused.append((printable(p), why)),
+            )
+            for unit, unit_st in units_found:
                 units.setdefault(unit, (unit_st, ""))
         else:
             units.setdefault(resolved, (st, describe_special(st.st_mode) or ""))

@@ -186,4 +186,13 @@ def test_folder_hashing_uses_the_cache(cache, tmp_path, forbid_reads):
     (folder / "vae.bin").write_bytes(os.urandom(2000))
     first = hash_folder(folder, cache=cache)
     forbid_reads()
-    assert hash_folder(folder, cache=cache) == first
+    calls = []
+    assert hash_folder(folder, lambda done, total: calls.append((done, total)), cache=cache) == first
+    assert calls[-1] == (first.size, first.size)
+
+
+def test_a_hit_still_reports_completion(cache, model):
+    hash_file_cached(model, cache=cache)
+    calls = []
+    hashes, hit = hash_file_cached(model, cache=cache, progress=lambda done, total: calls.append((done, total)))
+    assert hit and calls == [(hashes.size, hashes.size)]

@@ -510,7 +510,7 @@ class _Report:
 def scan_pickle_bytes(data: bytes, *, where: str) -> list[Finding]:
     """Findings for every consecutive pickle in `data` (empty list: only allowlisted globals)."""
     report = _Report()
-    _scan_chain(data, 0, len(data), where, report, required=True)
+    _scan_chain(data, 0, len(data), where, report, required=1)
     return report.findings
 
 
@@ -538,8 +538,8 @@ def _scan_flat_file(buf, fmt: str, path: Path, report: _Report) -> None:
     where = path.name
     # torch.load unpickles any non-zip file from byte 0 (after trying tar), so every
     # format gets that walk; only pickle formats must parse there.
-    found = _scan_chain(buf, 0, len(buf), where, report, required=fmt in ("pickle", "torch-legacy"))
-    if found and fmt not in ("pickle", "torch-legacy") and report.worst != "safe":
+    required = {"pickle": 1, "torch-legacy": 5}.get(fmt, 0)  # legacy: magic, protocol, sys_info, object, keys
+    if _scan_chain(buf, 0, len(buf), where, report, required=required) and not required:
         report.add("dangerous", f"pickle at byte 0 of a {fmt} file", where,
                    "torch.load would unpickle it: a polyglot file")
     if fmt == "npy":
@@ -554,24 +554,31 @@ def _scan_flat_file(buf, fmt: str, path: Path, report: _Report) -> None:
                    f"not a model format we can analyse (starts {bytes(buf[:8])!r})")
 
 
-def _scan_chain(buf, start: int, end: int, where: str, report: _Report, *, required: bool) -> int:
-    """Scan consecutive pickles from `start`; return how many parsed to STOP."""
-    complete = 0
+def _scan_chain(buf, start: int, end: int, where: str, report: _Report, *, required: int) -> bool:
+    """Scan consecutive pickles from `start`. The first `required` must parse (else
+    "unreadable"); later bytes may just be data, so their findings count only with
+    evidence of a real payload. Returns True if any stream's findings were kept."""
+    kept = False
+    count = 0
     pos = start
     while pos < end:
         stream = scan_stream(buf, start=pos, end=end, where=where, base=start)
-        if stream.error is None:
+        must_parse = count < required
+        if must_parse or _has_evidence(stream):
             report.merge(stream)
-            complete += 1
-            pos = stream.end
-            continue
-        if complete == 0 and required:
-            report.merge(stream)
-            report.add("unreadable", "broken pickle", f"{where}@{stream.error.pos - start}", str(stream.error))
-        elif stream.findings:  # whatever ran before the stream broke still ran
-            report.merge(stream)
-        break
-    return complete
+            kept = kept or bool(stream.findings)
+        if stream.error is not None:
+            if must_parse:
+                report.add("unreadable", "broken pickle", f"{where}@{stream.error.pos - start}", str(stream.error))
+            break
+        count += 1
+        pos = stream.end
+    return kept
+
+
+def _has_evidence(stream: _Stream) -> bool:
+    """Random tensor bytes decode as a few opcodes now and then; an importable global does not."""
+    return any(all(part.isidentifier() for part in name.split(".")) for name in stream.globals)
 
 
 @contextmanager
@@ -639,15 +646,12 @@ def _scan_zip_entry(buf, entry: ZipEntry, report: _Report) -> None:
             if zlib.crc32(data) != entry.crc32:
                 report.add("suspicious", "zip CRC mismatch", where,
                            "the entry was altered after zipping (torch ignores CRCs; we scanned its bytes)")
-            _scan_chain(data, 0, len(data), where, report, required=True)
+            _scan_chain(data, 0, len(data), where, report, required=1)
     elif looks_like_pickle(head):
         data = _entry_full(buf, entry, local.data_offset, where, report)
-        if data is not None:
-            probe = scan_stream(data, where=where)
-            if probe.end is not None or probe.findings or probe.globals:
-                report.add("dangerous", "pickle under a non-pickle name", where,
-                           "a loader or tool may unpickle it; names are not evidence")
-                _scan_chain(data, 0, len(data), where, report, required=False)
+        if data is not None and _scan_chain(data, 0, len(data), where, report, required=0):
+            report.add("dangerous", "pickle under a non-pickle name", where,
+                       "a loader or tool may unpickle it; names are not evidence")
 
 
 def _scan_zipped_npy(buf, entry: ZipEntry, data_offset: int, report: _Report) -> None:
@@ -682,7 +686,7 @@ def _scan_npy(buf, start: int, end: int, where: str, report: _Report) -> None:
         return
     report.add("suspicious", f"npy array of dtype {header.descr!r}", where,
                "object arrays are pickles: loading needs allow_pickle=True (its pickle is scanned)")
-    _scan_chain(buf, header.data_offset, end, f"{where}[object array pickle]", report, required=True)
+    _scan_chain(buf, header.data_offset, end, f"{where}[object array pickle]", report, required=1)
 
 
 def _opens_as_tar(path: Path) -> bool:
@@ -706,6 +710,6 @@ def _scan_tar(buf, path: Path, report: _Report) -> None:
         start = member.offset_data
         end = min(start + member.size, len(buf))
         where = f"{path.name}:{member.name}"
-        _scan_chain(buf, start, end, where, report, required=member.name in ("pickle", "sys_info"))
+        _scan_chain(buf, start, end, where, report, required=int(member.name in ("pickle", "sys_info")))
     report.add("dangerous", "torch tar checkpoint", path.name,
                "its storages/tensors records mix pickles with raw bytes we do not follow: not fully analysed")

@@ -1,0 +1,68 @@
+"""Verify a local download folder against the Hub, as a job with progress (web and API)."""
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from django.conf import settings
+from django.db import transaction
+
+from models_catalog.models import Job
+from models_catalog.services.hashing import hash_cache
+from models_catalog.services.paths import resolve_under_roots
+from workers.hash_cache import hash_file_cached
+from workers.sources.hf_verify import VerifyError, exit_status, verify_local_dir
+from workers.sources.huggingface import HuggingFaceError, index_repo
+
+
+def hf_verify_job_create(*, owner, repo_id: str, local_dir: str, revision: str | None = None, repo_type: str = "model") -> Job:
+    """Raises models_catalog.services.paths.PathRefused if local_dir is not under the model roots."""
+    from workers.tasks import hf_verify_local_dir
+
+    folder = resolve_under_roots(local_dir)
+    job = Job.objects.create(owner=owner, kind=Job.Kind.HF_VERIFY, params={
+        "repo_id": repo_id, "local_dir": str(folder), "revision": revision or None, "repo_type": repo_type})
+    transaction.on_commit(lambda: hf_verify_local_dir.delay(job.pk))
+    return job
+
+
+def hf_verify_job_run(*, job_id: int) -> None:
+    job = Job.objects.filter(pk=job_id).first()
+    if job is None or job.status == Job.Status.DONE:
+        return
+    p = job.params
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.RUNNING, message="asking the Hub for the file list")
+    try:
+        folder = resolve_under_roots(p["local_dir"])  # re-checked: the folder may have changed since
+        index = index_repo(repo_id=p["repo_id"], revision=p.get("revision"), repo_type=p.get("repo_type", "model"),
+                           endpoint=settings.HF_ENDPOINT or None, token=settings.HF_TOKEN or None)
+    except HuggingFaceError as exc:
+        Job.objects.filter(pk=job.pk).update(status=Job.Status.QUEUED if exc.retryable else Job.Status.ERROR, message=str(exc))
+        if exc.retryable:
+            raise
+        return
+    except Exception as exc:  # PathRefused and friends: explained, final
+        Job.objects.filter(pk=job.pk).update(status=Job.Status.ERROR, message=str(exc))
+        return
+    state_path = settings.DATA_DIR / "verify" / f"job-{job.pk}.json"
+    state_path.parent.mkdir(parents=True, exist_ok=True)
+    last = [0.0]
+
+    def progress(done: int, total: int, current) -> None:
+        if time.monotonic() - last[0] >= 1.0:
+            last[0] = time.monotonic()
+            Job.objects.filter(pk=job.pk).update(progress_done=done, progress_total=total, message=f"hashing {current}")
+
+    try:
+        report = verify_local_dir(index=index, local_dir=Path(folder), state_path=state_path, progress=progress,
+                                  sha256_of=lambda path: hash_file_cached(Path(path), cache=hash_cache())[0].sha256)
+    except VerifyError as exc:
+        Job.objects.filter(pk=job.pk).update(status=Job.Status.ERROR, message=str(exc))
+        return
+    summary = (f"{len(report.matched)} matched, {len(report.mismatched)} mismatched, "
+               f"{len(report.missing)} missing, {len(report.extra)} extra")
+    Job.objects.filter(pk=job.pk).update(
+        status=Job.Status.DONE, message=summary, progress_done=report.hashed_bytes, progress_total=report.hashed_bytes,
+        result={"revision": index.revision, "exit_status": exit_status(report), **asdict(report)},
+    )

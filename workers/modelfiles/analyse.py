@@ -1,0 +1,85 @@
+"""One call for everything the readers know about a path (PURE): format, safety, fingerprint.
+
+Order matters: the pickle scanner runs first, and a dangerous or unreadable
+file is never handed to a tensor reader.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from workers.modelfiles.types import Finding, ModelFileError, SafetyReport
+
+VERDICT_ORDER = ("safe", "suspicious", "unreadable", "dangerous")
+FINGERPRINTABLE = frozenset({"safetensors", "diffusers", "torch-zip", "torch-legacy", "torch-tar", "pickle", "npy", "npz"})
+
+
+@dataclass
+class Analysis:
+    format: str = "unknown"
+    verdict: str = "unreadable"
+    findings: list[dict] = field(default_factory=list)
+    globals_seen: list[str] = field(default_factory=list)
+    fingerprint: dict | None = None
+    error: str = ""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def worst(a: str, b: str) -> str:
+    return max(a, b, key=VERDICT_ORDER.index)
+
+
+def scan(path: Path) -> SafetyReport:
+    from workers.modelfiles.pickle_scan import scan_path
+
+    try:
+        return scan_path(path)
+    except ModelFileError as exc:
+        return SafetyReport(verdict="unreadable", findings=(Finding("unreadable", "file", path.name, str(exc)),))
+
+
+def scan_folder(root: Path, member_paths: list[str]) -> SafetyReport:
+    """Every weight file of a folder; the folder is as bad as its worst file."""
+    findings: list[Finding] = []
+    seen: set[str] = set()
+    verdict = "safe"
+    for rel in member_paths:
+        report = scan(root / rel)
+        verdict = worst(verdict, report.verdict)
+        seen.update(report.globals_seen)
+        findings += [Finding(f.severity, f.what, f"{rel}:{f.where}", f.why) for f in report.findings]
+    # Code beside the weights is never imported here, but a user should know it is there.
+    for py in sorted(root.rglob("*.py")):
+        findings.append(Finding("suspicious", "python file", py.relative_to(root).as_posix(),
+                                "custom code in a model folder: ModelXRef never imports it, but loaders with "
+                                "trust_remote_code=True would run it"))
+        verdict = worst(verdict, "suspicious")
+    return SafetyReport(verdict=verdict, findings=tuple(findings), globals_seen=tuple(sorted(seen)))
+
+
+def analyse_path(path: Path, *, member_paths: list[str] | None = None) -> Analysis:
+    """`member_paths`: a folder's weight files (relative), as the hash engine listed them."""
+    from workers.modelfiles.fingerprint import fingerprint_path
+    from workers.modelfiles.sniff import sniff
+
+    result = Analysis()
+    try:
+        result.format = sniff(path)
+    except ModelFileError as exc:
+        result.error = f"cannot read the file: {exc}"
+    report = scan_folder(path, member_paths or []) if path.is_dir() else scan(path)
+    result.verdict = report.verdict
+    result.findings = [asdict(f) for f in report.findings]
+    result.globals_seen = list(report.globals_seen)
+    if report.verdict in ("dangerous", "unreadable"):
+        result.error = result.error or f"not read further: the safety verdict is {report.verdict}"
+    elif result.format not in FINGERPRINTABLE:
+        result.error = result.error or f"no tensor fingerprint for format {result.format}"
+    else:
+        try:
+            result.fingerprint = fingerprint_path(path).to_dict()
+        except ModelFileError as exc:
+            result.error = f"tensors could not be read: {exc}"
+    return result
