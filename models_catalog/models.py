@@ -71,9 +71,9 @@ class LocalFile(models.Model):
 
     @property
     def has_engine_hashes(self) -> bool:
-        """Hashed here. Imported or pushed values do not count: hashing confirms them."""
+        """Hashed here (or known for free from an HF cache). Imported or pushed values do not count."""
         try:
-            return self.hashes.source == FileHashes.Source.ENGINE
+            return self.hashes.source in (FileHashes.Source.ENGINE, FileHashes.Source.HF_CACHE)
         except FileHashes.DoesNotExist:
             return False
 
@@ -119,6 +119,7 @@ class FileHashes(HashFields):
         ENGINE = "engine", "computed here"
         PUSHED = "pushed", "computed by a remote machine"
         IMPORTED = "imported", "imported from another tool, unconfirmed"
+        HF_CACHE = "hf-cache", "SHA256 from the Hugging Face cache layout (not re-hashed)"
 
     local_file = models.OneToOneField(LocalFile, on_delete=models.CASCADE, related_name="hashes")
     size = models.BigIntegerField()

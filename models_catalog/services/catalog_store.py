@@ -117,3 +117,23 @@ def _hf_format(path: str) -> str:
     if lower.endswith((".ckpt", ".pt", ".pth", ".bin", ".pkl")):
         return "PickleTensor"
     return "Other"
+
+
+@transaction.atomic
+def hf_cached_file_store(*, cached) -> SourceFile:
+    """One file known from a local HF cache: repo, revision, path and SHA256 from the layout."""
+    repo_url = f"{HF_SITE}/{'datasets/' if cached.repo_type == 'dataset' else ''}{cached.repo_id}"
+    model_row, _ = SourceModel.objects.get_or_create(
+        source=Source.HUGGINGFACE, external_id=f"{cached.repo_type}:{cached.repo_id}",
+        defaults={"name": cached.repo_id, "type": "Dataset" if cached.repo_type == "dataset" else "Repository", "url": repo_url},
+    )
+    version_row, _ = SourceVersion.objects.get_or_create(
+        model=model_row, external_id=cached.revision,
+        defaults={"name": cached.revision[:12], "url": f"{repo_url}/tree/{cached.revision}"},
+    )
+    row, _ = SourceFile.objects.update_or_create(version=version_row, external_id=cached.path[:500], defaults={
+        "name": cached.path.rsplit("/", 1)[-1][:500], "size": cached.size, "sha256": cached.sha256,
+        "autov2": cached.sha256[:10], "format": _hf_format(cached.path),
+        "download_url": f"{repo_url}/resolve/{cached.revision}/{cached.path}"[:1000],
+    })
+    return row

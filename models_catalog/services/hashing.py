@@ -106,7 +106,10 @@ def local_file_hash(*, local_file_id: int) -> LocalFile | None:
     )
     progress = _ProgressWriter(lf.pk)
     try:
-        if is_dir:
+        cached = None if is_dir else hf_cache_file(path, size=st.st_size)
+        if cached is not None:
+            _store_hf_cache_file(lf, cached, identity)
+        elif is_dir:
             folder = hash_folder(path, progress=progress, cache=hash_cache())
             _store_folder(lf, folder, identity)
         else:
@@ -166,6 +169,38 @@ def _store_folder(lf: LocalFile, folder, identity: dict) -> None:
             FolderMember(folder=lf, relative_path=m.relative_path, size=m.hashes.size, **hash_fields(m.hashes))
             for m in folder.members
         )
+    _after_hashing(lf.pk)
+
+
+def hf_cache_file(path: Path, *, size: int):
+    """The layout of a Hugging Face cache names an LFS blob by its SHA256: no need to read it."""
+    from workers.sources.huggingface import is_hf_cache_path
+
+    cached = is_hf_cache_path(path)
+    if cached is None or not cached.sha256:
+        return None
+    # The layout gives no size: check it against what the Hub said, when an index is on record.
+    from models_catalog.models import SourceFile
+
+    known = set(SourceFile.objects.filter(sha256=cached.sha256, size__isnull=False).values_list("size", flat=True))
+    if known and size not in known:
+        log.warning("%s: blob size %s differs from the Hub's %s: hashing it", path, size, sorted(known))
+        return None
+    return cached
+
+
+def _store_hf_cache_file(lf: LocalFile, cached, identity: dict) -> None:
+    from models_catalog.services.catalog_store import hf_cached_file_store
+
+    with transaction.atomic():
+        if not _finish(lf, size=cached.size, identity=identity):
+            return
+        LocalFile.objects.filter(pk=lf.pk).update(name=cached.path.rsplit("/", 1)[-1][:255])
+        FileHashes.objects.update_or_create(local_file=lf, defaults={
+            "sha256": cached.sha256, "autov2": cached.sha256[:10], "autov1": "", "autov3": "", "autov3_full": "",
+            "crc32": "", "blake3": "", "size": cached.size, "folder_digest": "", "source": FileHashes.Source.HF_CACHE,
+        })
+        hf_cached_file_store(cached=cached)
     _after_hashing(lf.pk)
 
 
