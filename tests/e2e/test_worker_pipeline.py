@@ -8,6 +8,7 @@ import pytest
 
 from tests.catalog.conftest import write_safetensors
 from tests.e2e.conftest import manage
+from tests.workers.modelfiles.hostile import HOSTILE
 
 pytestmark = pytest.mark.e2e
 
@@ -34,19 +35,26 @@ def test_register_wait_hashes_files_and_folder_through_a_real_worker(e2e_env, ce
     (pipe / "model_index.json").write_text('{"unet": ["diffusers", "UNet2DConditionModel"]}')
     write_safetensors(pipe / "unet" / "diffusion_pytorch_model.safetensors", payload=b"\x05" * 4096)
     (root / "notes.txt").write_text("not a model")
+    canary = Path(e2e_env["MODELXREF_DATA_DIR"]).parent / "canary"
+    hostile = HOSTILE["gadget_os_system"][0](root / "innocent.ckpt", canary)
     outside = Path(e2e_env["MODELXREF_DATA_DIR"]).parent / "outside.safetensors"
     write_safetensors(outside)
 
     done = manage(e2e_env, "register", str(root), str(outside), "--wait", "--timeout", "120")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "outside the model roots" in done.stderr
-    assert "3 queued" in done.stdout
+    assert "4 queued" in done.stdout
 
     for path in (small, big):
         report = json.loads(manage(e2e_env, "inspect", str(path), "--json").stdout)
         [row] = report["registered"]
         assert row["status"] == "done", row
         assert row["hashes"] == _expected(path.read_bytes())
+
+    report = json.loads(manage(e2e_env, "inspect", str(hostile), "--json").stdout)
+    [row] = report["registered"]
+    assert row["status"] == "done" and row["safety_verdict"] == "dangerous" == report["safety"]["verdict"]
+    assert not canary.exists()
 
     folder = json.loads(manage(e2e_env, "inspect", str(pipe), "--json").stdout)
     [row] = folder["registered"]
