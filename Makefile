@@ -39,3 +39,14 @@ bench: venv-dev
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
+
+.PHONY: demo bench-identify
+
+# Offline, end to end: a tiny model library, FakeCivitai + FakeHub, then web + worker
+# as `make run` starts them; identifies the library and keeps running until Ctrl-C.
+demo: migrate
+	PORT=$(PORT) HOST=$(HOST) $(BIN)/python -m tests.fakes.demo
+
+# Civitai requests needed to identify 1,000 files (and to identify them again).
+bench-identify: venv
+	$(BIN)/python bench/identify.py

@@ -239,3 +239,13 @@ if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(DATA_DIR / "cache")}}
+
+# --- REST API (api helper) ----------------------------------------------------
+# One error format for every API error: {"error": {"code", "message", "detail"}}.
+REST_FRAMEWORK["EXCEPTION_HANDLER"] = "models_catalog.api_errors.api_exception_handler"
+# `?format=` is a file filter in the API, not DRF's renderer switch.
+REST_FRAMEWORK["URL_FORMAT_OVERRIDE"] = None
+# Password guessing against POST /api/v1/auth/token/ (per client IP).
+REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"]["auth"] = env_str("API_THROTTLE_AUTH", "30/minute")
+# Operation ids and tags without the version prefix: files_list, lookup_get, ...
+SPECTACULAR_SETTINGS["SCHEMA_PATH_PREFIX"] = r"/api/v1"

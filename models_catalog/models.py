@@ -61,6 +61,7 @@ class LocalFile(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["owner", "origin", "host", "path"], name="local_file_unique_path"),
         ]
+        indexes = [models.Index(fields=["owner", "-created_at", "-id"], name="local_file_owner_recent")]
 
     def __str__(self) -> str:
         return self.name
@@ -172,7 +173,13 @@ class SourceModel(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["source", "external_id"], name="source_model_unique")]
-        indexes = [models.Index(fields=["name"]), models.Index(fields=["type"])]
+        indexes = [
+            models.Index(fields=["name"]), models.Index(fields=["type"]),
+            # Keyset pagination of the catalog: (name, id) order, alone or within one source/type.
+            models.Index(fields=["name", "id"], name="source_model_name_id"),
+            models.Index(fields=["source", "name", "id"], name="source_model_src_name_id"),
+            models.Index(fields=["type", "name", "id"], name="source_model_type_name_id"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.get_source_display()})"
@@ -314,6 +321,7 @@ class Job(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["owner", "-created_at", "-id"], name="job_owner_recent")]
 
     @property
     def is_finished(self) -> bool:

@@ -1,10 +1,22 @@
 from django.urls import path
 
-from models_catalog import views
+from models_catalog import views, views_catalog, views_tools
 
 app_name = "catalog"
 urlpatterns = [
     path("", views.file_list, name="file_list"),
     path("files/<int:pk>/", views.file_detail, name="file_detail"),
+    path("files/<int:pk>/forget/", views.file_forget, name="file_forget"),
     path("upload/", views.upload, name="upload"),
+    path("catalog/", views_catalog.catalog, name="catalog"),
+    path("models/<int:pk>/", views_catalog.model_page, name="model_detail"),
+    path("lookup/", views_catalog.lookup, name="lookup"),
+    path("duplicates/", views_tools.duplicates, name="duplicates"),
+    path("duplicates/export.csv", views_tools.duplicates_export, {"fmt": "csv"}, name="duplicates_csv"),
+    path("duplicates/export.json", views_tools.duplicates_export, {"fmt": "json"}, name="duplicates_json"),
+    path("hf/", views_tools.hf_page, name="hf"),
+    path("hf/index/", views_tools.hf_index, name="hf_index"),
+    path("hf/verify/", views_tools.hf_verify, name="hf_verify"),
+    path("jobs/<int:pk>/", views_tools.job_detail, name="job_detail"),
+    path("tokens/", views_tools.tokens, name="tokens"),
 ]

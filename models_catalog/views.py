@@ -10,8 +10,11 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods
 
 from models_catalog.models import FileHashes, LocalFile
+from models_catalog.selectors import file_matches, visible_files, with_rates
 from models_catalog.services.upload import UploadRefused, local_file_upload
 from models_catalog.upload_handlers import LimitedTemporaryFileUploadHandler
+
+FILE_LIST_LIMIT = 500
 
 
 def _my_files(request: HttpRequest):
@@ -20,18 +23,49 @@ def _my_files(request: HttpRequest):
 
 @login_required
 def file_list(request: HttpRequest) -> HttpResponse:
-    files = list(_my_files(request)[:500])
-    context = {"files": files, "pending": any(not f.is_finished for f in files)}
+    files = with_rates(list(_my_files(request)[: FILE_LIST_LIMIT + 1]))
+    context = {"files": files[:FILE_LIST_LIMIT], "truncated": len(files) > FILE_LIST_LIMIT,
+               "pending": any(not f.is_finished for f in files)}
     if request.headers.get("HX-Request"):
         return render(request, "models_catalog/_file_rows.html", context)
     return render(request, "models_catalog/file_list.html", context)
 
 
+def _fingerprint_summary(lf: LocalFile) -> dict | None:
+    fp = lf.fingerprint if isinstance(lf.fingerprint, dict) else None
+    if not fp:
+        return None
+    components = fp.get("components") if isinstance(fp.get("components"), dict) else {}
+    return {
+        "content_id": fp.get("content_id") or "", "precision_id": fp.get("precision_id") or "",
+        "tensors": fp.get("tensors"), "parameters": fp.get("parameters"), "nbytes": fp.get("nbytes"),
+        "dtypes": sorted((fp.get("dtypes") or {}).items()) if isinstance(fp.get("dtypes"), dict) else [],
+        "components": sorted((name, c) for name, c in components.items() if isinstance(c, dict)),
+    }
+
+
 @login_required
 def file_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    lf = get_object_or_404(_my_files(request).prefetch_related("members"), pk=pk)
+    lf = get_object_or_404(visible_files(request.user).select_related("hashes").prefetch_related("members"), pk=pk)
+    with_rates([lf])
+    context = {
+        "f": lf, "hashes": FileHashes.objects.filter(local_file=lf).first(),
+        "findings": [x for x in (lf.safety_findings or []) if isinstance(x, dict)],
+        "fingerprint": _fingerprint_summary(lf), "matches": file_matches(lf, request.user),
+    }
     template = "models_catalog/_file_status.html" if request.headers.get("HX-Request") else "models_catalog/file_detail.html"
-    return render(request, template, {"f": lf, "hashes": FileHashes.objects.filter(local_file=lf).first()})
+    return render(request, template, context)
+
+
+@login_required
+@require_http_methods(["POST"])
+def file_forget(request: HttpRequest, pk: int) -> HttpResponse:
+    """Forget the row (and its hashes and matches); the file on disk is left alone."""
+    lf = get_object_or_404(visible_files(request.user), pk=pk)
+    name = lf.name
+    lf.delete()
+    messages.success(request, f"Forgot {name}. The file itself was not touched.")
+    return redirect("catalog:file_list")
 
 
 def _upload_error(request: HttpRequest, message: str, status: int = 400) -> HttpResponse:

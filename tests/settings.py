@@ -15,3 +15,6 @@ os.environ["CIVITAI_API_BASE"] = "http://127.0.0.1:9/api/v1"
 os.environ["HF_ENDPOINT"] = "http://127.0.0.1:9"
 
 from config.settings import *  # noqa: E402,F401,F403
+
+# Creating users dominates API test time with the real hasher.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -68,16 +68,24 @@ def _via_fingerprint(lf: LocalFile) -> list[Candidate]:
         return found
     related = LocalFile.objects.filter(Q(content_id=lf.content_id) | Q(precision_id=lf.precision_id)).exclude(pk=lf.pk)
     for other in related.filter(matches__kind__in=EXACT_KINDS).distinct():
+        shown, via = _through(lf, other)
         if other.content_id == lf.content_id:
             if other.format != lf.format:
-                kind, why = Match.Kind.CONVERTED, f"same tensors as {other.name} ({other.format}), here as {lf.format or 'another container'}"
+                kind, why = Match.Kind.CONVERTED, f"same tensors as {shown} ({other.format}), here as {lf.format or 'another container'}"
             else:
-                kind, why = Match.Kind.SAME_WEIGHTS, f"same tensors as {other.name}, file bytes differ"
+                kind, why = Match.Kind.SAME_WEIGHTS, f"same tensors as {shown}, file bytes differ"
         else:
-            kind, why = Match.Kind.PRECISION, f"same weights as {other.name} after casting to fp16 (other precision)"
+            kind, why = Match.Kind.PRECISION, f"same weights as {shown} after casting to fp16 (other precision)"
         for sf in _identified_sources(other):
-            found.append(Candidate(sf, kind, f"{why}, which is {sf.name}", via=other))
+            found.append(Candidate(sf, kind, f"{why}, which is {sf.name}", via=via))
     return found
+
+
+def _through(lf: LocalFile, other: LocalFile) -> tuple[str, LocalFile | None]:
+    """How evidence may name the file a match goes through: another user's file stays anonymous."""
+    if other.owner_id == lf.owner_id:
+        return other.name, other
+    return "a copy another user holds", None
 
 
 def _components(lf: LocalFile) -> dict[str, dict]:
@@ -106,11 +114,12 @@ def _partial(lf: LocalFile, already: set[int]) -> list[Candidate]:
         share, shared = component_share(lf, other)
         if not shared or share < PARTIAL_MIN_SHARE or share >= 0.999:
             continue
+        shown, via = _through(lf, other)
         for sf in _identified_sources(other):
             if sf.pk not in already:
-                found.append(Candidate(sf, Match.Kind.PARTIAL, f"shares {', '.join(shared)} with {other.name} "
+                found.append(Candidate(sf, Match.Kind.PARTIAL, f"shares {', '.join(shared)} with {shown} "
                                                                   f"({share:.0%} of tensor bytes), which is {sf.name}",
-                                       via=other, share=share))
+                                       via=via, share=share))
     return found
 
 

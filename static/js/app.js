@@ -1,12 +1,34 @@
-// Copy buttons and the upload progress bar. Pages work without this file.
+// Copy buttons, confirmations and the upload progress bar. Pages work without this file.
+function copyText(text) {
+  // navigator.clipboard exists only on https or localhost; plain-http deployments use the old way.
+  if (navigator.clipboard && window.isSecureContext) return navigator.clipboard.writeText(text);
+  return new Promise((resolve, reject) => {
+    const area = document.createElement("textarea");
+    area.value = text;
+    area.setAttribute("readonly", "");
+    area.style.position = "fixed";
+    area.style.opacity = "0";
+    document.body.appendChild(area);
+    area.select();
+    const ok = document.execCommand("copy");
+    area.remove();
+    if (ok) { resolve(); } else { reject(new Error("copy refused")); }
+  });
+}
+
 document.addEventListener("click", (event) => {
   const button = event.target.closest("button.copy");
   if (!button) return;
-  navigator.clipboard.writeText(button.dataset.copy).then(() => {
-    const label = button.textContent;
-    button.textContent = "Copied";
-    setTimeout(() => { button.textContent = label; }, 1200);
-  });
+  const label = button.textContent;
+  copyText(button.dataset.copy).then(
+    () => { button.textContent = "Copied"; },
+    () => { button.textContent = "Select and copy"; },
+  ).finally(() => { setTimeout(() => { button.textContent = label; }, 1200); });
+});
+
+document.addEventListener("submit", (event) => {
+  const question = event.target.dataset && event.target.dataset.confirm;
+  if (question && !window.confirm(question)) event.preventDefault();
 });
 
 function setupUpload() {

@@ -222,3 +222,14 @@ def test_short_hash_match_is_weak_and_says_which_kind(user):
     FileHashes.objects.filter(local_file=lf).update(crc32="85114a0d")
     [m] = local_file_match(local_file_id=lf.pk)
     assert m.kind == "short-hash" and "CRC32" in m.evidence and "weak" in m.evidence
+
+
+def test_evidence_never_names_another_users_file(civitai, user, other_user):
+    seed(civitai, [{"name": "model.safetensors", "hashes": file_hashes(sha256="a" * 64)}], name="Known")
+    theirs = _fingerprinted(other_user, "bobs-private-name.safetensors", fmt="safetensors", content_id="c1", precision_id="p1", sha="a" * 64)
+    local_file_identify(local_file_id=theirs.pk)
+    civitai_batch_and_rematch(client=client_for(civitai))
+    mine = _fingerprinted(user, "model.ckpt", fmt="torch-zip", content_id="c1", precision_id="p1", sha="b" * 64)
+    [m] = local_file_match(local_file_id=mine.pk)
+    assert m.kind == "converted" and m.via is None
+    assert "bobs-private-name" not in m.evidence and "another user" in m.evidence

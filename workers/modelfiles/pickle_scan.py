@@ -36,8 +36,8 @@ from workers.modelfiles.types import Finding, ModelFileError, SafetyReport
 
 MAX_OPS = 20_000_000          # a large LLM data.pkl has a few million
 MAX_MEMO = 5_000_000
-MAX_MARK_DEPTH = 100_000
-MAX_LINE = 1 << 20            # text-opcode argument lines
+MAX_MARK_DEPTH = 1_000_000
+MAX_NAME_LINE = 1 << 16       # GLOBAL/INST/PERSID/number lines; longer names cannot be imported
 MAX_SCANNED_STR = 1 << 16     # longer strings are "not statically known"
 MAX_KEPT_BYTES = 1 << 30      # largest argument handed to the restricted reader
 MAX_INFLATE = 1 << 30         # largest deflated zip entry we inflate to scan
@@ -53,6 +53,10 @@ class PickleStreamError(ModelFileError):
     def __init__(self, message: str, pos: int):
         super().__init__(f"{message} at byte {pos}")
         self.pos = pos
+
+
+class PickleLimitError(PickleStreamError):
+    """One of OUR caps was hit: CPython would go on, so what follows is unanalysed."""
 
 
 _OPCODES = {op.code.encode("latin-1")[0]: op for op in pickletools.opcodes}
@@ -87,7 +91,7 @@ def iter_ops(buf, *, start: int = 0, end: int | None = None, keep_bytes: bool = 
         if info.name == "STOP":
             return
         pos = next_pos
-    raise PickleStreamError(f"more than {max_ops} opcodes", pos)
+    raise PickleLimitError(f"more than {max_ops} opcodes", pos)
 
 
 def _read_arg(buf, info, pos: int, end: int, keep_bytes: bool):
@@ -105,6 +109,14 @@ def _read_arg(buf, info, pos: int, end: int, keep_bytes: bool):
         return value, pos + size
     if kind in _SIZED:
         return _read_sized(buf, info, kind, pos, end, keep_bytes)
+    if kind in ("stringnl", "unicodestringnl"):  # data strings: CPython reads any length
+        newline = buf.find(b"\n", pos, end)
+        if newline < 0:
+            raise PickleStreamError("text argument without a newline", pos)
+        if newline - pos > (MAX_KEPT_BYTES if keep_bytes else MAX_SCANNED_STR):
+            if keep_bytes:
+                raise PickleLimitError(f"{info.name} argument larger than we read", pos)
+            return None, newline + 1
     line, pos = _read_line(buf, pos, end)
     if kind == "stringnl_noescape_pair":
         second, pos = _read_line(buf, pos, end)
@@ -142,7 +154,7 @@ def _read_sized(buf, info, kind: str, pos: int, end: int, keep_bytes: bool):
     if not keep_bytes and (value_kind == "bytes" or n > MAX_SCANNED_STR):
         return None, pos + n
     if n > MAX_KEPT_BYTES:
-        raise PickleStreamError(f"{info.name} of {n} bytes is larger than we read", pos)
+        raise PickleLimitError(f"{info.name} of {n} bytes is larger than we read", pos)
     raw = bytes(buf[pos:pos + n])
     if value_kind == "bytes":
         return raw, pos + n
@@ -155,7 +167,7 @@ def _read_sized(buf, info, kind: str, pos: int, end: int, keep_bytes: bool):
 
 
 def _read_line(buf, pos: int, end: int) -> tuple[bytes, int]:
-    newline = buf.find(b"\n", pos, min(end, pos + MAX_LINE))
+    newline = buf.find(b"\n", pos, min(end, pos + MAX_NAME_LINE))
     if newline < 0:
         raise PickleStreamError("text argument without a newline", pos)
     return bytes(buf[pos:newline]), newline + 1
@@ -338,7 +350,7 @@ class _Walker:
 
     def memoize(self, key: int, pos: int) -> None:
         if len(self.memo) >= MAX_MEMO and key not in self.memo:
-            raise PickleStreamError(f"memo grows past {MAX_MEMO} entries", pos)
+            raise PickleLimitError(f"memo grows past {MAX_MEMO} entries", pos)
         if not 0 <= key < MAX_MEMO:
             self.s.add("dangerous", f"memo index {key}", pos,
                        "CPython sizes its memo array by the index: a memory-exhaustion attack on the loader")
@@ -383,7 +395,7 @@ class _Walker:
             self.stack.append(_OTHER)
         elif op == "MARK":
             if len(self.metastack) >= MAX_MARK_DEPTH:
-                raise PickleStreamError("MARKs nested too deep", pos)
+                raise PickleLimitError("MARKs nested too deep", pos)
             self.metastack.append(self.stack)
             self.stack = []
         elif op in _FROM_MARK:
@@ -465,7 +477,7 @@ def scan_stream(buf, *, start: int = 0, end: int | None = None, where: str = "",
     stream = _Stream(where, start if base is None else base)
     walker = _Walker(stream)
     try:
-        for op, arg, pos in iter_ops(buf, start=start, end=end):
+        for op, arg, pos in iter_ops(buf, start=start, end=end, max_ops=MAX_OPS):
             stream.ops += 1
             walker.step(op, arg, pos)
             if op == "STOP":
@@ -564,12 +576,18 @@ def _scan_chain(buf, start: int, end: int, where: str, report: _Report, *, requi
     while pos < end:
         stream = scan_stream(buf, start=pos, end=end, where=where, base=start)
         must_parse = count < required
-        if must_parse or _has_evidence(stream):
+        evidence = _has_evidence(stream)
+        if must_parse or evidence:
             report.merge(stream)
             kept = kept or bool(stream.findings)
-        if stream.error is not None:
-            if must_parse:
-                report.add("unreadable", "broken pickle", f"{where}@{stream.error.pos - start}", str(stream.error))
+        error = stream.error
+        if error is not None:
+            at = f"{where}@{error.pos - start}"
+            if isinstance(error, PickleLimitError) and (must_parse or evidence or buf[pos] == 0x80):
+                report.add("dangerous", "pickle too large to analyse", at, f"{error}: the rest is unchecked")
+                kept = True
+            elif must_parse:
+                report.add("unreadable", "broken pickle", at, str(error))
             break
         count += 1
         pos = stream.end

@@ -42,6 +42,7 @@ LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL_VERSION = 1001
 MAX_TENSORS = 1_000_000
 MAX_NESTING = 200
+MAX_NODES = 10_000_000
 _ZIP_FLAGS_WE_READ = 0x0008 | 0x0800  # data descriptor, utf-8 names
 
 
@@ -58,20 +59,34 @@ def iter_torch_tensors(path: str | os.PathLike) -> Iterator[Tensor]:
         reason = f": {first.what} at {first.where} ({first.why})" if first else ""
         raise ModelFileError(f"refusing {p.name}: scan verdict {report.verdict}{reason}")
     fmt = sniff(p)
-    with open(p, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
-        if fmt == "torch-zip":
-            yield from _zip_tensors(buf)
-        elif fmt == "torch-legacy":
-            yield from _legacy_tensors(buf)
-        elif fmt == "pickle":
-            value, _ = load_restricted(buf, persistent_load=_no_storages)
-            yield from _arrays_only(value)
-        elif fmt == "npy":
-            yield _npy_tensor(buf, 0, len(buf), "")
-        elif fmt == "npz":
-            yield from _npz_tensors(buf)
-        else:
-            raise ModelFileError(f"{p.name}: {fmt} files are not read by the torch reader")
+    try:
+        with open(p, "rb") as f:
+            buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    except (OSError, ValueError) as exc:
+        raise ModelFileError(f"cannot read {p}: {exc}") from exc
+    try:
+        yield from _tensors_by_format(buf, fmt, p.name)
+    finally:
+        try:
+            buf.close()
+        except BufferError:  # a numpy view still alive after an error: the GC closes it later
+            pass
+
+
+def _tensors_by_format(buf, fmt: str, name: str) -> Iterator[Tensor]:
+    if fmt == "torch-zip":
+        yield from _zip_tensors(buf)
+    elif fmt == "torch-legacy":
+        yield from _legacy_tensors(buf)
+    elif fmt == "pickle":
+        value, _ = load_restricted(buf, persistent_load=_no_storages)
+        yield from _arrays_only(value)
+    elif fmt == "npy":
+        yield _npy_tensor(buf, 0, len(buf), "")
+    elif fmt == "npz":
+        yield from _npz_tensors(buf)
+    else:
+        raise ModelFileError(f"{name}: {fmt} files are not read by the torch reader")
 
 
 # --- zip checkpoints ---------------------------------------------------------------
@@ -181,8 +196,19 @@ def _tensors_of(value, buf, storage_bytes, *, big_endian: bool) -> Iterator[Tens
         yield _view(buf, name, item, start=start, available=available, big_endian=big_endian)
 
 
-def _flatten(value, prefix: str = "", depth: int = 0, path: frozenset = frozenset()):
-    """(dotted name, TensorRef or numeric ndarray) in order; lists by index."""
+def _flatten(value):
+    """(dotted name, TensorRef or numeric ndarray) in order; lists by index.
+
+    Shared references are followed each time (tied weights keep both names), so a
+    node budget stops memo-built graphs that double at every level.
+    """
+    yield from _walk(value, "", 0, frozenset(), [MAX_NODES])
+
+
+def _walk(value, prefix: str, depth: int, path: frozenset, budget: list):
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise ModelFileError(f"object graph has more than {MAX_NODES} nodes")
     if isinstance(value, TensorRef):
         yield prefix, value
         return
@@ -207,7 +233,7 @@ def _flatten(value, prefix: str = "", depth: int = 0, path: frozenset = frozense
             + [(f"args.{i}", v) for i, v in enumerate(value.args)]
     inner = path | {id(value)}
     for key, child in children:
-        yield from _flatten(child, f"{prefix}.{key}" if prefix else str(key), depth + 1, inner)
+        yield from _walk(child, f"{prefix}.{key}" if prefix else str(key), depth + 1, inner, budget)
 
 
 def _key_name(key) -> str:

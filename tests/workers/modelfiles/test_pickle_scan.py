@@ -225,3 +225,45 @@ def test_classify_global(module, name, severity):
 def test_missing_file_raises_model_file_error(tmp_path):
     with pytest.raises(ModelFileError):
         scan_path(tmp_path / "nope.pt")
+
+
+# --- no false alarms on tensor bytes that happen to decode as opcodes --------------------
+
+def test_storage_bytes_that_decode_as_a_tiny_pickle_are_not_a_hidden_pickle(tmp_path):
+    entries = hostile.benign_zip_entries()
+    entries[2] = ("archive/data/0", b"\x82\xc1.=\xc3=\x8f\xbd" + b"\x00" * 8)  # EXT1 193, STOP: real fp16 bytes
+    path = hostile.torch_zip(tmp_path / "fp16.pt", entries)
+    assert scan_path(path).verdict == "safe"
+
+
+def test_safetensors_whose_length_byte_is_an_opcode_is_safe(tmp_path):
+    header = b'{"w":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}'
+    header += b" " * (0x182 - len(header))  # length 0x182: byte 0 decodes as EXT1
+    path = tmp_path / "a.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header + b"\x00")
+    assert path.read_bytes()[0] == 0x82
+    assert scan_path(path).verdict == "safe"
+
+
+# --- our own caps never hide a payload ---------------------------------------------------
+
+def test_hitting_the_opcode_cap_is_dangerous_not_silently_fine(tmp_path, monkeypatch):
+    from workers.modelfiles import pickle_scan
+    monkeypatch.setattr(pickle_scan, "MAX_OPS", 50)
+    padding = b"N0" * 100
+    first = tmp_path / "first.pkl"
+    first.write_bytes(hostile.pickle_of(padding + b"}"))
+    second = tmp_path / "second.pkl"
+    second.write_bytes(hostile.pickle_of(b"}") + hostile.pickle_of(padding) + hostile.os_system(tmp_path / "C"))
+    for path in (first, second):
+        report = scan_path(path)
+        assert report.verdict == "dangerous"
+        assert any(f.what == "pickle too large to analyse" for f in report.findings)
+
+
+def test_long_data_string_lines_do_not_stop_the_walk(tmp_path):
+    path = tmp_path / "long.pkl"
+    path.write_bytes(b"S'" + b"a" * (2 << 20) + b"'\n0" + b"cos\nsystem\n(S'true'\ntR.")
+    report = scan_path(path)
+    assert "os.system" in report.globals_seen
+    assert report.verdict == "dangerous"

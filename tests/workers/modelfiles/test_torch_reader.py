@@ -173,3 +173,25 @@ def test_dangerous_file_is_refused_before_any_reading(tmp_path):
     with pytest.raises(ModelFileError, match="dangerous"):
         list(iter_torch_tensors(path))
     assert not canary.exists()
+
+
+def test_memo_built_graph_that_doubles_each_level_is_refused_quickly(tmp_path):
+    dag = b"]\x94"
+    for n in range(60):
+        dag += b"0(h" + bytes([n]) + b"h" + bytes([n]) + b"l\x94"  # pop the last level, build the next
+    pkl = hostile.pickle_of(b"}" + hostile.s("dag") + dag + b"s", protocol=4)
+    path = hostile.torch_zip(tmp_path / "dag.pt", hostile.benign_zip_entries(pkl))
+    from workers.modelfiles import torch_reader
+    torch_reader.MAX_NODES, saved = 10_000, torch_reader.MAX_NODES
+    try:
+        with pytest.raises(ModelFileError, match="nodes"):
+            list(iter_torch_tensors(path))
+    finally:
+        torch_reader.MAX_NODES = saved
+
+
+def test_tied_weights_keep_both_names(tmp_path):
+    w = torch.randn(2, 2)
+    path = tmp_path / "tied.pt"
+    torch.save({"embed": w, "lm_head": w}, path)
+    _assert_same(_read(path), {"embed": w, "lm_head": w})

@@ -1,0 +1,499 @@
+"""REST API views (/api/v1/). Thin: they check input, call services, read rows.
+
+Privacy rules every view follows:
+- local files and jobs are filtered by owner in `get_queryset`, so another
+  user's object is a 404, never a 403 (no hint that it exists);
+- the shared catalog (models, versions) counts and lists only the caller's
+  own local files;
+- path refusals for paths outside the model roots say only that, so the API
+  cannot be used to probe which server paths exist.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict
+
+from django.conf import settings
+from django.db.models import Count, IntegerField, OuterRef, Prefetch, Q, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.shortcuts import get_object_or_404
+from django_filters import rest_framework as filters
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import mixins, status, viewsets
+from rest_framework.authtoken.serializers import AuthTokenSerializer
+from rest_framework.authtoken.views import ObtainAuthToken
+from rest_framework.filters import OrderingFilter
+from rest_framework.pagination import CursorPagination
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle, UserRateThrottle
+from rest_framework.views import APIView
+
+from models_catalog import serializers as s
+from models_catalog.api_errors import ApiError
+from models_catalog.models import Job, LocalFile, Match, Source, SourceModel, SourceVersion
+from models_catalog.services.duplicates import duplicate_groups
+from models_catalog.services.huggingface import hf_index_job_create
+from models_catalog.services.hf_verify_job import hf_verify_job_create
+from models_catalog.services.lookup import hash_lookup
+from models_catalog.services.paths import PathRefused, model_roots, printable
+from models_catalog.services.push import PushRejected, pushed_files_store
+from models_catalog.services.register import local_file_register
+from models_catalog.services.upload import UploadRefused, local_file_upload
+from models_catalog.upload_handlers import LimitedTemporaryFileUploadHandler
+from workers.hash_query import HashQueryError
+
+# Multipart framing around an uploaded file adds a little to the declared length.
+MULTIPART_SLACK_BYTES = 64 * 1024
+
+
+def errors(*codes: int) -> dict:
+    """Error responses for extend_schema: all share the one error format."""
+    meaning = {400: "invalid input", 401: "no or bad credentials", 403: "not allowed (or CSRF failed)",
+               404: "no such object (or it is not yours)", 413: "request body too large", 429: "throttled"}
+    return {code: OpenApiResponse(s.ErrorSerializer, description=meaning.get(code, "error")) for code in codes}
+
+
+class ApiCursorPagination(CursorPagination):
+    ordering = "-id"
+    page_size_query_param = "page_size"
+    max_page_size = 200
+
+
+class BodyLimitMixin:
+    """DRF reads JSON bodies from the stream, past Django's DATA_UPLOAD_MAX_MEMORY_SIZE check:
+    refuse oversized bodies up front so a huge JSON never lands in memory."""
+
+    def initial(self, request, *args, **kwargs):
+        try:
+            declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            declared = 0
+        limit = settings.DATA_UPLOAD_MAX_MEMORY_SIZE
+        if limit and declared > limit:
+            raise ApiError(f"the request body is {declared:,} bytes; the limit is {limit:,} bytes", code="too_large",
+                           status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+        return super().initial(request, *args, **kwargs)
+
+
+def refusal_reason(raw: str, reason: str) -> str:
+    """For a path that lies outside every model root even before symlinks are followed, say only
+    that: whether it exists, or where it points, is none of the caller's business."""
+    roots = model_roots()
+    lexical = os.path.normpath(os.path.abspath(os.path.expanduser(raw))) if raw and "\x00" not in raw else ""
+    if roots and lexical and not any(lexical == str(r) or lexical.startswith(str(r).rstrip(os.sep) + os.sep) for r in roots):
+        return f"{printable(raw)} is outside the model roots ({', '.join(str(r) for r in roots)})"
+    return reason
+
+
+# --- auth ---------------------------------------------------------------------------
+
+
+class TokenView(BodyLimitMixin, ObtainAuthToken):
+    """Trade a username and password for an API token (send it as `Authorization: Token <key>`)."""
+
+    throttle_classes = [ScopedRateThrottle]
+    throttle_scope = "auth"
+    parser_classes = [JSONParser, FormParser, MultiPartParser]
+
+    @extend_schema(operation_id="auth_token_create", request=AuthTokenSerializer,
+                   responses={200: s.TokenResponseSerializer, **errors(400, 413, 429)}, auth=[], tags=["auth"])
+    def post(self, request, *args, **kwargs):
+        return super().post(request, *args, **kwargs)
+
+
+# --- lookup -----------------------------------------------------------------------------
+
+
+class LookupView(BodyLimitMixin, APIView):
+    """Identify hashes: any kind (SHA256, AutoV1/2/3, CRC32, BLAKE3, prefixed forms) or a pasted infotext.
+
+    Looks in the shared catalog, then Civitai (when enabled) for what is unknown,
+    then in YOUR files ("my files" results; staff see everyone's)."""
+
+    parser_classes = [JSONParser]
+
+    throttle_classes = [UserRateThrottle, ScopedRateThrottle]
+    throttle_scope = "lookup"
+
+    def _lookup(self, request, text: str) -> Response:
+        try:
+            results = hash_lookup(text=text, user=request.user)
+        except HashQueryError as exc:
+            raise ApiError(str(exc), code="not_a_hash") from None
+        return Response([r.to_json() for r in results])
+
+    @extend_schema(operation_id="lookup_get", parameters=[s.LookupQuerySerializer],
+                   responses={200: s.LookupResultSerializer(many=True), **errors(400, 401, 429)}, tags=["lookup"])
+    def get(self, request):
+        query = s.LookupQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        return self._lookup(request, query.validated_data["q"])
+
+    @extend_schema(operation_id="lookup_post", request=s.LookupRequestSerializer,
+                   responses={200: s.LookupResultSerializer(many=True), **errors(400, 401, 413, 429)}, tags=["lookup"])
+    def post(self, request):
+        body = s.LookupRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        return self._lookup(request, body.validated_data["text"])
+
+
+# --- local files -----------------------------------------------------------------------------
+
+_HEX = set("0123456789abcdef")
+# Hash length -> fields of FileHashes (and FolderMember) that can hold a value of that length.
+_HASH_FIELDS = {64: ("sha256", "blake3", "autov3_full"), 12: ("autov3",), 10: ("autov2",), 8: ("autov1", "crc32")}
+
+
+def hash_search_q(value: str, *, local_prefix: str, member_prefix: str | None) -> Q:
+    """Q for "any hash equals `value`" (Civitai form or lower-case, with or without a `kind:` prefix)."""
+    text = value.strip().lower()
+    if ":" in text:
+        text = text.split(":", 1)[1].strip()
+    q = Q(pk__in=[])
+    if not text or set(text) - _HEX:
+        return q
+    for name in _HASH_FIELDS.get(len(text), ()):
+        q |= Q(**{f"{local_prefix}{name}": text})
+        if member_prefix:
+            q |= Q(**{f"{member_prefix}{name}": text})
+    if len(text) == 64 and local_prefix == "hashes__":
+        q |= Q(hashes__folder_digest=text)
+    return q
+
+
+MATCH_CHOICES = Match.Kind.choices + [("none", "not identified")]
+
+
+class LocalFileFilter(filters.FilterSet):
+    status = filters.ChoiceFilter(choices=LocalFile.Status.choices)
+    origin = filters.ChoiceFilter(choices=LocalFile.Origin.choices)
+    format = filters.CharFilter(help_text="safetensors, torch-zip, diffusers, gguf, ...")
+    safety_verdict = filters.CharFilter(help_text="safe, suspicious, dangerous, unreadable")
+    match = filters.ChoiceFilter(choices=MATCH_CHOICES, method="filter_match",
+                                 help_text="files with a match of this kind; `none`: files not identified")
+    search = filters.CharFilter(method="filter_search", help_text="part of the name, or any full hash in any form")
+
+    class Meta:
+        model = LocalFile
+        fields = ["status", "origin", "format", "safety_verdict"]
+
+    def filter_match(self, queryset, name, value):
+        if value == "none":
+            return queryset.exclude(pk__in=Match.objects.values("local_file_id"))
+        return queryset.filter(pk__in=Match.objects.filter(kind=value).values("local_file_id"))
+
+    def filter_search(self, queryset, name, value):
+        by_hash = hash_search_q(value, local_prefix="hashes__", member_prefix="members__")
+        return queryset.filter(Q(name__icontains=value.strip()) | by_hash).distinct()
+
+
+def my_local_files(user):
+    """The local files `user` may see: their own; staff see everyone's."""
+    return LocalFile.objects.all() if user.is_staff else LocalFile.objects.filter(owner=user)
+
+
+@extend_schema(tags=["files"])
+class LocalFileViewSet(BodyLimitMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
+                       viewsets.GenericViewSet):
+    """Your model files: registered in place, uploaded, or pushed. Staff see everyone's."""
+
+    queryset = LocalFile.objects.none()  # for the schema; get_queryset picks the rows
+    pagination_class = ApiCursorPagination
+    filterset_class = LocalFileFilter
+
+    def get_queryset(self):
+        qs = my_local_files(self.request.user).select_related("hashes")
+        if self.action == "retrieve":
+            return qs.prefetch_related(
+                "members",
+                Prefetch("matches", queryset=Match.objects.select_related("source_file__version__model", "via")),
+            )
+        return qs.prefetch_related(Prefetch("matches", queryset=Match.objects.only("id", "kind", "local_file_id")))
+
+    def get_serializer_class(self):
+        return s.LocalFileDetailSerializer if self.action == "retrieve" else s.LocalFileListSerializer
+
+    @extend_schema(responses={200: s.LocalFileListSerializer(many=True), **errors(400, 401)})
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(responses={200: s.LocalFileDetailSerializer, **errors(401, 404)})
+    def retrieve(self, request, *args, **kwargs):
+        return super().retrieve(request, *args, **kwargs)
+
+    @extend_schema(description="Forget the file: the row, its hashes and matches go; the file on disk is never touched.",
+                   responses={204: None, **errors(401, 404)})
+    def destroy(self, request, *args, **kwargs):
+        return super().destroy(request, *args, **kwargs)
+
+
+class LocalFileUploadView(APIView):
+    """Upload a model file (multipart field `file`). It is streamed to disk and refused while
+    streaming once it passes MAX_UPLOAD_BYTES (413); then it is hashed like any other file."""
+
+    parser_classes = [MultiPartParser]
+
+    def initialize_request(self, request, *args, **kwargs):
+        # Upload handlers can only be swapped before anything reads the body, and the
+        # session CSRF check reads it during authentication: so swap them here, first.
+        drf_request = super().initialize_request(request, *args, **kwargs)
+        if request.method == "POST":
+            request.upload_handlers = [LimitedTemporaryFileUploadHandler(request)]
+        return drf_request
+
+    @extend_schema(operation_id="files_upload", request={"multipart/form-data": s.UploadRequestSerializer},
+                   responses={201: s.LocalFileDetailSerializer, **errors(400, 401, 413)}, tags=["files"])
+    def post(self, request):
+        limit = settings.MAX_UPLOAD_BYTES
+        too_large = ApiError(f"the upload is larger than the limit of {limit:,} bytes", code="too_large",
+                             status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
+        try:
+            declared = int(request.META.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            declared = 0
+        if declared > limit + MULTIPART_SLACK_BYTES:
+            raise too_large
+        uploaded = request.FILES.get("file")
+        if any(getattr(h, "over_limit", False) for h in request._request.upload_handlers):
+            raise too_large
+        if uploaded is None:
+            raise ApiError("no file was sent: put the model file in the multipart field 'file'", code="no_file")
+        try:
+            lf = local_file_upload(uploaded=uploaded, owner=request.user)
+        except UploadRefused as exc:
+            if uploaded.size and uploaded.size > limit:
+                raise ApiError(str(exc), code="too_large", status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE) from None
+            raise ApiError(str(exc), code="upload_refused") from None
+        lf = get_object_or_404(LocalFile.objects.select_related("hashes"), pk=lf.pk)
+        return Response(s.LocalFileDetailSerializer(lf, context={"request": request}).data, status=status.HTTP_201_CREATED)
+
+
+class LocalFileRegisterView(BodyLimitMixin, APIView):
+    """Register files or folders in place on the server. Any signed-in user may register paths
+    inside MODELXREF_MODEL_ROOTS (the folders the operator chose to share); the rows are theirs
+    alone. Folders are searched for model files; paths outside the roots are refused with the reason."""
+
+    parser_classes = [JSONParser]
+
+    @extend_schema(operation_id="files_register", request=s.RegisterRequestSerializer,
+                   responses={200: s.RegisterOutcomeSerializer, **errors(400, 401, 413)}, tags=["files"])
+    def post(self, request):
+        body = s.RegisterRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        outcome = local_file_register(paths=body.validated_data["paths"], owner=request.user)
+        return Response({
+            "queued": [lf.pk for lf in outcome.queued],
+            "unchanged": [lf.pk for lf in outcome.unchanged],
+            "failed": [lf.pk for lf in outcome.failed],
+            "refused": [{"path": path, "reason": refusal_reason(path, why)} for path, why in outcome.refused],
+        })
+
+
+class LocalFilePushView(BodyLimitMixin, APIView):
+    """Store hashes computed on another machine (the `push` command). Each record is checked on its
+    own: bad ones are listed in `errors` by index, good ones are stored. At most 500 records per call."""
+
+    parser_classes = [JSONParser]
+
+    @extend_schema(operation_id="files_push", request=s.PushRequestDocSerializer,
+                   responses={200: s.PushOutcomeSerializer, **errors(400, 401, 413)}, tags=["files"])
+    def post(self, request):
+        body = s.PushRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            outcome = pushed_files_store(owner=request.user, host=body.validated_data["host"],
+                                         files=body.validated_data["files"])
+        except PushRejected as exc:
+            raise ApiError(str(exc), code="push_rejected") from None
+        return Response(asdict(outcome))
+
+
+# --- the shared catalog ---------------------------------------------------------------------
+
+
+class SourceModelFilter(filters.FilterSet):
+    type = filters.CharFilter(lookup_expr="iexact", help_text="Checkpoint, LORA, VAE, ...")
+    source = filters.ChoiceFilter(choices=Source.choices)
+    base_model = filters.CharFilter(method="filter_base_model", help_text="a version's base model, e.g. SDXL 1.0")
+    match = filters.ChoiceFilter(choices=Match.Kind.choices, method="filter_match",
+                                 help_text="models one of YOUR files matches with this kind")
+    mine = filters.BooleanFilter(method="filter_mine", help_text="true: only models you have a local copy of")
+    search = filters.CharFilter(method="filter_search", help_text="part of the name, a trigger word, or any full hash")
+
+    class Meta:
+        model = SourceModel
+        fields = ["type", "source"]
+
+    def _my_matches(self):
+        return Match.objects.filter(local_file__owner=self.request.user)
+
+    def filter_base_model(self, queryset, name, value):
+        return queryset.filter(pk__in=SourceVersion.objects.filter(base_model__iexact=value).values("model_id"))
+
+    def filter_match(self, queryset, name, value):
+        return queryset.filter(pk__in=self._my_matches().filter(kind=value).values("source_file__version__model_id"))
+
+    def filter_mine(self, queryset, name, value):
+        ids = self._my_matches().values("source_file__version__model_id")
+        return queryset.filter(pk__in=ids) if value else queryset.exclude(pk__in=ids)
+
+    def filter_search(self, queryset, name, value):
+        text = value.strip()
+        versions = SourceVersion.objects.filter(
+            Q(trained_words__icontains=text)
+            | Q(pk__in=SourceVersion.objects.filter(hash_search_q(text, local_prefix="files__", member_prefix=None)).values("pk"))
+            | Q(files__git_sha1=text.lower())
+        )
+        return queryset.filter(Q(name__icontains=text) | Q(pk__in=versions.values("model_id")))
+
+
+def catalog_models(user):
+    """Every catalog model, with its version count and how many of `user`'s files match it."""
+    mine = (Match.objects.filter(source_file__version__model=OuterRef("pk"), local_file__owner=user)
+            .values("source_file__version__model").annotate(n=Count("local_file", distinct=True)).values("n"))
+    versions = (SourceVersion.objects.filter(model=OuterRef("pk")).values("model")
+                .annotate(n=Count("pk")).values("n"))
+    return SourceModel.objects.annotate(
+        local_copies=Coalesce(Subquery(mine, output_field=IntegerField()), Value(0)),
+        versions_count=Coalesce(Subquery(versions, output_field=IntegerField()), Value(0)),
+    )
+
+
+def my_matches_to(user, **where):
+    return (Match.objects.filter(local_file__owner=user, **where)
+            .select_related("local_file", "source_file", "via").order_by("local_file_id", "pk"))
+
+
+@extend_schema(tags=["catalog"])
+class SourceModelViewSet(viewsets.ReadOnlyModelViewSet):
+    """The identified catalog, shared by everyone: what Civitai and the Hub publish.
+    `local_copies` and `my_local_files` only ever count and show YOUR files."""
+
+    queryset = SourceModel.objects.none()  # for the schema; get_queryset picks the rows
+    pagination_class = ApiCursorPagination
+    filterset_class = SourceModelFilter
+    filter_backends = [filters.DjangoFilterBackend, OrderingFilter]
+    ordering_fields = ["name", "id"]
+    ordering = ["-id"]
+
+    def get_queryset(self):
+        qs = catalog_models(self.request.user).prefetch_related(
+            Prefetch("versions", queryset=SourceVersion.objects.only("id", "model_id", "base_model")))
+        if self.action == "retrieve":
+            qs = catalog_models(self.request.user).prefetch_related(
+                Prefetch("versions", queryset=SourceVersion.objects.prefetch_related("files")))
+        return qs
+
+    def get_serializer_class(self):
+        return s.SourceModelDetailSerializer if self.action == "retrieve" else s.SourceModelListSerializer
+
+    @extend_schema(responses={200: s.SourceModelListSerializer(many=True), **errors(400, 401)})
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(responses={200: s.SourceModelDetailSerializer, **errors(401, 404)})
+    def retrieve(self, request, *args, **kwargs):
+        model = self.get_object()
+        context = {**self.get_serializer_context(), "my_matches": my_matches_to(request.user, source_file__version__model=model)}
+        return Response(s.SourceModelDetailSerializer(model, context=context).data)
+
+
+@extend_schema(tags=["catalog"])
+class SourceVersionViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """One version of a catalog model (a Civitai version, or a Hub repo at one commit) with its files."""
+
+    queryset = SourceVersion.objects.select_related("model").prefetch_related("files")
+    serializer_class = s.SourceVersionDetailSerializer
+
+    @extend_schema(responses={200: s.SourceVersionDetailSerializer, **errors(401, 404)})
+    def retrieve(self, request, *args, **kwargs):
+        version = self.get_object()
+        context = {**self.get_serializer_context(), "my_matches": my_matches_to(request.user, source_file__version=version)}
+        return Response(s.SourceVersionDetailSerializer(version, context=context).data)
+
+
+# --- duplicates ---------------------------------------------------------------------------
+
+
+class DuplicatesView(APIView):
+    """Groups of your files that hold the same model (renamed copies, other containers, other
+    precisions), each with a suggested copy to keep. Staff may pass `all=true` for everyone's."""
+
+    @extend_schema(
+        operation_id="duplicates_list",
+        parameters=[
+            OpenApiParameter("prefer", str, enum=["fp16", "bf16", "fp32"], description="precision to keep when copies differ"),
+            OpenApiParameter("all", OpenApiTypes.BOOL, description="staff only: everyone's files"),
+        ],
+        responses={200: s.DuplicateGroupSerializer(many=True), **errors(400, 401, 403)}, tags=["files"],
+    )
+    def get(self, request):
+        prefer = request.query_params.get("prefer", "fp16")
+        if prefer not in {"fp16", "bf16", "fp32"}:
+            raise ApiError("prefer must be fp16, bf16 or fp32", code="invalid_input", detail={"prefer": ["not a valid choice"]})
+        everyone = request.query_params.get("all", "").lower() in {"1", "true", "yes"}
+        if everyone and not request.user.is_staff:
+            raise ApiError("only staff may see everyone's duplicates", code="permission_denied",
+                           status_code=status.HTTP_403_FORBIDDEN)
+        groups = duplicate_groups(owner=None if everyone else request.user, prefer_precision=prefer)
+        return Response([g.to_json() for g in groups])
+
+
+# --- jobs -----------------------------------------------------------------------------------
+
+
+@extend_schema(tags=["jobs"])
+class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
+    """Your longer jobs (index a Hub repo, verify a download) with their progress."""
+
+    queryset = Job.objects.none()  # for the schema; get_queryset picks the rows
+    serializer_class = s.JobSerializer
+    pagination_class = ApiCursorPagination
+    filterset_fields = ["kind", "status"]
+
+    def get_queryset(self):
+        return Job.objects.filter(owner=self.request.user)
+
+    @extend_schema(responses={200: s.JobSerializer(many=True), **errors(400, 401)})
+    def list(self, request, *args, **kwargs):
+        return super().list(request, *args, **kwargs)
+
+    @extend_schema(responses={200: s.JobSerializer, **errors(401, 404)})
+    def retrieve(self, request, *args, **kwargs):
+        return super().retrieve(request, *args, **kwargs)
+
+
+class HfIndexJobView(BodyLimitMixin, APIView):
+    """Index a Hugging Face repo into the catalog (its files' sha256 / git sha1), as a job."""
+
+    parser_classes = [JSONParser]
+
+    @extend_schema(operation_id="jobs_hf_index", request=s.HfIndexRequestSerializer,
+                   responses={202: s.JobSerializer, **errors(400, 401, 413)}, tags=["jobs"])
+    def post(self, request):
+        body = s.HfIndexRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        job = hf_index_job_create(owner=request.user, repo_id=body.validated_data["repo_id"],
+                                  revision=body.validated_data.get("revision"), repo_type=body.validated_data["repo_type"])
+        return Response(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
+class HfVerifyJobView(BodyLimitMixin, APIView):
+    """Verify a downloaded folder on the server (inside MODELXREF_MODEL_ROOTS) against a Hub repo, as a job."""
+
+    parser_classes = [JSONParser]
+
+    @extend_schema(operation_id="jobs_hf_verify", request=s.HfVerifyRequestSerializer,
+                   responses={202: s.JobSerializer, **errors(400, 401, 413)}, tags=["jobs"])
+    def post(self, request):
+        body = s.HfVerifyRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        try:
+            job = hf_verify_job_create(owner=request.user, repo_id=data["repo_id"], local_dir=data["local_dir"],
+                                       revision=data.get("revision"), repo_type=data["repo_type"])
+        except PathRefused as exc:
+            raise ApiError(refusal_reason(data["local_dir"], str(exc)), code="path_refused") from None
+        return Response(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)

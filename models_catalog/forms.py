@@ -1,0 +1,81 @@
+"""Forms of the web pages: they validate what people type; services do the work."""
+from __future__ import annotations
+
+import re
+
+from django import forms
+
+from models_catalog.models import Match, Source
+from models_catalog.selectors import LOCAL_FORMATS, SORTS, VERDICTS
+
+REPO_TYPES = (("model", "model"), ("dataset", "dataset"), ("space", "space"))
+# The Hub's rule: one optional namespace, then a name of letters, digits, '-', '_' and '.'.
+REPO_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}$")
+PRECISIONS = (("fp16", "fp16"), ("bf16", "bf16"), ("fp32", "fp32"))
+
+
+def _blank(choices) -> list[tuple[str, str]]:
+    return [("", "any")] + list(choices)
+
+
+class CatalogFilterForm(forms.Form):
+    q = forms.CharField(required=False, max_length=64 * 1024, label="Search",
+                        widget=forms.TextInput(attrs={"type": "search",
+                                                      "placeholder": "name, trigger word or any hash"}))
+    scope = forms.ChoiceField(required=False, choices=(("mine", "identified in my files"), ("all", "all known models")))
+    type = forms.CharField(required=False, max_length=64)
+    base_model = forms.CharField(required=False, max_length=100, label="Base model")
+    source = forms.ChoiceField(required=False, choices=_blank(Source.choices))
+    format = forms.ChoiceField(required=False, choices=_blank((f, f) for f in LOCAL_FORMATS), label="Format (my copy)")
+    safety = forms.ChoiceField(required=False, choices=_blank((v, v) for v in VERDICTS), label="Safety (my copy)")
+    kind = forms.ChoiceField(required=False, choices=_blank(Match.Kind.choices), label="Match kind")
+    sort = forms.ChoiceField(required=False, choices=list(SORTS.items()))
+    after = forms.CharField(required=False, max_length=2000, widget=forms.HiddenInput)
+
+    def cleaned_or_defaults(self) -> dict:
+        self.is_valid()  # a bad value drops only its own filter: cleaned_data keeps the valid ones
+        data = self.cleaned_data
+        out = {name: (data.get(name) or "") for name in self.fields}
+        out["q"] = out["q"].strip()
+        out["scope"] = out["scope"] or "mine"
+        out["sort"] = out["sort"] or "name"
+        return out
+
+
+class LookupForm(forms.Form):
+    q = forms.CharField(max_length=64 * 1024, label="Hash or generation parameters",
+                        widget=forms.Textarea(attrs={"rows": 4, "spellcheck": "false", "autocapitalize": "off",
+                                                     "placeholder": "B94D27B993, sha256:…, blake3:…, or paste an "
+                                                                    "image's generation parameters"}))
+
+
+class DuplicatesForm(forms.Form):
+    prefer = forms.ChoiceField(required=False, choices=PRECISIONS, label="Prefer to keep")
+
+
+class HFIndexForm(forms.Form):
+    repo_id = forms.CharField(max_length=200, label="Repository",
+                              widget=forms.TextInput(attrs={"placeholder": "stabilityai/sdxl-vae", "autocapitalize": "off"}))
+    revision = forms.CharField(required=False, max_length=255, label="Revision (branch, tag or commit; empty: main)")
+    repo_type = forms.ChoiceField(choices=REPO_TYPES, initial="model", label="Type")
+
+    def clean_repo_id(self) -> str:
+        value = self.cleaned_data["repo_id"].strip().strip("/")
+        for prefix in ("https://huggingface.co/", "http://huggingface.co/", "hf.co/"):
+            if value.startswith(prefix):
+                value = value[len(prefix):]
+        if not REPO_ID.match(value) or ".." in value:
+            raise forms.ValidationError("a Hub repository id looks like owner/name (letters, digits, '-', '_', '.')")
+        return value
+
+    def clean_revision(self) -> str:
+        value = self.cleaned_data["revision"].strip()
+        if value and (".." in value or any(ch.isspace() for ch in value)):
+            raise forms.ValidationError("a revision is a branch, tag or commit name without spaces or '..'")
+        return value
+
+
+class HFVerifyForm(HFIndexForm):
+    local_dir = forms.CharField(max_length=4096, label="Local folder (under the model roots)",
+                                widget=forms.TextInput(attrs={"placeholder": "/data/models/sdxl-vae",
+                                                              "autocapitalize": "off"}))

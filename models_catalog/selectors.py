@@ -1,0 +1,298 @@
+"""Read-only queries behind the web pages: what a viewer may see, and in what order.
+
+Privacy rule: local files (paths, names, uploads) belong to their owner; staff
+may see them too. The catalog of source models is shared. Anything built from
+local files here is filtered by `visible_files(user)` or by owner.
+"""
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from models_catalog.models import Job, LocalFile, Match, Source, SourceFile, SourceModel, SourceVersion
+from models_catalog.services.duplicates import precision_of
+
+# Worst first wins: a model's badge shows the worst verdict among the viewer's copies.
+VERDICT_RANK = {"safe": 0, "suspicious": 1, "unreadable": 2, "dangerous": 3}
+VERDICTS = tuple(VERDICT_RANK)
+LOCAL_FORMATS = ("safetensors", "diffusers", "gguf", "torch-zip", "torch-legacy", "torch-tar", "pickle", "unknown")
+# Civitai's model types plus what Hugging Face repos are stored as.
+COMMON_TYPES = ("Checkpoint", "LORA", "LoCon", "DoRA", "TextualInversion", "Hypernetwork", "VAE", "Controlnet",
+                "Upscaler", "MotionModule", "Repository", "Dataset")
+PAGE_SIZE = 50
+SORTS = {"name": "name A→Z", "newest": "recently added"}
+HASH_FIELDS = ("sha256", "autov1", "autov2", "autov3", "crc32", "blake3")
+HASH_LABELS = {"sha256": "SHA256", "autov1": "AutoV1", "autov2": "AutoV2", "autov3": "AutoV3", "crc32": "CRC32",
+               "blake3": "BLAKE3"}
+
+
+def visible_files(user) -> QuerySet[LocalFile]:
+    if user.is_staff:
+        return LocalFile.objects.all()
+    return LocalFile.objects.filter(owner=user)
+
+
+def visible_jobs(user) -> QuerySet[Job]:
+    return Job.objects.filter(owner=user)
+
+
+def hashing_rate(lf: LocalFile, now=None) -> float | None:
+    """Bytes per second of the current stage, from when it started."""
+    if lf.status != LocalFile.Status.HASHING or not lf.stage_started_at or not lf.bytes_done:
+        return None
+    seconds = ((now or timezone.now()) - lf.stage_started_at).total_seconds()
+    if seconds <= 0:
+        return None
+    return lf.bytes_done / seconds
+
+
+def with_rates(files: list[LocalFile]) -> list[LocalFile]:
+    now = timezone.now()
+    for f in files:
+        f.rate = hashing_rate(f, now)
+    return files
+
+
+# --- catalog ----------------------------------------------------------------
+
+
+@dataclass
+class CatalogQuery:
+    user: object
+    scope: str = "mine"  # mine: models my files match; all: every known model
+    text: str = ""
+    model_ids: set[int] | None = None  # a hash search's answer (None: not a hash search)
+    type: str = ""
+    base_model: str = ""
+    source: str = ""
+    format: str = ""
+    safety: str = ""
+    kind: str = ""
+    sort: str = "name"
+    after: str = ""
+
+
+@dataclass
+class CatalogRow:
+    model: SourceModel
+    base_models: list[str] = field(default_factory=list)
+    sources: list[str] = field(default_factory=list)  # the model's own source, then sources reached via my copies
+    formats: list[str] = field(default_factory=list)  # "safetensors fp16", ...
+    copies: int = 0
+    safety: str = ""
+    match_kinds: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CatalogPage:
+    rows: list[CatalogRow]
+    next_cursor: str | None
+    is_first: bool
+
+
+def encode_cursor(values: list) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, sort: str) -> list | None:
+    """The last row's sort key, or None for a cursor that is not one (then: first page)."""
+    if not cursor:
+        return None
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError):
+        return None
+    if sort == "name" and isinstance(values, list) and len(values) == 2 \
+            and isinstance(values[0], str) and isinstance(values[1], int):
+        return values
+    if sort == "newest" and isinstance(values, list) and len(values) == 1 and isinstance(values[0], int):
+        return values
+    return None
+
+
+def _my_match_filter(q: CatalogQuery) -> Q | None:
+    """Conditions on the viewer's matches, or None when the catalog is not limited to them."""
+    cond = {}
+    if q.format:
+        cond["local_file__format"] = q.format
+    if q.safety:
+        cond["local_file__safety_verdict"] = q.safety
+    if q.kind:
+        cond["kind"] = q.kind
+    if q.scope == "all" and not cond:
+        return None
+    return Q(local_file__owner=q.user, **cond)
+
+
+def catalog_queryset(q: CatalogQuery) -> QuerySet[SourceModel]:
+    models = SourceModel.objects.all()
+    mine = _my_match_filter(q)
+    if mine is not None:
+        # A semi-join driven by the viewer's matches: small even when the catalog is huge.
+        models = models.filter(pk__in=Match.objects.filter(mine).values("source_file__version__model_id"))
+    if q.model_ids is not None:
+        models = models.filter(pk__in=list(q.model_ids))
+    elif q.text:
+        words = SourceVersion.objects.filter(trained_words__icontains=q.text).values("model_id")
+        models = models.filter(Q(name__icontains=q.text) | Q(pk__in=words))
+    if q.type:
+        models = models.filter(type=q.type)
+    if q.source:
+        models = models.filter(source=q.source)
+    if q.base_model:
+        models = models.filter(pk__in=SourceVersion.objects.filter(base_model=q.base_model).values("model_id"))
+    return models
+
+
+def catalog_page(q: CatalogQuery, *, page_size: int = PAGE_SIZE) -> CatalogPage:
+    """One page in keyset order (name, id) or (-id): no OFFSET, no COUNT over the catalog."""
+    models = catalog_queryset(q)
+    last = decode_cursor(q.after, q.sort)
+    if q.sort == "newest":
+        if last:
+            models = models.filter(pk__lt=last[0])
+        models = models.order_by("-id")
+    else:
+        if last:
+            # `name >= last` bounds the index range; the OR only breaks ties inside it.
+            models = models.filter(name__gte=last[0]).filter(Q(name__gt=last[0]) | Q(pk__gt=last[1]))
+        models = models.order_by("name", "id")
+    found = list(models.only("id", "name", "type", "source", "nsfw", "url")[: page_size + 1])
+    more = len(found) > page_size
+    found = found[:page_size]
+    next_cursor = None
+    if more and found:
+        tail = found[-1]
+        next_cursor = encode_cursor([tail.pk] if q.sort == "newest" else [tail.name, tail.pk])
+    return CatalogPage(rows=_rows_for(found, q.user), next_cursor=next_cursor, is_first=last is None)
+
+
+def _rows_for(models: list[SourceModel], user) -> list[CatalogRow]:
+    """Per-page facts (base models, my copies, formats, safety): a few queries over <= one page of models."""
+    rows = {m.pk: CatalogRow(model=m, sources=[m.source]) for m in models}
+    if not rows:
+        return []
+    for model_id, base in (SourceVersion.objects.filter(model_id__in=rows).exclude(base_model="")
+                           .values_list("model_id", "base_model").distinct()):
+        if base not in rows[model_id].base_models:
+            rows[model_id].base_models.append(base)
+    matches = (Match.objects.filter(source_file__version__model_id__in=rows, local_file__owner=user)
+               .values_list("source_file__version__model_id", "kind", "local_file_id"))
+    files_by_model: dict[int, set[int]] = {}
+    for model_id, kind, lf_id in matches:
+        files_by_model.setdefault(model_id, set()).add(lf_id)
+        if kind not in rows[model_id].match_kinds:
+            rows[model_id].match_kinds.append(kind)
+    all_ids = set().union(*files_by_model.values()) if files_by_model else set()
+    files = {lf.pk: lf for lf in LocalFile.objects.filter(pk__in=all_ids).only("id", "format", "safety_verdict", "fingerprint")}
+    # Other sources that know the same bytes (a Civitai model that is also a Hub repo).
+    also = (Match.objects.filter(local_file_id__in=all_ids)
+            .values_list("local_file_id", "source_file__version__model__source").distinct())
+    sources_of_file: dict[int, set[str]] = {}
+    for lf_id, source in also:
+        sources_of_file.setdefault(lf_id, set()).add(source)
+    for model_id, ids in files_by_model.items():
+        row = rows[model_id]
+        row.copies = len(ids)
+        worst = -1
+        for lf_id in sorted(ids):
+            lf = files[lf_id]
+            label = " ".join(p for p in (lf.format, precision_of(lf)) if p)
+            if label and label not in row.formats:
+                row.formats.append(label)
+            if VERDICT_RANK.get(lf.safety_verdict, -1) > worst:
+                worst, row.safety = VERDICT_RANK[lf.safety_verdict], lf.safety_verdict
+            for source in sorted(sources_of_file.get(lf_id, ())):
+                if source not in row.sources:
+                    row.sources.append(source)
+        row.match_kinds.sort(key=lambda k: Match.STRENGTH.get(k, 9))
+    return [rows[m.pk] for m in models]
+
+
+def my_catalog_choices(user) -> dict[str, list[str]]:
+    """Filter choices from the viewer's own identified models (cheap) plus the common ones."""
+    model_ids = Match.objects.filter(local_file__owner=user).values("source_file__version__model_id")
+    types = set(SourceModel.objects.filter(pk__in=model_ids).exclude(type="").values_list("type", flat=True)[:200])
+    bases = set(SourceVersion.objects.filter(model_id__in=model_ids).exclude(base_model="")
+                .values_list("base_model", flat=True).distinct()[:200])
+    return {"types": sorted(types | set(COMMON_TYPES), key=str.lower), "base_models": sorted(bases, key=str.lower)}
+
+
+def models_of_local_files(local_file_ids, user) -> set[int]:
+    """Models the viewer's (visible) files match, for a hash search that found local files."""
+    visible = visible_files(user).filter(pk__in=list(local_file_ids))
+    return set(Match.objects.filter(local_file__in=visible).values_list("source_file__version__model_id", flat=True))
+
+
+# --- one model ----------------------------------------------------------------
+
+
+@dataclass
+class LocalCopy:
+    match: Match
+    file: LocalFile
+    evidence: str
+    via: LocalFile | None  # only when the viewer may see it
+
+
+@dataclass
+class FileView:
+    file: SourceFile
+    hashes: list[tuple[str, str]]  # (label, Civitai-form value)
+    copies: list[LocalCopy]
+
+
+@dataclass
+class VersionView:
+    version: SourceVersion
+    files: list[FileView]
+
+
+def private_evidence(match: Match, visible_ids: set[int]) -> tuple[str, bool]:
+    """Evidence that names another user's file (through `via`) is replaced: it would leak that file."""
+    if match.via_id is None or match.via_id in visible_ids:
+        return match.evidence, True
+    return (f"{match.get_kind_display()}: established through another identified copy of these weights "
+            "(not one of your files; details hidden)"), False
+
+
+def model_detail(model: SourceModel, user) -> list[VersionView]:
+    versions = list(model.versions.all())
+    files = list(SourceFile.objects.filter(version__model=model).order_by("-primary", "name", "id"))
+    visible = visible_files(user)
+    matches = list(Match.objects.filter(source_file__in=files, local_file__in=visible)
+                   .select_related("local_file", "via").order_by("local_file__name", "id"))
+    visible_ids = set(visible.filter(pk__in={m.via_id for m in matches if m.via_id}).values_list("pk", flat=True))
+    copies: dict[int, list[LocalCopy]] = {}
+    for m in matches:
+        evidence, via_ok = private_evidence(m, visible_ids)
+        copies.setdefault(m.source_file_id, []).append(
+            LocalCopy(match=m, file=m.local_file, evidence=evidence, via=m.via if via_ok else None))
+    by_version: dict[int, list[FileView]] = {}
+    for sf in files:
+        hashes = [(HASH_LABELS[f], getattr(sf, f).upper()) for f in HASH_FIELDS if getattr(sf, f)]
+        if sf.git_sha1:
+            hashes.append(("git SHA-1", sf.git_sha1))
+        by_version.setdefault(sf.version_id, []).append(FileView(file=sf, hashes=hashes, copies=copies.get(sf.pk, [])))
+    return [VersionView(version=v, files=by_version.get(v.pk, [])) for v in versions]
+
+
+def file_matches(lf: LocalFile, user) -> list[tuple[Match, str, LocalFile | None]]:
+    """A local file's matches with evidence safe to show to `user`."""
+    matches = list(Match.objects.filter(local_file=lf).select_related("source_file__version__model", "via"))
+    matches.sort(key=lambda m: (Match.STRENGTH.get(m.kind, 9), m.pk))
+    via_ids = {m.via_id for m in matches if m.via_id}
+    visible_ids = set(visible_files(user).filter(pk__in=via_ids).values_list("pk", flat=True))
+    out = []
+    for m in matches:
+        evidence, ok = private_evidence(m, visible_ids)
+        out.append((m, evidence, m.via if ok else None))
+    return out
+
+
+def source_choices() -> list[tuple[str, str]]:
+    return list(Source.choices)

@@ -1,0 +1,466 @@
+"""REST API shapes: read serializers for rows, input serializers for requests, and
+documentation-only serializers for the dataclasses the services return.
+
+Privacy: a serializer that shows local files gets the requesting user in its
+context and never names another user's file (see `visible_match`).
+"""
+from __future__ import annotations
+
+import re
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from models_catalog.models import FileHashes, FolderMember, Job, LocalFile, Match, SourceFile, SourceModel, SourceVersion
+
+# --- hashes -------------------------------------------------------------------
+
+
+class CivitaiHashesSerializer(serializers.Serializer):
+    """The six hashes as Civitai prints them (upper-case hex; null where unknown)."""
+
+    SHA256 = serializers.CharField(allow_null=True)
+    AutoV1 = serializers.CharField(allow_null=True)
+    AutoV2 = serializers.CharField(allow_null=True)
+    AutoV3 = serializers.CharField(allow_null=True)
+    CRC32 = serializers.CharField(allow_null=True)
+    BLAKE3 = serializers.CharField(allow_null=True)
+
+
+class EmbeddedHashesSerializer(serializers.Serializer):
+    sshs_model_hash = serializers.CharField(allow_blank=True)
+    sshs_legacy_hash = serializers.CharField(allow_blank=True)
+
+
+class LocalHashesSerializer(serializers.Serializer):
+    civitai = serializers.SerializerMethodField()
+    autov3_full = serializers.CharField()
+    folder_digest = serializers.CharField()
+    size = serializers.IntegerField()
+    source = serializers.CharField(help_text="engine (hashed here), pushed (hashed remotely) or imported (unconfirmed)")
+    embedded = serializers.SerializerMethodField()
+    embedded_differs = serializers.BooleanField(help_text="the hash written inside the file disagrees with its tensor data")
+
+    @extend_schema_field(CivitaiHashesSerializer)
+    def get_civitai(self, h: FileHashes) -> dict:
+        return h.civitai_form()
+
+    @extend_schema_field(EmbeddedHashesSerializer)
+    def get_embedded(self, h: FileHashes) -> dict:
+        return {"sshs_model_hash": h.embedded_model_hash, "sshs_legacy_hash": h.embedded_legacy_hash}
+
+
+class FolderMemberSerializer(serializers.ModelSerializer):
+    hashes = serializers.SerializerMethodField()
+
+    class Meta:
+        model = FolderMember
+        fields = ["relative_path", "size", "hashes", "autov3_full"]
+
+    @extend_schema_field(CivitaiHashesSerializer)
+    def get_hashes(self, m: FolderMember) -> dict:
+        return m.civitai_form()
+
+
+class SourceFileSerializer(serializers.ModelSerializer):
+    hashes = serializers.SerializerMethodField()
+
+    class Meta:
+        model = SourceFile
+        fields = ["id", "external_id", "name", "size", "file_type", "format", "fp", "size_kind", "primary",
+                  "hashes", "autov3_full", "git_sha1", "source_scan", "source_scan_message", "download_url"]
+
+    @extend_schema_field(CivitaiHashesSerializer)
+    def get_hashes(self, sf: SourceFile) -> dict:
+        return sf.civitai_form()
+
+
+# --- matches, seen from the requesting user ------------------------------------
+
+
+def _requester(context):
+    request = context.get("request")
+    return getattr(request, "user", None)
+
+
+def visible_match(match: Match, user) -> tuple[str, int | None]:
+    """(evidence, via id) as `user` may see them.
+
+    A converted/precision/partial match can be derived from another user's
+    identified copy, and the matcher names that copy in its evidence. Other
+    users' file names and ids stay hidden: the evidence says "another user's copy".
+    """
+    via = match.via
+    if via is None or user is None or via.owner_id == user.pk or user.is_staff:
+        return match.evidence, match.via_id
+    evidence = match.evidence.replace(via.name, "another user's copy") if via.name else match.evidence
+    return evidence, None
+
+
+class SourceRefSerializer(serializers.Serializer):
+    model_id = serializers.IntegerField()
+    model = serializers.CharField()
+    model_type = serializers.CharField()
+    source = serializers.CharField()
+    version_id = serializers.IntegerField()
+    version = serializers.CharField()
+    base_model = serializers.CharField()
+    url = serializers.CharField()
+    file = SourceFileSerializer()
+
+
+class FileMatchSerializer(serializers.ModelSerializer):
+    """A match on a file's own page: what it is, why we think so, and where that is published."""
+
+    evidence = serializers.SerializerMethodField()
+    via_local_file_id = serializers.SerializerMethodField()
+    source = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Match
+        fields = ["id", "kind", "evidence", "share", "via_local_file_id", "source"]
+
+    def get_evidence(self, m: Match) -> str:
+        return visible_match(m, _requester(self.context))[0]
+
+    def get_via_local_file_id(self, m: Match) -> int | None:
+        return visible_match(m, _requester(self.context))[1]
+
+    @extend_schema_field(SourceRefSerializer)
+    def get_source(self, m: Match) -> dict:
+        sf = m.source_file
+        version = sf.version
+        model = version.model
+        return {
+            "model_id": model.pk, "model": model.name, "model_type": model.type, "source": model.source,
+            "version_id": version.pk, "version": version.name or version.external_id, "base_model": version.base_model,
+            "url": version.url or model.url, "file": SourceFileSerializer(sf).data,
+        }
+
+
+class MyMatchSerializer(serializers.Serializer):
+    """One of the requesting user's local files matched to a catalog file."""
+
+    local_file_id = serializers.IntegerField(source="local_file.id")
+    name = serializers.CharField(source="local_file.name")
+    path = serializers.CharField(source="local_file.path")
+    host = serializers.CharField(source="local_file.host")
+    source_file_id = serializers.IntegerField()
+    version_id = serializers.IntegerField(source="source_file.version_id")
+    kind = serializers.CharField()
+    evidence = serializers.SerializerMethodField()
+
+    def get_evidence(self, m: Match) -> str:
+        return visible_match(m, _requester(self.context))[0]
+
+
+# --- local files ----------------------------------------------------------------
+
+
+class ProgressSerializer(serializers.Serializer):
+    status = serializers.CharField()
+    bytes_done = serializers.IntegerField()
+    bytes_total = serializers.IntegerField()
+    percent = serializers.IntegerField()
+    error = serializers.CharField(allow_blank=True)
+
+
+class LocalFileListSerializer(serializers.ModelSerializer):
+    sha256 = serializers.SerializerMethodField()
+    best_match = serializers.SerializerMethodField()
+    progress_percent = serializers.IntegerField(read_only=True)
+
+    class Meta:
+        model = LocalFile
+        fields = ["id", "name", "path", "host", "origin", "is_folder", "size", "status", "progress_percent", "error",
+                  "format", "safety_verdict", "sha256", "best_match", "created_at", "hashed_at"]
+
+    def get_sha256(self, lf: LocalFile) -> str | None:
+        h = getattr(lf, "hashes", None) if _has_hashes(lf) else None
+        return (h.sha256.upper() or None) if h else None
+
+    def get_best_match(self, lf: LocalFile) -> str | None:
+        """The strongest match kind, e.g. "exact" (null: not identified)."""
+        kinds = [m.kind for m in lf.matches.all()]
+        return min(kinds, key=lambda k: Match.STRENGTH.get(k, 9)) if kinds else None
+
+
+def _has_hashes(lf: LocalFile) -> bool:
+    try:
+        lf.hashes
+    except FileHashes.DoesNotExist:
+        return False
+    return True
+
+
+class SafetySerializer(serializers.Serializer):
+    verdict = serializers.CharField(allow_blank=True, help_text="safe, suspicious, dangerous, unreadable, or empty (not scanned yet)")
+    findings = serializers.ListField(child=serializers.JSONField())
+
+
+class LocalFileDetailSerializer(serializers.ModelSerializer):
+    hashes = serializers.SerializerMethodField()
+    members = FolderMemberSerializer(many=True, read_only=True)
+    matches = serializers.SerializerMethodField()
+    safety = serializers.SerializerMethodField()
+    fingerprint = serializers.SerializerMethodField()
+    progress = serializers.SerializerMethodField()
+
+    class Meta:
+        model = LocalFile
+        fields = ["id", "name", "path", "host", "origin", "is_folder", "size", "format", "content_id", "precision_id",
+                  "analysis_error", "hashes", "members", "matches", "safety", "fingerprint", "progress",
+                  "created_at", "updated_at", "hashed_at"]
+
+    @extend_schema_field(LocalHashesSerializer(allow_null=True))
+    def get_hashes(self, lf: LocalFile) -> dict | None:
+        return LocalHashesSerializer(lf.hashes).data if _has_hashes(lf) else None
+
+    @extend_schema_field(FileMatchSerializer(many=True))
+    def get_matches(self, lf: LocalFile) -> list:
+        rows = sorted(lf.matches.all(), key=lambda m: (Match.STRENGTH.get(m.kind, 9), m.pk))
+        return FileMatchSerializer(rows, many=True, context=self.context).data
+
+    @extend_schema_field(SafetySerializer)
+    def get_safety(self, lf: LocalFile) -> dict:
+        return {"verdict": lf.safety_verdict, "findings": lf.safety_findings or []}
+
+    @extend_schema_field(OpenApiTypes.OBJECT)
+    def get_fingerprint(self, lf: LocalFile) -> dict | None:
+        """The tensor fingerprint without per-tensor digests: ids, counts, dtypes, components."""
+        fp = lf.fingerprint if isinstance(lf.fingerprint, dict) else None
+        if not fp:
+            return None
+        # Per-tensor digests can run to thousands of entries: the summary leaves them out.
+        return {k: v for k, v in fp.items() if k != "digests"}
+
+    @extend_schema_field(ProgressSerializer)
+    def get_progress(self, lf: LocalFile) -> dict:
+        return {"status": lf.status, "bytes_done": lf.bytes_done, "bytes_total": lf.bytes_total,
+                "percent": lf.progress_percent, "error": lf.error}
+
+
+# --- the catalog (shared) -----------------------------------------------------
+
+
+class SourceModelListSerializer(serializers.ModelSerializer):
+    versions_count = serializers.IntegerField(read_only=True)
+    local_copies = serializers.IntegerField(read_only=True, help_text="how many of YOUR local files are matched to this model")
+    base_models = serializers.SerializerMethodField()
+
+    class Meta:
+        model = SourceModel
+        fields = ["id", "source", "external_id", "name", "type", "nsfw", "url", "versions_count", "base_models",
+                  "local_copies", "fetched_at"]
+
+    def get_base_models(self, m: SourceModel) -> list[str]:
+        return sorted({v.base_model for v in m.versions.all() if v.base_model})
+
+
+class SourceVersionSerializer(serializers.ModelSerializer):
+    files = SourceFileSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = SourceVersion
+        fields = ["id", "external_id", "name", "base_model", "trained_words", "air", "description", "published_at",
+                  "url", "files", "fetched_at"]
+
+
+class SourceModelDetailSerializer(SourceModelListSerializer):
+    versions = SourceVersionSerializer(many=True, read_only=True)
+    my_local_files = serializers.SerializerMethodField()
+
+    class Meta(SourceModelListSerializer.Meta):
+        fields = SourceModelListSerializer.Meta.fields + ["description", "versions", "my_local_files"]
+
+    @extend_schema_field(MyMatchSerializer(many=True))
+    def get_my_local_files(self, m: SourceModel) -> list:
+        return MyMatchSerializer(self.context.get("my_matches", []), many=True, context=self.context).data
+
+
+class SourceModelRefSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = SourceModel
+        fields = ["id", "source", "external_id", "name", "type", "url"]
+
+
+class SourceVersionDetailSerializer(SourceVersionSerializer):
+    model = SourceModelRefSerializer(read_only=True)
+    my_local_files = serializers.SerializerMethodField()
+
+    class Meta(SourceVersionSerializer.Meta):
+        fields = SourceVersionSerializer.Meta.fields + ["model", "my_local_files"]
+
+    @extend_schema_field(MyMatchSerializer(many=True))
+    def get_my_local_files(self, v: SourceVersion) -> list:
+        return MyMatchSerializer(self.context.get("my_matches", []), many=True, context=self.context).data
+
+
+# --- jobs -------------------------------------------------------------------------
+
+
+class JobSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Job
+        fields = ["id", "kind", "params", "status", "progress_done", "progress_total", "message", "result",
+                  "created_at", "updated_at"]
+
+
+# --- requests -------------------------------------------------------------------------
+
+# Hugging Face repo ids: "name" or "org/name", letters, digits, "-", "_", "." (at most 96 per part).
+REPO_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
+REPO_TYPES = ("model", "dataset", "space")
+
+
+def _encodable(value: str) -> str:
+    """Paths go to the filesystem: refuse what cannot be a path before it gets there."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise serializers.ValidationError("not a valid path (unpaired surrogate characters)") from None
+    if "\x00" in value:
+        raise serializers.ValidationError("the path contains a NUL byte")
+    return value
+
+
+class LookupRequestSerializer(serializers.Serializer):
+    text = serializers.CharField(max_length=64 * 1024, trim_whitespace=True,
+                                 help_text="one or more hashes (any kind, optional prefix like sha256:) or a pasted A1111 infotext")
+
+
+class LookupQuerySerializer(serializers.Serializer):
+    q = serializers.CharField(max_length=8 * 1024, help_text="a hash (any kind, optional prefix) or an infotext line")
+
+
+class LookupMatchSerializer(serializers.Serializer):
+    source = serializers.CharField(help_text='"civitai", "huggingface" or "my files"')
+    model = serializers.CharField(allow_null=True)
+    version = serializers.CharField(allow_null=True)
+    file = serializers.CharField()
+    match = serializers.CharField(help_text="the hash kind that agreed")
+    evidence = serializers.CharField()
+    url = serializers.CharField(allow_null=True)
+    model_id = serializers.IntegerField(allow_null=True)
+    local_file_id = serializers.IntegerField(allow_null=True)
+
+
+class LookupResultSerializer(serializers.Serializer):
+    query = serializers.CharField()
+    label = serializers.CharField(allow_null=True)
+    kinds_tried = serializers.ListField(child=serializers.CharField())
+    note = serializers.CharField(allow_null=True)
+    matches = LookupMatchSerializer(many=True)
+    civitai = serializers.CharField(help_text="not asked | cached hit | cached miss | hit | miss | error: ...")
+
+
+class RegisterRequestSerializer(serializers.Serializer):
+    paths = serializers.ListField(child=serializers.CharField(max_length=4096, trim_whitespace=False), min_length=1,
+                                  max_length=1000, help_text="absolute paths on the server, inside MODELXREF_MODEL_ROOTS")
+
+    def validate_paths(self, paths: list[str]) -> list[str]:
+        return [_encodable(p) for p in paths]
+
+
+class RefusedPathSerializer(serializers.Serializer):
+    path = serializers.CharField()
+    reason = serializers.CharField()
+
+
+class RegisterOutcomeSerializer(serializers.Serializer):
+    queued = serializers.ListField(child=serializers.IntegerField(), help_text="ids of files queued for hashing")
+    unchanged = serializers.ListField(child=serializers.IntegerField(), help_text="ids already hashed (or on their way)")
+    failed = serializers.ListField(child=serializers.IntegerField(), help_text="ids stored with an error, e.g. a FIFO")
+    refused = RefusedPathSerializer(many=True)
+
+
+class PushRecordSerializer(serializers.Serializer):
+    """Documentation of one pushed record; records are validated one by one by the push service."""
+
+    path = serializers.CharField(max_length=4096)
+    hashes = serializers.JSONField(help_text="`python -m workers.hashing` JSON: SHA256 AutoV1 AutoV2 AutoV3 CRC32 BLAKE3 size autov3_full embedded")
+    format = serializers.CharField(required=False, allow_blank=True, max_length=32)
+    fingerprint = serializers.JSONField(required=False, allow_null=True)
+    safety = serializers.JSONField(required=False, help_text='{"verdict": "safe|suspicious|dangerous|unreadable", "findings": [...]}')
+
+
+class PushRequestSerializer(serializers.Serializer):
+    host = serializers.CharField(max_length=255, help_text="the machine that holds the files")
+    # No max_length here: the push service refuses over-long batches with its own message.
+    files = serializers.ListField(child=serializers.JSONField(),
+                                  help_text="records (see PushRecord); a bad record is reported by index, the others are stored")
+
+
+class PushRequestDocSerializer(PushRequestSerializer):
+    files = PushRecordSerializer(many=True, max_length=500)
+
+    class Meta:
+        ref_name = "PushRequest"
+
+
+class PushErrorSerializer(serializers.Serializer):
+    index = serializers.IntegerField()
+    path = serializers.CharField(allow_null=True)
+    error = serializers.CharField()
+
+
+class PushOutcomeSerializer(serializers.Serializer):
+    created = serializers.IntegerField()
+    updated = serializers.IntegerField()
+    unchanged = serializers.IntegerField()
+    ids = serializers.ListField(child=serializers.IntegerField())
+    errors = PushErrorSerializer(many=True)
+
+
+class UploadRequestSerializer(serializers.Serializer):
+    file = serializers.FileField(help_text=f"the model file (multipart/form-data); limit MAX_UPLOAD_BYTES (default {64 * 1024**3:,} bytes)")
+
+
+class HfIndexRequestSerializer(serializers.Serializer):
+    repo_id = serializers.RegexField(REPO_ID, max_length=193, help_text='"org/name" on the Hub')
+    revision = serializers.RegexField(r"^[^\s\x00-\x1f]{1,255}$", required=False, allow_null=True, max_length=255,
+                                      help_text="branch, tag or commit; default: the main branch")
+    repo_type = serializers.ChoiceField(choices=REPO_TYPES, default="model")
+
+
+class HfVerifyRequestSerializer(HfIndexRequestSerializer):
+    local_dir = serializers.CharField(max_length=4096, help_text="a folder on the server, inside MODELXREF_MODEL_ROOTS")
+
+    def validate_local_dir(self, value: str) -> str:
+        return _encodable(value)
+
+
+class DuplicateMemberSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    path = serializers.CharField()
+    format = serializers.CharField()
+    precision = serializers.CharField()
+    size = serializers.IntegerField()
+    match = serializers.CharField(help_text="keep | exact copy | converted | precision variant")
+
+
+class DuplicateGroupSerializer(serializers.Serializer):
+    members = DuplicateMemberSerializer(many=True)
+    keep_id = serializers.IntegerField()
+    model = serializers.CharField(allow_null=True)
+    model_id = serializers.IntegerField(allow_null=True)
+    total_bytes = serializers.IntegerField()
+    reclaimable_bytes = serializers.IntegerField()
+    reason = serializers.CharField()
+    evidence = serializers.ListField(child=serializers.CharField())
+
+
+class TokenResponseSerializer(serializers.Serializer):
+    token = serializers.CharField()
+
+
+class ErrorInnerSerializer(serializers.Serializer):
+    code = serializers.CharField(help_text="stable machine-readable reason, e.g. invalid_input, not_found, too_large")
+    message = serializers.CharField(help_text="what went wrong, for people")
+    detail = serializers.JSONField(allow_null=True, help_text="per-field messages for invalid_input; else null or extra data")
+
+
+class ErrorSerializer(serializers.Serializer):
+    error = ErrorInnerSerializer()

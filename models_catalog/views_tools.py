@@ -1,0 +1,158 @@
+"""Duplicates, Hugging Face jobs and API tokens: the viewer's own things only."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods
+from rest_framework.authtoken.models import Token
+
+from models_catalog.forms import DuplicatesForm, HFIndexForm, HFVerifyForm
+from models_catalog.selectors import visible_jobs
+from models_catalog.services.duplicates import duplicate_groups
+from models_catalog.services.hf_verify_job import hf_verify_job_create
+from models_catalog.services.huggingface import hf_index_job_create
+from models_catalog.services.paths import PathRefused
+
+JOBS_SHOWN = 50
+
+
+# --- duplicates ----------------------------------------------------------------
+
+
+def _prefer(request: HttpRequest) -> tuple[DuplicatesForm, str]:
+    form = DuplicatesForm(request.GET)
+    prefer = (form.cleaned_data.get("prefer") if form.is_valid() else "") or "fp16"
+    return form, prefer
+
+
+@login_required
+def duplicates(request: HttpRequest) -> HttpResponse:
+    form, prefer = _prefer(request)
+    groups = duplicate_groups(owner=request.user, prefer_precision=prefer)
+    return render(request, "models_catalog/duplicates.html", {
+        "form": form, "prefer": prefer, "groups": groups,
+        "reclaimable": sum(g.reclaimable_bytes for g in groups),
+    })
+
+
+CSV_COLUMNS = ("group", "model", "keep", "relation", "name", "path", "format", "precision", "size_bytes",
+               "group_reclaimable_bytes", "why_keep")
+
+
+@login_required
+def duplicates_export(request: HttpRequest, fmt: str) -> HttpResponse:
+    _, prefer = _prefer(request)
+    groups = duplicate_groups(owner=request.user, prefer_precision=prefer)
+    if fmt == "json":
+        body = {"prefer_precision": prefer, "reclaimable_bytes": sum(g.reclaimable_bytes for g in groups),
+                "groups": [g.to_json() for g in groups]}
+        response = JsonResponse(body, json_dumps_params={"indent": 2})
+    else:
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(CSV_COLUMNS)
+        for n, g in enumerate(groups, 1):
+            for m in g.members:
+                writer.writerow([n, g.model or "", "yes" if m.id == g.keep_id else "no", m.match, _csv_safe(m.name),
+                                 _csv_safe(m.path), m.format, m.precision, m.size, g.reclaimable_bytes, g.reason])
+        response = HttpResponse(out.getvalue(), content_type="text/csv; charset=utf-8")
+    response["Content-Disposition"] = f'attachment; filename="modelxref-duplicates.{fmt}"'
+    return response
+
+
+def _csv_safe(value: str) -> str:
+    # A file name like "=HYPERLINK(...)" must stay text when the CSV is opened in a spreadsheet.
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+# --- Hugging Face ----------------------------------------------------------------
+
+
+def _hf_context(request: HttpRequest, **forms) -> dict:
+    jobs = list(visible_jobs(request.user)[:JOBS_SHOWN])
+    return {
+        "index_form": forms.get("index_form") or HFIndexForm(prefix="index"),
+        "verify_form": forms.get("verify_form") or HFVerifyForm(prefix="verify"),
+        "jobs": jobs, "pending": any(not j.is_finished for j in jobs),
+    }
+
+
+@login_required
+def hf_page(request: HttpRequest) -> HttpResponse:
+    context = _hf_context(request)
+    if request.headers.get("HX-Request"):
+        return render(request, "models_catalog/_jobs.html", context)
+    return render(request, "models_catalog/hf.html", context)
+
+
+@login_required
+@require_http_methods(["POST"])
+def hf_index(request: HttpRequest) -> HttpResponse:
+    form = HFIndexForm(request.POST, prefix="index")
+    if not form.is_valid():
+        return render(request, "models_catalog/hf.html", _hf_context(request, index_form=form), status=400)
+    job = hf_index_job_create(owner=request.user, repo_id=form.cleaned_data["repo_id"],
+                              revision=form.cleaned_data["revision"] or None, repo_type=form.cleaned_data["repo_type"])
+    messages.success(request, f"Indexing {job.params['repo_id']} in the background.")
+    return redirect("catalog:hf")
+
+
+@login_required
+@require_http_methods(["POST"])
+def hf_verify(request: HttpRequest) -> HttpResponse:
+    form = HFVerifyForm(request.POST, prefix="verify")
+    if form.is_valid():
+        try:
+            job = hf_verify_job_create(owner=request.user, repo_id=form.cleaned_data["repo_id"],
+                                       local_dir=form.cleaned_data["local_dir"],
+                                       revision=form.cleaned_data["revision"] or None,
+                                       repo_type=form.cleaned_data["repo_type"])
+        except PathRefused as exc:
+            form.add_error("local_dir", str(exc))
+        else:
+            messages.success(request, f"Verifying {job.params['local_dir']} against {job.params['repo_id']}.")
+            return redirect("catalog:job_detail", pk=job.pk)
+    return render(request, "models_catalog/hf.html", _hf_context(request, verify_form=form), status=400)
+
+
+@login_required
+def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    job = get_object_or_404(visible_jobs(request.user), pk=pk)
+    result = job.result if isinstance(job.result, dict) else {}
+    report = None
+    if job.kind == job.Kind.HF_VERIFY and result:
+        report = {key: result.get(key) or [] for key in ("matched", "mismatched", "missing", "extra", "refused")}
+    context = {"job": job, "report": report, "result_json": json.dumps(job.result, indent=2) if job.result else ""}
+    template = "models_catalog/_job_status.html" if request.headers.get("HX-Request") else "models_catalog/job_detail.html"
+    return render(request, template, context)
+
+
+# --- API tokens ----------------------------------------------------------------
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def tokens(request: HttpRequest) -> HttpResponse:
+    if request.method == "POST":
+        action = request.POST.get("action")
+        if action == "regenerate":
+            with transaction.atomic():
+                Token.objects.filter(user=request.user).delete()
+                Token.objects.create(user=request.user)
+            messages.success(request, "A new token was made; the old one no longer works.")
+        elif action == "revoke":
+            Token.objects.filter(user=request.user).delete()
+            messages.success(request, "Your token was revoked.")
+        else:
+            Token.objects.get_or_create(user=request.user)
+        return redirect("catalog:tokens")
+    token = Token.objects.filter(user=request.user).first()
+    api_base = request.build_absolute_uri("/api/v1/files/")
+    return render(request, "models_catalog/tokens.html", {"token": token, "api_base": api_base})

@@ -1,0 +1,169 @@
+"""Who may see what through the REST API: nothing of user B reaches user A by any route."""
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from django.contrib.auth import get_user_model
+from rest_framework.test import APIClient
+
+from models_catalog.models import Job, LocalFile
+from tests.catalog.test_api import _fresh_throttles, catalog_file, error_of, local_file, match, token_client  # noqa: F401
+
+pytestmark = pytest.mark.django_db
+
+SECRET = b"bob's private weights"
+
+ENDPOINTS = [
+    ("get", "/api/v1/lookup/?q=0123456789"), ("post", "/api/v1/lookup/"),
+    ("get", "/api/v1/files/"), ("get", "/api/v1/files/1/"), ("delete", "/api/v1/files/1/"),
+    ("post", "/api/v1/files/upload/"), ("post", "/api/v1/files/register/"), ("post", "/api/v1/files/push/"),
+    ("get", "/api/v1/models/"), ("get", "/api/v1/models/1/"), ("get", "/api/v1/versions/1/"),
+    ("get", "/api/v1/duplicates/"), ("get", "/api/v1/jobs/"), ("get", "/api/v1/jobs/1/"),
+    ("post", "/api/v1/jobs/hf-index/"), ("post", "/api/v1/jobs/hf-verify/"),
+]
+
+
+@pytest.mark.parametrize("method,url", ENDPOINTS)
+def test_every_endpoint_needs_credentials(method, url):
+    resp = getattr(APIClient(), method)(url, {}, format="json") if method == "post" else getattr(APIClient(), method)(url)
+    assert resp.status_code == 401
+    assert error_of(resp)["code"] == "not_authenticated" and resp["WWW-Authenticate"] == "Token"
+
+
+@pytest.fixture
+def world(user, other_user):
+    """Alice and Bob each have files, a job and matches to the same catalog model; Bob's are private."""
+    sf = catalog_file("Shared Model", data=SECRET)
+    bob_file = local_file(other_user, "bob-secret-name.safetensors", data=SECRET, format="safetensors")
+    bob_copy = local_file(other_user, "bob-second-copy.ckpt", data=SECRET, format="torch-zip")
+    match(bob_file, sf)
+    match(bob_copy, sf, kind="renamed")
+    alice_file = local_file(user, "alice-converted.ckpt", data=b"alice bytes", format="torch-zip")
+    # A match derived from Bob's identified copy: the matcher names that copy in its evidence.
+    match(alice_file, sf, kind="converted", via=bob_file,
+          evidence="same tensors as bob-secret-name.safetensors (safetensors), here as torch-zip, which is Shared Model.safetensors")
+    bob_job = Job.objects.create(owner=other_user, kind="hf_verify", params={"local_dir": "/models/bob/private"})
+    return {"sf": sf, "bob_file": bob_file, "bob_copy": bob_copy, "alice_file": alice_file, "bob_job": bob_job}
+
+
+def _text(resp) -> str:
+    return resp.content.decode()
+
+
+# Every route that reads something back, with what would give Bob away if it leaked.
+READ_ROUTES = [
+    "/api/v1/files/",
+    "/api/v1/files/?search=bob",
+    f"/api/v1/files/?search={hashlib.sha256(SECRET).hexdigest()}",
+    "/api/v1/files/{alice_file}/",
+    f"/api/v1/lookup/?q={hashlib.sha256(SECRET).hexdigest()}",
+    "/api/v1/duplicates/",
+    "/api/v1/models/",
+    "/api/v1/models/{model}/",
+    "/api/v1/versions/{version}/",
+    "/api/v1/jobs/",
+]
+
+
+@pytest.mark.parametrize("route", READ_ROUTES)
+def test_no_route_shows_another_users_files_paths_or_jobs(user, world, route):
+    url = route.format(alice_file=world["alice_file"].pk, model=world["sf"].version.model_id, version=world["sf"].version_id)
+    resp = token_client(user).get(url)
+    assert resp.status_code == 200, resp.content
+    text = _text(resp)
+    for secret in ("bob-secret-name", "bob-second-copy", "/models/bob", str(world["bob_job"].params["local_dir"])):
+        assert secret not in text, (url, secret)
+    assert f'"local_file_id":{world["bob_file"].pk}' not in text.replace(" ", "")
+    assert f'"via_local_file_id":{world["bob_file"].pk}' not in text.replace(" ", "")
+
+
+@pytest.mark.parametrize("route", ["/api/v1/files/{bob_file}/", "/api/v1/jobs/{bob_job}/"])
+def test_another_users_object_is_404_not_403(user, world, route):
+    resp = token_client(user).get(route.format(bob_file=world["bob_file"].pk, bob_job=world["bob_job"].pk))
+    assert resp.status_code == 404 and error_of(resp)["code"] == "not_found"
+
+
+def test_another_users_file_cannot_be_deleted(user, world):
+    resp = token_client(user).delete(f"/api/v1/files/{world['bob_file'].pk}/")
+    assert resp.status_code == 404 and LocalFile.objects.filter(pk=world["bob_file"].pk).exists()
+
+
+def test_catalog_counts_only_my_copies(user, other_user, world):
+    model_id = world["sf"].version.model_id
+    mine = token_client(user).get(f"/api/v1/models/{model_id}/").json()
+    theirs = token_client(other_user).get(f"/api/v1/models/{model_id}/").json()
+    assert mine["local_copies"] == 1 and [m["local_file_id"] for m in mine["my_local_files"]] == [world["alice_file"].pk]
+    assert theirs["local_copies"] == 2
+    assert sorted(m["local_file_id"] for m in theirs["my_local_files"]) == sorted([world["bob_file"].pk, world["bob_copy"].pk])
+    listed = token_client(user).get("/api/v1/models/").json()["results"]
+    assert [m["local_copies"] for m in listed] == [1]
+
+
+def test_evidence_naming_another_users_copy_is_redacted_but_the_owner_sees_it(user, other_user, world):
+    detail = token_client(user).get(f"/api/v1/files/{world['alice_file'].pk}/").json()
+    [m] = detail["matches"]
+    assert m["via_local_file_id"] is None and "another user's copy" in m["evidence"] and "Shared Model" in m["evidence"]
+    # When the copy it came through is Alice's own, she sees its name and id.
+    own = local_file(user, "alice-original.safetensors", data=SECRET)
+    world["alice_file"].matches.update(via=own, evidence="same tensors as alice-original.safetensors, which is X")
+    [m] = token_client(user).get(f"/api/v1/files/{world['alice_file'].pk}/").json()["matches"]
+    assert m["via_local_file_id"] == own.pk and "alice-original.safetensors" in m["evidence"]
+
+
+def test_lookup_my_files_part_is_mine_only(user, other_user, world):
+    q = hashlib.sha256(SECRET).hexdigest()
+    bob_sees = token_client(other_user).get("/api/v1/lookup/", {"q": q}).json()[0]["matches"]
+    alice_sees = token_client(user).get("/api/v1/lookup/", {"q": q}).json()[0]["matches"]
+    assert {m["local_file_id"] for m in bob_sees if m["source"] == "my files"} == {world["bob_file"].pk, world["bob_copy"].pk}
+    assert [m for m in alice_sees if m["source"] == "my files"] == []
+    assert [m["source"] for m in alice_sees] == ["civitai"]  # the shared catalog answers everyone
+
+
+def test_duplicates_are_per_user_and_staff_may_see_everyone(user, other_user, world):
+    assert token_client(user).get("/api/v1/duplicates/").json() == []
+    [group] = token_client(other_user).get("/api/v1/duplicates/").json()
+    assert {m["id"] for m in group["members"]} == {world["bob_file"].pk, world["bob_copy"].pk}
+    staff = get_user_model().objects.create_user("carol", password="pw-carol-123", is_staff=True)
+    assert len(token_client(staff).get("/api/v1/duplicates/", {"all": "true"}).json()) == 1
+    assert token_client(staff).get("/api/v1/duplicates/").json() == []  # without all: staff's own
+
+
+def test_staff_see_everyones_files_but_only_their_own_jobs(world):
+    staff = get_user_model().objects.create_user("carol", password="pw-carol-123", is_staff=True)
+    client = token_client(staff)
+    assert len(client.get("/api/v1/files/").json()["results"]) == 3
+    assert client.get(f"/api/v1/files/{world['bob_file'].pk}/").status_code == 200
+    assert client.get(f"/api/v1/jobs/{world['bob_job'].pk}/").status_code == 404
+
+
+def test_session_auth_requires_csrf_for_unsafe_methods(user, model_root):
+    browser = APIClient(enforce_csrf_checks=True)
+    browser.force_login(user)
+    assert browser.get("/api/v1/files/").status_code == 200  # safe methods need no token
+    for url, body in (("/api/v1/lookup/", {"text": "0123456789"}), ("/api/v1/jobs/hf-index/", {"repo_id": "o/m"})):
+        resp = browser.post(url, body, format="json")
+        assert resp.status_code == 403 and "CSRF" in error_of(resp)["message"]
+    assert not Job.objects.exists()
+    # The same request with a token (what scripts do) needs no CSRF token.
+    script = token_client(user)
+    script.handler.enforce_csrf_checks = True
+    assert script.post("/api/v1/lookup/", {"text": "0123456789"}, format="json").status_code == 200
+
+
+def test_session_auth_with_a_csrf_token_is_accepted(user):
+    browser = APIClient(enforce_csrf_checks=True)
+    browser.force_login(user)
+    browser.get("/accounts/login/")  # sets the csrftoken cookie
+    token = browser.cookies["csrftoken"].value
+    resp = browser.post("/api/v1/lookup/", {"text": "0123456789"}, format="json", HTTP_X_CSRFTOKEN=token)
+    assert resp.status_code == 200
+
+
+def test_upload_over_session_needs_csrf_too(user, model_root):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    browser = APIClient(enforce_csrf_checks=True)
+    browser.force_login(user)
+    resp = browser.post("/api/v1/files/upload/", {"file": SimpleUploadedFile("a.bin", b"abc")}, format="multipart")
+    assert resp.status_code == 403 and not LocalFile.objects.exists()
