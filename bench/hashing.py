@@ -196,12 +196,12 @@ def verdict(ok: bool) -> str:
 
 
 def main() -> int:
+    global REPEATS
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tune", action="store_true", help="also time buffer sizes / ring depths / blake3 threads")
     parser.add_argument("--repeats", type=int, default=REPEATS, help="best of N (default %(default)s)")
     parser.add_argument("--write-docs", action="store_true", help="rewrite the Hashing section of docs/BENCHMARKS.md")
     args = parser.parse_args()
-    global REPEATS
     REPEATS = max(1, args.repeats)
     if shutil.which("openssl") is None:
         raise SystemExit("openssl not found on PATH")

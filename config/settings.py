@@ -206,6 +206,7 @@ CIVITAI_MISS_CACHE_SECONDS = env_int("CIVITAI_MISS_CACHE_SECONDS", 24 * 3600)
 CIVITAI_HIT_REFRESH_SECONDS = env_int("CIVITAI_HIT_REFRESH_SECONDS", 7 * 24 * 3600)
 CIVITAI_REQUESTS_PER_SECOND = float(env_str("CIVITAI_REQUESTS_PER_SECOND", "2"))
 CIVITAI_TIMEOUT_SECONDS = float(env_str("CIVITAI_TIMEOUT_SECONDS", "30"))
+CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "civitai-refresh-stale": {"task": "workers.tasks.civitai_refresh_stale", "schedule": 3600.0},
 }
