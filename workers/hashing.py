@@ -318,6 +318,7 @@ def _stat_regular_file(path: str) -> os.stat_result:
 
 def _kind(mode: int) -> str:
     for test, name in (
+        (stat.S_ISREG, "a regular file"),
         (stat.S_ISDIR, "a directory"),
         (stat.S_ISFIFO, "a FIFO (named pipe)"),
         (stat.S_ISCHR, "a character device"),
@@ -669,15 +670,14 @@ def hash_folder(
     except OSError as exc:
         raise HashingError(f"{folder}: cannot stat: {exc.strerror or exc}") from exc
     if not stat.S_ISDIR(st.st_mode):
-        raise HashingError(f"{folder}: not a folder ({_kind(st.st_mode) if not stat.S_ISREG(st.st_mode) else 'a file'})")
+        raise HashingError(f"{folder}: not a folder ({_kind(st.st_mode)})")
     files = _weight_files(folder)
     if not files:
         raise HashingError(f"{folder}: no weight files ({', '.join(WEIGHT_SUFFIXES)}) to hash")
-    sizes = [_stat_regular_file(full).st_size for _rel, full in files]
-    grand_total = sum(sizes)
+    grand_total = sum(_stat_regular_file(full).st_size for _rel, full in files)
     done_before = 0
     members = []
-    for (relative, full), size in zip(files, sizes):
+    for relative, full in files:
         member_progress = None
         if progress is not None:
             member_progress = lambda done, _total, base=done_before: progress(base + done, grand_total)  # noqa: E731

@@ -181,12 +181,12 @@ def _run_sha256_batch(client: CivitaiClient, batch: list[CivitaiLookup], run: Lo
         return
     run.requests += 1
     duration = time.monotonic() - started
-    misses = []
     found_upper = {k.upper(): v for k, v in found.items()}
     stored = {}  # one version often answers many hashes: store it once
-    for row in batch:
-        version = found_upper.get(row.value)
-        with transaction.atomic():
+    misses = []
+    with transaction.atomic():  # one commit per batch, not per row
+        for row in batch:
+            version = found_upper.get(row.value)
             if version is None:
                 _finish(row, state=State.MISS, duration=duration)
                 misses.append(row.value)
@@ -196,7 +196,7 @@ def _run_sha256_batch(client: CivitaiClient, batch: list[CivitaiLookup], run: Lo
                     stored[version.id] = civitai_version_store(version=version)
                 _finish(row, state=State.HIT, version=stored[version.id], duration=duration)
                 run.hits += 1
-        run.resolved_values.add(row.value)
+            run.resolved_values.add(row.value)
     _request_fallbacks_for_sha256(misses)
 
 

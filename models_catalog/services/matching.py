@@ -159,15 +159,15 @@ def local_file_match(*, local_file_id: int) -> list[Match]:
 
 
 def local_files_rematch(*, local_file_ids: set[int]) -> None:
-    """Rematch files, then the files that reach a source through them (converted, precision, partial)."""
+    """Rematch files, then every file that reaches a source through another one
+    (converted, precision, partial) — including files of this same batch whose
+    sibling only got its exact match after they were first matched."""
     for pk in sorted(local_file_ids):
         local_file_match(local_file_id=pk)
-    ids = LocalFile.objects.filter(pk__in=local_file_ids).exclude(content_id="")
-    keys = list(ids.values_list("content_id", "precision_id"))
-    if not keys:
-        return
-    q = Q(pk__in=[])
+    keys = list(LocalFile.objects.filter(pk__in=local_file_ids).exclude(content_id="").values_list("content_id", "precision_id"))
+    q = Q(pk__in=local_file_ids)
     for content_id, precision_id in keys:
         q |= Q(content_id=content_id) | Q(precision_id=precision_id)
-    for pk in LocalFile.objects.filter(q).exclude(pk__in=local_file_ids).values_list("pk", flat=True):
+    exact = Match.objects.filter(kind__in=EXACT_KINDS).values("local_file_id")
+    for pk in LocalFile.objects.filter(q).exclude(pk__in=exact).values_list("pk", flat=True):
         local_file_match(local_file_id=pk)

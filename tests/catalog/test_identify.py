@@ -233,3 +233,14 @@ def test_evidence_never_names_another_users_file(civitai, user, other_user):
     [m] = local_file_match(local_file_id=mine.pk)
     assert m.kind == "converted" and m.via is None
     assert "bobs-private-name" not in m.evidence and "another user" in m.evidence
+
+
+def test_file_matched_through_a_sibling_of_the_same_batch_is_matched(civitai, user):
+    """The converted file has a lower id than the exact one: one rematch pass must still link it."""
+    seed(civitai, [{"name": "model.safetensors", "hashes": file_hashes(sha256="a" * 64)}], name="Known")
+    ckpt = _fingerprinted(user, "model.ckpt", fmt="torch-zip", content_id="c1", precision_id="p1", sha="b" * 64)
+    known = _fingerprinted(user, "model.safetensors", fmt="safetensors", content_id="c1", precision_id="p1", sha="a" * 64)
+    for lf in (ckpt, known):
+        local_file_identify(local_file_id=lf.pk)
+    civitai_batch_and_rematch(client=client_for(civitai))
+    assert [m.kind for m in Match.objects.filter(local_file=ckpt)] == ["converted"]
