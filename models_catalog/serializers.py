@@ -352,7 +352,7 @@ class LookupResultSerializer(serializers.Serializer):
     kinds_tried = serializers.ListField(child=serializers.CharField())
     note = serializers.CharField(allow_null=True)
     matches = LookupMatchSerializer(many=True)
-    civitai = serializers.CharField(help_text="not asked | cached hit | cached miss | hit | miss | error: ...")
+    civitai = serializers.CharField(help_text="off | known here | cached hit | cached miss | hit | miss | error: ...")
 
 
 class RegisterRequestSerializer(serializers.Serializer):

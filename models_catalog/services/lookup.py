@@ -54,7 +54,8 @@ class LookupResult:
     kinds_tried: tuple[str, ...]
     note: str | None
     matches: list[LookupMatch] = field(default_factory=list)
-    civitai: str = "not asked"  # not asked | cached hit | cached miss | hit | miss | error: ...
+    # off | known here | cached hit | cached miss | hit | miss | error: ...
+    civitai: str = "off"
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -137,7 +138,9 @@ def hash_lookup(*, text: str, user=None, ask_civitai: bool | None = None, client
     for query in parse_hash_query(text):
         result = LookupResult(query=query.text, label=query.label, kinds_tried=query.kinds_tried, note=query.note)
         result.matches = _source_matches(query)
-        if not result.matches and ask_civitai:
+        if result.matches:
+            result.civitai = "known here"
+        elif ask_civitai:
             result.civitai = _ask_civitai(query, client)
             result.matches = _source_matches(query)
         result.matches += _my_matches(query, user)

@@ -92,7 +92,8 @@ class PageLog:
     def watch(self, page) -> None:
         page.on("console", lambda m: self.console.append(f"{m.type}: {m.text}"))
         page.on("pageerror", lambda e: self.errors.append(str(e)))
-        page.on("response", lambda r: r.status >= 500 and self.bad_responses.append(f"{r.status} {r.request.method} {r.url}"))
+        page.on("response", lambda r: r.status >= 500
+                and self.bad_responses.append(f"{r.status} {r.request.method} {r.url}"))
 
 
 @pytest.fixture
@@ -179,7 +180,8 @@ def write_model(path: Path, *, seed: int, rank: int = 16) -> Path:
     header, blobs, offset = {"__metadata__": {"ss_network_dim": str(rank), "ss_network_module": "networks.lora"}}, [], 0
     for name, array in tensors.items():
         raw = array.tobytes()
-        header[name] = {"dtype": names[array.dtype], "shape": list(array.shape), "data_offsets": [offset, offset + len(raw)]}
+        header[name] = {"dtype": names[array.dtype], "shape": list(array.shape),
+                        "data_offsets": [offset, offset + len(raw)]}
         blobs.append(raw)
         offset += len(raw)
     head = json.dumps(header).encode()

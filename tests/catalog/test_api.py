@@ -139,7 +139,7 @@ def test_lookup_by_sha256_returns_the_service_results(alice, user):
     assert body == _as_json([r.to_json() for r in hash_lookup(text=sha, user=user)])
     sources = {(m["source"], m["model_id"], m["local_file_id"]) for m in body[0]["matches"]}
     assert ("civitai", sf.version.model_id, None) in sources and ("my files", None, mine.pk) in sources
-    assert body[0]["civitai"] == "not asked"
+    assert body[0]["civitai"] == "known here"
     assert set(body[0]) == {"query", "label", "kinds_tried", "note", "matches", "civitai"}
     assert set(body[0]["matches"][0]) == {"source", "model", "version", "file", "match", "evidence", "url",
                                           "model_id", "local_file_id"}

@@ -40,7 +40,7 @@ def test_lookup_finds_catalog_file_by_any_kind(user):
     for query in (sha, sha.upper(), f"sha256:{sha}", sha[:10], f"Steps: 20, Model hash: {sha[:10]}, Model: m"):
         [r] = hash_lookup(text=query, user=user)
         assert [m.file for m in r.matches] == ["m.safetensors"], query
-        assert r.matches[0].source == "civitai" and r.civitai == "not asked"
+        assert r.matches[0].source == "civitai" and r.civitai == "known here"
 
 
 def test_eight_hex_tries_autov1_and_crc32_and_says_which_matched(user):
@@ -171,3 +171,8 @@ def test_register_confirms_imported_hashes(model_root, user, monkeypatch):
     [lf] = hashes_import(root=model_root, owner=user).imported
     outcome = local_file_register(paths=[str(f)], owner=user)
     assert queued == [lf.pk] and outcome.queued == [lf]
+
+
+def test_lookup_says_when_civitai_is_off(user):
+    [r] = hash_lookup(text="0123456789", user=user, ask_civitai=False)
+    assert r.civitai == "off" and r.matches == []

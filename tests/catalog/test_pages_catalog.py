@@ -257,7 +257,7 @@ def test_lookup_ambiguous_8_char_hash_shows_both_kinds_and_note(alice):
     html_ = page(alice, "/lookup/", q=sf.crc32.upper())
     assert "AutoV1</span>" in html_ and "CRC32</span>" in html_
     assert html.escape(parse_hash_query(sf.crc32)[0].note) in html_
-    assert "Eight" in html_ and "Civitai: not asked" in html_
+    assert "Eight" in html_ and "Civitai: not asked: already known here" in html_
     assert "the CRC32 agrees" in html_  # what the match means
 
 
