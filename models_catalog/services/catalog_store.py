@@ -86,28 +86,41 @@ def _store_files(version_row: SourceVersion, files: dict[str, dict], *, prune: b
         SourceFile.objects.filter(version=version_row).exclude(external_id__in=list(files)).delete()
 
 
+def _hf_version_row(*, repo_id: str, repo_type: str, revision: str) -> tuple[SourceVersion, str]:
+    """The repo as a SourceModel, the commit as a SourceVersion; returns the version and the repo URL."""
+    repo_url = f"{HF_SITE}/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}"
+    model_row, _ = SourceModel.objects.update_or_create(
+        source=Source.HUGGINGFACE, external_id=f"{repo_type}:{repo_id}",
+        defaults={"name": repo_id, "type": "Dataset" if repo_type == "dataset" else "Repository", "url": repo_url},
+    )
+    version_row, _ = SourceVersion.objects.update_or_create(
+        model=model_row, external_id=revision, defaults={"name": revision[:12], "url": f"{repo_url}/tree/{revision}"},
+    )
+    return version_row, repo_url
+
+
 @transaction.atomic
 def hf_repo_store(*, index) -> SourceVersion:
     """Store a workers.sources.huggingface.RepoIndex: the repo as a model, the commit as a version."""
-    repo_url = f"{HF_SITE}/{'datasets/' if index.repo_type == 'dataset' else ''}{index.repo_id}"
-    model_row, _ = SourceModel.objects.update_or_create(
-        source=Source.HUGGINGFACE, external_id=f"{index.repo_type}:{index.repo_id}",
-        defaults={"name": index.repo_id, "type": "Dataset" if index.repo_type == "dataset" else "Repository", "url": repo_url},
-    )
-    version_row, _ = SourceVersion.objects.update_or_create(
-        model=model_row, external_id=index.revision,
-        defaults={"name": index.revision[:12], "url": f"{repo_url}/tree/{index.revision}"},
-    )
-    _store_files(version_row, {f.path[:500]: {
-        "name": f.path.rsplit("/", 1)[-1][:500],
-        "size": f.size,
-        "sha256": (f.sha256 or "").lower(),
-        "autov2": (f.sha256 or "")[:10].lower(),
-        "git_sha1": (f.git_sha1 or "").lower(),
-        "format": _hf_format(f.path),
-        "download_url": f"{repo_url}/resolve/{index.revision}/{f.path}"[:1000],
-    } for f in index.files}, prune=True)
+    version_row, repo_url = _hf_version_row(repo_id=index.repo_id, repo_type=index.repo_type, revision=index.revision)
+    _store_files(version_row, {
+        f.path[:500]: _hf_file_fields(path=f.path, size=f.size, sha256=f.sha256, git_sha1=f.git_sha1,
+                                      repo_url=repo_url, revision=index.revision)
+        for f in index.files
+    }, prune=True)
     return version_row
+
+
+def _hf_file_fields(*, path: str, size: int | None, sha256: str | None, git_sha1: str | None, repo_url: str, revision: str) -> dict:
+    return {
+        "name": path.rsplit("/", 1)[-1][:500],
+        "size": size,
+        "sha256": (sha256 or "").lower(),
+        "autov2": (sha256 or "")[:10].lower(),
+        "git_sha1": (git_sha1 or "").lower(),
+        "format": _hf_format(path),
+        "download_url": f"{repo_url}/resolve/{revision}/{path}"[:1000],
+    }
 
 
 def _hf_format(path: str) -> str:
@@ -122,18 +135,10 @@ def _hf_format(path: str) -> str:
 @transaction.atomic
 def hf_cached_file_store(*, cached) -> SourceFile:
     """One file known from a local HF cache: repo, revision, path and SHA256 from the layout."""
-    repo_url = f"{HF_SITE}/{'datasets/' if cached.repo_type == 'dataset' else ''}{cached.repo_id}"
-    model_row, _ = SourceModel.objects.get_or_create(
-        source=Source.HUGGINGFACE, external_id=f"{cached.repo_type}:{cached.repo_id}",
-        defaults={"name": cached.repo_id, "type": "Dataset" if cached.repo_type == "dataset" else "Repository", "url": repo_url},
+    version_row, repo_url = _hf_version_row(repo_id=cached.repo_id, repo_type=cached.repo_type, revision=cached.revision)
+    row, _ = SourceFile.objects.update_or_create(
+        version=version_row, external_id=cached.path[:500],
+        defaults=_hf_file_fields(path=cached.path, size=cached.size, sha256=cached.sha256, git_sha1=None,
+                                 repo_url=repo_url, revision=cached.revision),
     )
-    version_row, _ = SourceVersion.objects.get_or_create(
-        model=model_row, external_id=cached.revision,
-        defaults={"name": cached.revision[:12], "url": f"{repo_url}/tree/{cached.revision}"},
-    )
-    row, _ = SourceFile.objects.update_or_create(version=version_row, external_id=cached.path[:500], defaults={
-        "name": cached.path.rsplit("/", 1)[-1][:500], "size": cached.size, "sha256": cached.sha256,
-        "autov2": cached.sha256[:10], "format": _hf_format(cached.path),
-        "download_url": f"{repo_url}/resolve/{cached.revision}/{cached.path}"[:1000],
-    })
     return row

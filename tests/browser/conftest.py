@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from django.contrib.auth import get_user_model
 
-from config.celery import app as celery_app
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -64,15 +63,6 @@ def browser_data(tmp_path, settings) -> Path:
     settings.UPLOAD_DIR = data / "uploads"
     settings.HASH_CACHE_PATH = data / "hash-cache.sqlite3"
     return data
-
-
-@pytest.fixture
-def eager_celery():
-    """Tasks run inline in whichever thread queues them (for uploads: the live server's)."""
-    celery_app.conf.task_always_eager = True
-    celery_app.conf.task_eager_propagates = True
-    yield
-    celery_app.conf.task_always_eager = False
 
 
 @pytest.fixture

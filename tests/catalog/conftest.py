@@ -3,7 +3,6 @@ from pathlib import Path
 import pytest
 from django.contrib.auth import get_user_model
 
-from config.celery import app as celery_app
 
 
 @pytest.fixture
@@ -18,15 +17,6 @@ def model_root(tmp_path, settings) -> Path:
     settings.UPLOAD_DIR = data / "uploads"
     settings.HASH_CACHE_PATH = data / "hash-cache.sqlite3"
     return root
-
-
-@pytest.fixture
-def eager_celery():
-    """Run tasks inline; on_commit callbacks still need django_capture_on_commit_callbacks."""
-    celery_app.conf.task_always_eager = True
-    celery_app.conf.task_eager_propagates = True
-    yield
-    celery_app.conf.task_always_eager = False
 
 
 @pytest.fixture

@@ -42,7 +42,8 @@ LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL_VERSION = 1001
 MAX_TENSORS = 1_000_000
 MAX_NESTING = 200
-MAX_NODES = 10_000_000
+MAX_NODES = 1_000_000  # containers and tensors visited, shared ones counted each time
+_LEAVES = (str, bytes, int, float, complex, type(None), np.generic)
 _ZIP_FLAGS_WE_READ = 0x0008 | 0x0800  # data descriptor, utf-8 names
 
 
@@ -200,15 +201,17 @@ def _flatten(value):
     """(dotted name, TensorRef or numeric ndarray) in order; lists by index.
 
     Shared references are followed each time (tied weights keep both names), so a
-    node budget stops memo-built graphs that double at every level.
+    budget stops memo-built graphs that double at every level.
     """
-    yield from _walk(value, "", 0, frozenset(), [MAX_NODES])
+    yield from _walk(value, "", 0, set(), [MAX_NODES])
 
 
-def _walk(value, prefix: str, depth: int, path: frozenset, budget: list):
+def _walk(value, prefix: str, depth: int, on_path: set, budget: list):
+    if isinstance(value, _LEAVES):
+        return
     budget[0] -= 1
     if budget[0] < 0:
-        raise ModelFileError(f"object graph has more than {MAX_NODES} nodes")
+        raise ModelFileError(f"object graph has more than {MAX_NODES} containers and tensors")
     if isinstance(value, TensorRef):
         yield prefix, value
         return
@@ -218,7 +221,7 @@ def _walk(value, prefix: str, depth: int, path: frozenset, budget: list):
         if value.dtype.newbyteorder("<").str in _FROM_NUMPY:
             yield prefix, value
         return
-    if depth > MAX_NESTING or id(value) in path:
+    if depth > MAX_NESTING or id(value) in on_path:
         raise ModelFileError("object graph nested too deep or cyclic")
     children: list = []
     if isinstance(value, dict):
@@ -231,9 +234,10 @@ def _walk(value, prefix: str, depth: int, path: frozenset, budget: list):
             + [(_key_name(k), v) for k, v in value.items.items()] \
             + [(str(i), v) for i, v in enumerate(value.list)] \
             + [(f"args.{i}", v) for i, v in enumerate(value.args)]
-    inner = path | {id(value)}
+    on_path.add(id(value))
     for key, child in children:
-        yield from _walk(child, f"{prefix}.{key}" if prefix else str(key), depth + 1, inner, budget)
+        yield from _walk(child, f"{prefix}.{key}" if prefix else str(key), depth + 1, on_path, budget)
+    on_path.discard(id(value))
 
 
 def _key_name(key) -> str:

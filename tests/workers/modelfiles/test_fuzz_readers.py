@@ -86,7 +86,7 @@ def _exercise(path, canary) -> None:
     assert not canary.exists()
 
 
-FUZZ = settings(max_examples=300, deadline=2000, suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(max_examples=300, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
 @FUZZ
