@@ -138,13 +138,25 @@ def hash_file_cached(
     progress: Progress | None = None,
 ) -> tuple[FileHashes, bool]:
     """(hashes, cache_hit). A hit costs one stat; a miss hashes and stores the identity verified while reading."""
+    hashes, _identity, hit = hash_file_cached_with_identity(path, cache=cache, progress=progress)
+    return hashes, hit
+
+
+def hash_file_cached_with_identity(
+    path: str | os.PathLike[str],
+    *,
+    cache: HashCache | None,
+    progress: Progress | None = None,
+) -> tuple[FileHashes, FileIdentity, bool]:
+    """Like hash_file_cached, plus the identity the hashes belong to (for callers that remember files)."""
     if cache is not None:
-        cached = cache.get(file_identity(path))
+        identity = file_identity(path)
+        cached = cache.get(identity)
         if cached is not None:
             if progress is not None:
                 progress(cached.size, cached.size)
-            return cached, True
+            return cached, identity, True
     hashes, identity = hash_file_and_identity(path, progress)
     if cache is not None:
         cache.put(identity, hashes)
-    return hashes, False
+    return hashes, identity, False

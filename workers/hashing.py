@@ -26,6 +26,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable
 
 import blake3 as _blake3_module
@@ -635,6 +636,13 @@ def _invokeai_sort_key(relative_path: str) -> tuple[str, ...]:
     return tuple(relative_path.split("/"))
 
 
+def _refuse_escapes(files: list[tuple[str, str]], roots: list[str]) -> None:
+    for relative, full in files:
+        real = os.path.realpath(full)
+        if not any(real == r or real.startswith(r.rstrip(os.sep) + os.sep) for r in roots):
+            raise HashingError(f"{relative} resolves to {real}, outside the allowed folders: refused")
+
+
 def _weight_files(folder: str) -> list[tuple[str, str]]:
     def fail(exc: OSError) -> None:
         raise HashingError(f"{folder}: cannot list {exc.filename}: {exc.strerror or exc}")
@@ -654,11 +662,15 @@ def hash_folder(
     progress: Progress | None = None,
     *,
     cache: HashCache | None = None,
+    allowed_roots: Sequence[str | os.PathLike[str]] | None = None,
 ) -> FolderHashes:
     """Hash every weight file under a folder, and InvokeAI's folder digest over them.
 
     Members are all WEIGHT_SUFFIXES files; the digest counts only InvokeAI's
-    five suffixes so it equals InvokeAI's `blake3:` folder hash.
+    five suffixes so it equals InvokeAI's `blake3:` folder hash. With
+    `allowed_roots`, a member that resolves (through a symlink) outside every
+    root is refused before it is opened: a registered folder must not become a
+    way to read files elsewhere.
     """
     from workers.hash_cache import hash_file_cached  # the cache module imports this one
 
@@ -672,6 +684,8 @@ def hash_folder(
     if not stat.S_ISDIR(st.st_mode):
         raise HashingError(f"{folder}: not a folder ({_kind(st.st_mode)})")
     files = _weight_files(folder)
+    if allowed_roots is not None:
+        _refuse_escapes(files, [os.path.realpath(r) for r in allowed_roots])
     if not files:
         raise HashingError(f"{folder}: no weight files ({', '.join(WEIGHT_SUFFIXES)}) to hash")
     grand_total = sum(_stat_regular_file(full).st_size for _rel, full in files)

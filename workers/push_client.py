@@ -38,14 +38,13 @@ from urllib.parse import urlsplit
 import requests
 
 from workers.discovery import iter_model_units
-from workers.hash_cache import HashCache, HashCacheError
+from workers.hash_cache import HashCache, HashCacheError, hash_file_cached_with_identity
 from workers.hashing import (
     WEIGHT_SUFFIXES,
     FileHashes,
     FileIdentity,
     HashingError,
     file_identity,
-    hash_file_and_identity,
 )
 from workers.sources.http import RetryPolicy, make_session, parse_retry_after
 
@@ -313,20 +312,6 @@ def collect_units(paths: Iterable[str | os.PathLike[str]], *, report: PushReport
 # Hashing and analysis
 
 
-def _hash_with_identity(path: str, *, cache: HashCache | None, progress: Callable[[int, int], None]) -> tuple[FileHashes, FileIdentity]:
-    """Like hash_file_cached, but also returns the identity the hashes belong to (for the state file)."""
-    if cache is not None:
-        identity = file_identity(path)
-        cached = cache.get(identity)
-        if cached is not None:
-            progress(cached.size, cached.size)
-            return cached, identity
-    hashes, identity = hash_file_and_identity(path, progress)
-    if cache is not None:
-        cache.put(identity, hashes)
-    return hashes, identity
-
-
 def _analysis_fields(path: str, *, analyse: bool) -> dict[str, Any]:
     from workers.modelfiles.analyse import analyse_path
 
@@ -578,7 +563,7 @@ def _prepare(unit: _Unit, *, state: PushState, cache: HashCache, analyse: bool, 
         report.skipped_unchanged += 1
         return None
     try:
-        hashes, identity = _hash_with_identity(unit.path, cache=cache, progress=bytes_progress)
+        hashes, identity, _hit = hash_file_cached_with_identity(unit.path, cache=cache, progress=bytes_progress)
     except HashCacheError as exc:
         raise PushUsageError(str(exc)) from exc
     record = {"path": unit.path, "hashes": hashes.to_json(), **_analysis_fields(unit.path, analyse=analyse)}

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from models_catalog.models import FileHashes, FolderMember, LocalFile
-from models_catalog.services.paths import describe_special
+from models_catalog.services.paths import describe_special, model_roots
 from workers.hash_cache import HashCache, hash_file_cached
 from workers.hashing import FileHashes as EngineHashes
 from workers.hashing import HashingError, hash_folder
@@ -110,7 +110,8 @@ def local_file_hash(*, local_file_id: int) -> LocalFile | None:
         if cached is not None:
             _store_hf_cache_file(lf, cached, identity)
         elif is_dir:
-            folder = hash_folder(path, progress=progress, cache=hash_cache())
+            # Uploads are single files, so a folder here was registered: its members stay under the roots.
+            folder = hash_folder(path, progress=progress, cache=hash_cache(), allowed_roots=model_roots())
             _store_folder(lf, folder, identity)
         else:
             hashes, _hit = hash_file_cached(path, cache=hash_cache(), progress=progress)

@@ -124,3 +124,17 @@ def test_diffusers_folder_stores_members_and_digest(model_root, user, monkeypatc
         assert m.sha256 == hashlib.sha256((pipe / m.relative_path).read_bytes()).hexdigest()
     assert len(lf.hashes.folder_digest) == 64
     assert lf.size == sum(m.size for m in members)
+
+
+def test_folder_member_symlinked_outside_the_roots_is_refused(model_root, tmp_path, user, monkeypatch):
+    secret = write_safetensors(tmp_path / "secret.safetensors", payload=b"s" * 32)
+    pipe = model_root / "pipe"
+    (pipe / "unet").mkdir(parents=True)
+    (pipe / "model_index.json").write_text('{"unet": ["diffusers", "UNet2DConditionModel"]}')
+    write_safetensors(pipe / "unet" / "diffusion_pytorch_model.safetensors")
+    (pipe / "unet" / "extra.safetensors").symlink_to(secret)
+    lf = _register(pipe, user, monkeypatch)
+    local_file_hash(local_file_id=lf.pk)
+    lf.refresh_from_db()
+    assert lf.status == "error" and "outside the allowed folders" in lf.error
+    assert not FolderMember.objects.filter(folder=lf).exists()

@@ -490,3 +490,18 @@ def test_modules_import_nothing_from_django(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_hash_folder_refuses_a_member_that_escapes_the_allowed_roots(tmp_path):
+    from workers.hashing import HashingError, hash_folder
+
+    outside = tmp_path / "outside.safetensors"
+    outside.write_bytes(b"secret")
+    folder = tmp_path / "root" / "pipe"
+    folder.mkdir(parents=True)
+    (folder / "model_index.json").write_text("{}")
+    (folder / "a.safetensors").write_bytes(b"inside")
+    (folder / "b.safetensors").symlink_to(outside)
+    with pytest.raises(HashingError, match="outside the allowed folders"):
+        hash_folder(folder, allowed_roots=[tmp_path / "root"])
+    assert {m.relative_path for m in hash_folder(folder).members} == {"a.safetensors", "b.safetensors"}
