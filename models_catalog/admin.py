@@ -1,6 +1,16 @@
 from django.contrib import admin
 
-from models_catalog.models import FileHashes, FolderMember, LocalFile
+from models_catalog.models import (
+    CivitaiLookup,
+    FileHashes,
+    FolderMember,
+    Job,
+    LocalFile,
+    Match,
+    SourceFile,
+    SourceModel,
+    SourceVersion,
+)
 
 
 class FileHashesInline(admin.StackedInline):
@@ -8,12 +18,54 @@ class FileHashesInline(admin.StackedInline):
     extra = 0
 
 
+class MatchInline(admin.TabularInline):
+    model = Match
+    fk_name = "local_file"
+    extra = 0
+    raw_id_fields = ("source_file", "via")
+
+
 @admin.register(LocalFile)
 class LocalFileAdmin(admin.ModelAdmin):
-    list_display = ("name", "owner", "origin", "status", "size", "safety_verdict", "created_at")
-    list_filter = ("origin", "status", "safety_verdict")
-    search_fields = ("name", "path", "hashes__sha256", "hashes__autov2")
-    inlines = [FileHashesInline]
+    list_display = ("name", "owner", "origin", "status", "format", "safety_verdict", "size", "created_at")
+    list_filter = ("origin", "status", "safety_verdict", "format")
+    search_fields = ("name", "path", "hashes__sha256", "hashes__autov2", "content_id")
+    inlines = [FileHashesInline, MatchInline]
+
+
+@admin.register(SourceModel)
+class SourceModelAdmin(admin.ModelAdmin):
+    list_display = ("name", "source", "type", "external_id", "fetched_at")
+    list_filter = ("source", "type")
+    search_fields = ("name", "external_id")
+
+
+@admin.register(SourceVersion)
+class SourceVersionAdmin(admin.ModelAdmin):
+    list_display = ("__str__", "base_model", "external_id", "published_at")
+    search_fields = ("name", "model__name", "external_id", "air")
+    raw_id_fields = ("model",)
+
+
+@admin.register(SourceFile)
+class SourceFileAdmin(admin.ModelAdmin):
+    list_display = ("name", "version", "format", "fp", "size", "source_scan")
+    search_fields = ("name", "sha256", "autov2", "blake3", "git_sha1")
+    raw_id_fields = ("version",)
+
+
+@admin.register(CivitaiLookup)
+class CivitaiLookupAdmin(admin.ModelAdmin):
+    list_display = ("kind", "value", "state", "checked_at", "duration_ms", "attempts", "last_error")
+    list_filter = ("state", "kind")
+    search_fields = ("value",)
+    raw_id_fields = ("version",)
+
+
+@admin.register(Job)
+class JobAdmin(admin.ModelAdmin):
+    list_display = ("kind", "owner", "status", "message", "created_at")
+    list_filter = ("kind", "status")
 
 
 admin.site.register(FolderMember)

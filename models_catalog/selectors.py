@@ -296,3 +296,13 @@ def file_matches(lf: LocalFile, user) -> list[tuple[Match, str, LocalFile | None
 
 def source_choices() -> list[tuple[str, str]]:
     return list(Source.choices)
+
+
+def civitai_lookups_for(hashes) -> list:
+    """The Civitai lookups asked for a file's hashes: what happened and when (shown on the file page)."""
+    from models_catalog.models import CivitaiLookup
+
+    if hashes is None:
+        return []
+    values = [v.upper() for v in (hashes.sha256, hashes.autov3, hashes.blake3, (hashes.embedded_model_hash or "")[:12]) if v]
+    return list(CivitaiLookup.objects.filter(value__in=values).order_by("created_at"))

@@ -10,7 +10,7 @@ from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods
 
 from models_catalog.models import FileHashes, LocalFile
-from models_catalog.selectors import file_matches, visible_files, with_rates
+from models_catalog.selectors import civitai_lookups_for, file_matches, visible_files, with_rates
 from models_catalog.services.upload import UploadRefused, local_file_upload
 from models_catalog.upload_handlers import LimitedTemporaryFileUploadHandler
 
@@ -48,8 +48,9 @@ def _fingerprint_summary(lf: LocalFile) -> dict | None:
 def file_detail(request: HttpRequest, pk: int) -> HttpResponse:
     lf = get_object_or_404(visible_files(request.user).select_related("hashes").prefetch_related("members"), pk=pk)
     with_rates([lf])
+    hashes = FileHashes.objects.filter(local_file=lf).first()
     context = {
-        "f": lf, "hashes": FileHashes.objects.filter(local_file=lf).first(),
+        "f": lf, "hashes": hashes, "lookups": civitai_lookups_for(hashes),
         "findings": [x for x in (lf.safety_findings or []) if isinstance(x, dict)],
         "fingerprint": _fingerprint_summary(lf), "matches": file_matches(lf, request.user),
     }

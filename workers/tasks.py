@@ -32,11 +32,20 @@ def civitai_lookup_batch(self) -> None:
 
 @shared_task(ignore_result=True)
 def civitai_refresh_stale() -> None:
-    from models_catalog.services.civitai_lookup import civitai_refresh_stale
-    from models_catalog.services.identify import enqueue_civitai_batch
+    from django.conf import settings
 
+    from models_catalog.services.civitai_lookup import civitai_models_complete, civitai_refresh_stale
+    from models_catalog.services.identify import enqueue_civitai_batch
+    from workers.sources.civitai import CivitaiError
+
+    if not settings.CIVITAI_ENABLED:
+        return
     if civitai_refresh_stale():
         enqueue_civitai_batch()
+    try:
+        civitai_models_complete()
+    except CivitaiError:
+        pass  # the next hourly run tries again; nothing was half-written (one transaction per model)
 
 
 @shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=10)

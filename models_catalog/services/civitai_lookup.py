@@ -230,3 +230,27 @@ def civitai_refresh_stale() -> int:
         state=State.MISS, checked_at__lt=now - timedelta(seconds=settings.CIVITAI_MISS_CACHE_SECONDS)
     )
     return CivitaiLookup.objects.filter(stale).update(state=State.PENDING, not_before=None)
+
+
+def civitai_models_complete(*, client: CivitaiClient | None = None, limit: int = 500) -> int:
+    """Fetch whole models (description, tags, every version and file) for Civitai models known only
+    from a by-hash answer. Runs on the hourly schedule, not during identification, so identifying a
+    library costs only the by-hash requests. Returns how many models were completed."""
+    from models_catalog.models import Source, SourceModel
+
+    ids = [int(x) for x in SourceModel.objects.filter(source=Source.CIVITAI, raw={}).values_list("external_id", flat=True)[:limit]
+           if str(x).isdigit()]
+    if not ids:
+        return 0
+    client = client or civitai_client()
+    done = 0
+    for start in range(0, len(ids), 100):
+        for model in client.models(ids[start:start + 100]):
+            with transaction.atomic():
+                for version in model.versions:
+                    civitai_version_store(version=version, model=model)
+                if not model.versions:
+                    SourceModel.objects.filter(source=Source.CIVITAI, external_id=str(model.id)).update(
+                        description=model.description or "", raw=model.raw)
+            done += 1
+    return done

@@ -244,3 +244,37 @@ def test_file_matched_through_a_sibling_of_the_same_batch_is_matched(civitai, us
         local_file_identify(local_file_id=lf.pk)
     civitai_batch_and_rematch(client=client_for(civitai))
     assert [m.kind for m in Match.objects.filter(local_file=ckpt)] == ["converted"]
+
+
+def test_file_page_shows_each_lookups_outcome_and_time(civitai, model_root, user, client):
+    f = write_safetensors(model_root / "x.safetensors", payload=b"x" * 10)
+    lf = hashed(f, user)
+    local_file_identify(local_file_id=lf.pk)
+    civitai.fail_next(2, status=503)
+    with pytest.raises(CivitaiUnavailable):
+        civitai_lookup_run(client=client_for(civitai))
+    client.force_login(user)
+    html = client.get(f"/files/{lf.pk}/").content.decode()
+    assert "Civitai lookups" in html and lf.hashes.sha256.upper() in html and "will retry" in html
+    CivitaiLookup.objects.update(not_before=None)
+    civitai_lookup_run(client=client_for(civitai))
+    html = client.get(f"/files/{lf.pk}/").content.decode()
+    assert "lookup-miss" in html and " ms" in html
+
+
+def test_models_known_from_a_by_hash_answer_are_completed_later(civitai, user):
+    from models_catalog.models import SourceModel, SourceVersion
+    from models_catalog.services.civitai_lookup import civitai_models_complete
+
+    model_id = civitai.add_model(name="Complete me", description="<p>full text</p>")
+    civitai.add_version(model_id, id=501, name="v1", files=[{"name": "v1.safetensors", "hashes": file_hashes(sha256="a" * 64)}])
+    civitai.add_version(model_id, id=502, name="v2", files=[{"name": "v2.safetensors", "hashes": file_hashes(sha256="b" * 64)}])
+    lf = _fingerprinted(user, "v1.safetensors", fmt="safetensors", content_id="", precision_id="", sha="a" * 64)
+    local_file_identify(local_file_id=lf.pk)
+    civitai_batch_and_rematch(client=client_for(civitai))
+    assert SourceModel.objects.get().raw == {} and SourceVersion.objects.count() == 1
+    assert civitai_models_complete(client=client_for(civitai)) == 1
+    model = SourceModel.objects.get()
+    assert model.description == "<p>full text</p>" and model.raw
+    assert set(SourceVersion.objects.values_list("external_id", flat=True)) == {"501", "502"}
+    assert civitai_models_complete(client=client_for(civitai)) == 0

@@ -117,7 +117,9 @@ def _read_arg(buf, info, pos: int, end: int, keep_bytes: bool):
             if keep_bytes:
                 raise PickleLimitError(f"{info.name} argument larger than we read", pos)
             return None, newline + 1
-    line, pos = _read_line(buf, pos, end)
+        line, pos = bytes(buf[pos:newline]), newline + 1
+    else:
+        line, pos = _read_line(buf, pos, end)
     if kind == "stringnl_noescape_pair":
         second, pos = _read_line(buf, pos, end)
         try:

@@ -122,3 +122,8 @@ def test_memo_expansion_is_cheap_because_references_are_shared(tmp_path):
 def test_malformed_streams_raise_model_file_error(data):
     with pytest.raises(ModelFileError):
         load_restricted(data)
+
+
+def test_long_protocol_0_strings_are_read_whole():
+    text = "x" * 200_000
+    assert load_restricted(pickle.dumps({"t": text, "u": text + "é"}, protocol=0))[0] == {"t": text, "u": text + "é"}
