@@ -12,6 +12,7 @@ PURE: no Django, no torch.
 from __future__ import annotations
 
 import re
+import reprlib
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable
@@ -25,6 +26,13 @@ from workers.modelfiles.sniff import HIGHEST_PICKLE_PROTOCOL
 from workers.modelfiles.types import ModelFileError
 
 _STORAGE_KEY = re.compile(r"[0-9A-Za-z_.\-]{1,128}")
+_REPR = reprlib.Repr()  # Python 3.11 takes no keyword arguments here
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 2, 60, 60, 40
+
+
+def short_repr(value) -> str:
+    """A bounded repr for error messages: the full repr of a memo-built graph is exponential."""
+    return _REPR.repr(value)
 
 
 @dataclass(frozen=True)
@@ -112,7 +120,7 @@ class NumpyDtype:
 
     def __init__(self, code, align=False, copy=True):
         if not isinstance(code, str) or not re.fullmatch(r"[biufc]\d{1,2}", code):
-            raise ModelFileError(f"numpy dtype {code!r} is not a plain numeric type")
+            raise ModelFileError(f"numpy dtype {short_repr(code)} is not a plain numeric type")
         self.code = code
         self.byteorder = "|"
 
@@ -214,14 +222,14 @@ _CALLABLE_STAND_INS = frozenset(v for v in STAND_INS.values() if callable(v))
 def storage_from_persistent_id(pid) -> StorageRef:
     """Validate ('storage', storage_type, key, location, numel[, view_metadata=None])."""
     if not isinstance(pid, tuple) or len(pid) not in (5, 6) or pid[0] != "storage":
-        raise ModelFileError(f"unsupported persistent id {str(pid)[:80]}")
+        raise ModelFileError(f"unsupported persistent id {short_repr(pid)}")
     _, storage_type, key, location, numel = pid[:5]
     if len(pid) == 6 and pid[5] is not None:
         raise ModelFileError("legacy storage views are not supported")
     if not isinstance(storage_type, StorageType):
         raise ModelFileError("persistent id without a known storage type")
     if not isinstance(key, str) or not _STORAGE_KEY.fullmatch(key):
-        raise ModelFileError(f"bad storage key {str(key)[:80]!r}")
+        raise ModelFileError(f"bad storage key {short_repr(key)}")
     if not isinstance(location, str) or len(location) > 64:
         raise ModelFileError("bad storage location")
     if not _is_int(numel) or numel < 0:
@@ -254,7 +262,8 @@ def load_restricted(buf, *, start: int = 0, end: int | None = None,
             machine.step(op, arg, pos)
     except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError,
             RecursionError, MemoryError) as exc:
-        raise ModelFileError(f"restricted pickle: {type(exc).__name__}: {exc}") from exc
+        detail = "" if isinstance(exc, KeyError) else f": {str(exc)[:200]}"  # KeyError's str is a repr
+        raise ModelFileError(f"restricted pickle: {type(exc).__name__}{detail}") from exc
     raise ModelFileError("restricted pickle: no STOP")  # iter_ops raises first; kept for clarity
 
 

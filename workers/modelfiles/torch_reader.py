@@ -23,7 +23,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from workers.modelfiles.pickle_scan import MAX_INFLATE, scan_path
 from workers.modelfiles.restricted_pickle import (
-    NdarrayBuilder, Opaque, OpaqueClass, StorageRef, TensorRef, load_restricted,
+    NdarrayBuilder, Opaque, OpaqueClass, StorageRef, TensorRef, load_restricted, short_repr,
 )
 from workers.modelfiles.sniff import (
     ZipEntry, read_npy_header, read_zip_directory, read_zip_entry, read_zip_local, sniff,
@@ -42,7 +42,8 @@ LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
 LEGACY_PROTOCOL_VERSION = 1001
 MAX_TENSORS = 1_000_000
 MAX_NESTING = 200
-MAX_NODES = 1_000_000  # containers and tensors visited, shared ones counted each time
+MAX_NODES = 1_000_000
+MAX_KEY_CHARS = 256  # containers and tensors visited, shared ones counted each time
 _LEAVES = (str, bytes, int, float, complex, type(None), np.generic)
 _ZIP_FLAGS_WE_READ = 0x0008 | 0x0800  # data descriptor, utf-8 names
 
@@ -141,7 +142,7 @@ def _legacy_tensors(buf) -> Iterator[Tensor]:
         raise ModelFileError("legacy torch: bad magic number")
     protocol, pos = load_restricted(buf, start=pos)
     if protocol != LEGACY_PROTOCOL_VERSION:
-        raise ModelFileError(f"legacy torch: unknown protocol version {protocol!r}")
+        raise ModelFileError(f"legacy torch: unknown protocol version {short_repr(protocol)}")
     sys_info, pos = load_restricted(buf, start=pos)
     if not isinstance(sys_info, dict):
         raise ModelFileError("legacy torch: sys_info is not a dict")
@@ -241,10 +242,10 @@ def _walk(value, prefix: str, depth: int, on_path: set, budget: list):
 
 
 def _key_name(key) -> str:
-    if isinstance(key, (str, int)):
-        return str(key)
-    if isinstance(key, OpaqueClass):
-        return str(key)
+    """Names are informative only; long keys are cut so names stay small."""
+    if isinstance(key, (str, int, OpaqueClass)):
+        text = str(key) if not isinstance(key, int) or key.bit_length() < 256 else "<int>"
+        return text if len(text) <= MAX_KEY_CHARS else text[:MAX_KEY_CHARS] + "..."
     return type(key).__name__
 
 
@@ -273,7 +274,19 @@ def _view(buf, name: str, ref: TensorRef, *, start: int, available: int, big_end
     view = as_strided(base, shape=size, strides=[s * item for s in stride], writeable=False)
     array = np.array(view, dtype=dtype.newbyteorder("<"), order="C", copy=True)
     del base, view  # release the mmap export before the file closes
+    _release_pages(buf, start + offset * item, (last + 1 - offset) * item)
     return Tensor(name, ref.dtype, tuple(size), array)
+
+
+def _release_pages(buf, begin: int, length: int) -> None:
+    """Drop the file pages just copied, so resident memory stays near one tensor on multi-GB files.
+    Safe for a read-only file mapping: a later access (a view sharing the storage) faults them back in."""
+    if not isinstance(buf, mmap.mmap) or not hasattr(mmap, "MADV_DONTNEED"):
+        return
+    lo = begin // mmap.PAGESIZE * mmap.PAGESIZE
+    hi = min(begin + length, len(buf))
+    if hi > lo:
+        buf.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
 
 
 def _numpy_tensor(name: str, array: np.ndarray) -> Tensor:

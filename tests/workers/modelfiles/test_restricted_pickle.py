@@ -127,3 +127,13 @@ def test_malformed_streams_raise_model_file_error(data):
 def test_long_protocol_0_strings_are_read_whole():
     text = "x" * 200_000
     assert load_restricted(pickle.dumps({"t": text, "u": text + "é"}, protocol=0))[0] == {"t": text, "u": text + "é"}
+
+
+@pytest.mark.timeout(20)
+def test_errors_about_memo_built_graphs_do_not_repr_them_in_full():
+    body = b"]\x94"
+    for n in range(60):
+        body += b"0(h" + bytes([n]) + b"h" + bytes([n]) + b"l\x94"
+    for tail in (b"Q", b"(" + hostile.glob("numpy", "dtype") + b"h\x3c\x85R"):
+        with pytest.raises(ModelFileError):
+            load_restricted(hostile.pickle_of(body + tail, protocol=4))
