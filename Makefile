@@ -34,8 +34,12 @@ run: migrate
 test: venv-dev
 	$(BIN)/python -m pytest
 
+# All benchmarks; each prints its table (docs/BENCHMARKS.md holds the last measured ones).
 bench: venv-dev
 	$(BIN)/python bench/hashing.py
+	$(BIN)/python bench/fingerprint.py
+	$(BIN)/python bench/register.py
+	$(BIN)/python bench/identify.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -4,14 +4,20 @@ from __future__ import annotations
 import os
 import stat
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from django.db import transaction
+from django.utils import timezone
 
 from models_catalog.models import FileHashes, LocalFile
 from models_catalog.services.enqueue import enqueue_hashing
 from models_catalog.services.paths import PathRefused, describe_special, model_roots, printable, resolve_under_roots
 from workers.discovery import iter_model_units
+
+# Progress writes refresh the heartbeat every second; a row silent for this long lost its worker.
+STALLED_AFTER = timedelta(minutes=10)
+
 
 @dataclass
 class RegisterOutcome:
@@ -84,8 +90,8 @@ def _register_one(*, path: Path, st: os.stat_result, special: str, owner, existi
         if same and existing.status == LocalFile.Status.DONE and existing.has_engine_hashes and not is_dir:
             outcome.unchanged.append(existing)
             return
-        if same and existing.status in {LocalFile.Status.QUEUED, LocalFile.Status.HASHING, LocalFile.Status.ANALYSING}:
-            outcome.unchanged.append(existing)  # already on its way
+        if same and _on_its_way(existing):
+            outcome.unchanged.append(existing)
             return
         lf = existing
         for k, v in identity.items():
@@ -103,3 +109,12 @@ def _register_one(*, path: Path, st: os.stat_result, special: str, owner, existi
     lf.save()
     enqueue_hashing(lf.pk)
     outcome.queued.append(lf)
+
+
+def _on_its_way(lf: LocalFile) -> bool:
+    """Queued, or being worked on by a live worker (a stalled one is queued again)."""
+    if lf.status == LocalFile.Status.QUEUED:
+        return True
+    if lf.status in (LocalFile.Status.HASHING, LocalFile.Status.ANALYSING):
+        return lf.heartbeat_at is not None and timezone.now() - lf.heartbeat_at < STALLED_AFTER
+    return False

@@ -126,3 +126,17 @@ def test_same_path_for_two_users_is_two_rows(model_root, user, other_user, queue
     local_file_register(paths=[str(f)], owner=user)
     local_file_register(paths=[str(f)], owner=other_user)
     assert LocalFile.objects.count() == 2
+
+
+def test_row_whose_worker_died_is_queued_again(model_root, user, queued):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    f = write_safetensors(model_root / "a.safetensors")
+    first = local_file_register(paths=[str(f)], owner=user).queued[0]
+    LocalFile.objects.filter(pk=first.pk).update(status="hashing", heartbeat_at=timezone.now())
+    queued.clear()
+    assert local_file_register(paths=[str(f)], owner=user).unchanged  # a live worker has it
+    LocalFile.objects.filter(pk=first.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1))
+    assert [lf.pk for lf in local_file_register(paths=[str(f)], owner=user).queued] == [first.pk] == queued
