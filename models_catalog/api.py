@@ -292,8 +292,10 @@ class LocalFileRegisterView(BodyLimitMixin, APIView):
 
 
 class LocalFilePushView(BodyLimitMixin, APIView):
-    """Store hashes computed on another machine (the `push` command). Each record is checked on its
-    own: bad ones are listed in `errors` by index, good ones are stored. At most 500 records per call."""
+    """Store hashes computed on another machine (the `push` command). A record is a file (`hashes`)
+    or a diffusers folder (`"kind": "folder"` and `folder`: its digest and weight-file members), stored
+    as one folder like a registered one. Each record is checked on its own: bad ones are listed in
+    `errors` by index, good ones are stored. At most 500 records per call."""
 
     parser_classes = [JSONParser]
 

@@ -87,6 +87,28 @@ class LocalFile(models.Model):
         return min(100, int(self.bytes_done * 100 / self.bytes_total))
 
 
+class LocalComponent(models.Model):
+    """One component (unet, vae, text_encoder, ...) of a LocalFile's tensor fingerprint.
+
+    A copy of `LocalFile.fingerprint["components"]` kept as rows so partial
+    matching finds files sharing a component through an index instead of
+    reading every identified file's fingerprint. Rewritten with the fingerprint
+    (see `matching.local_components_sync`).
+    """
+
+    local_file = models.ForeignKey(LocalFile, on_delete=models.CASCADE, related_name="components")
+    name = models.CharField(max_length=64)
+    content_id = models.CharField(max_length=64, db_index=True)
+    precision_id = models.CharField(max_length=64, db_index=True)
+    nbytes = models.BigIntegerField(default=0)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["local_file", "name"], name="local_component_unique_name")]
+
+    def __str__(self) -> str:
+        return f"{self.local_file_id}:{self.name}"
+
+
 class HashFields(models.Model):
     """The six ecosystem hashes, lower-case hex; indexed for lookups."""
 

@@ -137,8 +137,11 @@ def catalog_queryset(q: CatalogQuery) -> QuerySet[SourceModel]:
     if q.model_ids is not None:
         models = models.filter(pk__in=list(q.model_ids))
     elif q.text:
-        words = SourceVersion.objects.filter(trained_words__icontains=q.text).values("model_id")
-        models = models.filter(Q(name__icontains=q.text) | Q(pk__in=words))
+        # A UNION of two index-served sets, not `name OR pk IN (...)`: PostgreSQL cannot use the
+        # trigram indexes (migration 0007) under that OR and walks the whole name index instead.
+        names = SourceModel.objects.filter(name__icontains=q.text).values("pk")
+        words = SourceVersion.objects.filter(trained_words__icontains=q.text).order_by().values("model_id")
+        models = models.filter(pk__in=names.union(words))
     if q.type:
         models = models.filter(type=q.type)
     if q.source:

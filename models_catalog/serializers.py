@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema_field
+from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
 from models_catalog.models import FileHashes, FolderMember, Job, LocalFile, Match, SourceFile, SourceModel, SourceVersion
@@ -375,14 +375,46 @@ class RegisterOutcomeSerializer(serializers.Serializer):
     refused = RefusedPathSerializer(many=True)
 
 
-class PushRecordSerializer(serializers.Serializer):
-    """Documentation of one pushed record; records are validated one by one by the push service."""
-
-    path = serializers.CharField(max_length=4096)
-    hashes = serializers.JSONField(help_text="`python -m workers.hashing` JSON: SHA256 AutoV1 AutoV2 AutoV3 CRC32 BLAKE3 size autov3_full embedded")
+class _PushAnalysisFields(serializers.Serializer):
+    path = serializers.CharField(max_length=4096, help_text="where the file or folder is on the pushing machine")
     format = serializers.CharField(required=False, allow_blank=True, max_length=32)
-    fingerprint = serializers.JSONField(required=False, allow_null=True)
+    fingerprint = serializers.JSONField(required=False, allow_null=True,
+                                        help_text="workers.modelfiles tensor fingerprint (content_id, precision_id, ...)")
     safety = serializers.JSONField(required=False, help_text='{"verdict": "safe|suspicious|dangerous|unreadable", "findings": [...]}')
+
+
+class PushFileRecordSerializer(_PushAnalysisFields):
+    """Documentation of a pushed file record; records are validated one by one by the push service."""
+
+    kind = serializers.ChoiceField(choices=["file"], required=False, help_text="file (the default)")
+    hashes = serializers.JSONField(help_text="`python -m workers.hashing` JSON: SHA256 AutoV1 AutoV2 AutoV3 CRC32 BLAKE3 size autov3_full embedded")
+
+
+class PushFolderMemberSerializer(serializers.Serializer):
+    relative_path = serializers.CharField(
+        help_text="posix path of a weight file inside the folder: no '..', no leading '/', no backslashes")
+    hashes = serializers.JSONField(help_text="the member's hashes, as a file record's `hashes`")
+
+
+class PushFolderHashesSerializer(serializers.Serializer):
+    size = serializers.IntegerField(min_value=0)
+    digest = serializers.CharField(min_length=64, max_length=64,
+                                   help_text="InvokeAI's folder BLAKE3 over the members' BLAKE3 hashes; checked by the server")
+    invokeai_hash = serializers.CharField(required=False)
+    members = serializers.ListField(child=PushFolderMemberSerializer(), min_length=1)
+
+
+class PushFolderRecordSerializer(_PushAnalysisFields):
+    """Documentation of a pushed diffusers folder record: stored as one folder with its members."""
+
+    kind = serializers.ChoiceField(choices=["folder"])
+    folder = PushFolderHashesSerializer(help_text="`workers.hashing.FolderHashes.to_json()`")
+
+
+PushRecordSerializer = PolymorphicProxySerializer(
+    component_name="PushRecord", serializers=[PushFileRecordSerializer, PushFolderRecordSerializer],
+    resource_type_field_name=None,
+)
 
 
 class PushRequestSerializer(serializers.Serializer):
@@ -393,7 +425,8 @@ class PushRequestSerializer(serializers.Serializer):
 
 
 class PushRequestDocSerializer(PushRequestSerializer):
-    files = PushRecordSerializer(many=True, max_length=500)
+    files = serializers.ListField(child=PushRecordSerializer, max_length=500,
+                                  help_text="file or folder records; a bad record is reported by index, the others are stored")
 
     class Meta:
         ref_name = "PushRequest"

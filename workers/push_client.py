@@ -14,8 +14,10 @@ after each accepted batch, so a re-run sends only new or changed files and an
 interrupted run continues where it stopped. Sending a record twice is
 harmless: the server stores by (owner, host, path).
 
-A diffusers folder is pushed as one record per weight file (path =
-folder/relative): the push contract has no folder record yet.
+A diffusers folder is pushed as ONE folder record ("kind": "folder", its
+FolderHashes with the digest and every weight file), as the server stores a
+registered folder; the state remembers it by a digest of its members'
+identities, so a changed, added or removed weight file sends it again.
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ from workers.hashing import (
     FileIdentity,
     HashingError,
     file_identity,
+    hash_folder,
 )
 from workers.sources.http import RetryPolicy, make_session, parse_retry_after
 
@@ -137,7 +140,8 @@ def _account(token: str) -> str:
 class PushState:
     """{"version", "server", "targets": {"<host> <account>": {"files": {path: entry}}}}.
 
-    entry = {"device", "inode", "size", "mtime_ns", "sha256", "analysed", "pushed_at"}.
+    entry = {"device", "inode", "size", "mtime_ns", "sha256", "analysed", "pushed_at"} for a file,
+    {"kind": "folder", "members_identity", "folder_digest", "analysed", "pushed_at"} for a diffusers folder.
     Keyed by host and account because the server stores by (owner, host, path):
     a file pushed under another --host or token has not been pushed for this one.
     """
@@ -179,6 +183,20 @@ class PushState:
             "device": identity.device, "inode": identity.inode, "size": identity.size,
             "mtime_ns": identity.mtime_ns, "sha256": sha256, "analysed": analysed, "pushed_at": time.time(),
         }
+
+    def is_folder_pushed(self, path: str, members_identity: str, *, need_analysis: bool) -> bool:
+        entry = self.files.get(path)
+        if not isinstance(entry, dict) or entry.get("kind") != "folder":
+            return False
+        return entry.get("members_identity") == members_identity and (entry.get("analysed") is True or not need_analysis)
+
+    def record_folder(self, path: str, *, members_identity: str, folder_digest: str, analysed: bool) -> None:
+        self.files[path] = {"kind": "folder", "members_identity": members_identity, "folder_digest": folder_digest,
+                            "analysed": analysed, "pushed_at": time.time()}
+        # Older runs pushed a folder's weight files one by one; the folder record replaces those entries.
+        prefix = path.rstrip(os.sep) + os.sep
+        for stale in [p for p in self.files if p.startswith(prefix)]:
+            del self.files[stale]
 
     def forget(self, path: str) -> None:
         self.files.pop(path, None)
@@ -233,8 +251,9 @@ def _state_lock(state_path: Path) -> Iterator[None]:
 
 @dataclass(frozen=True)
 class _Unit:
-    path: str  # absolute; a member of a diffusers folder is folder/relative
+    path: str  # absolute
     size: int  # from the walk, for the progress bar only
+    is_folder: bool = False  # a diffusers folder, pushed as one record
 
 
 def _folder_weight_files(folder: Path) -> list[Path]:
@@ -266,8 +285,8 @@ def collect_units(paths: Iterable[str | os.PathLike[str]], *, report: PushReport
     """
     units: dict[str, _Unit] = {}
 
-    def add(path: Path, size: int | None) -> None:
-        units.setdefault(str(path), _Unit(str(path), size or 0))
+    def add(path: Path, size: int | None, *, is_folder: bool = False) -> None:
+        units.setdefault(str(path), _Unit(str(path), size or 0, is_folder))
 
     def add_folder(folder: Path) -> None:
         try:
@@ -280,8 +299,8 @@ def collect_units(paths: Iterable[str | os.PathLike[str]], *, report: PushReport
         regular = [(m, s) for m, s in regular if s is not None]
         if not regular:
             report.failed.append((str(folder), f"diffusers folder without weight files ({', '.join(WEIGHT_SUFFIXES)})"))
-        for member, size in regular:
-            add(member, size)
+            return
+        add(folder, sum(s for _m, s in regular), is_folder=True)
 
     for raw in paths:
         given = Path(os.fspath(raw)).expanduser()
@@ -312,13 +331,13 @@ def collect_units(paths: Iterable[str | os.PathLike[str]], *, report: PushReport
 # Hashing and analysis
 
 
-def _analysis_fields(path: str, *, analyse: bool) -> dict[str, Any]:
+def _analysis_fields(path: str, *, analyse: bool, member_paths: list[str] | None = None) -> dict[str, Any]:
     from workers.modelfiles.analyse import analyse_path
 
     if not analyse:
         return {"format": _sniff_quietly(path), "fingerprint": None, "safety": None}
     try:
-        result = analyse_path(Path(path))
+        result = analyse_path(Path(path), member_paths=member_paths)
     except Exception as exc:  # a reader bug must not stop the push; the server is told why
         finding = {"severity": "unreadable", "what": "analysis", "where": "", "why": f"internal error: {exc}"}
         return {"format": _sniff_quietly(path), "fingerprint": None,
@@ -343,11 +362,21 @@ def _sniff_quietly(path: str) -> str:
 @dataclass
 class _Pending:
     path: str
-    identity: FileIdentity
-    sha256: str
     analysed: bool
     record: dict[str, Any]
     encoded_size: int
+    identity: FileIdentity | None = None  # a file
+    sha256: str = ""
+    members_identity: str | None = None  # a diffusers folder
+    folder_digest: str = ""
+
+    def remember(self, state: PushState) -> None:
+        if self.members_identity is not None:
+            state.record_folder(self.path, members_identity=self.members_identity, folder_digest=self.folder_digest,
+                                analysed=self.analysed)
+        else:
+            assert self.identity is not None
+            state.record(self.path, self.identity, sha256=self.sha256, analysed=self.analysed)
 
 
 class _Sender:
@@ -558,6 +587,9 @@ def _run(paths: Iterable[str | os.PathLike[str]], *, state: PushState, sender: _
 def _prepare(unit: _Unit, *, state: PushState, cache: HashCache, analyse: bool, report: PushReport,
              bytes_progress: Callable[[int, int], None]) -> _Pending | None:
     """The record for one file, or None if the server already has it as it is."""
+    if unit.is_folder:
+        return _prepare_folder(unit, state=state, cache=cache, analyse=analyse, report=report,
+                               bytes_progress=bytes_progress)
     identity = file_identity(unit.path)  # refuses FIFOs and other special files without opening them
     if state.is_pushed(unit.path, identity, need_analysis=analyse):
         report.skipped_unchanged += 1
@@ -567,8 +599,42 @@ def _prepare(unit: _Unit, *, state: PushState, cache: HashCache, analyse: bool, 
     except HashCacheError as exc:
         raise PushUsageError(str(exc)) from exc
     record = {"path": unit.path, "hashes": hashes.to_json(), **_analysis_fields(unit.path, analyse=analyse)}
-    encoded = len(json.dumps(record, separators=(",", ":")).encode("utf-8"))
-    return _Pending(unit.path, identity, hashes.sha256, analyse, record, encoded)
+    return _Pending(unit.path, analyse, record, _encoded_size(record), identity=identity, sha256=hashes.sha256)
+
+
+def folder_members_identity(folder: str | os.PathLike[str]) -> str:
+    """SHA256 over the sorted (relative path, device, inode, size, mtime_ns) of a folder's weight files.
+
+    Taken before hashing: a member changing meanwhile leaves an identity that
+    no longer matches, so the next run sends the folder again.
+    """
+    root = Path(folder)
+    rows = []
+    for member in _folder_weight_files(root):
+        ident = file_identity(member)  # refuses FIFOs and other special files without opening them
+        rows.append((member.relative_to(root).as_posix(), ident.device, ident.inode, ident.size, ident.mtime_ns))
+    return hashlib.sha256(json.dumps(sorted(rows), separators=(",", ":")).encode("utf-8")).hexdigest()
+
+
+def _prepare_folder(unit: _Unit, *, state: PushState, cache: HashCache, analyse: bool, report: PushReport,
+                    bytes_progress: Callable[[int, int], None]) -> _Pending | None:
+    members_identity = folder_members_identity(unit.path)
+    if state.is_folder_pushed(unit.path, members_identity, need_analysis=analyse):
+        report.skipped_unchanged += 1
+        return None
+    try:
+        folder = hash_folder(unit.path, bytes_progress, cache=cache)
+    except HashCacheError as exc:
+        raise PushUsageError(str(exc)) from exc
+    member_paths = [m.relative_path for m in folder.members]
+    record = {"path": unit.path, "kind": "folder", "folder": folder.to_json(),
+              **_analysis_fields(unit.path, analyse=analyse, member_paths=member_paths)}
+    return _Pending(unit.path, analyse, record, _encoded_size(record), members_identity=members_identity,
+                    folder_digest=folder.digest)
+
+
+def _encoded_size(record: dict[str, Any]) -> int:
+    return len(json.dumps(record, separators=(",", ":")).encode("utf-8"))
 
 
 def _send_batch(batch: list[_Pending], *, state: PushState, sender: _Sender, report: PushReport,
@@ -586,7 +652,7 @@ def _send_batch(batch: list[_Pending], *, state: PushState, sender: _Sender, rep
             say(f"failed: {pending.path}: {why}")
             state.forget(pending.path)
         else:
-            state.record(pending.path, pending.identity, sha256=pending.sha256, analysed=pending.analysed)
+            pending.remember(state)
     state.save()
 
 

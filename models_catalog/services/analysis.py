@@ -10,9 +10,11 @@ import logging
 from dataclasses import asdict
 from pathlib import Path
 
+from django.db import transaction
 from django.utils import timezone
 
 from models_catalog.models import FolderMember, LocalFile
+from models_catalog.services.matching import local_components_sync
 from workers.modelfiles.analyse import Analysis, analyse_path
 from workers.modelfiles.types import Finding
 
@@ -32,12 +34,15 @@ def local_file_analyse(*, local_file_id: int) -> None:
                           findings=[asdict(Finding("unreadable", "analysis", "", f"internal error: {exc}"))],
                           error=f"internal error while reading the file ({type(exc).__name__}): {exc}")
     fingerprint = result.fingerprint or {}
-    updated = LocalFile.objects.filter(pk=lf.pk, status=LocalFile.Status.ANALYSING).update(
-        status=LocalFile.Status.DONE, heartbeat_at=timezone.now(),
-        format=result.format, safety_verdict=result.verdict, safety_findings=result.findings,
-        fingerprint=result.fingerprint, analysis_error=result.error,
-        content_id=fingerprint.get("content_id") or "", precision_id=fingerprint.get("precision_id") or "",
-    )
+    with transaction.atomic():
+        updated = LocalFile.objects.filter(pk=lf.pk, status=LocalFile.Status.ANALYSING).update(
+            status=LocalFile.Status.DONE, heartbeat_at=timezone.now(),
+            format=result.format, safety_verdict=result.verdict, safety_findings=result.findings,
+            fingerprint=result.fingerprint, analysis_error=result.error,
+            content_id=fingerprint.get("content_id") or "", precision_id=fingerprint.get("precision_id") or "",
+        )
+        if updated:  # only the writer that won the compare-and-set replaces the component rows
+            local_components_sync(local_file_id=lf.pk, fingerprint=result.fingerprint)
     if updated:
         from models_catalog.services.identify import enqueue_identify
 

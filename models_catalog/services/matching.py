@@ -11,13 +11,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Exists, OuterRef, Q, Subquery, Sum
 
-from models_catalog.models import FileHashes, LocalFile, Match, SourceFile
+from models_catalog.models import FileHashes, LocalComponent, LocalFile, Match, SourceFile
 
 EXACT_KINDS = (Match.Kind.EXACT, Match.Kind.RENAMED)
 # A related fine-tune shares at least this much of its tensor bytes.
 PARTIAL_MIN_SHARE = 0.05
+# A fingerprint may come from a remote push: bound what one file can write.
+MAX_COMPONENTS = 64
+_ID_MAX = 64
 
 
 @dataclass(frozen=True)
@@ -88,34 +91,97 @@ def _through(lf: LocalFile, other: LocalFile) -> tuple[str, LocalFile | None]:
     return "a copy another user holds", None
 
 
-def _components(lf: LocalFile) -> dict[str, dict]:
-    return ((lf.fingerprint or {}).get("components") or {}) if isinstance(lf.fingerprint, dict) else {}
+@dataclass(frozen=True)
+class ComponentRow:
+    name: str
+    content_id: str
+    precision_id: str
+    nbytes: int
+
+
+def fingerprint_components(fingerprint) -> list[ComponentRow]:
+    """The components of a stored fingerprint JSON, in its order. Pushed JSON is
+    untrusted: an entry without a name, string ids or a byte count is left out."""
+    comps = fingerprint.get("components") if isinstance(fingerprint, dict) else None
+    if not isinstance(comps, dict):
+        return []
+    rows = []
+    for name, comp in list(comps.items())[:MAX_COMPONENTS]:
+        if not isinstance(name, str) or not 0 < len(name) <= 64 or not isinstance(comp, dict):
+            continue
+        content_id, precision_id, nbytes = comp.get("content_id"), comp.get("precision_id"), comp.get("nbytes", 0)
+        if not all(isinstance(v, str) and 0 < len(v) <= _ID_MAX for v in (content_id, precision_id)):
+            continue
+        if isinstance(nbytes, bool) or not isinstance(nbytes, int) or not 0 <= nbytes < 2**62:
+            continue
+        rows.append(ComponentRow(name, content_id, precision_id, nbytes))
+    return rows
+
+
+def local_components_sync(*, local_file_id: int, fingerprint) -> int:
+    """Replace the LocalComponent rows of a file with those of `fingerprint`.
+    Call it wherever a fingerprint is stored, in the same transaction."""
+    rows = fingerprint_components(fingerprint)
+    with transaction.atomic():
+        LocalComponent.objects.filter(local_file_id=local_file_id).delete()
+        LocalComponent.objects.bulk_create(
+            LocalComponent(local_file_id=local_file_id, name=r.name, content_id=r.content_id,
+                           precision_id=r.precision_id, nbytes=r.nbytes)
+            for r in rows
+        )
+    return len(rows)
+
+
+def _share(mine: list[ComponentRow], shared_names: set[str], their_total: int) -> tuple[float, list[str]]:
+    """Bytes of my shared components over the larger of the two files' tensor bytes."""
+    shared = [c.name for c in mine if c.name in shared_names]
+    shared_bytes = sum(c.nbytes for c in mine if c.name in shared_names)
+    return shared_bytes / max(sum(c.nbytes for c in mine), their_total, 1), shared
 
 
 def component_share(a: LocalFile, b: LocalFile) -> tuple[float, list[str]]:
     """Share of tensor bytes in common, judged per component (content or precision id equal)."""
-    ca, cb = _components(a), _components(b)
-    shared, shared_bytes = [], 0
-    for name, comp in ca.items():
-        other = cb.get(name)
-        if other and (comp.get("precision_id") == other.get("precision_id") or comp.get("content_id") == other.get("content_id")):
-            shared.append(name)
-            shared_bytes += int(comp.get("nbytes") or 0)
-    total = max(sum(int(c.get("nbytes") or 0) for c in ca.values()), sum(int(c.get("nbytes") or 0) for c in cb.values()), 1)
-    return shared_bytes / total, shared
+    ca, cb = fingerprint_components(a.fingerprint), {c.name: c for c in fingerprint_components(b.fingerprint)}
+    names = {c.name for c in ca if c.name in cb and (c.precision_id == cb[c.name].precision_id
+                                                      or c.content_id == cb[c.name].content_id)}
+    return _share(ca, names, sum(c.nbytes for c in cb.values()))
 
 
 def _partial(lf: LocalFile, already: set[int]) -> list[Candidate]:
-    if not _components(lf):
+    """Files identified exactly that share a component with `lf`, found through the
+    component indexes: the work grows with the files that share, not with all files."""
+    mine = [ComponentRow(c.name, c.content_id, c.precision_id, c.nbytes)
+            for c in LocalComponent.objects.filter(local_file=lf).order_by("pk")]
+    if not mine:
         return []
+    same = Q(pk__in=[])
+    for c in mine:
+        same |= Q(name=c.name, precision_id=c.precision_id) | Q(name=c.name, content_id=c.content_id)
+    identified = Match.objects.filter(local_file_id=OuterRef("local_file_id"), kind__in=EXACT_KINDS)
+    their_total = (LocalComponent.objects.filter(local_file_id=OuterRef("local_file_id"))
+                   .values("local_file_id").annotate(total=Sum("nbytes")).values("total"))
+    rows = (LocalComponent.objects.filter(same).exclude(local_file_id=lf.pk).filter(Exists(identified))
+            .annotate(their_total=Subquery(their_total)).values_list("local_file_id", "name", "their_total"))
+    names: dict[int, set[str]] = {}
+    totals: dict[int, int] = {}
+    for file_id, name, total in rows:
+        names.setdefault(file_id, set()).add(name)
+        totals[file_id] = int(total or 0)
+    shares = {}
+    for file_id, shared_names in names.items():
+        share, shared = _share(mine, shared_names, totals[file_id])
+        if shared and PARTIAL_MIN_SHARE <= share < 0.999:
+            shares[file_id] = (share, shared)
+    if not shares:
+        return []
+    sources: dict[int, list[SourceFile]] = {}
+    for m in Match.objects.filter(local_file_id__in=list(shares), kind__in=EXACT_KINDS).select_related("source_file").order_by("pk"):
+        sources.setdefault(m.local_file_id, []).append(m.source_file)
     found = []
-    identified = LocalFile.objects.filter(matches__kind__in=EXACT_KINDS, fingerprint__isnull=False).exclude(pk=lf.pk).distinct()
-    for other in identified:
-        share, shared = component_share(lf, other)
-        if not shared or share < PARTIAL_MIN_SHARE or share >= 0.999:
-            continue
+    for other in LocalFile.objects.filter(pk__in=list(shares)).only("id", "owner_id", "name"):
+        share, shared = shares[other.pk]
         shown, via = _through(lf, other)
-        for sf in _identified_sources(other):
+        for sf in sources.get(other.pk, []):
             if sf.pk not in already:
                 found.append(Candidate(sf, Match.Kind.PARTIAL, f"shares {', '.join(shared)} with {shown} "
                                                                   f"({share:.0%} of tensor bytes), which is {sf.name}",

@@ -10,7 +10,7 @@ from models_catalog.models import CivitaiLookup, FileHashes, LocalFile, Match, S
 from models_catalog.services.civitai_lookup import civitai_client, civitai_lookup_run, civitai_refresh_stale
 from models_catalog.services.hashing import local_file_hash
 from models_catalog.services.identify import civitai_batch_and_rematch, local_file_identify
-from models_catalog.services.matching import local_file_match
+from models_catalog.services.matching import local_components_sync, local_file_match
 from tests.catalog.conftest import write_safetensors
 from tests.fakes.civitai import fake_civitai, file_hashes  # noqa: F401
 from workers.sources.civitai import CivitaiUnavailable
@@ -182,6 +182,7 @@ def _fingerprinted(owner, name, *, fmt, content_id, precision_id, sha, component
     lf = LocalFile.objects.create(owner=owner, origin="pushed", path=f"/r/{name}", name=name, status="done", format=fmt,
                                   content_id=content_id, precision_id=precision_id, size=100,
                                   fingerprint={"components": components or {}})
+    local_components_sync(local_file_id=lf.pk, fingerprint=lf.fingerprint)  # as the analysis and push services do
     FileHashes.objects.create(local_file=lf, size=100, sha256=sha, source="pushed")
     return lf
 

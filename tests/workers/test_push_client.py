@@ -1,8 +1,9 @@
 """workers.push_client against a real HTTP server on 127.0.0.1.
 
 `PushStandIn` speaks the push contract (POST /api/v1/files/push/, Token auth,
-<= 500 records, per-record errors by index) and validates hashes with the
-engine's own FileHashes.from_json, so it needs no database. The last test
+<= 500 records, per-record errors by index, file and folder records) and
+validates hashes with the engine's own FileHashes/FolderHashes.from_json, so
+it needs no database. The last test
 runs against the real Django endpoint when it exists.
 """
 from __future__ import annotations
@@ -21,7 +22,9 @@ import numpy as np
 import pytest
 
 from workers import push_client
-from workers.hashing import FileHashes, HashesFormatError
+import blake3
+
+from workers.hashing import FileHashes, FolderHashes, HashesFormatError
 from workers.push_client import PushAuthError, PushRefusedError, PushUnavailableError, push_paths
 from workers.sources.http import RetryPolicy
 
@@ -104,16 +107,20 @@ class PushStandIn:
             raise ValueError("path must be absolute")
         if path in self.refuse_paths:
             raise ValueError("refused by the stand-in")
-        hashes = FileHashes.from_json(record.get("hashes"))
+        if record.get("kind", "file") == "folder":
+            # A folder is known by its digest; its members by their own SHA256.
+            digest = FolderHashes.from_json(record.get("folder")).digest
+        else:
+            digest = FileHashes.from_json(record.get("hashes")).sha256
         safety = record.get("safety")
         if safety is not None and safety.get("verdict") not in {"safe", "suspicious", "dangerous", "unreadable"}:
             raise ValueError("bad verdict")
         old = self.stored.get((host, path))
-        self.stored[(host, path)] = {**record, "sha256": hashes.sha256}
+        self.stored[(host, path)] = {**record, "sha256": digest}
         answer["ids"].append(len(self.stored))
         if old is None:
             answer["created"] += 1
-        elif old["sha256"] == hashes.sha256:
+        elif old["sha256"] == digest:
             answer["unchanged"] += 1
         else:
             answer["updated"] += 1
@@ -301,17 +308,107 @@ def test_missing_path_is_reported(push, tmp_path):
     assert report.failed == [(str(tmp_path / "nope"), "no such file or folder")]
 
 
-def test_diffusers_folder_is_pushed_as_one_record_per_weight_file(push, server, tmp_path):
-    folder = tmp_path / "sd15"
-    (folder).mkdir()
-    (folder / "model_index.json").write_text('{"_class_name": "StableDiffusionPipeline"}')
+def make_diffusers(folder: Path) -> tuple[Path, Path]:
+    folder.mkdir(parents=True)
+    (folder / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
+        "text_encoder": ["transformers", "CLIPTextModel"]}))
     unet = write_safetensors(folder / "unet" / "diffusion_pytorch_model.safetensors", seed=1)
     te = write_safetensors(folder / "text_encoder" / "model.safetensors", seed=2)
     (folder / "unet" / "config.json").write_text("{}")
+    return unet, te
+
+
+def folder_digest(files: list[Path]) -> str:
+    """InvokeAI's folder hash, computed here: BLAKE3 over the members' BLAKE3 hex, in path order."""
+    return blake3.blake3(b"".join(blake3.blake3(f.read_bytes()).hexdigest().encode() for f in files)).hexdigest()
+
+
+def test_diffusers_folder_is_pushed_as_one_folder_record(push, server, tmp_path):
+    folder = tmp_path / "sd15"
+    unet, te = make_diffusers(folder)
+    write_safetensors(tmp_path / "lora.safetensors", seed=3)
     report = push([tmp_path])
-    assert report.created == 2
-    assert {p for (_h, p) in server.stored} == {str(unet), str(te)}
-    assert server.sha256_of(unet) == sha256(unet) and server.sha256_of(te) == sha256(te)
+    assert (report.sent, report.created, report.failed) == (2, 2, [])
+    assert {p for (_h, p) in server.stored} == {str(folder), str(tmp_path / "lora.safetensors")}
+    record = server.stored[("box", str(folder))]
+    assert record["kind"] == "folder" and record["format"] == "diffusers"
+    assert record["folder"]["digest"] == folder_digest([te, unet])  # "text_encoder/..." sorts first
+    members = {m["relative_path"]: m["hashes"]["SHA256"].lower() for m in record["folder"]["members"]}
+    assert members == {"unet/diffusion_pytorch_model.safetensors": sha256(unet), "text_encoder/model.safetensors": sha256(te)}
+    assert record["safety"]["verdict"] == "safe"
+    assert set(record["fingerprint"]["components"]) == {"unet", "text_encoder"}
+
+
+def test_unchanged_folder_is_skipped_and_a_changed_or_added_member_resends_it(push, server, tmp_path):
+    folder = tmp_path / "sd15"
+    unet, te = make_diffusers(folder)
+    push([folder])
+    report = push([folder])
+    assert (report.sent, report.skipped_unchanged, report.requests) == (0, 1, 0)
+
+    (folder / "unet" / "config.json").write_text('{"changed": true}')  # not a weight file: no re-send
+    assert push([folder]).skipped_unchanged == 1
+
+    write_safetensors(unet, seed=42)
+    report = push([folder])
+    assert (report.sent, report.updated) == (1, 1)
+    assert server.posts[-1] == [str(folder)]
+    assert server.stored[("box", str(folder))]["folder"]["digest"] == folder_digest([te, unet])
+
+    extra = write_safetensors(folder / "vae" / "diffusion_pytorch_model.safetensors", seed=7)
+    report = push([folder])
+    assert (report.sent, report.updated) == (1, 1)
+    assert server.stored[("box", str(folder))]["folder"]["digest"] == folder_digest([te, unet, extra])
+    assert push([folder]).skipped_unchanged == 1
+
+
+def test_folder_state_entry_replaces_the_old_per_file_entries(push, server, tmp_path):
+    folder = tmp_path / "sd15"
+    unet, _te = make_diffusers(folder)
+    state_path = tmp_path / "state.json"
+    # What an older client left behind: one entry per weight file.
+    old_entry = {"device": 0, "inode": 0, "size": 0, "mtime_ns": 0, "sha256": "0" * 64, "analysed": True, "pushed_at": 0}
+    target = f"box {hashlib.sha256(GOOD_TOKEN.encode()).hexdigest()[:16]}"
+    state_path.write_text(json.dumps({"version": 1, "server": server.url,
+                                      "targets": {target: {"files": {str(unet): old_entry}}}}))
+    push([folder])
+    files = json.loads(state_path.read_text())["targets"][target]["files"]
+    assert set(files) == {str(folder)}
+    assert files[str(folder)]["kind"] == "folder"
+    assert files[str(folder)]["folder_digest"] == server.stored[("box", str(folder))]["folder"]["digest"]
+
+
+def test_folder_pushed_without_analysis_is_sent_again_with_it(push, server, tmp_path):
+    folder = tmp_path / "sd15"
+    make_diffusers(folder)
+    push([folder], analyse=False)
+    record = server.stored[("box", str(folder))]
+    assert (record["format"], record["fingerprint"], record["safety"]) == ("diffusers", None, None)
+    assert push([folder], analyse=False).skipped_unchanged == 1
+    assert push([folder]).sent == 1
+    assert server.stored[("box", str(folder))]["fingerprint"]["content_id"]
+
+
+def test_refused_folder_is_reported_and_sent_again_next_time(push, server, tmp_path):
+    folder = tmp_path / "sd15"
+    make_diffusers(folder)
+    server.refuse_paths = {str(folder)}
+    report = push([folder])
+    assert report.failed == [(str(folder), "refused by the server: refused by the stand-in")]
+    server.refuse_paths = set()
+    assert (push([folder]).created, len(server.posts)) == (1, 2)
+
+
+@pytest.mark.timeout(30)
+def test_fifo_among_a_folders_weight_files_fails_the_folder_without_blocking(push, server, tmp_path):
+    folder = tmp_path / "sd15"
+    make_diffusers(folder)
+    os.mkfifo(folder / "vae.safetensors")
+    report = push([tmp_path])
+    assert report.sent == 0 and len(report.failed) == 1
+    path, why = report.failed[0]
+    assert path == str(folder) and "FIFO" in why
 
 
 def test_no_analyse_then_analyse_resends_with_analysis(push, server, models):
@@ -446,19 +543,32 @@ def test_push_to_the_real_endpoint_creates_pushed_local_files(live_server, model
 
     user = get_user_model().objects.create_user("pusher", password="pw-pusher-123")
     token = Token.objects.create(user=user)
-    report = push_paths([str(models)], server=live_server.url, token=token.key, host="gpu-box",
+    folder = tmp_path / "diffusers" / "sd15"
+    unet, te = make_diffusers(folder)
+    report = push_paths([str(models), str(folder)], server=live_server.url, token=token.key, host="gpu-box",
                         state_path=tmp_path / "state.json", cache=tmp_path / "cache.sqlite3", progress=False,
                         sleep=lambda s: None, retry=FAST_RETRY, on_message=lambda text: None)
-    assert (report.created, report.failed) == (5, [])
+    assert (report.created, report.failed) == (6, [])
     rows = {lf.path: lf for lf in LocalFile.objects.filter(owner=user, origin="pushed", host="gpu-box").select_related("hashes")}
-    assert set(rows) == {str(f) for f in models.glob("*.safetensors")}
+    assert set(rows) == {str(f) for f in models.glob("*.safetensors")} | {str(folder)}
+    pushed_folder = rows.pop(str(folder))
     for path, lf in rows.items():
-        assert lf.hashes.sha256 == sha256(Path(path))
+        assert lf.hashes.sha256 == sha256(Path(path)) and not lf.is_folder
+    assert pushed_folder.is_folder and pushed_folder.format == "diffusers" and pushed_folder.content_id
+    assert pushed_folder.hashes.folder_digest == folder_digest([te, unet])
+    assert {m.relative_path: m.sha256 for m in pushed_folder.members.all()} == {
+        "unet/diffusion_pytorch_model.safetensors": sha256(unet), "text_encoder/model.safetensors": sha256(te)}
 
-    again = push_paths([str(models)], server=live_server.url, token=token.key, host="gpu-box",
+    again = push_paths([str(models), str(folder)], server=live_server.url, token=token.key, host="gpu-box",
                        state_path=tmp_path / "state.json", cache=tmp_path / "cache.sqlite3", progress=False,
                        sleep=lambda s: None, retry=FAST_RETRY, on_message=lambda text: None)
-    assert (again.sent, again.skipped_unchanged) == (0, 5)
+    assert (again.sent, again.skipped_unchanged) == (0, 6)
+
+    # Forgotten state: everything is sent again and the server finds all of it unchanged.
+    resent = push_paths([str(models), str(folder)], server=live_server.url, token=token.key, host="gpu-box",
+                        state_path=tmp_path / "fresh-state.json", cache=tmp_path / "cache.sqlite3", progress=False,
+                        sleep=lambda s: None, retry=FAST_RETRY, on_message=lambda text: None)
+    assert (resent.sent, resent.unchanged, resent.failed) == (6, 6, [])
 
     with pytest.raises(PushAuthError, match="the server refused the token"):
         push_paths([str(models)], server=live_server.url, token="not-a-token", host="gpu-box",
