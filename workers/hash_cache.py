@@ -51,22 +51,40 @@ def _to_sqlite_int(value: int) -> int:
     return value - (1 << 64) if value >= (1 << 63) else value
 
 
+def _retry_while_locked(action, *, seconds: float = BUSY_TIMEOUT_S):
+    """Run `action`, retrying on "database is locked" errors SQLite returns without waiting
+    (lock upgrades such as the switch to WAL, or the first schema write, race between processes)."""
+    deadline = time.monotonic() + seconds
+    delay = 0.005
+    while True:
+        try:
+            return action()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
 class HashCache:
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._local = threading.local()
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            conn = self._connection()
-            with conn:
-                conn.execute(_SCHEMA)
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version == 0:
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-            elif version != SCHEMA_VERSION:
-                raise HashCacheError(f"{self.path}: hash cache schema {version}, expected {SCHEMA_VERSION}")
+            _retry_while_locked(self._create_schema)
         except (sqlite3.Error, OSError) as exc:
             raise HashCacheError(f"{self.path}: cannot open hash cache: {exc}") from exc
+
+    def _create_schema(self) -> None:
+        conn = self._connection()
+        with conn:
+            conn.execute(_SCHEMA)
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version == 0:
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        elif version != SCHEMA_VERSION:
+            raise HashCacheError(f"{self.path}: hash cache schema {version}, expected {SCHEMA_VERSION}")
 
     def _connection(self) -> sqlite3.Connection:
         # A connection must not cross threads, nor survive a fork into a child.
@@ -75,7 +93,10 @@ class HashCache:
         if held is not None and held[0] == pid:
             return held[1]
         conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
+        # WAL is a property of the file: switch only once. Switching needs an exclusive lock that
+        # SQLite does not wait for, so processes opening a new cache together retry instead.
+        if conn.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            _retry_while_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
         # Losing the last writes on power loss only costs a re-hash.
         conn.execute("PRAGMA synchronous=NORMAL")
         self._local.held = (pid, conn)

@@ -53,13 +53,59 @@ def test_register_wait_hashes_files_and_folder_through_a_real_worker(e2e_env, ce
 
     report = json.loads(manage(e2e_env, "inspect", str(hostile), "--json").stdout)
     [row] = report["registered"]
-    assert row["status"] == "done" and row["safety_verdict"] == "dangerous" == report["safety"]["verdict"]
+    assert row["status"] == "done" and row["safety_verdict"] == "dangerous" == report["safety"]["verdict"], row
     assert not canary.exists()
 
     folder = json.loads(manage(e2e_env, "inspect", str(pipe), "--json").stdout)
     [row] = folder["registered"]
-    assert row["status"] == "done" and row["folder_digest"] == folder["hashes"]["digest"]
+    assert row["status"] == "done" and row["folder_digest"] == folder["hashes"]["digest"], row
 
     # Unchanged files: a second register queues nothing.
     again = manage(e2e_env, "register", str(small), str(big))
     assert "0 queued, 2 unchanged" in again.stdout
+
+
+def test_worker_identifies_through_the_civitai_stand_in_with_the_redis_rate_limit(e2e_env, tmp_path, e2e_redis_url):
+    """Hashing queue -> analysis -> lookups queue -> batched Civitai POST (rate limit in Redis) -> exact match."""
+    import subprocess
+    import sys
+    import time
+
+    import redis
+
+    from tests.e2e.conftest import ROOT
+    from tests.fakes.civitai import FakeCivitai, file_hashes
+
+    root = Path(e2e_env["MODELXREF_MODEL_ROOTS"])
+    known = write_safetensors(root / "known-renamed.safetensors", payload=b"\x11" * 4096)
+    data = known.read_bytes()
+    with FakeCivitai() as fake:
+        model = fake.add_model(name="E2E Model", type="LORA")
+        fake.add_version(model, files=[{"name": "original.safetensors", "hashes": file_hashes(
+            sha256=hashlib.sha256(data).hexdigest(), blake3=blake3.blake3(data).hexdigest())}])
+        # A slow budget keeps the bucket key alive in Redis long enough to see it (its TTL is burst/rate).
+        env = {**e2e_env, "CIVITAI_ENABLED": "true", "CIVITAI_API_BASE": fake.base_url, "CIVITAI_REQUESTS_PER_SECOND": "0.01"}
+        for args in (("migrate", "--noinput"), ("ensure_admin",)):
+            assert manage(env, *args).returncode == 0
+        log = open(tmp_path / "worker.log", "w")
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "hashing,lookups", "--concurrency", "2",
+             "--without-gossip", "--without-mingle"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            done = manage(env, "register", str(known), "--wait", "--timeout", "120")
+            assert done.returncode == 0, done.stdout + done.stderr
+            deadline = time.monotonic() + 60
+            while True:
+                [row] = json.loads(manage(env, "inspect", str(known), "--json").stdout)["registered"]
+                if row["matches"] or time.monotonic() > deadline:
+                    break
+                time.sleep(1)
+        finally:
+            worker.terminate()
+            worker.wait(timeout=20)
+            log.close()
+        assert row["matches"] == [{"kind": "renamed", "model": "E2E Model", "file": "original.safetensors",
+                                   "evidence": row["matches"][0]["evidence"]}], (tmp_path / "worker.log").read_text()
+        assert fake.count("POST", "/api/v1/model-versions/by-hash") == 1
+        # The shared rate limiter keeps its bucket in Redis, so every worker host draws from one budget.
+        assert redis.Redis.from_url(e2e_redis_url).exists("modelxref:ratelimit:civitai")

@@ -196,3 +196,33 @@ def test_a_hit_still_reports_completion(cache, model):
     calls = []
     hashes, hit = hash_file_cached(model, cache=cache, progress=lambda done, total: calls.append((done, total)))
     assert hit and calls == [(hashes.size, hashes.size)]
+
+
+def _open_cache(path, barrier, results):
+    from workers.hash_cache import HashCache, HashCacheError
+
+    barrier.wait()
+    try:
+        HashCache(path)
+        results.put("ok")
+    except HashCacheError as exc:
+        results.put(str(exc))
+
+
+def test_processes_opening_a_new_cache_together_all_succeed(tmp_path):
+    """Worker processes start together and create the cache at once: switching to WAL takes a lock
+    SQLite does not wait for, which used to fail with "database is locked" about 4 times in 10."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+    failures = []
+    for trial in range(20):
+        path = tmp_path / f"c{trial}.sqlite3"
+        barrier, results = ctx.Barrier(3), ctx.Queue()
+        procs = [ctx.Process(target=_open_cache, args=(path, barrier, results)) for _ in range(3)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(30)
+        failures += [r for r in (results.get(timeout=5) for _ in procs) if r != "ok"]
+    assert failures == []
