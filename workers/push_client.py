@@ -43,7 +43,6 @@ from workers.discovery import iter_model_units
 from workers.hash_cache import HashCache, HashCacheError, hash_file_cached_with_identity
 from workers.hashing import (
     WEIGHT_SUFFIXES,
-    FileHashes,
     FileIdentity,
     HashingError,
     file_identity,

@@ -10,7 +10,7 @@ from pathlib import Path
 from django.db import transaction
 from django.utils import timezone
 
-from models_catalog.models import FileHashes, LocalFile
+from models_catalog.models import LocalFile
 from models_catalog.services.enqueue import enqueue_hashing
 from models_catalog.services.paths import PathRefused, describe_special, model_roots, printable, resolve_under_roots
 from workers.discovery import iter_model_units

@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from models_catalog.models import FileHashes, LocalFile
+from models_catalog.models import FileHashes
 from models_catalog.services import hashing as hashing_service
 from models_catalog.services import register as register_service
 from models_catalog.services.hashing import local_file_hash
