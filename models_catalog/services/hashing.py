@@ -37,6 +37,9 @@ def hash_cache() -> HashCache:
     return _cache_for(str(settings.HASH_CACHE_PATH))
 
 
+EMPTY_HASHES = {"sha256": "", "autov1": "", "autov2": "", "autov3": "", "autov3_full": "", "crc32": "", "blake3": ""}
+
+
 def hash_fields(hashes: EngineHashes) -> dict:
     return {
         "sha256": hashes.sha256,
@@ -160,17 +163,22 @@ def _store_folder(lf: LocalFile, folder, identity: dict) -> None:
     with transaction.atomic():
         if not _finish(lf, size=folder.size, identity=identity):
             return
-        FileHashes.objects.update_or_create(
-            local_file=lf,
-            defaults={"size": folder.size, "folder_digest": folder.digest, "source": FileHashes.Source.ENGINE,
-                      "sha256": "", "autov1": "", "autov2": "", "autov3": "", "autov3_full": "", "crc32": "", "blake3": ""},
-        )
-        FolderMember.objects.filter(folder=lf).delete()
-        FolderMember.objects.bulk_create(
-            FolderMember(folder=lf, relative_path=m.relative_path, size=m.hashes.size, **hash_fields(m.hashes))
-            for m in folder.members
-        )
+        folder_hashes_store(local_file=lf, folder=folder, source=FileHashes.Source.ENGINE)
     _after_hashing(lf.pk)
+
+
+def folder_hashes_store(*, local_file: LocalFile, folder, source: str) -> None:
+    """A folder's digest (its six single-file hashes stay empty) and its member rows, replaced.
+    Shared by the hashing stage and by pushed folders; call inside a transaction."""
+    FileHashes.objects.update_or_create(local_file=local_file, defaults={
+        **EMPTY_HASHES, "size": folder.size, "folder_digest": folder.digest, "source": source,
+        "embedded_model_hash": "", "embedded_legacy_hash": "",
+    })
+    FolderMember.objects.filter(folder=local_file).delete()
+    FolderMember.objects.bulk_create(
+        FolderMember(folder=local_file, relative_path=m.relative_path, size=m.hashes.size, **hash_fields(m.hashes))
+        for m in folder.members
+    )
 
 
 def hf_cache_file(path: Path, *, size: int):
@@ -198,8 +206,8 @@ def _store_hf_cache_file(lf: LocalFile, cached, identity: dict) -> None:
             return
         LocalFile.objects.filter(pk=lf.pk).update(name=cached.path.rsplit("/", 1)[-1][:255])
         FileHashes.objects.update_or_create(local_file=lf, defaults={
-            "sha256": cached.sha256, "autov2": cached.sha256[:10], "autov1": "", "autov3": "", "autov3_full": "",
-            "crc32": "", "blake3": "", "size": cached.size, "folder_digest": "", "source": FileHashes.Source.HF_CACHE,
+            **EMPTY_HASHES, "sha256": cached.sha256, "autov2": cached.sha256[:10],
+            "size": cached.size, "folder_digest": "", "source": FileHashes.Source.HF_CACHE,
         })
         hf_cached_file_store(cached=cached)
     _after_hashing(lf.pk)

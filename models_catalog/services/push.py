@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from django.db import transaction
 
 from models_catalog.models import FileHashes, FolderMember, LocalFile
-from models_catalog.services.hashing import hash_fields
+from models_catalog.services.hashing import folder_hashes_store, hash_fields
 from models_catalog.services.identify import enqueue_identify
 from models_catalog.services.matching import local_components_sync
 from models_catalog.services.paths import printable
@@ -25,7 +25,6 @@ MAX_RELATIVE_PATH = 1024
 MAX_SIZE = 2**63 - 1  # a BigIntegerField: larger sizes are lies, and would crash the insert
 VERDICTS = {"safe", "suspicious", "dangerous", "unreadable"}
 KINDS = {"file", "folder"}
-EMPTY_HASHES = {"sha256": "", "autov1": "", "autov2": "", "autov3": "", "autov3_full": "", "crc32": "", "blake3": ""}
 
 
 class PushRejected(ValueError):
@@ -112,15 +111,30 @@ def _name_of(path: str) -> str:
 
 
 def _store_file(*, owner, host: str, path: str, hashes: EngineHashes, fields: dict, outcome: PushOutcome) -> None:
-    fields = {**fields, "name": _name_of(path), "is_folder": False,
-              "size": hashes.size, "bytes_total": hashes.size, "bytes_done": hashes.size}
+    def unchanged(lf: LocalFile, old: FileHashes) -> bool:
+        return not lf.is_folder and old.sha256 == hashes.sha256
+
+    def write(lf: LocalFile) -> None:
+        FolderMember.objects.filter(folder=lf).delete()  # in case it was pushed as a folder before
+        FileHashes.objects.update_or_create(local_file=lf, defaults={
+            **hash_fields(hashes), "size": hashes.size, "folder_digest": "", "source": FileHashes.Source.PUSHED,
+            "embedded_model_hash": hashes.embedded_model_hash or "", "embedded_legacy_hash": hashes.embedded_legacy_hash or "",
+        })
+
+    _upsert(owner=owner, host=host, path=path, fields={**fields, "is_folder": False}, size=hashes.size,
+            unchanged=unchanged, write=write, outcome=outcome)
+
+
+def _upsert(*, owner, host: str, path: str, fields: dict, size: int, unchanged, write, outcome: PushOutcome) -> None:
+    """The part pushed files and folders share: find-or-create the row, skip it when the hashes and
+    fingerprint are the same as stored, else update it, its components and hashes, and re-identify."""
+    fields = {**fields, "name": _name_of(path), "size": size, "bytes_total": size, "bytes_done": size}
     with transaction.atomic():
         lf, created = LocalFile.objects.get_or_create(
             owner=owner, origin=LocalFile.Origin.PUSHED, host=host, path=path, defaults=fields,
         )
         old = FileHashes.objects.filter(local_file=lf).first()
-        if (not created and old is not None and not lf.is_folder and old.sha256 == hashes.sha256
-                and lf.content_id == fields["content_id"]):
+        if not created and old is not None and lf.content_id == fields["content_id"] and unchanged(lf, old):
             outcome.unchanged += 1
             outcome.ids.append(lf.pk)
             return
@@ -128,12 +142,8 @@ def _store_file(*, owner, host: str, path: str, hashes: EngineHashes, fields: di
             for k, v in fields.items():
                 setattr(lf, k, v)
             lf.save()
-            FolderMember.objects.filter(folder=lf).delete()  # it was pushed as a folder before
         local_components_sync(local_file_id=lf.pk, fingerprint=fields["fingerprint"])
-        FileHashes.objects.update_or_create(local_file=lf, defaults={
-            **hash_fields(hashes), "size": hashes.size, "folder_digest": "", "source": FileHashes.Source.PUSHED,
-            "embedded_model_hash": hashes.embedded_model_hash or "", "embedded_legacy_hash": hashes.embedded_legacy_hash or "",
-        })
+        write(lf)
         enqueue_identify(lf.pk)
     outcome.ids.append(lf.pk)
     if created:
@@ -186,39 +196,14 @@ def _member_rows(folder: FolderHashes) -> set[tuple]:
 
 
 def _store_folder(*, owner, host: str, path: str, folder: FolderHashes, fields: dict, outcome: PushOutcome) -> None:
-    fields = {**fields, "name": _name_of(path), "is_folder": True,
-              "size": folder.size, "bytes_total": folder.size, "bytes_done": folder.size}
     hash_keys = list(hash_fields(folder.members[0].hashes))
-    with transaction.atomic():
-        lf, created = LocalFile.objects.get_or_create(
-            owner=owner, origin=LocalFile.Origin.PUSHED, host=host, path=path, defaults=fields,
-        )
-        old = FileHashes.objects.filter(local_file=lf).first()
+
+    def unchanged(lf: LocalFile, old: FileHashes) -> bool:
         # The digest counts only InvokeAI's suffixes and no paths: the members themselves are compared too.
-        if (not created and old is not None and lf.is_folder and old.folder_digest == folder.digest
-                and lf.content_id == fields["content_id"]
+        return (lf.is_folder and old.folder_digest == folder.digest
                 and set(FolderMember.objects.filter(folder=lf).values_list("relative_path", "size", *hash_keys))
-                == _member_rows(folder)):
-            outcome.unchanged += 1
-            outcome.ids.append(lf.pk)
-            return
-        if not created:
-            for k, v in fields.items():
-                setattr(lf, k, v)
-            lf.save()
-        local_components_sync(local_file_id=lf.pk, fingerprint=fields["fingerprint"])
-        FileHashes.objects.update_or_create(local_file=lf, defaults={
-            **EMPTY_HASHES, "size": folder.size, "folder_digest": folder.digest, "source": FileHashes.Source.PUSHED,
-            "embedded_model_hash": "", "embedded_legacy_hash": "",
-        })
-        FolderMember.objects.filter(folder=lf).delete()
-        FolderMember.objects.bulk_create(
-            FolderMember(folder=lf, relative_path=m.relative_path, size=m.hashes.size, **hash_fields(m.hashes))
-            for m in folder.members
-        )
-        enqueue_identify(lf.pk)
-    outcome.ids.append(lf.pk)
-    if created:
-        outcome.created += 1
-    else:
-        outcome.updated += 1
+                == _member_rows(folder))
+
+    _upsert(owner=owner, host=host, path=path, fields={**fields, "is_folder": True}, size=folder.size,
+            unchanged=unchanged, outcome=outcome,
+            write=lambda lf: folder_hashes_store(local_file=lf, folder=folder, source=FileHashes.Source.PUSHED))
