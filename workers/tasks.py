@@ -20,14 +20,18 @@ def identify_local_file(local_file_id: int) -> None:
 
 @shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=None)
 def civitai_lookup_batch(self) -> None:
-    from models_catalog.services.identify import civitai_batch_and_rematch
+    from models_catalog.services.identify import batch_run_started, civitai_batch_and_rematch, enqueue_civitai_batch
     from workers.sources.civitai import CivitaiUnavailable
 
+    batch_run_started()
     try:
-        civitai_batch_and_rematch()
+        # Eager runs (tests, scripts) cannot wait for other files: they are hashed inline, one by one.
+        run = civitai_batch_and_rematch(gather=not self.request.is_eager)
     except CivitaiUnavailable as exc:
         # The claimed lookups went back to pending with a not-before time; come back then.
         raise self.retry(exc=exc, countdown=max(5, min(600, exc.retry_after or 30))) from exc
+    if run.wait_seconds is not None:
+        enqueue_civitai_batch(countdown=run.wait_seconds)  # files of the same batch are still being hashed
 
 
 @shared_task(ignore_result=True)
@@ -40,7 +44,7 @@ def civitai_refresh_stale() -> None:
 
     if not settings.CIVITAI_ENABLED:
         return
-    if civitai_refresh_stale():
+    if civitai_refresh_stale():  # stale answers, old errors, or pending rows whose run was lost
         enqueue_civitai_batch()
     try:
         civitai_models_complete()

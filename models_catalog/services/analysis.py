@@ -2,7 +2,8 @@
 
 Nothing here executes a file (see workers/modelfiles/analyse.py). Whatever
 happens, the row leaves the "analysing" state with a stored, explained
-result, then goes on to identification.
+result and its local matches (identification from the catalog runs in
+the same transaction; Civitai is asked afterwards by the batch runner).
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ def local_file_analyse(*, local_file_id: int) -> None:
                           findings=[asdict(Finding("unreadable", "analysis", "", f"internal error: {exc}"))],
                           error=f"internal error while reading the file ({type(exc).__name__}): {exc}")
     fingerprint = result.fingerprint or {}
+    from models_catalog.services.identify import local_file_identify
+
     with transaction.atomic():
         updated = LocalFile.objects.filter(pk=lf.pk, status=LocalFile.Status.ANALYSING).update(
             status=LocalFile.Status.DONE, heartbeat_at=timezone.now(),
@@ -43,7 +46,6 @@ def local_file_analyse(*, local_file_id: int) -> None:
         )
         if updated:  # only the writer that won the compare-and-set replaces the component rows
             local_components_sync(local_file_id=lf.pk, fingerprint=result.fingerprint)
-    if updated:
-        from models_catalog.services.identify import enqueue_identify
-
-        enqueue_identify(lf.pk)
+            # Matching from the catalog (no network) in the same transaction: a file is never seen
+            # "done" without its matches or its requested Civitai lookups.
+            local_file_identify(local_file_id=lf.pk)

@@ -21,15 +21,25 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from models_catalog.models import CivitaiLookup, FileHashes, LocalFile
+from models_catalog.models import CivitaiLookup, FileHashes, LocalFile, Match, Source, SourceVersion
 from models_catalog.services.catalog_store import civitai_version_store
+from models_catalog.services.matching import local_files_rematch
 from workers.sources.civitai import CivitaiClient, CivitaiError, CivitaiUnavailable
 from workers.sources.http import LocalRateLimiter, RedisRateLimiter, RetryPolicy
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE = 100  # Civitai's limit for POST /model-versions/by-hash
+IDS_BATCH_SIZE = 10_000  # POST /model-versions/by-hash/ids
 CLAIM_TIMEOUT = timedelta(minutes=10)
+# A lookup waits at most this long for the files still being hashed, so one registration of N files
+# costs ceil(N/100) POSTs instead of one per file that happened to finish alone.
+GATHER_FOR = timedelta(seconds=30)
+GATHER_POLL_SECONDS = 2.0
+# A queued/hashing row silent for this long belongs to a dead worker: do not wait for it.
+LIVE_WITHIN = timedelta(minutes=2)
+ERROR_RETRY_AFTER = timedelta(hours=1)
+LINKING_KINDS = ("exact", "renamed", "same-weights", "converted", "precision")
 Kind = CivitaiLookup.Kind
 State = CivitaiLookup.State
 
@@ -80,26 +90,37 @@ def civitai_lookup_request(*, kind: str, value: str) -> CivitaiLookup:
 
 
 def fallback_lookups_for(hashes: FileHashes, *, local_format: str) -> list[tuple[str, str]]:
-    """The single-hash GETs worth making when the SHA256 is unknown to Civitai."""
+    """The single-hash GETs worth making when the SHA256 is unknown to Civitai.
+
+    Civitai stores every hash kind of every file it holds, so a SHA256 miss is
+    a BLAKE3 (CRC32, AutoV2) miss too. Only AutoV3 can still hit: it covers
+    the tensor data alone, so a safetensors file whose header was edited
+    keeps it. Civitai computes AutoV3 only for safetensors.
+    """
     wanted = []
-    # Civitai computes AutoV3 only for safetensors: for other containers it is noise.
     if local_format == "safetensors" and hashes.autov3:
         wanted.append((Kind.AUTOV3, hashes.autov3))
         embedded = (hashes.embedded_model_hash or "").lower()
         if len(embedded) == 64 and embedded[:12] != hashes.autov3:
             wanted.append((Kind.AUTOV3, embedded[:12]))  # some Civitai scanners trust the embedded value
-    if hashes.blake3:
-        wanted.append((Kind.BLAKE3, hashes.blake3))
     return wanted
 
 
+def _linked_to_a_model(local_file: LocalFile) -> bool:
+    """Already tied to a known model (exact, same weights, converted, precision): an AutoV3 GET adds nothing."""
+    return Match.objects.filter(local_file=local_file, kind__in=LINKING_KINDS).exists()
+
+
 def local_file_request_lookups(*, local_file: LocalFile) -> list[CivitaiLookup]:
-    """Request the SHA256 lookup, and the fall-backs once the SHA256 is a known miss."""
+    """Request the SHA256 lookup (BLAKE3 for imported rows without one), and the AutoV3
+    fall-backs once the SHA256 is a known miss."""
     hashes = FileHashes.objects.filter(local_file=local_file).first()
-    if hashes is None or not hashes.sha256:
+    if hashes is None:
         return []
+    if not hashes.sha256:
+        return [civitai_lookup_request(kind=Kind.BLAKE3, value=hashes.blake3)] if hashes.blake3 else []
     rows = [civitai_lookup_request(kind=Kind.SHA256, value=hashes.sha256)]
-    if rows[0].state == State.MISS:
+    if rows[0].state == State.MISS and not _linked_to_a_model(local_file):
         rows += [civitai_lookup_request(kind=k, value=v) for k, v in fallback_lookups_for(hashes, local_format=local_file.format)]
     return rows
 
@@ -114,13 +135,17 @@ class LookupRun:
     misses: int = 0
     errors: int = 0
     resolved_values: set[str] = field(default_factory=set)
+    wait_seconds: float | None = None  # set when the run chose to wait for files still being hashed
+
+
+def _claimable(now) -> Q:
+    return (Q(state=State.PENDING) & (Q(not_before__isnull=True) | Q(not_before__lte=now))) | Q(
+        state=State.RUNNING, claimed_at__lt=now - CLAIM_TIMEOUT)
 
 
 def _claim(kind_filter: Q, limit: int) -> list[CivitaiLookup]:
     now = timezone.now()
-    claimable = (
-        Q(state=State.PENDING) & (Q(not_before__isnull=True) | Q(not_before__lte=now))
-    ) | Q(state=State.RUNNING, claimed_at__lt=now - CLAIM_TIMEOUT)
+    claimable = _claimable(now)
     ids = list(CivitaiLookup.objects.filter(claimable & kind_filter).order_by("created_at").values_list("pk", flat=True)[:limit])
     if not ids:
         return []
@@ -145,21 +170,53 @@ def _finish(row: CivitaiLookup, *, state: str, version=None, error: str = "", du
     )
 
 
-def _request_fallbacks_for_sha256(values: list[str]) -> None:
-    for hashes in FileHashes.objects.filter(sha256__in=[v.lower() for v in values]).select_related("local_file"):
-        for kind, value in fallback_lookups_for(hashes, local_format=hashes.local_file.format):
-            civitai_lookup_request(kind=kind, value=value)
+def hashing_in_progress() -> bool:
+    """Files still queued, hashing or being read by a live worker: their lookups are on the way."""
+    live = timezone.now() - LIVE_WITHIN
+    unfinished = (LocalFile.Status.QUEUED, LocalFile.Status.HASHING, LocalFile.Status.ANALYSING)
+    return LocalFile.objects.filter(status__in=unfinished).filter(
+        Q(heartbeat_at__gte=live) | Q(updated_at__gte=live)).exists()
 
 
-def civitai_lookup_run(*, client: CivitaiClient | None = None, max_rounds: int = 1000) -> LookupRun:
-    """Resolve every claimable pending lookup. Raises CivitaiUnavailable (rows released) to be retried later."""
-    client = client or civitai_client()
+def gather_wait() -> float | None:
+    """Seconds to wait before asking, or None to ask now.
+
+    Ask now when a full POST is pending, when the oldest pending SHA256 has
+    waited GATHER_FOR, or when no file is still being hashed."""
+    now = timezone.now()
+    pending = CivitaiLookup.objects.filter(_claimable(now), kind=Kind.SHA256)
+    oldest = pending.order_by("created_at").values_list("created_at", flat=True).first()
+    if oldest is None or now - oldest >= GATHER_FOR:
+        return None
+    if pending[:BATCH_SIZE].count() >= BATCH_SIZE or not hashing_in_progress():
+        return None
+    return min(GATHER_POLL_SECONDS, max(0.5, (oldest + GATHER_FOR - now).total_seconds()))
+
+
+def civitai_lookup_run(*, client: CivitaiClient | None = None, max_rounds: int = 1000, gather: bool = False) -> LookupRun:
+    """Resolve every claimable pending lookup, rematching the files each answer concerns.
+
+    With `gather`, first wait (return with `wait_seconds` set) while files are
+    still being hashed, so their SHA256 travel in one request.
+    Raises CivitaiUnavailable (rows released) to be retried later."""
     run = LookupRun()
+    if gather:
+        run.wait_seconds = gather_wait()
+        if run.wait_seconds is not None:
+            return run
+    client = client or civitai_client()
     for _ in range(max_rounds):
-        batch = _claim(Q(kind=Kind.SHA256), BATCH_SIZE)
-        if batch:
-            _run_sha256_batch(client, batch, run)
+        now = timezone.now()
+        pending_sha256 = CivitaiLookup.objects.filter(_claimable(now), kind=Kind.SHA256)[:BATCH_SIZE + 1].count()
+        if pending_sha256 > BATCH_SIZE:
+            # More than one POST holds: ask ids-only (10,000 a request), then fetch only unknown hit versions.
+            _run_sha256_ids(client, _claim(Q(kind=Kind.SHA256), IDS_BATCH_SIZE), run)
             continue
+        if pending_sha256:
+            batch = _claim(Q(kind=Kind.SHA256), BATCH_SIZE)
+            if batch:
+                _run_sha256_batch(client, batch, run)
+                continue
         single = _claim(~Q(kind=Kind.SHA256), 1)
         if not single:
             break
@@ -167,43 +224,137 @@ def civitai_lookup_run(*, client: CivitaiClient | None = None, max_rounds: int =
     return run
 
 
+def _counted(client: CivitaiClient, run: LookupRun, call, *args):
+    before = client.calls
+    try:
+        return call(*args)
+    finally:
+        run.requests += client.calls - before
+
+
 def _run_sha256_batch(client: CivitaiClient, batch: list[CivitaiLookup], run: LookupRun) -> None:
     started = time.monotonic()
     try:
-        found = client.versions_by_sha256([row.value for row in batch])
+        found = _counted(client, run, client.versions_by_sha256, [row.value for row in batch])
     except CivitaiUnavailable as exc:
         _release(batch, exc)
         raise
     except CivitaiError as exc:
-        for row in batch:
-            _finish(row, state=State.ERROR, error=str(exc))
-        run.errors += len(batch)
+        _fail_all(batch, exc, run)
         return
-    run.requests += 1
-    duration = time.monotonic() - started
-    found_upper = {k.upper(): v for k, v in found.items()}
+    _store_sha256_answers(batch, {k.upper(): v for k, v in found.items()}, {}, run, time.monotonic() - started)
+
+
+def _run_sha256_ids(client: CivitaiClient, batch: list[CivitaiLookup], run: LookupRun) -> None:
+    """ids-only first (one request for up to 10,000 hashes); then full versions only for the hit
+    versions we do not hold fresh, one representative hash per version (a version lists many files)."""
+    started = time.monotonic()
+    try:
+        refs = _counted(client, run, client.version_refs_by_sha256, [row.value for row in batch])
+    except CivitaiUnavailable as exc:
+        _release(batch, exc)
+        raise
+    except CivitaiError as exc:
+        # An endpoint that answers oddly must not cost the lookups: ask the plain batch way instead.
+        log.warning("Civitai by-hash/ids failed (%s); asking in batches of %d", exc, BATCH_SIZE)
+        for start in range(0, len(batch), BATCH_SIZE):
+            _run_sha256_batch(client, batch[start:start + BATCH_SIZE], run)
+        return
+    refs = {k.upper(): v for k, v in refs.items()}
+    held = _fresh_civitai_versions({ref.version_id for values in refs.values() for ref in values})
+    representative: dict[int, str] = {}
+    for value, value_refs in refs.items():
+        for ref in value_refs:
+            if ref.version_id not in held:
+                representative.setdefault(ref.version_id, value)
+    try:
+        fetched = _counted(client, run, client.versions_for_sha256, sorted(set(representative.values()))) \
+            if representative else []
+    except CivitaiUnavailable as exc:
+        _release(batch, exc)
+        raise
+    except CivitaiError as exc:
+        _fail_all(batch, exc, run)
+        return
+    fetched_by_id = {v.id: v for v in fetched}
+    found, kept = {}, {}
+    for value, value_refs in refs.items():
+        # The oldest published version wins, as with Civitai's own single GET.
+        options = [(fetched_by_id[r.version_id].published_at, r.version_id, fetched_by_id[r.version_id], None)
+                   for r in value_refs if r.version_id in fetched_by_id]
+        options += [(held[r.version_id].published_at, r.version_id, None, held[r.version_id])
+                    for r in value_refs if r.version_id in held]
+        if not options:
+            continue  # reported by the ids call, gone by the fetch (unpublished meanwhile): a miss
+        _when, _id, civitai_version, stored_version = min(options, key=lambda o: (o[0] is None, o[0] or 0, o[1]))
+        if civitai_version is not None:
+            found[value] = civitai_version
+        else:
+            kept[value] = stored_version
+    _store_sha256_answers(batch, found, kept, run, time.monotonic() - started)
+
+
+def _fresh_civitai_versions(version_ids: set[int]) -> dict[int, "SourceVersion"]:
+    """Civitai version id -> the SourceVersion we stored whole within the refresh time."""
+    if not version_ids:
+        return {}
+    fresh_after = timezone.now() - timedelta(seconds=settings.CIVITAI_HIT_REFRESH_SECONDS)
+    rows = SourceVersion.objects.filter(model__source=Source.CIVITAI, external_id__in=[str(i) for i in version_ids],
+                                        fetched_at__gte=fresh_after)
+    return {int(v.external_id): v for v in rows}
+
+
+def _fail_all(batch: list[CivitaiLookup], exc: CivitaiError, run: LookupRun) -> None:
+    for row in batch:
+        _finish(row, state=State.ERROR, error=str(exc))
+    run.errors += len(batch)
+
+
+def _store_sha256_answers(batch, found: dict, held: dict, run: LookupRun, duration: float) -> None:
+    """One transaction per batch: answers, versions, the rematch and the AutoV3 requests they lead to,
+    so nobody ever sees a file whose answer is stored but whose match is not."""
     stored = {}  # one version often answers many hashes: store it once
     misses = []
-    with transaction.atomic():  # one commit per batch, not per row
+    with transaction.atomic():
         for row in batch:
-            version = found_upper.get(row.value)
-            if version is None:
-                _finish(row, state=State.MISS, duration=duration)
-                misses.append(row.value)
-                run.misses += 1
-            else:
+            version = found.get(row.value)
+            if version is not None:
                 if version.id not in stored:
                     stored[version.id] = civitai_version_store(version=version)
                 _finish(row, state=State.HIT, version=stored[version.id], duration=duration)
                 run.hits += 1
+            elif row.value in held:
+                _finish(row, state=State.HIT, version=held[row.value], duration=duration)
+                run.hits += 1
+            else:
+                _finish(row, state=State.MISS, duration=duration)
+                misses.append(row.value)
+                run.misses += 1
             run.resolved_values.add(row.value)
-    _request_fallbacks_for_sha256(misses)
+        _rematch_for_values([row.value for row in batch])
+        _request_fallbacks_for_sha256(misses)
+
+
+def _request_fallbacks_for_sha256(values: list[str]) -> None:
+    for hashes in FileHashes.objects.filter(sha256__in=[v.lower() for v in values]).select_related("local_file"):
+        if _linked_to_a_model(hashes.local_file):
+            continue
+        for kind, value in fallback_lookups_for(hashes, local_format=hashes.local_file.format):
+            civitai_lookup_request(kind=kind, value=value)
+
+
+def _rematch_for_values(values: list[str]) -> None:
+    values = [v.lower() for v in values]
+    q = Q(sha256__in=values) | Q(blake3__in=values) | Q(autov3__in=[v for v in values if len(v) == 12])
+    ids = set(FileHashes.objects.filter(q).values_list("local_file_id", flat=True))
+    if ids:
+        local_files_rematch(local_file_ids=ids)
 
 
 def _run_single(client: CivitaiClient, row: CivitaiLookup, run: LookupRun) -> None:
     started = time.monotonic()
     try:
-        version = client.version_by_hash(row.value)
+        version = _counted(client, run, client.version_by_hash, row.value)
     except CivitaiUnavailable as exc:
         _release([row], exc)
         raise
@@ -211,7 +362,6 @@ def _run_single(client: CivitaiClient, row: CivitaiLookup, run: LookupRun) -> No
         _finish(row, state=State.ERROR, error=str(exc))
         run.errors += 1
         return
-    run.requests += 1
     duration = time.monotonic() - started
     with transaction.atomic():
         if version is None:
@@ -220,16 +370,21 @@ def _run_single(client: CivitaiClient, row: CivitaiLookup, run: LookupRun) -> No
         else:
             _finish(row, state=State.HIT, version=civitai_version_store(version=version), duration=duration)
             run.hits += 1
-    run.resolved_values.add(row.value)
+        run.resolved_values.add(row.value)
+        _rematch_for_values([row.value])
 
 
 def civitai_refresh_stale() -> int:
-    """Mark stale answers pending again (the scheduled refresh). Returns how many."""
+    """Mark stale answers pending again (the scheduled refresh), and final errors after
+    ERROR_RETRY_AFTER: an odd answer once must not leave a file unidentified for good.
+    Returns how many rows are pending now."""
     now = timezone.now()
     stale = Q(state=State.HIT, checked_at__lt=now - timedelta(seconds=settings.CIVITAI_HIT_REFRESH_SECONDS)) | Q(
         state=State.MISS, checked_at__lt=now - timedelta(seconds=settings.CIVITAI_MISS_CACHE_SECONDS)
-    )
-    return CivitaiLookup.objects.filter(stale).update(state=State.PENDING, not_before=None)
+    ) | Q(state=State.ERROR, checked_at__lt=now - ERROR_RETRY_AFTER)
+    CivitaiLookup.objects.filter(stale).exclude(kind=Kind.ANY).update(state=State.PENDING, not_before=None)
+    # Pending rows whose runner was lost (a worker died before running it) are picked up here too.
+    return CivitaiLookup.objects.filter(_claimable(now)).exclude(kind=Kind.ANY).count()
 
 
 def civitai_models_complete(*, client: CivitaiClient | None = None, limit: int = 500) -> int:

@@ -1,53 +1,65 @@
-"""The identify stage: local catalog first, then Civitai for what is still unknown."""
+"""The identify stage: local catalog first, then Civitai for what is still unknown.
+
+Local matching runs inline at the end of analysis (same transaction), so a
+file is never "done" without its matches or its pending lookups. Civitai is
+asked by one batch runner that gathers the lookups of files hashed together.
+"""
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Q
 
-from models_catalog.models import FileHashes, LocalFile, Match
-from models_catalog.services.civitai_lookup import civitai_lookup_run, local_file_request_lookups
+from models_catalog.models import LocalFile, Match
+from models_catalog.services.civitai_lookup import LookupRun, civitai_lookup_run, local_file_request_lookups
 from models_catalog.services.matching import EXACT_KINDS, local_file_match, local_files_rematch
+
+# While set, a batch run is on its way: finishing files do not queue another one.
+BATCH_SCHEDULED_KEY = "modelxref:civitai-batch-scheduled"
+BATCH_SCHEDULED_TTL = 120  # seconds; a run lost with its worker frees the key by then
 
 
 def enqueue_identify(local_file_id: int) -> None:
+    """For rows that skip analysis (pushed, imported): identify them in a task of their own."""
     from workers.tasks import identify_local_file
 
     transaction.on_commit(lambda: identify_local_file.delay(local_file_id))
 
 
-def enqueue_civitai_batch() -> None:
+def enqueue_civitai_batch(*, countdown: float = 2) -> None:
     from workers.tasks import civitai_lookup_batch
 
-    # Several files finishing together enqueue several runs; each run takes
-    # whatever is pending, so the extra ones end at once with nothing to do.
-    transaction.on_commit(lambda: civitai_lookup_batch.apply_async(countdown=2))
+    def send():
+        # One scheduled run at a time; duplicates would be harmless (each run claims rows), only wasteful.
+        if cache.add(BATCH_SCHEDULED_KEY, True, timeout=BATCH_SCHEDULED_TTL):
+            civitai_lookup_batch.apply_async(countdown=countdown)
+
+    transaction.on_commit(send)
+
+
+def batch_run_started() -> None:
+    cache.delete(BATCH_SCHEDULED_KEY)
 
 
 def local_file_identify(*, local_file_id: int, ask_civitai: bool | None = None) -> list[Match]:
-    """Match from what the catalog knows; if no exact match, request Civitai lookups."""
+    """Match from what the catalog knows; if no exact match, request Civitai lookups.
+    A new exact match also rematches the files that reach a source through this one."""
     if ask_civitai is None:
         ask_civitai = settings.CIVITAI_ENABLED
-    matches = local_file_match(local_file_id=local_file_id)
-    if any(m.kind in EXACT_KINDS for m in matches) or not ask_civitai:
-        return matches
-    lf = LocalFile.objects.filter(pk=local_file_id).first()
-    if lf is not None and local_file_request_lookups(local_file=lf):
-        enqueue_civitai_batch()
+    with transaction.atomic():
+        matches = local_file_match(local_file_id=local_file_id)
+        if any(m.kind in EXACT_KINDS for m in matches):
+            local_files_rematch(local_file_ids={local_file_id})
+            return matches
+        if not ask_civitai:
+            return matches
+        lf = LocalFile.objects.filter(pk=local_file_id).first()
+        if lf is not None and any(row.state == row.State.PENDING for row in local_file_request_lookups(local_file=lf)):
+            enqueue_civitai_batch()
     return matches
 
 
-def civitai_batch_and_rematch(**kwargs) -> None:
-    """Run pending Civitai lookups, then rematch the local files their answers concern."""
-    run = civitai_lookup_run(**kwargs)
-    if not run.resolved_values:
-        return
-    values = [v.lower() for v in run.resolved_values]
-    q = Q(sha256__in=values) | Q(blake3__in=values) | Q(autov3__in=[v for v in values if len(v) == 12])
-    ids = set(FileHashes.objects.filter(q).values_list("local_file_id", flat=True))
-    # Files whose SHA256 missed may now have fall-back lookups to run.
-    if ids:
-        for lf in LocalFile.objects.filter(pk__in=ids):
-            if local_file_request_lookups(local_file=lf):
-                enqueue_civitai_batch()
-        local_files_rematch(local_file_ids=ids)
+def civitai_batch_and_rematch(*, gather: bool = False, **kwargs) -> LookupRun:
+    """Run pending Civitai lookups; each answer rematches the files it concerns in the same
+    transaction (see civitai_lookup), and the AutoV3 fall-backs it leads to run in the same run."""
+    return civitai_lookup_run(gather=gather, **kwargs)

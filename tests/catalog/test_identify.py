@@ -80,7 +80,9 @@ def test_exact_and_renamed_matches_from_one_batch(civitai, model_root, user):
     assert version.base_model == "SDXL 1.0" and version.trained_words == ["fakeword"]
 
 
-def test_request_economy_250_known_files_cost_3_posts_and_a_rerun_costs_0(civitai, user):
+def test_request_economy_250_known_files_of_one_version_cost_2_requests_and_a_rerun_costs_0(civitai, user):
+    """More than one POST's worth: by-hash/ids says which hashes hit which versions, then one hash per
+    version fetches it whole (every file of the version comes with it)."""
     data = [bytes([i % 256, i // 256]) * 40 for i in range(250)]
     seed(civitai, [civitai_file(d, f"f{i}.safetensors") for i, d in enumerate(data)])
     for i, d in enumerate(data):
@@ -88,7 +90,9 @@ def test_request_economy_250_known_files_cost_3_posts_and_a_rerun_costs_0(civita
         FileHashes.objects.create(local_file=lf, size=len(d), sha256=hashlib.sha256(d).hexdigest(), source="pushed")
         local_file_identify(local_file_id=lf.pk)
     run = civitai_lookup_run(client=client_for(civitai))
-    assert (run.requests, run.hits) == (3, 250)
+    assert (run.requests, run.hits) == (2, 250)
+    assert civitai.count("POST", "/api/v1/model-versions/by-hash/ids") == 1
+    assert Match.objects.filter(kind="exact").count() == 250
     civitai.reset_log()
     for lf in LocalFile.objects.all():
         local_file_identify(local_file_id=lf.pk)  # exact matches are known: no lookup requested
@@ -279,3 +283,101 @@ def test_models_known_from_a_by_hash_answer_are_completed_later(civitai, user):
     assert model.description == "<p>full text</p>" and model.raw
     assert set(SourceVersion.objects.values_list("external_id", flat=True)) == {"501", "502"}
     assert civitai_models_complete(client=client_for(civitai)) == 0
+
+
+# --- request economy: what is worth asking after a SHA256 miss ---------------------------------
+
+
+def _pushed(owner, name, *, fmt, sha="", blake="", autov3="") -> LocalFile:
+    lf = LocalFile.objects.create(owner=owner, origin="pushed", path=f"/r/{name}", name=name, status="done",
+                                  format=fmt, size=100)
+    FileHashes.objects.create(local_file=lf, size=100, sha256=sha, blake3=blake, autov3=autov3, source="pushed")
+    return lf
+
+
+def test_sha256_miss_asks_no_blake3_and_a_pickle_file_no_autov3(civitai, user):
+    """Civitai stores every hash of every file: a SHA256 miss is a BLAKE3 miss too, and AutoV3 exists
+    only for safetensors. An unknown .ckpt costs its share of one POST; an unknown safetensors one GET more."""
+    ckpt = _pushed(user, "mine.ckpt", fmt="torch-zip", sha="c" * 64, blake="d" * 64, autov3="e" * 12)
+    st = _pushed(user, "mine.safetensors", fmt="safetensors", sha="1" * 64, blake="2" * 64, autov3="3" * 12)
+    for lf in (ckpt, st):
+        local_file_identify(local_file_id=lf.pk)
+    run = civitai_lookup_run(client=client_for(civitai))
+    assert run.requests == 2
+    assert civitai.count("POST", "/api/v1/model-versions/by-hash") == 1
+    assert [p for m, p, _ in civitai.requests if m == "GET"] == ["/api/v1/model-versions/by-hash/" + "3" * 12]
+    assert not CivitaiLookup.objects.filter(kind="BLAKE3").exists()
+
+
+def test_imported_row_without_sha256_is_asked_by_blake3(civitai, user):
+    lf = _pushed(user, "imported.safetensors", fmt="", blake="4" * 64)
+    local_file_identify(local_file_id=lf.pk)
+    assert CivitaiLookup.objects.get().kind == "BLAKE3"
+
+
+def test_no_autov3_get_for_a_file_the_fingerprint_already_ties_to_a_known_model(civitai, user):
+    seed(civitai, [{"name": "model.safetensors", "hashes": file_hashes(sha256="a" * 64)}], name="Known")
+    known = _fingerprinted(user, "model.safetensors", fmt="safetensors", content_id="c1", precision_id="p1", sha="a" * 64)
+    cast = _fingerprinted(user, "model-fp16.safetensors", fmt="safetensors", content_id="c2", precision_id="p1",
+                          sha="b" * 64)
+    FileHashes.objects.filter(local_file=cast).update(autov3="f" * 12)
+    for lf in (known, cast):
+        local_file_identify(local_file_id=lf.pk)
+    run = civitai_lookup_run(client=client_for(civitai))
+    assert run.requests == 1  # one POST for both; the cast is a precision variant, no AutoV3 GET
+    assert Match.objects.get(local_file=cast).kind == "precision"
+    assert not CivitaiLookup.objects.filter(kind="AutoV3").exists()
+
+
+def test_many_mostly_unknown_files_cost_one_ids_call_and_one_fetch(civitai, user):
+    """250 SHA256 of which 200 are unknown: by-hash/ids (1) + the one known version (1), not 3 POSTs."""
+    known = [bytes([i]) * 32 for i in range(50)]
+    seed(civitai, [{"name": f"k{i}.safetensors", "hashes": file_hashes(sha256=hashlib.sha256(d).hexdigest())}
+                   for i, d in enumerate(known)])
+    for i, d in enumerate(known):
+        _pushed(user, f"k{i}.bin", fmt="torch-zip", sha=hashlib.sha256(d).hexdigest())
+    for i in range(200):
+        _pushed(user, f"u{i}.bin", fmt="torch-zip", sha=hashlib.sha256(b"unknown%d" % i).hexdigest())
+    for lf in LocalFile.objects.all():
+        local_file_identify(local_file_id=lf.pk)
+    run = civitai_lookup_run(client=client_for(civitai))
+    assert (run.requests, run.hits, run.misses) == (2, 50, 200)
+    assert Match.objects.filter(kind="renamed").count() == 50
+
+
+def test_lookups_wait_for_files_still_being_hashed_but_not_forever(civitai, model_root, user):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from models_catalog.services.civitai_lookup import GATHER_FOR, gather_wait
+
+    lf = _pushed(user, "done.safetensors", fmt="safetensors", sha="9" * 64)
+    local_file_identify(local_file_id=lf.pk)
+    assert gather_wait() is None  # nothing else on its way: ask now
+    busy = LocalFile.objects.create(owner=user, origin="registered", path=str(model_root / "big"), name="big",
+                                    status="hashing", heartbeat_at=timezone.now())
+    wait = gather_wait()
+    assert wait is not None and 0 < wait <= 2
+    run = civitai_lookup_run(client=client_for(civitai), gather=True)
+    assert run.wait_seconds is not None and civitai.requests == []
+    CivitaiLookup.objects.update(created_at=timezone.now() - GATHER_FOR - timedelta(seconds=1))
+    assert gather_wait() is None  # the oldest waited long enough
+    CivitaiLookup.objects.update(created_at=timezone.now())
+    LocalFile.objects.filter(pk=busy.pk).update(heartbeat_at=timezone.now() - timedelta(hours=1),
+                                                updated_at=timezone.now() - timedelta(hours=1))
+    assert gather_wait() is None  # a silent row belongs to a dead worker: not worth waiting for
+
+
+def test_final_errors_are_asked_again_by_the_hourly_refresh(civitai, user):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    lf = _pushed(user, "x.safetensors", fmt="safetensors", sha="8" * 64)
+    local_file_identify(local_file_id=lf.pk)
+    CivitaiLookup.objects.update(state="error", last_error="odd answer", checked_at=timezone.now())
+    assert civitai_refresh_stale() == 0  # too recent: not hammered
+    CivitaiLookup.objects.update(checked_at=timezone.now() - timedelta(hours=2))
+    assert civitai_refresh_stale() == 1
+    assert CivitaiLookup.objects.get().state == "pending"

@@ -483,23 +483,32 @@ class CivitaiClient:
         if isinstance(sha256s, str):
             raise CivitaiInputError("versions_by_sha256 takes a sequence of hashes, not one string")
         normalized = {value: _normalize_sha256(value) for value in sha256s}
+        wanted = set(normalized.values())
         best: dict[str, CivitaiVersion] = {}
-        for chunk in _chunks(_unique(normalized.values()), BATCH_BY_HASH_MAX):
-            wanted = set(chunk)
+        for version in self.versions_for_sha256(list(wanted)):
+            for f in version.files:
+                sha = f.hashes.get("SHA256")
+                if sha in wanted:
+                    current = best.get(sha)
+                    if current is None or _published_order(version) < _published_order(current):
+                        best[sha] = version
+        return {value: best[upper] for value, upper in normalized.items() if upper in best}
+
+    def versions_for_sha256(self, sha256s: Sequence[str]) -> list[CivitaiVersion]:
+        """Every version POST /model-versions/by-hash returns for these hashes (100 a request),
+        including all versions that share one hash."""
+        if isinstance(sha256s, str):
+            raise CivitaiInputError("versions_for_sha256 takes a sequence of hashes, not one string")
+        seen: dict[int, CivitaiVersion] = {}
+        for chunk in _chunks(_unique(_normalize_sha256(v) for v in sha256s), BATCH_BY_HASH_MAX):
             data = self._call("POST", "/model-versions/by-hash", json_body=list(chunk))
             if not isinstance(data, list):
                 raise _malformed("batch by-hash answer (not a list)", data)
             for entry in data:
-                if entry is None:
-                    continue
-                version = parse_version(entry)
-                for f in version.files:
-                    sha = f.hashes.get("SHA256")
-                    if sha in wanted:
-                        current = best.get(sha)
-                        if current is None or _published_order(version) < _published_order(current):
-                            best[sha] = version
-        return {value: best[upper] for value, upper in normalized.items() if upper in best}
+                if entry is not None:
+                    version = parse_version(entry)
+                    seen.setdefault(version.id, version)
+        return list(seen.values())
 
     def version_by_hash(self, hash: str) -> CivitaiVersion | None:
         """GET by any hash kind Civitai stores (AutoV1/V2/V3, SHA256, CRC32, BLAKE3)."""

@@ -1,0 +1,204 @@
+"""What each local file is, in words: the one answer every page, the API and the CLI show.
+
+A file's identity is its strongest Match (exact/renamed > same weights >
+converted > precision > partial > short hash) with the model, version, type
+and base model it leads to; or, when there is none, why: still being read,
+waiting for Civitai (and until when), could not be read, or unknown.
+
+Read-only. Evidence goes through the one privacy rule (`selectors.private_evidence`):
+a match reached through another user's file never names that file.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from models_catalog.models import CivitaiLookup, FileHashes, LocalFile, Match
+
+# The words for each kind of match: a badge, and a phrase that reads "<phrase> <model>".
+MATCH_BADGES = {
+    "exact": "exact copy", "renamed": "renamed copy", "same-weights": "same weights", "converted": "converted",
+    "precision": "precision variant", "partial": "partial", "short-hash": "short hash only",
+}
+MATCH_PHRASES = {
+    "exact": "exact copy of", "renamed": "renamed copy of", "same-weights": "same weights as",
+    "converted": "converted copy of", "precision": "precision variant of", "partial": "shares components with",
+    "short-hash": "only a short hash agrees with",
+}
+# Kinds strong enough to say "this file IS that model"; partial and short-hash only relate it.
+IDENTIFYING_KINDS = ("exact", "renamed", "same-weights", "converted", "precision")
+
+
+class IdentityState:
+    IDENTIFIED = "identified"  # a match of an identifying kind
+    RELATED = "related"  # only a partial or short-hash match
+    WORKING = "working"  # queued, hashing or reading tensors
+    WAITING = "waiting"  # read, but a Civitai answer is still to come
+    UNKNOWN = "unknown"  # read, every source asked (or offline): nobody knows it
+    BROKEN = "broken"  # could not be hashed or read
+
+    FINISHED = (IDENTIFIED, RELATED, UNKNOWN, BROKEN)
+
+
+@dataclass(frozen=True)
+class FileIdentity:
+    state: str
+    match_kind: str = ""
+    model_id: int | None = None
+    model_name: str = ""
+    model_type: str = ""
+    version_id: int | None = None
+    version_name: str = ""
+    base_model: str = ""
+    source: str = ""  # civitai | huggingface
+    source_file_name: str = ""
+    trained_words: tuple[str, ...] = ()
+    evidence: str = ""
+    waiting_for: str = ""  # e.g. "Civitai rate-limited, retrying at 12:03:10"
+    problem: str = ""  # why a broken file could not be read, or why a source could not be asked
+    other_kinds: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in IdentityState.FINISHED
+
+    @property
+    def badge(self) -> str:
+        if self.match_kind:
+            return MATCH_BADGES.get(self.match_kind, self.match_kind)
+        return {"working": "reading", "waiting": "asking Civitai", "broken": "unreadable"}.get(self.state, "unknown")
+
+    @property
+    def what(self) -> str:
+        """'Hidden Base Model v1.0', or '' when nothing is known."""
+        return " ".join(x for x in (self.model_name, self.version_name) if x)
+
+    @property
+    def summary(self) -> str:
+        """One line: 'renamed copy of Hidden Base Model v1.0 (file hiddenBase_v10.safetensors)'."""
+        if self.match_kind:
+            tail = f" (file {self.source_file_name})" if self.source_file_name else ""
+            return f"{MATCH_PHRASES.get(self.match_kind, self.match_kind)} {self.what}{tail}"
+        if self.state == IdentityState.WORKING:
+            return "still being read"
+        if self.state == IdentityState.WAITING:
+            return f"waiting for {self.waiting_for}" if self.waiting_for else "waiting for Civitai"
+        if self.state == IdentityState.BROKEN:
+            return f"broken: {self.problem}" if self.problem else "broken"
+        return "unknown" + (f" ({self.problem})" if self.problem else "")
+
+    def to_json(self) -> dict:
+        data = asdict(self)
+        data.update(trained_words=list(self.trained_words), other_kinds=list(self.other_kinds),
+                    badge=self.badge, summary=self.summary, is_finished=self.is_finished)
+        return data
+
+
+def best_match(matches: list[Match]) -> Match | None:
+    """Strongest kind first; between equals, Civitai (it names versions people use) before the Hub, then oldest."""
+    if not matches:
+        return None
+    return min(matches, key=lambda m: (Match.STRENGTH.get(m.kind, 9),
+                                       m.source_file.version.model.source != "civitai", m.pk))
+
+
+def file_identities(files, *, viewer) -> dict[int, FileIdentity]:
+    """The identity of each file in `files` (LocalFile rows the viewer may see), in a fixed number of queries."""
+    from models_catalog.selectors import private_evidence, visible_files
+
+    files = list(files)
+    ids = [f.pk for f in files]
+    if not ids:
+        return {}
+    by_file: dict[int, list[Match]] = {}
+    for m in Match.objects.filter(local_file_id__in=ids).select_related("source_file__version__model"):
+        by_file.setdefault(m.local_file_id, []).append(m)
+    via_ids = {m.via_id for ms in by_file.values() for m in ms if m.via_id}
+    visible_via = set(visible_files(viewer).filter(pk__in=via_ids).values_list("pk", flat=True)) if via_ids else set()
+    unmatched_done = [f.pk for f in files if f.pk not in by_file and f.status == LocalFile.Status.DONE]
+    civitai = civitai_states(unmatched_done)
+
+    out = {}
+    for f in files:
+        best = best_match(by_file.get(f.pk, []))
+        if best is not None:
+            out[f.pk] = _identified(best, by_file[f.pk], evidence=private_evidence(best, visible_via)[0])
+        elif f.status == LocalFile.Status.ERROR:
+            out[f.pk] = FileIdentity(state=IdentityState.BROKEN, problem=f.error or "could not be hashed")
+        elif f.status != LocalFile.Status.DONE:
+            out[f.pk] = FileIdentity(state=IdentityState.WORKING)
+        elif f.pk in civitai and civitai[f.pk][0] == "waiting":
+            out[f.pk] = FileIdentity(state=IdentityState.WAITING, waiting_for=civitai[f.pk][1])
+        elif f.safety_verdict == "unreadable":
+            out[f.pk] = FileIdentity(state=IdentityState.BROKEN, problem=f.analysis_error or "the data could not be read")
+        else:
+            problem = civitai[f.pk][1] if f.pk in civitai else ""
+            out[f.pk] = FileIdentity(state=IdentityState.UNKNOWN, problem=problem)
+    return out
+
+
+def _identified(best: Match, matches: list[Match], *, evidence: str) -> FileIdentity:
+    """`evidence` has been through the privacy rule: it never names another user's file."""
+    sf = best.source_file
+    version, model = sf.version, sf.version.model
+    kinds = sorted({m.kind for m in matches} - {best.kind}, key=lambda k: Match.STRENGTH.get(k, 9))
+    state = IdentityState.IDENTIFIED if best.kind in IDENTIFYING_KINDS else IdentityState.RELATED
+    words = version.trained_words if isinstance(version.trained_words, list) else []
+    return FileIdentity(
+        state=state, match_kind=best.kind, model_id=model.pk, model_name=model.name, model_type=model.type,
+        version_id=version.pk, version_name=version.name if model.source == "civitai" else "",
+        base_model=version.base_model, source=model.source, source_file_name=sf.name,
+        trained_words=tuple(str(w) for w in words[:50]), evidence=evidence, other_kinds=tuple(kinds),
+    )
+
+
+def lookup_values(h: FileHashes) -> list[str]:
+    """Every value a file may be asked of Civitai under (upper-case, as CivitaiLookup stores them)."""
+    embedded = (h.embedded_model_hash or "")[:12]
+    return [v.upper() for v in (h.sha256, h.autov3, h.blake3, embedded) if v]
+
+
+def civitai_states(local_file_ids: list[int]) -> dict[int, tuple[str, str]]:
+    """For finished files without a match: ('waiting', why) while a Civitai answer is still to come,
+    ('error', why) when the last answer was a failure. Files with neither are left out."""
+    if not local_file_ids or not settings.CIVITAI_ENABLED:
+        return {}
+    values_of: dict[int, list[str]] = {}
+    for h in FileHashes.objects.filter(local_file_id__in=local_file_ids).only(
+            "local_file_id", "sha256", "autov3", "blake3", "embedded_model_hash"):
+        values_of[h.local_file_id] = lookup_values(h)
+    wanted = {v for vs in values_of.values() for v in vs}
+    if not wanted:
+        return {}
+    open_states = (CivitaiLookup.State.PENDING, CivitaiLookup.State.RUNNING, CivitaiLookup.State.ERROR)
+    rows = {}
+    for row in CivitaiLookup.objects.filter(Q(value__in=wanted) & Q(state__in=open_states)).exclude(
+            kind=CivitaiLookup.Kind.ANY):
+        rows[row.value] = row
+    now = timezone.now()
+    out = {}
+    for pk, values in values_of.items():
+        mine = [rows[v] for v in values if v in rows]
+        waiting = [r for r in mine if r.state != CivitaiLookup.State.ERROR]
+        if waiting:
+            out[pk] = ("waiting", waiting_reason(waiting, now))
+        elif mine:
+            out[pk] = ("error", f"Civitai could not be asked: {mine[0].last_error or 'unknown error'}")
+    return out
+
+
+def waiting_reason(rows: list[CivitaiLookup], now: datetime) -> str:
+    """What a file waits for, in words a user can act on."""
+    later = [r for r in rows if r.not_before and r.not_before > now]
+    if later:
+        first = min(r.not_before for r in later)
+        why = next((r.last_error for r in later if r.last_error), "")
+        local = timezone.localtime(first).strftime("%H:%M:%S")
+        return f"Civitai (unavailable or rate-limited, retrying at {local})" + (f": {why}" if why else "")
+    if any(r.state == CivitaiLookup.State.RUNNING for r in rows):
+        return "Civitai (asking now)"
+    return "Civitai (queued: asked together with the files still being hashed)"
