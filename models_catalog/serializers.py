@@ -339,8 +339,12 @@ class LookupMatchSerializer(serializers.Serializer):
     model = serializers.CharField(allow_null=True)
     version = serializers.CharField(allow_null=True)
     file = serializers.CharField()
-    match = serializers.CharField(help_text="the hash kind that agreed")
+    match = serializers.CharField(
+        help_text="how the entry relates to a model: exact, renamed, same-weights, converted, precision, partial, "
+                  "short-hash; for one of my files what it is (or unknown / waiting / working / broken)")
     evidence = serializers.CharField()
+    hash_kind = serializers.CharField(help_text="the hash kind that agreed with the query")
+    summary = serializers.CharField(help_text='my files: "renamed copy of <model> <version> (file <name>)"')
     url = serializers.CharField(allow_null=True)
     model_id = serializers.IntegerField(allow_null=True)
     local_file_id = serializers.IntegerField(allow_null=True)

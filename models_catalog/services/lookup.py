@@ -34,17 +34,26 @@ KIND_MEANING = {
 }
 
 
+# What agreeing on one hash kind says about a source file, in Match kinds (see matching.py).
+HASH_KIND_MATCH = {"SHA256": "exact", "BLAKE3": "exact", "AutoV3": "same-weights", "AutoV3_full": "same-weights",
+                   "AutoV2": "short-hash", "AutoV1": "short-hash", "CRC32": "short-hash"}
+
+
 @dataclass
 class LookupMatch:
     source: str  # "civitai" | "huggingface" | "my files"
     model: str | None
     version: str | None
     file: str
-    match: str  # the hash kind that agreed
+    # How the entry relates to a model: exact, renamed, same-weights, converted, precision, partial,
+    # short-hash; for one of my files, what that file is ("unknown" when nothing knows it).
+    match: str
     evidence: str
+    hash_kind: str = ""  # the hash kind that agreed with the query
     url: str | None = None
     model_id: int | None = None
     local_file_id: int | None = None
+    summary: str = ""  # my files: "renamed copy of Hidden Base Model v1.0 (file hiddenBase_v10.safetensors)"
 
 
 @dataclass
@@ -87,24 +96,34 @@ def _source_matches(query: HashQuery) -> list[LookupMatch]:
         model = sf.version.model
         found.append(LookupMatch(
             source=model.source, model=model.name, version=sf.version.name or sf.version.external_id, file=sf.name,
-            match=kind, evidence=f"{kind} equal: {KIND_MEANING[kind]}", url=sf.version.url or model.url, model_id=model.pk,
+            match=HASH_KIND_MATCH[kind], hash_kind=kind, evidence=f"{kind} equal: {KIND_MEANING[kind]}",
+            url=sf.version.url or model.url, model_id=model.pk,
         ))
     return found
 
 
 def _my_matches(query: HashQuery, user) -> list[LookupMatch]:
+    """The viewer's own copies, each tied to what it is (the identity the pages show)."""
     if user is None:
         return []
-    visible = LocalFile.objects.all() if user.is_staff else LocalFile.objects.filter(owner=user)
-    found = []
+    from models_catalog.identity import file_identities
+    from models_catalog.selectors import visible_files
+
+    visible = visible_files(user)
+    hits = []  # (local file, shown name, hash kind)
     for h in FileHashes.objects.filter(_q(query.candidates, True), local_file__in=visible).select_related("local_file")[:50]:
-        kind = _which(h, query.candidates)
-        found.append(LookupMatch(source="my files", model=None, version=None, file=h.local_file.name, match=kind,
-                                 evidence=f"{kind} equal: {KIND_MEANING[kind]}", local_file_id=h.local_file_id))
+        hits.append((h.local_file, h.local_file.name, _which(h, query.candidates)))
     for m in FolderMember.objects.filter(_q(query.candidates, True), folder__in=visible).select_related("folder")[:50]:
-        kind = _which(m, query.candidates)
-        found.append(LookupMatch(source="my files", model=None, version=None, file=f"{m.folder.name}/{m.relative_path}",
-                                 match=kind, evidence=f"{kind} equal: {KIND_MEANING[kind]}", local_file_id=m.folder_id))
+        hits.append((m.folder, f"{m.folder.name}/{m.relative_path}", _which(m, query.candidates)))
+    identities = file_identities({lf.pk: lf for lf, _, _ in hits}.values(), viewer=user)
+    found = []
+    for lf, shown, kind in hits:
+        identity = identities[lf.pk]
+        found.append(LookupMatch(
+            source="my files", model=identity.model_name or None, version=identity.version_name or None, file=shown,
+            match=identity.match_kind or identity.state, hash_kind=kind, evidence=f"{kind} equal: {KIND_MEANING[kind]}",
+            model_id=identity.model_id, local_file_id=lf.pk, summary=identity.summary,
+        ))
     return found
 
 

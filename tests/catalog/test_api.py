@@ -142,7 +142,7 @@ def test_lookup_by_sha256_returns_the_service_results(alice, user):
     assert body[0]["civitai"] == "known here"
     assert set(body[0]) == {"query", "label", "kinds_tried", "note", "matches", "civitai"}
     assert set(body[0]["matches"][0]) == {"source", "model", "version", "file", "match", "evidence", "url",
-                                          "model_id", "local_file_id"}
+                                          "model_id", "local_file_id", "hash_kind", "summary"}
 
 
 def test_lookup_post_reads_a_pasted_infotext(alice):
@@ -152,7 +152,8 @@ def test_lookup_post_reads_a_pasted_infotext(alice):
     resp = alice.post("/api/v1/lookup/", {"text": text}, format="json")
     assert resp.status_code == 200
     [result] = resp.json()
-    assert result["matches"][0]["match"] == "AutoV2" and result["matches"][0]["model"] == "Dream Shaper"
+    assert result["matches"][0]["hash_kind"] == "AutoV2" and result["matches"][0]["model"] == "Dream Shaper"
+    assert result["matches"][0]["match"] == "short-hash"  # ten hex of a SHA256 agree: not proof of the same file
     assert result["label"] == parse_hash_query(text)[0].label and result["label"]
 
 

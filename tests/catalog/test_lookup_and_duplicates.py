@@ -47,7 +47,8 @@ def test_eight_hex_tries_autov1_and_crc32_and_says_which_matched(user):
     source_file(crc32="85114a0d")
     [r] = hash_lookup(text="85114A0D", user=user)
     assert set(r.kinds_tried) == {"AutoV1", "CRC32"} and r.note
-    assert r.matches[0].match == "CRC32" and "weak" in r.matches[0].evidence
+    assert r.matches[0].hash_kind == "CRC32" and "weak" in r.matches[0].evidence
+    assert r.matches[0].match == "short-hash"
 
 
 def test_lookup_shows_my_files_but_never_another_users(user, other_user):
@@ -58,6 +59,20 @@ def test_lookup_shows_my_files_but_never_another_users(user, other_user):
     assert [m.file for m in r.matches] == ["mine.safetensors"]
     [r] = hash_lookup(text=sha, user=None)
     assert r.matches == []
+
+
+def test_lookup_ties_my_copy_to_what_it_is(user):
+    from models_catalog.models import Match
+
+    sha = "cd" * 32
+    sf = source_file(sha256=sha)
+    mine = local(user, "my_favourite_model_v2_RENAMED.safetensors", sha=sha)
+    Match.objects.create(local_file=mine, source_file=sf, kind="renamed", evidence="SHA256 equal")
+    [r] = hash_lookup(text=sha, user=user)
+    [copy] = [m for m in r.matches if m.source == "my files"]
+    assert (copy.match, copy.hash_kind, copy.model_id) == ("renamed", "SHA256", sf.version.model_id)
+    assert copy.model == sf.version.model.name
+    assert copy.summary.startswith(f"renamed copy of {sf.version.model.name}") and sf.name in copy.summary
 
 
 def test_not_a_hash_is_a_clear_error():

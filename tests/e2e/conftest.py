@@ -5,6 +5,7 @@ Locally these tests skip when the services are not reachable; under CI
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import socket
@@ -88,28 +89,36 @@ def manage(env: dict, *args: str, timeout: float = 180) -> subprocess.CompletedP
     )
 
 
-@pytest.fixture
-def celery_worker_process(e2e_env, tmp_path):
+@contextlib.contextmanager
+def worker_running(env: dict, log_path: Path):
     """Migrate, create the admin, start a real worker on both queues; stop it afterwards."""
     for args in (("migrate", "--noinput"), ("ensure_admin",)):
-        done = manage(e2e_env, *args)
+        done = manage(env, *args)
         assert done.returncode == 0, done.stderr
-    log = open(tmp_path / "worker.log", "w")
+    log = open(log_path, "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "hashing,lookups",
          "--concurrency", "2", "--loglevel", "INFO", "--without-gossip", "--without-mingle"],
-        cwd=ROOT, env=e2e_env, stdout=log, stderr=subprocess.STDOUT,
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 60
-    while "ready." not in (tmp_path / "worker.log").read_text():
+    while "ready." not in log_path.read_text():
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
-            pytest.fail("celery worker did not start:\n" + (tmp_path / "worker.log").read_text())
+            pytest.fail("celery worker did not start:\n" + log_path.read_text())
         time.sleep(0.2)
-    yield proc
-    proc.terminate()
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture
+def celery_worker_process(e2e_env, tmp_path):
+    with worker_running(e2e_env, tmp_path / "worker.log") as proc:
+        yield proc

@@ -7,7 +7,7 @@ import blake3
 import pytest
 
 from tests.catalog.conftest import write_safetensors
-from tests.e2e.conftest import manage
+from tests.e2e.conftest import manage, worker_running
 from tests.workers.modelfiles.hostile import HOSTILE
 
 pytestmark = pytest.mark.e2e
@@ -67,13 +67,8 @@ def test_register_wait_hashes_files_and_folder_through_a_real_worker(e2e_env, ce
 
 def test_worker_identifies_through_the_civitai_stand_in_with_the_redis_rate_limit(e2e_env, tmp_path, e2e_redis_url):
     """Hashing queue -> analysis -> lookups queue -> batched Civitai POST (rate limit in Redis) -> exact match."""
-    import subprocess
-    import sys
-    import time
-
     import redis
 
-    from tests.e2e.conftest import ROOT
     from tests.fakes.civitai import FakeCivitai, file_hashes
 
     root = Path(e2e_env["MODELXREF_MODEL_ROOTS"])
@@ -85,27 +80,13 @@ def test_worker_identifies_through_the_civitai_stand_in_with_the_redis_rate_limi
             sha256=hashlib.sha256(data).hexdigest(), blake3=blake3.blake3(data).hexdigest())}])
         # A slow budget keeps the bucket key alive in Redis long enough to see it (its TTL is burst/rate).
         env = {**e2e_env, "CIVITAI_ENABLED": "true", "CIVITAI_API_BASE": fake.base_url, "CIVITAI_REQUESTS_PER_SECOND": "0.01"}
-        for args in (("migrate", "--noinput"), ("ensure_admin",)):
-            assert manage(env, *args).returncode == 0
-        log = open(tmp_path / "worker.log", "w")
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "hashing,lookups", "--concurrency", "2",
-             "--without-gossip", "--without-mingle"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-        try:
+        with worker_running(env, tmp_path / "worker.log"):
             done = manage(env, "register", str(known), "--wait", "--timeout", "120")
             assert done.returncode == 0, done.stdout + done.stderr
-            deadline = time.monotonic() + 60
-            while True:
-                [row] = json.loads(manage(env, "inspect", str(known), "--json").stdout)["registered"]
-                if row["matches"] or time.monotonic() > deadline:
-                    break
-                time.sleep(1)
-        finally:
-            worker.terminate()
-            worker.wait(timeout=20)
-            log.close()
+            # --wait returns once identification is over: the match is there at once.
+            [row] = json.loads(manage(env, "inspect", str(known), "--json").stdout)["registered"]
         assert row["matches"] == [{"kind": "renamed", "model": "E2E Model", "file": "original.safetensors",
-                                   "evidence": row["matches"][0]["evidence"]}], (tmp_path / "worker.log").read_text()
+                                   "evidence": row["matches"][0]["evidence"]}], done.stdout
         assert fake.count("POST", "/api/v1/model-versions/by-hash") == 1
         # The shared rate limiter keeps its bucket in Redis, so every worker host draws from one budget.
         assert redis.Redis.from_url(e2e_redis_url).exists("modelxref:ratelimit:civitai")

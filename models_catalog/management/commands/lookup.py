@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from models_catalog.management.commands._owner import cli_owner
 from models_catalog.services.lookup import hash_lookup
+from models_catalog.services.paths import printable
 from workers.hash_query import HashQueryError
 
 
@@ -37,7 +38,11 @@ class Command(BaseCommand):
             if not r.matches:
                 self.stdout.write("  no match")
             for m in r.matches:
-                where = " / ".join(x for x in (m.model, m.version) if x)
-                self.stdout.write(f"  [{m.source}] {where + ': ' if where else ''}{m.file}  ({m.evidence})")
+                if m.source == "my files":
+                    # One of my copies: what it is first, then which of my files and the hash that agreed.
+                    self.stdout.write(f"  [my files] {printable(m.file)}: {m.summary}  ({m.evidence})")
+                    continue
+                where = " ".join(x for x in (m.model, m.version) if x)
+                self.stdout.write(f"  [{m.source}] {m.match}: {where + ', file ' if where else ''}{m.file}  ({m.evidence})")
                 if m.url:
                     self.stdout.write(f"      {m.url}")

@@ -1,25 +1,35 @@
+import os
 import sys
 import time
 
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
+from models_catalog.identity import IdentityState, file_identities
+from models_catalog.library_report import LibraryReport, human_bytes, library_report
 from models_catalog.management.commands._owner import cli_owner
 from models_catalog.models import LocalFile
 from models_catalog.services.paths import printable
 from models_catalog.services.register import local_file_register
 
+POLL_SECONDS = 0.5
+PLAIN_PROGRESS_EVERY = 5.0  # seconds between progress lines when stderr is not a terminal
+
 
 class Command(BaseCommand):
-    help = "Register model files and folders in place (they must lie under MODELXREF_MODEL_ROOTS) and hash them."
+    help = ("Register model files and folders in place (they must lie under MODELXREF_MODEL_ROOTS); with --wait, "
+            "wait until they are hashed, read and identified, then say what each one is.")
 
     def add_arguments(self, parser):
         parser.add_argument("paths", nargs="+", help="files or folders; folders are searched for model files")
         parser.add_argument("--user", help="owner (default: the first admin)")
-        parser.add_argument("--wait", action="store_true", help="show progress until the workers finish, then a summary")
+        parser.add_argument("--wait", action="store_true",
+                            help="show progress until the files are hashed, read and identified, then a summary")
         parser.add_argument("--timeout", type=float, default=0, help="with --wait: give up after this many seconds (0: never)")
+        parser.add_argument("--stall-timeout", type=float, default=900,
+                            help="with --wait: give up when nothing moved for this many seconds (0: never)")
 
-    def handle(self, *args, paths, user, wait, timeout, **options):
+    def handle(self, *args, paths, user, wait, timeout, stall_timeout, **options):
         owner = cli_owner(user)
         outcome = local_file_register(paths=paths, owner=owner)
         for raw, why in outcome.refused:
@@ -30,47 +40,137 @@ class Command(BaseCommand):
         )
         ids = [lf.pk for lf in outcome.files]
         if wait and ids:
-            self._wait(ids, timeout)
+            self._wait(ids, owner, timeout=timeout, stall_timeout=stall_timeout)
+            self._summary(library_report(local_file_ids=ids, viewer=owner))
         if outcome.refused and not ids:
             raise CommandError("nothing registered")
 
-    def _wait(self, ids: list[int], timeout: float) -> None:
-        rows = LocalFile.objects.filter(pk__in=ids)
-        started = time.monotonic()
-        files_bar = tqdm(total=len(ids), desc="files", unit="file", position=0, file=sys.stderr)
-        bytes_bar = tqdm(total=0, desc="bytes", unit="B", unit_scale=True, position=1, file=sys.stderr)
+    # --- waiting ----------------------------------------------------------------
+
+    def _wait(self, ids: list[int], owner, *, timeout: float, stall_timeout: float) -> None:
+        """Until every file is hashed, read AND identified (or its sources said why not)."""
+        interactive = sys.stderr.isatty()
+        bars = _Bars(len(ids)) if interactive else None
+        started = last_change = time.monotonic()
+        last_state, last_plain = None, 0.0
         try:
             while True:
-                snapshot = list(rows.values("status", "bytes_done", "bytes_total", "size"))
-                finished = sum(r["status"] in ("done", "error") for r in snapshot)
-                total = sum(max(r["bytes_total"], r["size"] or 0) for r in snapshot)
-                done = sum((r["size"] or r["bytes_total"]) if r["status"] in ("done", "error") else r["bytes_done"] for r in snapshot)
-                bytes_bar.total = total
-                bytes_bar.n = min(done, total)
-                files_bar.n = finished
-                files_bar.refresh(), bytes_bar.refresh()
-                if finished == len(ids):
-                    break
-                if timeout and time.monotonic() - started > timeout:
-                    raise CommandError(f"gave up waiting after {timeout:g} s: {len(ids) - finished} files still in progress")
-                time.sleep(0.5)
+                files = list(LocalFile.objects.filter(pk__in=ids).only(
+                    "id", "status", "bytes_done", "bytes_total", "size", "error", "safety_verdict", "analysis_error"))
+                identities = file_identities(files, viewer=owner)
+                p = _Progress.of(files, identities)
+                now = time.monotonic()
+                if p.state != last_state:
+                    last_state, last_change = p.state, now
+                if bars:
+                    bars.show(p)
+                elif now - last_plain >= PLAIN_PROGRESS_EVERY or p.finished == len(ids):
+                    last_plain = now
+                    self.stderr.write(p.line(len(ids)))
+                if p.finished == len(ids):
+                    return
+                if timeout and now - started > timeout:
+                    raise CommandError(f"gave up waiting after {timeout:g} s: {p.still(len(ids))}")
+                if stall_timeout and now - last_change > stall_timeout:
+                    raise CommandError(f"nothing moved for {stall_timeout:g} s: {p.still(len(ids))}")
+                time.sleep(POLL_SECONDS)
         finally:
-            files_bar.close(), bytes_bar.close()
-        self._summary(rows)
+            if bars:
+                bars.close()
 
-    def _summary(self, rows) -> None:
-        self.stdout.write(f"{'status':<9} {'size':>14}  {'AutoV2':<10}  name")
-        for lf in rows.select_related("hashes").order_by("path"):
-            autov2 = ""
-            try:
-                autov2 = lf.hashes.autov2.upper() if lf.hashes.autov2 else ("folder" if lf.hashes.folder_digest else "")
-            except LocalFile.hashes.RelatedObjectDoesNotExist:
-                pass
-            size = f"{lf.size:,}" if lf.size is not None else "-"
-            line = f"{lf.status:<9} {size:>14}  {autov2:<10}  {printable(lf.path)}"
-            if lf.error:
-                line += f"\n{'':<9} {'':>14}  {'':<10}  ! {lf.error}"
-            self.stdout.write(line)
-        errors = rows.filter(status=LocalFile.Status.ERROR).count()
-        if errors:
-            self.stderr.write(self.style.WARNING(f"{errors} file(s) ended in error (see above)"))
+    # --- the answer ---------------------------------------------------------------
+
+    def _summary(self, report: LibraryReport) -> None:
+        base = _common_folder([r.file.path for r in report.rows])
+        rows = [(r.what, r.identity.badge if r.identity.match_kind else "", r.kind, r.safety,
+                 printable(os.path.relpath(r.file.path, base) if base else r.file.path)) for r in report.rows]
+        if base:
+            self.stdout.write(f"under {printable(base)}:")
+        headers = ("what it is", "how we know", "type", "safety", "file")
+        widths = [min(40, max([len(h)] + [len(row[i]) for row in rows])) for i, h in enumerate(headers[:-1])]
+        line = "  ".join(f"{{:<{w}}}" for w in widths) + "  {}"
+        self.stdout.write(line.format(*headers))
+        for r, row in zip(report.rows, rows):
+            self.stdout.write(line.format(*(_clip(v, w) for v, w in zip(row, widths)), row[-1]))
+            note = _note(r)
+            if note:
+                self.stdout.write(f"{'':<{widths[0]}}  ! {note}")
+        self.stdout.write("")
+        self.stdout.write(report.totals_line())
+        if report.totals["dangerous"]:
+            self.stderr.write(self.style.WARNING(
+                f"{report.totals['dangerous']} dangerous file(s): their pickles could run code if loaded; "
+                "ModelXRef never loads them (see the findings with `manage.py inspect PATH`)"))
+
+
+def _common_folder(paths: list[str]) -> str:
+    """The folder all paths share (shown once above the table instead of on every line)."""
+    if not paths:
+        return ""
+    common = os.path.commonpath(paths)
+    return common if common not in paths else os.path.dirname(common)
+
+
+def _clip(value: str, width: int) -> str:
+    return value if len(value) <= width else value[: width - 1] + "…"
+
+
+def _note(row) -> str:
+    """What a user should know beyond the columns: why a file is broken or could not be asked."""
+    identity = row.identity
+    if identity.state == IdentityState.BROKEN or (identity.problem and not identity.match_kind):
+        return printable(identity.problem)
+    if row.file.safety_verdict == "unreadable" and row.file.analysis_error:
+        return printable(row.file.analysis_error)
+    return ""
+
+
+class _Progress:
+    """One poll's snapshot of a registration: hashed bytes, files finished, what they wait for."""
+
+    def __init__(self, *, finished, hashed, bytes_done, bytes_total, waiting_for):
+        self.finished, self.hashed = finished, hashed
+        self.bytes_done, self.bytes_total = bytes_done, bytes_total
+        self.waiting_for = waiting_for
+
+    @classmethod
+    def of(cls, files, identities):
+        done_states = (LocalFile.Status.DONE, LocalFile.Status.ERROR)
+        total = sum(max(f.bytes_total, f.size or 0) for f in files)
+        done = sum((f.size or f.bytes_total) if f.status in done_states else f.bytes_done for f in files)
+        waiting = sorted({i.waiting_for for i in identities.values() if i.state == IdentityState.WAITING and i.waiting_for})
+        return cls(finished=sum(i.is_finished for i in identities.values()),
+                   hashed=sum(f.status in done_states for f in files),
+                   bytes_done=min(done, total), bytes_total=total, waiting_for=waiting[0] if waiting else "")
+
+    @property
+    def state(self):
+        return (self.finished, self.hashed, self.bytes_done, self.waiting_for)
+
+    def line(self, n: int) -> str:
+        text = (f"hashed {self.hashed}/{n} files ({human_bytes(self.bytes_done)} of {human_bytes(self.bytes_total)}), "
+                f"identified {self.finished}/{n}")
+        return text + (f"; waiting for {self.waiting_for}" if self.waiting_for else "")
+
+    def still(self, n: int) -> str:
+        if self.hashed < n:
+            return f"{n - self.hashed} file(s) still being hashed or read"
+        return f"{n - self.finished} file(s) not identified yet" + (
+            f" (waiting for {self.waiting_for})" if self.waiting_for else "")
+
+
+class _Bars:
+    """Terminal progress: bytes hashed, and files identified with what they wait for."""
+
+    def __init__(self, n: int):
+        self.files = tqdm(total=n, desc="identified", unit="file", position=0, file=sys.stderr)
+        self.bytes = tqdm(total=0, desc="hashed", unit="B", unit_scale=True, position=1, file=sys.stderr)
+
+    def show(self, p: _Progress) -> None:
+        self.bytes.total, self.bytes.n = p.bytes_total, p.bytes_done
+        self.files.n = p.finished
+        self.files.set_postfix_str(f"waiting for {p.waiting_for}" if p.waiting_for else "", refresh=False)
+        self.files.refresh(), self.bytes.refresh()
+
+    def close(self) -> None:
+        self.files.close(), self.bytes.close()
