@@ -187,8 +187,22 @@ def civitai_states(local_file_ids: list[int]) -> dict[int, tuple[str, str]]:
         if waiting:
             out[pk] = ("waiting", waiting_reason(waiting, now))
         elif mine:
-            out[pk] = ("error", f"Civitai could not be asked: {mine[0].last_error or 'unknown error'}")
+            row = mine[0]
+            why = row.last_error or "unknown error"
+            if not why.startswith("Civitai could not be asked"):
+                why = f"Civitai could not be asked: {why}"
+            out[pk] = ("error", why + _retry_note(row))
     return out
+
+
+def _retry_note(row: CivitaiLookup) -> str:
+    from models_catalog.services.civitai_lookup import ERROR_RETRY_AFTER
+
+    if row.checked_at is None:
+        return ""
+    # The hourly refresh asks failed lookups again once ERROR_RETRY_AFTER has passed.
+    when = timezone.localtime(row.checked_at + ERROR_RETRY_AFTER).strftime("%H:%M")
+    return f" — will retry after {when}"
 
 
 def waiting_reason(rows: list[CivitaiLookup], now: datetime) -> str:

@@ -39,6 +39,7 @@ GATHER_POLL_SECONDS = 2.0
 # A queued/hashing row silent for this long belongs to a dead worker: do not wait for it.
 LIVE_WITHIN = timedelta(minutes=2)
 ERROR_RETRY_AFTER = timedelta(hours=1)
+MAX_ATTEMPTS = 6  # retryable failures in a row before a lookup becomes a (later retried) error
 LINKING_KINDS = ("exact", "renamed", "same-weights", "converted", "precision")
 Kind = CivitaiLookup.Kind
 State = CivitaiLookup.State
@@ -58,8 +59,9 @@ def civitai_client(**overrides) -> CivitaiClient:
         "base_url": settings.CIVITAI_API_BASE,
         "api_key": settings.CIVITAI_API_KEY or None,
         "timeout": (5, settings.CIVITAI_TIMEOUT_SECONDS),
-        # Short in-process retries; anything longer is a task retry, not a parked worker.
-        "retry": RetryPolicy(base=1.0, cap=30.0, max_attempts=4, max_wait=30.0),
+        # At most one short in-process retry (a blip); a longer wait (Retry-After, a 429 storm) is a
+        # task retry with a countdown, so a worker process is never parked sleeping.
+        "retry": RetryPolicy(base=1.0, cap=2.0, max_attempts=2, max_wait=2.0),
         "rate_limiter": _rate_limiter(),
     }
     options.update(overrides)
@@ -155,11 +157,20 @@ def _claim(kind_filter: Q, limit: int) -> list[CivitaiLookup]:
 
 
 def _release(rows: list[CivitaiLookup], exc: CivitaiUnavailable) -> None:
-    wait = exc.retry_after if exc.retry_after is not None else 30.0
+    """Back to pending with a not-before time; after MAX_ATTEMPTS a final error (with the reason),
+    which the hourly refresh asks again after ERROR_RETRY_AFTER."""
+    now = timezone.now()
     for row in rows:
+        attempts = row.attempts + 1
+        if attempts >= MAX_ATTEMPTS:
+            CivitaiLookup.objects.filter(pk=row.pk, state=State.RUNNING).update(
+                state=State.ERROR, attempts=attempts, checked_at=now, claimed_at=None, not_before=None,
+                last_error=f"Civitai could not be asked after {attempts} attempts: {exc}")
+            continue
+        wait = exc.retry_after if exc.retry_after is not None else min(3600.0, 30.0 * 2 ** (attempts - 1))
         CivitaiLookup.objects.filter(pk=row.pk, state=State.RUNNING).update(
-            state=State.PENDING, not_before=timezone.now() + timedelta(seconds=wait),
-            attempts=row.attempts + 1, last_error=f"Civitai unavailable, will retry: {exc}",
+            state=State.PENDING, not_before=now + timedelta(seconds=wait), attempts=attempts,
+            last_error=f"Civitai unavailable, will retry: {exc}",
         )
 
 

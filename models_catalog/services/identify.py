@@ -12,7 +12,7 @@ from django.db import transaction
 
 from models_catalog.models import LocalFile, Match
 from models_catalog.services.civitai_lookup import LookupRun, civitai_lookup_run, local_file_request_lookups
-from models_catalog.services.matching import EXACT_KINDS, local_file_match, local_files_rematch
+from models_catalog.services.matching import EXACT_KINDS, local_file_match, relatives_rematch
 
 # While set, a batch run is on its way: finishing files do not queue another one.
 BATCH_SCHEDULED_KEY = "modelxref:civitai-batch-scheduled"
@@ -49,7 +49,7 @@ def local_file_identify(*, local_file_id: int, ask_civitai: bool | None = None) 
     with transaction.atomic():
         matches = local_file_match(local_file_id=local_file_id)
         if any(m.kind in EXACT_KINDS for m in matches):
-            local_files_rematch(local_file_ids={local_file_id})
+            relatives_rematch(local_file_ids={local_file_id})
             return matches
         if not ask_civitai:
             return matches

@@ -230,8 +230,16 @@ def local_files_rematch(*, local_file_ids: set[int]) -> None:
     sibling only got its exact match after they were first matched."""
     for pk in sorted(local_file_ids):
         local_file_match(local_file_id=pk)
+    relatives_rematch(local_file_ids=local_file_ids)
+
+
+def relatives_rematch(*, local_file_ids: set[int]) -> None:
+    """Rematch the files without an exact match that share a fingerprint with these
+    (they may now reach a source through them). Files without a fingerprint cost one query."""
     keys = list(LocalFile.objects.filter(pk__in=local_file_ids).exclude(content_id="").values_list("content_id", "precision_id"))
-    q = Q(pk__in=local_file_ids)
+    if not keys:
+        return
+    q = Q(pk__in=[])
     for content_id, precision_id in keys:
         q |= Q(content_id=content_id) | Q(precision_id=precision_id)
     exact = Match.objects.filter(kind__in=EXACT_KINDS).values("local_file_id")

@@ -381,3 +381,60 @@ def test_final_errors_are_asked_again_by_the_hourly_refresh(civitai, user):
     CivitaiLookup.objects.update(checked_at=timezone.now() - timedelta(hours=2))
     assert civitai_refresh_stale() == 1
     assert CivitaiLookup.objects.get().state == "pending"
+
+
+@pytest.mark.parametrize("answer", [
+    {"status": 200, "body": {"unexpected": "shape"}},  # a JSON object where a list belongs
+    {"status": 200, "body": [{"id": "not-an-int"}]},  # a version without an integer id
+    {"status": 200, "html": True},  # a challenge page with a success status
+    {"status": 503},
+])
+def test_an_odd_civitai_answer_is_retried_then_final_with_a_retry_time(civitai, model_root, user, answer, monkeypatch):
+    from models_catalog.identity import file_identities
+    from models_catalog.services import civitai_lookup
+
+    MAX_ATTEMPTS = 3
+    monkeypatch.setattr(civitai_lookup, "MAX_ATTEMPTS", MAX_ATTEMPTS)  # the real bound is larger: fewer rounds here
+
+    f = write_safetensors(model_root / "x.safetensors", payload=b"odd" * 10)
+    seed(civitai, [civitai_file(f.read_bytes(), "x.safetensors")])
+    lf = hashed(f, user)
+    def failing_run():
+        civitai.fail_next(2, **answer)  # the client's one in-process retry (5xx, HTML) meets it too
+        with pytest.raises(CivitaiUnavailable):
+            civitai_lookup_run(client=client_for(civitai))
+        civitai._faults.clear()
+
+    failing_run()
+    row = CivitaiLookup.objects.get(kind="SHA256")
+    assert row.state == "pending" and row.not_before is not None and row.attempts == 1
+    assert file_identities([lf], viewer=user)[lf.pk].state == "waiting"
+    for _ in range(MAX_ATTEMPTS - 1):
+        CivitaiLookup.objects.update(not_before=None)  # time passes
+        failing_run()
+    row.refresh_from_db()
+    assert row.state == "error" and f"after {MAX_ATTEMPTS} attempts" in row.last_error
+    identity = file_identities([lf], viewer=user)[lf.pk]
+    assert identity.state == "unknown" and "Civitai could not be asked" in identity.summary
+    assert "will retry after" in identity.summary
+    # The hourly refresh asks again later, and then the file is identified.
+    CivitaiLookup.objects.update(checked_at="2000-01-01T00:00:00Z")
+    assert civitai_refresh_stale() == 1
+    civitai_lookup_run(client=client_for(civitai))
+    assert Match.objects.get(local_file=lf).kind == "exact"
+
+
+def test_retry_after_is_waited_out_by_a_task_retry_not_a_sleep(civitai, model_root, user):
+    """A 429 with Retry-After: 120 releases the rows with a not-before time; nothing sleeps 120 s."""
+    from models_catalog.services.civitai_lookup import civitai_client as real_client
+
+    slept = []
+    client = real_client(base_url=civitai.base_url, sleep=slept.append)
+    f = write_safetensors(model_root / "x.safetensors", payload=b"ra" * 10)
+    hashed(f, user)
+    civitai.fail_next(1, status=429, headers={"Retry-After": "120"})
+    with pytest.raises(CivitaiUnavailable) as info:
+        civitai_lookup_run(client=client)
+    assert slept == [] and info.value.retry_after == 120
+    row = CivitaiLookup.objects.get()
+    assert row.state == "pending" and (row.not_before - row.created_at).total_seconds() > 100

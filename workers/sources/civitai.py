@@ -46,8 +46,8 @@ _SHA256 = re.compile(r"[0-9A-Fa-f]{64}")
 class CivitaiError(Exception):
     """Anything that went wrong talking to Civitai.
 
-    `retryable` is False for final answers (other 4xx, malformed data, bad
-    input); asking again would not help.
+    `retryable` is False for final answers (other 4xx, bad input); asking
+    again would not help. Malformed success bodies are retryable (CivitaiMalformed).
     """
 
     def __init__(
@@ -78,6 +78,11 @@ class CivitaiUnavailable(CivitaiError):
         url: str | None = None,
     ) -> None:
         super().__init__(message, status=status, retryable=True, retry_after=retry_after, url=url)
+
+
+class CivitaiMalformed(CivitaiUnavailable):
+    """A success status whose body is not the shape the API documents (a maintenance or proxy
+    page in JSON, a half-deployed change). Usually passing: asked again later, like a 5xx."""
 
 
 class CivitaiInputError(CivitaiError, ValueError):
@@ -212,7 +217,7 @@ def _malformed(what: str, data: Any) -> CivitaiError:
     snippet = repr(data)
     if len(snippet) > 200:
         snippet = snippet[:200] + "..."
-    return CivitaiError(f"Civitai sent a malformed {what}: {snippet}", retryable=False)
+    return CivitaiMalformed(f"Civitai sent a malformed {what}: {snippet}")
 
 
 def parse_hashes(data: Any) -> dict[str, str]:

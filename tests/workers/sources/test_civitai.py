@@ -362,11 +362,14 @@ def test_html_404_means_the_base_url_is_wrong(fake_civitai):
     assert len(fake_civitai.requests) == 1 and rec.sleeps == []
 
 
-def test_a_malformed_success_body_is_a_final_error(fake_civitai):
+def test_a_malformed_success_body_is_retryable_unavailability(fake_civitai):
+    """One odd 200 must not end identification for good: it is asked again later, like a 5xx."""
+    from workers.sources.civitai import CivitaiMalformed
+
     fake_civitai.fail_next(1, status=200, body={"id": "not-an-int", "files": []})
-    with pytest.raises(CivitaiError) as info:
+    with pytest.raises(CivitaiMalformed) as info:
         make_client(fake_civitai).version(5)
-    assert not info.value.retryable
+    assert info.value.retryable and isinstance(info.value, CivitaiUnavailable)
     assert len(fake_civitai.requests) == 1
 
 
