@@ -1,0 +1,48 @@
+"""A stage's proof of life: the row's heartbeat_at is bumped while the stage runs.
+
+Progress writes already bump it every second while bytes are read; this
+covers the silent stretches (reading a big checkpoint's tensors, waiting on
+a lock) so the reaper can tell a slow stage from a dead worker. The beat
+comes from a thread of the working process: when the process dies (kill -9,
+OOM, reboot) the beat stops with it, which is exactly the signal wanted.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+
+from django.db import connection
+from django.utils import timezone
+
+from models_catalog.models import LocalFile
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 30.0
+# A row whose heartbeat is older than this lost its worker (three missed beats).
+STALLED_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS
+
+
+@contextlib.contextmanager
+def heartbeat(local_file_id: int, *, every: float = HEARTBEAT_SECONDS):
+    stop = threading.Event()
+
+    def beat():
+        try:
+            while not stop.wait(every):
+                LocalFile.objects.filter(
+                    pk=local_file_id, status__in=(LocalFile.Status.HASHING, LocalFile.Status.ANALYSING),
+                ).update(heartbeat_at=timezone.now())
+        except Exception:  # a missed beat only makes the reaper act sooner; never break the stage
+            log.exception("heartbeat of local file %s failed", local_file_id)
+        finally:
+            connection.close()  # this thread's own connection
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{local_file_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
