@@ -1,12 +1,13 @@
 import json
 from pathlib import Path
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from models_catalog.management.commands._base import PipeSafeCommand
 from models_catalog.services.inspect import inspect_path
 
 
-class Command(BaseCommand):
+class Command(PipeSafeCommand):
     help = "Show what ModelXRef knows about one file or diffusers folder (hashes, and what the catalog holds)."
 
     def add_arguments(self, parser):

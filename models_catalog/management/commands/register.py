@@ -1,16 +1,17 @@
 import sys
 import time
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from tqdm import tqdm
 
+from models_catalog.management.commands._base import PipeSafeCommand
 from models_catalog.management.commands._owner import cli_owner
 from models_catalog.models import LocalFile
 from models_catalog.services.paths import printable
 from models_catalog.services.register import local_file_register
 
 
-class Command(BaseCommand):
+class Command(PipeSafeCommand):
     help = "Register model files and folders in place (they must lie under MODELXREF_MODEL_ROOTS) and hash them."
 
     def add_arguments(self, parser):
