@@ -63,6 +63,18 @@ def resolve_under_roots(raw: str | os.PathLike, *, roots: list[Path] | None = No
     return resolved
 
 
+def refusal_reason(raw: str, reason: str) -> str:
+    """A refusal as the web and the API may tell it to a signed-in user.
+
+    For a path that lies outside every model root even before symlinks are followed, say only
+    that: whether it exists, or where it points, is none of the caller's business."""
+    roots = model_roots()
+    lexical = os.path.normpath(os.path.abspath(os.path.expanduser(raw))) if raw and "\x00" not in raw else ""
+    if roots and lexical and not any(lexical == str(r) or lexical.startswith(str(r).rstrip(os.sep) + os.sep) for r in roots):
+        return f"{printable(raw)} is outside the model roots ({', '.join(str(r) for r in roots)})"
+    return reason
+
+
 def describe_special(mode: int) -> str | None:
     """Why a file of this mode cannot be hashed, or None for regular files and folders."""
     if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
