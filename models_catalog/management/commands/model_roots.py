@@ -5,7 +5,6 @@ from models_catalog.services.paths import ROOTS_EXAMPLE, model_roots, printable,
 
 class Command(PipeSafeCommand):
     help = "List the model roots (MODELXREF_MODEL_ROOTS): the folders whose files may be registered in place."
-    requires_migrations_checks = False
 
     def handle(self, *args, **options):
         roots = model_roots()
