@@ -28,6 +28,7 @@ migrate: venv
 run: migrate
 	@echo ""
 	@echo "ModelXRef: http://$(HOST):$(PORT)/  (web + worker; Ctrl-C stops both)"
+	@$(BIN)/python manage.py model_roots
 	@echo ""
 	PORT=$(PORT) HOST=$(HOST) $(BIN)/honcho start
 

@@ -10,7 +10,6 @@ Privacy rules every view follows:
 """
 from __future__ import annotations
 
-import os
 from dataclasses import asdict
 
 from django.conf import settings
@@ -37,7 +36,7 @@ from models_catalog.services.duplicates import duplicate_groups
 from models_catalog.services.huggingface import hf_index_job_create
 from models_catalog.services.hf_verify_job import hf_verify_job_create
 from models_catalog.services.lookup import hash_lookup
-from models_catalog.services.paths import PathRefused, model_roots, printable
+from models_catalog.services.paths import PathRefused, refusal_reason
 from models_catalog.services.push import PushRejected, pushed_files_store
 from models_catalog.services.register import local_file_register
 from models_catalog.services.upload import UploadRefused, local_file_upload
@@ -75,16 +74,6 @@ class BodyLimitMixin:
             raise ApiError(f"the request body is {declared:,} bytes; the limit is {limit:,} bytes", code="too_large",
                            status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE)
         return super().initial(request, *args, **kwargs)
-
-
-def refusal_reason(raw: str, reason: str) -> str:
-    """For a path that lies outside every model root even before symlinks are followed, say only
-    that: whether it exists, or where it points, is none of the caller's business."""
-    roots = model_roots()
-    lexical = os.path.normpath(os.path.abspath(os.path.expanduser(raw))) if raw and "\x00" not in raw else ""
-    if roots and lexical and not any(lexical == str(r) or lexical.startswith(str(r).rstrip(os.sep) + os.sep) for r in roots):
-        return f"{printable(raw)} is outside the model roots ({', '.join(str(r) for r in roots)})"
-    return reason
 
 
 # --- auth ---------------------------------------------------------------------------

@@ -79,3 +79,9 @@ class HFVerifyForm(HFIndexForm):
     local_dir = forms.CharField(max_length=4096, label="Local folder (under the model roots)",
                                 widget=forms.TextInput(attrs={"placeholder": "/data/models/sdxl-vae",
                                                               "autocapitalize": "off"}))
+
+
+class RegisterPathForm(forms.Form):
+    path = forms.CharField(max_length=4096, label="File or folder on this server (under a model root)",
+                           widget=forms.TextInput(attrs={"placeholder": "/data/models/loras", "autocapitalize": "off",
+                                                         "autocomplete": "off", "spellcheck": "false"}))

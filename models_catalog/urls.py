@@ -1,6 +1,6 @@
 from django.urls import path
 
-from models_catalog import views, views_catalog, views_tools
+from models_catalog import views, views_catalog, views_register, views_tools
 
 app_name = "catalog"
 urlpatterns = [
@@ -8,6 +8,7 @@ urlpatterns = [
     path("files/<int:pk>/", views.file_detail, name="file_detail"),
     path("files/<int:pk>/forget/", views.file_forget, name="file_forget"),
     path("upload/", views.upload, name="upload"),
+    path("register/", views_register.register_path, name="register"),
     path("catalog/", views_catalog.catalog, name="catalog"),
     path("models/<int:pk>/", views_catalog.model_page, name="model_detail"),
     path("lookup/", views_catalog.lookup, name="lookup"),

@@ -1,6 +1,8 @@
 """What the engine and the catalog know about one path: the `inspect` command's report."""
 from __future__ import annotations
 
+import errno
+import os
 from pathlib import Path
 
 from models_catalog.models import FileHashes, LocalFile, Match
@@ -12,7 +14,10 @@ from workers.modelfiles.analyse import analyse_path
 
 def inspect_path(*, path: Path) -> dict:
     """Hashes (cached), format, safety and fingerprint computed now, plus what the catalog stored."""
-    resolved = path.expanduser().resolve(strict=True)
+    try:
+        resolved = path.expanduser().resolve(strict=True)
+    except RuntimeError:  # Python < 3.13 reports a symlink loop this way; callers expect an OSError
+        raise OSError(errno.ELOOP, os.strerror(errno.ELOOP), str(path)) from None
     report: dict = {"path": str(resolved)}
     members: list[str] = []
     try:

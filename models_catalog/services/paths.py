@@ -18,8 +18,25 @@ class PathRefused(Exception):
     """A path may not be registered; the message says why in words a user understands."""
 
 
+# How to switch registering in place on: `make run`, the CLI and the pages all say it in these words.
+ROOTS_EXAMPLE = "MODELXREF_MODEL_ROOTS=/path/to/models make run"
+NO_ROOTS = ("no model roots are configured, so registering files in place is off: start ModelXRef with the "
+            f"folders it may read, e.g. `{ROOTS_EXAMPLE}` (several folders: separate them with ':')")
+
+
 def model_roots() -> list[Path]:
     return [Path(r).resolve() for r in settings.MODEL_ROOTS]
+
+
+def root_problem(root: Path) -> str:
+    """Why nothing under a configured root can be registered, or '' when it is usable."""
+    if not root.exists():
+        return "it does not exist"
+    if not root.is_dir():
+        return "it is not a folder"
+    if not os.access(root, os.R_OK | os.X_OK):
+        return "ModelXRef may not read it"
+    return ""
 
 
 def printable(text: str) -> str:
@@ -31,9 +48,7 @@ def resolve_under_roots(raw: str | os.PathLike, *, roots: list[Path] | None = No
     """Resolve `raw` and return it if it lies inside one of the roots; refuse otherwise."""
     roots = model_roots() if roots is None else roots
     if not roots:
-        raise PathRefused(
-            "no model roots are configured: set MODELXREF_MODEL_ROOTS to the folders that may be registered"
-        )
+        raise PathRefused(NO_ROOTS)
     if "\x00" in str(raw):
         raise PathRefused("the path contains a NUL byte")
     try:
@@ -46,6 +61,18 @@ def resolve_under_roots(raw: str | os.PathLike, *, roots: list[Path] | None = No
         shown = ", ".join(str(r) for r in roots)
         raise PathRefused(f"{printable(raw)} resolves to {printable(resolved)}, which is outside the model roots ({shown})")
     return resolved
+
+
+def refusal_reason(raw: str, reason: str) -> str:
+    """A refusal as the web and the API may tell it to a signed-in user.
+
+    For a path that lies outside every model root even before symlinks are followed, say only
+    that: whether it exists, or where it points, is none of the caller's business."""
+    roots = model_roots()
+    lexical = os.path.normpath(os.path.abspath(os.path.expanduser(raw))) if raw and "\x00" not in raw else ""
+    if roots and lexical and not any(lexical == str(r) or lexical.startswith(str(r).rstrip(os.sep) + os.sep) for r in roots):
+        return f"{printable(raw)} is outside the model roots ({', '.join(str(r) for r in roots)})"
+    return reason
 
 
 def describe_special(mode: int) -> str | None:

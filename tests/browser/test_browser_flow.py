@@ -202,7 +202,7 @@ def test_keyboard_reaches_nav_links_and_lookup_box(signed_in_page, shot):
         if seen[-1].startswith("textarea#id_q"):
             break
     assert seen[0] == "a#:Skip to content", seen
-    nav = ["Catalog", "Hash lookup", "My files", "Upload", "Duplicates", "Hugging Face", "API"]
+    nav = ["Catalog", "Hash lookup", "My files", "Register", "Upload", "Duplicates", "Hugging Face", "API"]
     for name in nav:
         assert f"a#:{name}" in seen, (name, seen)
     assert [s.split(":", 1)[1] for s in seen if s.split(":", 1)[1] in nav] == nav, seen
@@ -259,3 +259,58 @@ def _too_wide(page) -> list[str]:
         .filter(el => el.getBoundingClientRect().right > limit)
         .map(el => `${el.tagName}.${el.className}: right=${Math.round(el.getBoundingClientRect().right)}`)
         .slice(0, 10)""", PHONE_WIDTH + 2)
+
+
+def test_register_a_folder_from_the_page_and_watch_it_hash(signed_in_page, browser_data, eager_celery, monkeypatch,
+                                                           settings, shot, tmp_path, page_log):
+    root = tmp_path / "models"
+    (root / "loras").mkdir(parents=True)
+    first = write_model(root / "loras" / "style-a.safetensors", seed=5, rank=4)
+    second = write_model(root / "loras" / "style-b.safetensors", seed=6, rank=4)
+    outside = write_model(tmp_path / "private.safetensors", seed=7, rank=4)
+    (root / "loras" / "sneaky.safetensors").symlink_to(outside)
+    settings.MODEL_ROOTS = [root]
+    held: list[int] = []  # hashing waits until the test lets it run, so My files is seen in progress
+    monkeypatch.setattr("models_catalog.services.register.enqueue_hashing", held.append)
+
+    page = signed_in_page()
+    page.goto("/")
+    page.get_by_role("link", name="Register a folder on this server").click()
+    expect(page).to_have_url(re.compile(r"/register/$"))
+    expect(page.get_by_role("link", name="Register", exact=True)).to_have_attribute("aria-current", "page")
+    page.get_by_role("link", name=str(root)).click()
+    box = page.get_by_label("File or folder on this server (under a model root)")
+    expect(box).to_have_value(str(root))
+    shot(page, "01-root-chosen")
+    box.fill(str(root / "loras"))
+    page.get_by_role("button", name="Register").click()
+
+    outcome = page.locator("#outcome")
+    expect(outcome.get_by_role("status")).to_contain_text("2 queued")
+    expect(outcome.get_by_role("status")).to_contain_text("1 refused")
+    expect(outcome.locator("#refused")).to_contain_text("sneaky.safetensors")
+    expect(outcome.locator("#refused")).to_contain_text("outside the model roots")
+    expect(outcome.locator("#queued li")).to_have_count(2)
+    shot(page, "02-outcome")
+    assert len(held) == 2
+
+    page.get_by_role("link", name="Follow the progress on My files").click()
+    expect(page).to_have_url(re.compile(r"/$"))
+    rows = {path.name: page.locator("tr", has=page.get_by_role("link", name=path.name)) for path in (first, second)}
+    for row in rows.values():
+        expect(row).to_contain_text("queued")
+    shot(page, "03-my-files-queued")
+
+    # Hash right after a poll answered, so the next poll finds the work finished.
+    is_poll = lambda r: r.request.headers.get("hx-request") == "true"  # noqa: E731
+    with page.expect_response(is_poll, timeout=10_000):
+        pass
+    from workers.tasks import hash_local_file
+
+    for pk in held:
+        hash_local_file.delay(pk)
+    for row in rows.values():
+        expect(row).to_contain_text("done", timeout=10_000)
+    shot(page, "04-my-files-done")
+    assert sorted(LocalFile.objects.values_list("path", flat=True)) == [str(first), str(second)]
+    assert page_log.errors == []

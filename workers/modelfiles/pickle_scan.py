@@ -565,7 +565,7 @@ def _scan_flat_file(buf, fmt: str, path: Path, report: _Report) -> None:
         _scan_tar(buf, path, report)
     elif fmt == "unknown" and report.worst == "safe":
         report.add("unreadable", "unrecognised content", where,
-                   f"not a model format we can analyse (starts {bytes(buf[:8])!r})")
+                   f"not a model format we can analyse (its first bytes are {bytes(buf[:8]).hex(' ').upper()})")
 
 
 def _scan_chain(buf, start: int, end: int, where: str, report: _Report, *, required: int) -> bool:

@@ -25,6 +25,26 @@ Format = Literal[
 
 Verdict = Literal["safe", "suspicious", "dangerous", "unreadable"]
 
+# Each format and verdict in the words a person holding the file needs (the CLI prints these).
+FORMAT_MEANING: dict[str, str] = {
+    "safetensors": "tensors and a JSON header, no code",
+    "torch-zip": "a PyTorch zip checkpoint; a pickle inside describes its tensors",
+    "torch-legacy": "a legacy PyTorch checkpoint: a series of pickles",
+    "torch-tar": "an old PyTorch tar checkpoint with pickles inside",
+    "pickle": "a bare pickle",
+    "npy": "a NumPy array", "npz": "a NumPy archive",
+    "gguf": "llama.cpp / quantised weights",
+    "7z": "a 7-Zip archive", "zip": "a zip archive that is not a PyTorch checkpoint",
+    "diffusers": "one model in several weight files, with their configs",
+    "unknown": "no model format ModelXRef knows",
+}
+VERDICT_MEANING: dict[str, str] = {
+    "safe": "nothing in it can run code when it is loaded",
+    "suspicious": "it holds things outside the allowlist (listed below), none known to run code",
+    "dangerous": "loading it with torch.load or pickle could run code: do not load it",
+    "unreadable": "it could not be read to the end, so what it would do when loaded is unknown",
+}
+
 
 class ModelFileError(Exception):
     """A file is not something we can read (corrupt, truncated, hostile, unsupported)."""

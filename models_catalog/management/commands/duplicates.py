@@ -1,13 +1,13 @@
 import json
 
-from django.core.management.base import BaseCommand
 from django.template.defaultfilters import filesizeformat
 
+from models_catalog.management.commands._base import PipeSafeCommand
 from models_catalog.management.commands._owner import cli_owner
 from models_catalog.services.duplicates import duplicate_groups
 
 
-class Command(BaseCommand):
+class Command(PipeSafeCommand):
     help = "Groups of local files that hold the same model across names, containers and precisions."
 
     def add_arguments(self, parser):

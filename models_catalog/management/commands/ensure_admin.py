@@ -2,10 +2,11 @@ import secrets
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand
+
+from models_catalog.management.commands._base import PipeSafeCommand
 
 
-class Command(BaseCommand):
+class Command(PipeSafeCommand):
     help = "On a fresh install, create the 'admin' user with a random password saved under the data dir."
 
     def handle(self, *args, **options):

@@ -1,10 +1,11 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from models_catalog.management.commands._base import PipeSafeCommand
 from models_catalog.services.huggingface import hf_repo_index
 from workers.sources.huggingface import HuggingFaceError
 
 
-class Command(BaseCommand):
+class Command(PipeSafeCommand):
     help = "Index a Hugging Face repo (every file's sha256 / git sha1) so local copies are identified."
 
     def add_arguments(self, parser):

@@ -1,10 +1,10 @@
-from django.core.management.base import BaseCommand
 
+from models_catalog.management.commands._base import PipeSafeCommand
 from models_catalog.management.commands._owner import cli_owner
 from models_catalog.services.import_hashes import hashes_import
 
 
-class Command(BaseCommand):
+class Command(PipeSafeCommand):
     help = ("Import hashes other tools computed (A1111/Forge cache.json, .civitai.info, .cm-info.json, "
             "civitai-browser-plus .json) from a folder under the model roots, without reading model files.")
 

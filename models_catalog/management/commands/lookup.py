@@ -1,14 +1,15 @@
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from models_catalog.management.commands._base import PipeSafeCommand
 from models_catalog.management.commands._owner import cli_owner
 from models_catalog.services.lookup import hash_lookup
 from models_catalog.services.paths import printable
 from workers.hash_query import HashQueryError
 
 
-class Command(BaseCommand):
+class Command(PipeSafeCommand):
     help = ("Look a hash up: AutoV1/CRC32 (8 hex), AutoV2 (10), AutoV3 (12), SHA256/BLAKE3 (64), "
             "sha256:/blake3: prefixes, or a pasted A1111 infotext. Local catalog first, then Civitai.")
 

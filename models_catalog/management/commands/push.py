@@ -3,12 +3,13 @@
 The push runs on the machine that holds the files and talks to the server
 over HTTP only, so this command never touches the local database.
 """
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
+from models_catalog.management.commands._base import PipeSafeCommand
 from workers import push_client
 
 
-class Command(BaseCommand):
+class Command(PipeSafeCommand):
     help = "Send the hashes (never the contents) of model files to a ModelXRef server; re-runs send only changes."
     requires_system_checks: list = []
     requires_migrations_checks = False

@@ -2,11 +2,12 @@ import os
 import sys
 import time
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from tqdm import tqdm
 
 from models_catalog.identity import IdentityState, file_identities
 from models_catalog.library_report import LibraryReport, human_bytes, library_report
+from models_catalog.management.commands._base import PipeSafeCommand
 from models_catalog.management.commands._owner import cli_owner
 from models_catalog.models import LocalFile
 from models_catalog.services.paths import printable
@@ -16,7 +17,7 @@ POLL_SECONDS = 0.5
 PLAIN_PROGRESS_EVERY = 5.0  # seconds between progress lines when stderr is not a terminal
 
 
-class Command(BaseCommand):
+class Command(PipeSafeCommand):
     help = ("Register model files and folders in place (they must lie under MODELXREF_MODEL_ROOTS); with --wait, "
             "wait until they are hashed, read and identified, then say what each one is.")
 

@@ -2,16 +2,17 @@ import sys
 from pathlib import Path
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from tqdm import tqdm
 
+from models_catalog.management.commands._base import PipeSafeCommand
 from workers.hash_cache import hash_file_cached
 from models_catalog.services.hashing import hash_cache
 from workers.sources.hf_verify import VerifyError, exit_status, verify_local_dir
 from workers.sources.huggingface import HuggingFaceError, index_repo
 
 
-class Command(BaseCommand):
+class Command(PipeSafeCommand):
     help = ("Check a local download folder against the Hub: matched, mismatched, missing and extra files. "
             "Exit status: 0 all present files match, 1 mismatches, 2 only missing files.")
 

@@ -1,0 +1,56 @@
+"""Register a file or folder under the model roots from the web page.
+
+The page calls the same service as `manage.py register` and POST /api/v1/files/register/,
+and tells a refusal in the same words as the API.
+"""
+from __future__ import annotations
+
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_http_methods
+
+from models_catalog.forms import RegisterPathForm
+from models_catalog.services.paths import ROOTS_EXAMPLE, model_roots, printable, refusal_reason, root_problem
+from models_catalog.services.register import RegisterOutcome, local_file_register
+
+# A folder can hold thousands of files: each list shows this many and counts the rest.
+ROWS_SHOWN = 50
+TEMPLATE = "models_catalog/register.html"
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def register_path(request: HttpRequest) -> HttpResponse:
+    context = {"roots": [(printable(root), root_problem(root)) for root in model_roots()],
+               "roots_example": ROOTS_EXAMPLE}
+    if request.method == "GET":
+        # ?path= is how a click on a root fills the box, with or without JavaScript.
+        form = RegisterPathForm(initial={"path": request.GET.get("path", "")})
+        return render(request, TEMPLATE, {**context, "form": form})
+    form = RegisterPathForm(request.POST)
+    if not form.is_valid():
+        return render(request, TEMPLATE, {**context, "form": form}, status=400)
+    outcome = local_file_register(paths=[form.cleaned_data["path"]], owner=request.user)
+    status = 400 if outcome.refused and not outcome.files else 200
+    return render(request, TEMPLATE, {**context, "form": form, "outcome": _outcome_for_page(outcome)}, status=status)
+
+
+def _outcome_for_page(outcome: RegisterOutcome) -> dict:
+    """The outcome as counts and lists to show: worst news first, paths made printable."""
+    refused = [{"path": path, "note": refusal_reason(path, why)} for path, why in outcome.refused]
+    parts = [
+        ("refused", "Refused", refused),
+        ("failed", "Failed (stored with the reason)",
+         [{"path": printable(lf.path), "id": lf.pk, "note": lf.error} for lf in outcome.failed]),
+        ("queued", "Queued for hashing", [{"path": printable(lf.path), "id": lf.pk} for lf in outcome.queued]),
+        ("unchanged", "Unchanged since they were hashed, or already on their way",
+         [{"path": printable(lf.path), "id": lf.pk} for lf in outcome.unchanged]),
+    ]
+    return {
+        "counts": {key: len(rows) for key, _, rows in parts},
+        "nothing_found": not any(rows for _, _, rows in parts),
+        "lists": [{"key": key, "title": title, "rows": rows[:ROWS_SHOWN], "more": max(0, len(rows) - ROWS_SHOWN),
+                   "open": key in ("refused", "failed") or len(rows) <= 10}
+                  for key, title, rows in parts if rows],
+    }
