@@ -18,7 +18,7 @@ from models_catalog.selectors import visible_jobs
 from models_catalog.services.duplicates import duplicate_groups
 from models_catalog.services.hf_verify_job import hf_verify_job_create
 from models_catalog.services.huggingface import hf_index_job_create
-from models_catalog.services.paths import PathRefused
+from models_catalog.services.paths import PathRefused, refusal_reason
 
 JOBS_SHOWN = 50
 
@@ -115,7 +115,8 @@ def hf_verify(request: HttpRequest) -> HttpResponse:
                                        revision=form.cleaned_data["revision"] or None,
                                        repo_type=form.cleaned_data["repo_type"])
         except PathRefused as exc:
-            form.add_error("local_dir", str(exc))
+            # The same words as the register page and the API: never where an outside path leads.
+            form.add_error("local_dir", refusal_reason(form.cleaned_data["local_dir"], str(exc)))
         else:
             messages.success(request, f"Verifying {job.params['local_dir']} against {job.params['repo_id']}.")
             return redirect("catalog:job_detail", pk=job.pk)

@@ -176,6 +176,10 @@ def test_verify_form_refuses_paths_outside_the_roots(alice, model_root, tmp_path
     for path in (str(outside), str(model_root / "escape"), str(model_root / ".." / "elsewhere")):
         resp = alice.post("/hf/verify/", {"verify-repo_id": "org/repo", "verify-repo_type": "model", "verify-local_dir": path})
         assert resp.status_code == 400 and "outside the model roots" in resp.content.decode()
+    # A path outside the roots is refused without saying whether it exists or where it leads.
+    resp = alice.post("/hf/verify/", {"verify-repo_id": "org/repo", "verify-repo_type": "model",
+                                      "verify-local_dir": str(outside / "nothing-here")})
+    assert "no such file" not in resp.content.decode() and "outside the model roots" in resp.content.decode()
     assert not Job.objects.exists() and not enqueued
 
 
