@@ -15,6 +15,7 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
+from playwright.sync_api import expect
 from rest_framework.authtoken.models import Token
 
 from models_catalog.models import (
@@ -54,6 +55,7 @@ FIND_OVERFLOW = """(limit) => {
   // A long word can stick out of a block whose own box fits: measure text too, and blame its element.
   const right = (el) => {
     let r = el.getBoundingClientRect().right;
+    if (getComputedStyle(el).overflowX !== "visible") return r;  // its own text is clipped (an ellipsis)
     for (const node of el.childNodes) {
       if (node.nodeType !== Node.TEXT_NODE || !node.textContent.trim()) continue;
       const range = document.createRange();
@@ -258,3 +260,39 @@ def test_every_page_fits_a_phone(new_page, live_server, shot):
     visit(page, staff)
 
     assert not too_wide, "pages wider than a 390 px phone:\n" + "\n".join(f"- {k}: {v}" for k, v in too_wide.items())
+
+
+def test_a_hash_cut_short_on_a_phone_copies_whole(new_page):
+    user = get_user_model().objects.create_user(USERNAME, password=PASSWORD)
+    ids = _hostile_library(user)
+    page = new_page(**PHONE)
+    sign_in(page, USERNAME)
+    page.goto(f"/lookup/?q={ids['sha']}")
+    value = page.locator("section.lookup-result h2 code.hash")
+    copy = page.locator("section.lookup-result h2").get_by_role("button", name="Copy the hash")
+    # Cut on screen (an ellipsis), whole in the text and the title.
+    assert value.evaluate("el => el.scrollWidth > el.clientWidth && getComputedStyle(el).textOverflow") == "ellipsis"
+    assert value.text_content() == ids["sha"]
+    assert value.get_attribute("title") == ids["sha"]
+    assert copy.bounding_box()["x"] + copy.bounding_box()["width"] <= PHONE_WIDTH
+
+    page.context.grant_permissions(["clipboard-read", "clipboard-write"])
+    copy.click()
+    expect(copy).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == ids["sha"]
+
+    # Where the clipboard is refused, the whole value is selected for the user to copy.
+    copy.click()  # while it still says "Copied": the label comes back all the same
+    expect(copy).to_have_text("Copy", timeout=3_000)
+    page.evaluate("() => { navigator.clipboard.writeText = () => Promise.reject(new Error('denied')); }")
+    copy.click()
+    expect(copy).to_have_text("Select and copy")
+    assert page.evaluate("String(window.getSelection())") == ids["sha"]
+
+    # Without scripts there is no Copy button that does nothing; the value is still there to select.
+    page = new_page(**PHONE, java_script_enabled=False)
+    sign_in(page, USERNAME)
+    page.goto(f"/lookup/?q={ids['sha']}")
+    expect(page.locator("section.lookup-result h2 code.hash")).to_have_text(ids["sha"])
+    expect(page.locator("button.copy")).to_have_count(1)
+    expect(page.locator("button.copy")).to_be_hidden()
