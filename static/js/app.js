@@ -19,10 +19,16 @@ function copyText(text) {
 document.addEventListener("click", (event) => {
   const button = event.target.closest("button.copy");
   if (!button) return;
-  const label = button.textContent;
+  // The first label, not the current one: a second click while "Copied" shows must not keep it.
+  const label = (button.dataset.label ??= button.textContent);
   copyText(button.dataset.copy).then(
     () => { button.textContent = "Copied"; },
-    () => { button.textContent = "Select and copy"; },
+    () => {
+      button.textContent = "Select and copy";
+      // A hash cut short on a phone (_hash.html) is still whole in the text: select it for the user.
+      const value = button.closest(".hash-copy")?.querySelector("code.hash");
+      if (value) window.getSelection().selectAllChildren(value);
+    },
   ).finally(() => { setTimeout(() => { button.textContent = label; }, 1200); });
 });
 
