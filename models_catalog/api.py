@@ -21,13 +21,10 @@ from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
-from rest_framework.authtoken.serializers import AuthTokenSerializer
-from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.filters import OrderingFilter
 from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
 from models_catalog import serializers as s
@@ -37,10 +34,12 @@ from models_catalog.services.duplicates import duplicate_groups
 from models_catalog.services.huggingface import hf_index_job_create
 from models_catalog.services.hf_verify_job import hf_verify_job_create
 from models_catalog.services.lookup import hash_lookup
-from models_catalog.services.paths import PathRefused, model_roots, printable
+from models_catalog.services.paths import PathRefused, model_roots_for, printable
 from models_catalog.services.push import PushRejected, pushed_files_store
 from models_catalog.services.register import local_file_register
+from models_catalog.services.tokens import TokenRefused, api_token_create
 from models_catalog.services.upload import UploadRefused, local_file_upload
+from models_catalog.throttling import ScopedRateThrottle, UserRateThrottle
 from models_catalog.upload_handlers import LimitedTemporaryFileUploadHandler
 from workers.hash_query import HashQueryError
 
@@ -77,10 +76,10 @@ class BodyLimitMixin:
         return super().initial(request, *args, **kwargs)
 
 
-def refusal_reason(raw: str, reason: str) -> str:
-    """For a path that lies outside every model root even before symlinks are followed, say only
-    that: whether it exists, or where it points, is none of the caller's business."""
-    roots = model_roots()
+def refusal_reason(raw: str, reason: str, *, user) -> str:
+    """For a path that lies outside every one of the user's model roots even before symlinks are
+    followed, say only that: whether it exists, or where it points, is none of the caller's business."""
+    roots = model_roots_for(user)
     lexical = os.path.normpath(os.path.abspath(os.path.expanduser(raw))) if raw and "\x00" not in raw else ""
     if roots and lexical and not any(lexical == str(r) or lexical.startswith(str(r).rstrip(os.sep) + os.sep) for r in roots):
         return f"{printable(raw)} is outside the model roots ({', '.join(str(r) for r in roots)})"
@@ -90,17 +89,29 @@ def refusal_reason(raw: str, reason: str) -> str:
 # --- auth ---------------------------------------------------------------------------
 
 
-class TokenView(BodyLimitMixin, ObtainAuthToken):
-    """Trade a username and password for an API token (send it as `Authorization: Token <key>`)."""
+class TokenView(BodyLimitMixin, APIView):
+    """Trade a username and password for a NEW API token (send it as `Authorization: Token <key>`).
 
+    The key is in this answer only: the server keeps just its hash. Each call makes another token
+    (each machine or script can have its own); list and revoke them on the API page."""
+
+    authentication_classes = []  # the password in the body is the credential
+    permission_classes = []
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "auth"
     parser_classes = [JSONParser, FormParser, MultiPartParser]
 
-    @extend_schema(operation_id="auth_token_create", request=AuthTokenSerializer,
+    @extend_schema(operation_id="auth_token_create", request=s.TokenRequestSerializer,
                    responses={200: s.TokenResponseSerializer, **errors(400, 413, 429)}, auth=[], tags=["auth"])
-    def post(self, request, *args, **kwargs):
-        return super().post(request, *args, **kwargs)
+    def post(self, request):
+        body = s.TokenRequestSerializer(data=request.data, context={"request": request})
+        body.is_valid(raise_exception=True)
+        try:
+            token, key = api_token_create(user=body.validated_data["user"], name=body.validated_data["name"])
+        except TokenRefused as exc:
+            raise ApiError(str(exc), code="too_many_tokens") from None
+        # 200, not 201: scripts written against the earlier get-or-create endpoint check for 200.
+        return Response({"token": key, "prefix": token.prefix, "name": token.name, "created_at": token.created_at})
 
 
 # --- lookup -----------------------------------------------------------------------------
@@ -271,9 +282,10 @@ class LocalFileUploadView(APIView):
 
 
 class LocalFileRegisterView(BodyLimitMixin, APIView):
-    """Register files or folders in place on the server. Any signed-in user may register paths
-    inside MODELXREF_MODEL_ROOTS (the folders the operator chose to share); the rows are theirs
-    alone. Folders are searched for model files; paths outside the roots are refused with the reason."""
+    """Register files or folders in place on the server, under the model roots you were given (all
+    of MODELXREF_MODEL_ROOTS on a single-user install; the folders staff assigned to you or your
+    groups otherwise); the rows are yours alone. Folders are searched for model files; paths outside
+    your roots are refused with the reason."""
 
     parser_classes = [JSONParser]
 
@@ -287,7 +299,7 @@ class LocalFileRegisterView(BodyLimitMixin, APIView):
             "queued": [lf.pk for lf in outcome.queued],
             "unchanged": [lf.pk for lf in outcome.unchanged],
             "failed": [lf.pk for lf in outcome.failed],
-            "refused": [{"path": path, "reason": refusal_reason(path, why)} for path, why in outcome.refused],
+            "refused": [{"path": path, "reason": refusal_reason(path, why, user=request.user)} for path, why in outcome.refused],
         })
 
 
@@ -483,7 +495,7 @@ class HfIndexJobView(BodyLimitMixin, APIView):
 
 
 class HfVerifyJobView(BodyLimitMixin, APIView):
-    """Verify a downloaded folder on the server (inside MODELXREF_MODEL_ROOTS) against a Hub repo, as a job."""
+    """Verify a downloaded folder on the server (inside your model roots) against a Hub repo, as a job."""
 
     parser_classes = [JSONParser]
 
@@ -497,5 +509,5 @@ class HfVerifyJobView(BodyLimitMixin, APIView):
             job = hf_verify_job_create(owner=request.user, repo_id=data["repo_id"], local_dir=data["local_dir"],
                                        revision=data.get("revision"), repo_type=data["repo_type"])
         except PathRefused as exc:
-            raise ApiError(refusal_reason(data["local_dir"], str(exc)), code="path_refused") from None
+            raise ApiError(refusal_reason(data["local_dir"], str(exc), user=request.user), code="path_refused") from None
         return Response(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)

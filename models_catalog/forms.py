@@ -76,6 +76,11 @@ class HFIndexForm(forms.Form):
 
 
 class HFVerifyForm(HFIndexForm):
-    local_dir = forms.CharField(max_length=4096, label="Local folder (under the model roots)",
+    local_dir = forms.CharField(max_length=4096, label="Local folder (under your model roots)",
                                 widget=forms.TextInput(attrs={"placeholder": "/data/models/sdxl-vae",
                                                               "autocapitalize": "off"}))
+
+
+class ApiTokenForm(forms.Form):
+    name = forms.CharField(required=False, max_length=100, label="What it is for (optional)",
+                           widget=forms.TextInput(attrs={"placeholder": "push from the GPU box"}))

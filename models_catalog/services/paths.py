@@ -1,8 +1,9 @@
 """Path policy: what may be registered in place, and how uploaded names are cleaned.
 
 Every registered path and every uploaded name is hostile until proven
-otherwise: paths are resolved (symlinks followed) and must land inside a
-configured model root; names lose directories and control characters.
+otherwise: paths are resolved (symlinks followed) and must land inside one of
+the owner's model roots (`model_roots_for`); names lose directories and
+control characters.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import unicodedata
 from pathlib import Path
 
 from django.conf import settings
+from django.db.models import Q
 
 
 class PathRefused(Exception):
@@ -19,7 +21,40 @@ class PathRefused(Exception):
 
 
 def model_roots() -> list[Path]:
+    """MODELXREF_MODEL_ROOTS: every folder the server may read for registration, for anyone."""
     return [Path(r).resolve() for r in settings.MODEL_ROOTS]
+
+
+def normalise_root(raw: str) -> Path:
+    """A ModelRoot path as stored: absolute and symlink-resolved (the folder may not exist yet)."""
+    text = str(raw).strip()
+    if not text or "\x00" in text:
+        raise ValueError("give an absolute folder path")
+    path = Path(text).expanduser()
+    if not path.is_absolute():
+        raise ValueError(f"{printable(text)} is not an absolute path")
+    return path.resolve()
+
+
+def model_roots_for(user) -> list[Path]:
+    """The folders `user` may register under: the one rule the CLI, API, web pages and workers ask.
+
+    No ModelRoot rows at all (a single-user install): every env root, for every user.
+    With rows: the rows that name the user or one of their groups, and only while they lie
+    inside the env roots (the operator's outer bound, which may have shrunk since);
+    superusers, who could grant themselves any row, keep every env root.
+    """
+    from models_catalog.models import ModelRoot
+
+    server = model_roots()
+    if user is None or not user.is_active or not server:
+        return []
+    if user.is_superuser or not ModelRoot.objects.exists():
+        return server
+    rows = (ModelRoot.objects.filter(Q(users=user) | Q(groups__in=user.groups.all()))
+            .distinct().values_list("path", flat=True))
+    mine = sorted({Path(p).resolve() for p in rows})
+    return [p for p in mine if any(p.is_relative_to(root) for root in server)]
 
 
 def printable(text: str) -> str:
@@ -31,6 +66,8 @@ def resolve_under_roots(raw: str | os.PathLike, *, roots: list[Path] | None = No
     """Resolve `raw` and return it if it lies inside one of the roots; refuse otherwise."""
     roots = model_roots() if roots is None else roots
     if not roots:
+        if model_roots():
+            raise PathRefused("no model root is assigned to you: staff can give you one in the admin (Model roots)")
         raise PathRefused(
             "no model roots are configured: set MODELXREF_MODEL_ROOTS to the folders that may be registered"
         )
