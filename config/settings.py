@@ -12,6 +12,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from config.data_dir import make_private_dirs, make_private_file
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -188,9 +190,11 @@ LOGGING = {
 
 
 def ensure_data_dirs() -> None:
-    for path in (DATA_DIR, UPLOAD_DIR, STATIC_ROOT, Path(FILE_UPLOAD_TEMP_DIR), BROKER_DIR / "queue",
-                 BROKER_DIR / "control", BROKER_DIR / "processed"):
-        path.mkdir(parents=True, exist_ok=True)
+    # Private: the data dir holds the database, uploads and broker messages (config/data_dir.py).
+    make_private_dirs(DATA_DIR, UPLOAD_DIR, STATIC_ROOT, Path(FILE_UPLOAD_TEMP_DIR), DATA_DIR / "cache", BROKER_DIR,
+                      BROKER_DIR / "queue", BROKER_DIR / "control", BROKER_DIR / "processed")
+    if DATABASES["default"]["ENGINE"].endswith("sqlite3") and DATABASES["default"]["NAME"] not in ("", ":memory:"):
+        make_private_file(Path(DATABASES["default"]["NAME"]))
 
 
 ensure_data_dirs()
