@@ -40,6 +40,15 @@ def env_paths(name: str) -> list[Path]:
     return [Path(p).expanduser().resolve() for p in os.environ.get(name, "").split(os.pathsep) if p.strip()]
 
 
+def env_proxy_header(name: str) -> tuple[str, str] | None:
+    """A header name as a proxy sends it (X-Forwarded-Proto) -> Django's ("HTTP_X_FORWARDED_PROTO", "https")."""
+    value = env_str(name).strip()
+    if not value:
+        return None
+    meta = value.upper().replace("-", "_")
+    return (meta if meta.startswith("HTTP_") else f"HTTP_{meta}", "https")
+
+
 DEBUG = env_bool("DEBUG", default=False)
 # `make run` and tests must work with no setup, so DEBUG-less runs without a
 # key are refused only when the app is clearly deployed (not under the venv
@@ -52,6 +61,19 @@ if not SECRET_KEY:
         raise ImproperlyConfigured("SECRET_KEY is required unless DEBUG=true")
 
 ALLOWED_HOSTS = [h for h in env_str("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h]
+
+# HTTPS, usually terminated by a proxy in front of gunicorn. Off by default so that
+# `make run` works on plain http://127.0.0.1; README shows the production set, which
+# `manage.py check --deploy` accepts without a warning.
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", default=False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", default=False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=False)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", default=False)
+# Trust the proxy's word that the client used HTTPS. Only where the proxy always sets
+# (or strips) this header: otherwise any client could claim HTTPS.
+SECURE_PROXY_SSL_HEADER = env_proxy_header("SECURE_PROXY_SSL_HEADER")
 
 # Every piece of runtime state lives under the data dir.
 DATA_DIR = Path(env_str("MODELXREF_DATA_DIR", str(BASE_DIR / "var"))).expanduser().resolve()
