@@ -112,6 +112,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "models_catalog.middleware.ServiceUnavailableMiddleware",  # Redis down: a 503 page, not a 500
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -262,7 +263,10 @@ SPECTACULAR_SETTINGS = {
 
 # Throttle counters and other small shared state: Redis when there is one, else a folder.
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    # Short timeouts: a Redis that stopped answering must not hold every API request (the
+    # throttles then fail open, models_catalog/throttling.py).
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2}}}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(DATA_DIR / "cache")}}
 

@@ -50,7 +50,8 @@ MULTIPART_SLACK_BYTES = 64 * 1024
 def errors(*codes: int) -> dict:
     """Error responses for extend_schema: all share the one error format."""
     meaning = {400: "invalid input", 401: "no or bad credentials", 403: "not allowed (or CSRF failed)",
-               404: "no such object (or it is not yours)", 413: "request body too large", 429: "throttled"}
+               404: "no such object (or it is not yours)", 413: "request body too large", 429: "throttled",
+               503: "the task queue (Redis) is unreachable: the work could not be queued (Retry-After says when to retry)"}
     return {code: OpenApiResponse(s.ErrorSerializer, description=meaning.get(code, "error")) for code in codes}
 
 
@@ -255,7 +256,7 @@ class LocalFileUploadView(APIView):
         return drf_request
 
     @extend_schema(operation_id="files_upload", request={"multipart/form-data": s.UploadRequestSerializer},
-                   responses={201: s.LocalFileDetailSerializer, **errors(400, 401, 413)}, tags=["files"])
+                   responses={201: s.LocalFileDetailSerializer, **errors(400, 401, 413, 503)}, tags=["files"])
     def post(self, request):
         limit = settings.MAX_UPLOAD_BYTES
         too_large = ApiError(f"the upload is larger than the limit of {limit:,} bytes", code="too_large",
@@ -290,7 +291,7 @@ class LocalFileRegisterView(BodyLimitMixin, APIView):
     parser_classes = [JSONParser]
 
     @extend_schema(operation_id="files_register", request=s.RegisterRequestSerializer,
-                   responses={200: s.RegisterOutcomeSerializer, **errors(400, 401, 413)}, tags=["files"])
+                   responses={200: s.RegisterOutcomeSerializer, **errors(400, 401, 413, 503)}, tags=["files"])
     def post(self, request):
         body = s.RegisterRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -312,7 +313,7 @@ class LocalFilePushView(BodyLimitMixin, APIView):
     parser_classes = [JSONParser]
 
     @extend_schema(operation_id="files_push", request=s.PushRequestDocSerializer,
-                   responses={200: s.PushOutcomeSerializer, **errors(400, 401, 413)}, tags=["files"])
+                   responses={200: s.PushOutcomeSerializer, **errors(400, 401, 413, 503)}, tags=["files"])
     def post(self, request):
         body = s.PushRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -485,7 +486,7 @@ class HfIndexJobView(BodyLimitMixin, APIView):
     parser_classes = [JSONParser]
 
     @extend_schema(operation_id="jobs_hf_index", request=s.HfIndexRequestSerializer,
-                   responses={202: s.JobSerializer, **errors(400, 401, 413)}, tags=["jobs"])
+                   responses={202: s.JobSerializer, **errors(400, 401, 413, 503)}, tags=["jobs"])
     def post(self, request):
         body = s.HfIndexRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -500,7 +501,7 @@ class HfVerifyJobView(BodyLimitMixin, APIView):
     parser_classes = [JSONParser]
 
     @extend_schema(operation_id="jobs_hf_verify", request=s.HfVerifyRequestSerializer,
-                   responses={202: s.JobSerializer, **errors(400, 401, 413)}, tags=["jobs"])
+                   responses={202: s.JobSerializer, **errors(400, 401, 413, 503)}, tags=["jobs"])
     def post(self, request):
         body = s.HfVerifyRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
