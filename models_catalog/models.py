@@ -393,7 +393,7 @@ class ModelRoot(models.Model):
 class ApiToken(models.Model):
     """An API key, stored as its SHA-256 only: the key itself is shown once, when it is made.
 
-    The key is random (240 bits), so a plain SHA-256 cannot be reversed or guessed and can be
+    The key is random (238 bits), so a plain SHA-256 cannot be reversed or guessed and can be
     looked up by equality; `prefix` (the key's first characters) lets people tell their keys apart.
     """
 
