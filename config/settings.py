@@ -12,6 +12,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from config.data_dir import make_private_dirs, make_private_file
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -38,6 +40,15 @@ def env_paths(name: str) -> list[Path]:
     return [Path(p).expanduser().resolve() for p in os.environ.get(name, "").split(os.pathsep) if p.strip()]
 
 
+def env_proxy_header(name: str) -> tuple[str, str] | None:
+    """A header name as a proxy sends it (X-Forwarded-Proto) -> Django's ("HTTP_X_FORWARDED_PROTO", "https")."""
+    value = env_str(name).strip()
+    if not value:
+        return None
+    meta = value.upper().replace("-", "_")
+    return (meta if meta.startswith("HTTP_") else f"HTTP_{meta}", "https")
+
+
 DEBUG = env_bool("DEBUG", default=False)
 # `make run` and tests must work with no setup, so DEBUG-less runs without a
 # key are refused only when the app is clearly deployed (not under the venv
@@ -50,6 +61,19 @@ if not SECRET_KEY:
         raise ImproperlyConfigured("SECRET_KEY is required unless DEBUG=true")
 
 ALLOWED_HOSTS = [h for h in env_str("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h]
+
+# HTTPS, usually terminated by a proxy in front of gunicorn. Off by default so that
+# `make run` works on plain http://127.0.0.1; README shows the production set, which
+# `manage.py check --deploy` accepts without a warning.
+SESSION_COOKIE_SECURE = env_bool("SESSION_COOKIE_SECURE", default=False)
+CSRF_COOKIE_SECURE = env_bool("CSRF_COOKIE_SECURE", default=False)
+SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=False)
+SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", default=False)
+# Trust the proxy's word that the client used HTTPS. Only where the proxy always sets
+# (or strips) this header: otherwise any client could claim HTTPS.
+SECURE_PROXY_SSL_HEADER = env_proxy_header("SECURE_PROXY_SSL_HEADER")
 
 # Every piece of runtime state lives under the data dir.
 DATA_DIR = Path(env_str("MODELXREF_DATA_DIR", str(BASE_DIR / "var"))).expanduser().resolve()
@@ -73,7 +97,6 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -89,6 +112,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "models_catalog.middleware.ServiceUnavailableMiddleware",  # Redis down: a 503 page, not a 500
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -189,9 +213,11 @@ LOGGING = {
 
 
 def ensure_data_dirs() -> None:
-    for path in (DATA_DIR, UPLOAD_DIR, STATIC_ROOT, Path(FILE_UPLOAD_TEMP_DIR), BROKER_DIR / "queue",
-                 BROKER_DIR / "control", BROKER_DIR / "processed"):
-        path.mkdir(parents=True, exist_ok=True)
+    # Private: the data dir holds the database, uploads and broker messages (config/data_dir.py).
+    make_private_dirs(DATA_DIR, UPLOAD_DIR, STATIC_ROOT, Path(FILE_UPLOAD_TEMP_DIR), DATA_DIR / "cache", BROKER_DIR,
+                      BROKER_DIR / "queue", BROKER_DIR / "control", BROKER_DIR / "processed")
+    if DATABASES["default"]["ENGINE"].endswith("sqlite3") and DATABASES["default"]["NAME"] not in ("", ":memory:"):
+        make_private_file(Path(DATABASES["default"]["NAME"]))
 
 
 ensure_data_dirs()
@@ -214,14 +240,14 @@ CELERY_BEAT_SCHEDULE = {
 # --- REST API -----------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",  # scripts: "Authorization: Token <key>"
+        "models_catalog.authentication.ApiTokenAuthentication",  # scripts: "Authorization: Token <key>" (stored hashed)
         "rest_framework.authentication.SessionAuthentication",  # the browser (CSRF enforced)
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.CursorPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
-    "DEFAULT_THROTTLE_CLASSES": ["rest_framework.throttling.UserRateThrottle"],
+    "DEFAULT_THROTTLE_CLASSES": ["models_catalog.throttling.UserRateThrottle"],  # fails open when Redis is down
     "DEFAULT_THROTTLE_RATES": {"user": env_str("API_THROTTLE_USER", "10000/hour"), "lookup": env_str("API_THROTTLE_LOOKUP", "600/hour")},
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
@@ -237,7 +263,10 @@ SPECTACULAR_SETTINGS = {
 
 # Throttle counters and other small shared state: Redis when there is one, else a folder.
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    # Short timeouts: a Redis that stopped answering must not hold every API request (the
+    # throttles then fail open, models_catalog/throttling.py).
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL,
+                          "OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2}}}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(DATA_DIR / "cache")}}
 

@@ -1,12 +1,14 @@
 from django.contrib import admin
 
 from models_catalog.models import (
+    ApiToken,
     CivitaiLookup,
     FileHashes,
     FolderMember,
     Job,
     LocalFile,
     Match,
+    ModelRoot,
     SourceFile,
     SourceModel,
     SourceVersion,
@@ -69,3 +71,36 @@ class JobAdmin(admin.ModelAdmin):
 
 
 admin.site.register(FolderMember)
+
+
+@admin.register(ModelRoot)
+class ModelRootAdmin(admin.ModelAdmin):
+    """Who may register under which folder. No rows: everyone may register under every env root."""
+
+    list_display = ("path", "who", "note", "created_at")
+    search_fields = ("path", "note", "users__username", "groups__name")
+    filter_horizontal = ("users", "groups")
+
+    @admin.display(description="users and groups")
+    def who(self, root: ModelRoot) -> str:
+        names = [u.username for u in root.users.all()] + [f"group {g.name}" for g in root.groups.all()]
+        return ", ".join(names) or "nobody"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).prefetch_related("users", "groups")
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    """Tokens can be seen and revoked here; they are made by their owner (the key is shown once, to them)."""
+
+    list_display = ("prefix", "user", "name", "created_at", "last_used_at")
+    search_fields = ("prefix", "name", "user__username")
+    readonly_fields = ("user", "name", "prefix", "digest", "created_at", "last_used_at")
+    list_select_related = ("user",)
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

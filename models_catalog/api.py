@@ -20,13 +20,10 @@ from django_filters import rest_framework as filters
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
-from rest_framework.authtoken.serializers import AuthTokenSerializer
-from rest_framework.authtoken.views import ObtainAuthToken
 from rest_framework.filters import OrderingFilter
 from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
-from rest_framework.throttling import ScopedRateThrottle, UserRateThrottle
 from rest_framework.views import APIView
 
 from models_catalog import serializers as s
@@ -39,7 +36,9 @@ from models_catalog.services.lookup import hash_lookup
 from models_catalog.services.paths import PathRefused, refusal_reason
 from models_catalog.services.push import PushRejected, pushed_files_store
 from models_catalog.services.register import local_file_register
+from models_catalog.services.tokens import TokenRefused, api_token_create
 from models_catalog.services.upload import UploadRefused, local_file_upload
+from models_catalog.throttling import ScopedRateThrottle, UserRateThrottle
 from models_catalog.upload_handlers import LimitedTemporaryFileUploadHandler
 from workers.hash_query import HashQueryError
 
@@ -50,7 +49,8 @@ MULTIPART_SLACK_BYTES = 64 * 1024
 def errors(*codes: int) -> dict:
     """Error responses for extend_schema: all share the one error format."""
     meaning = {400: "invalid input", 401: "no or bad credentials", 403: "not allowed (or CSRF failed)",
-               404: "no such object (or it is not yours)", 413: "request body too large", 429: "throttled"}
+               404: "no such object (or it is not yours)", 413: "request body too large", 429: "throttled",
+               503: "the task queue (Redis) is unreachable: the work could not be queued (Retry-After says when to retry)"}
     return {code: OpenApiResponse(s.ErrorSerializer, description=meaning.get(code, "error")) for code in codes}
 
 
@@ -79,17 +79,29 @@ class BodyLimitMixin:
 # --- auth ---------------------------------------------------------------------------
 
 
-class TokenView(BodyLimitMixin, ObtainAuthToken):
-    """Trade a username and password for an API token (send it as `Authorization: Token <key>`)."""
+class TokenView(BodyLimitMixin, APIView):
+    """Trade a username and password for a NEW API token (send it as `Authorization: Token <key>`).
 
+    The key is in this answer only: the server keeps just its hash. Each call makes another token
+    (each machine or script can have its own); list and revoke them on the API page."""
+
+    authentication_classes = []  # the password in the body is the credential
+    permission_classes = []
     throttle_classes = [ScopedRateThrottle]
     throttle_scope = "auth"
     parser_classes = [JSONParser, FormParser, MultiPartParser]
 
-    @extend_schema(operation_id="auth_token_create", request=AuthTokenSerializer,
+    @extend_schema(operation_id="auth_token_create", request=s.TokenRequestSerializer,
                    responses={200: s.TokenResponseSerializer, **errors(400, 413, 429)}, auth=[], tags=["auth"])
-    def post(self, request, *args, **kwargs):
-        return super().post(request, *args, **kwargs)
+    def post(self, request):
+        body = s.TokenRequestSerializer(data=request.data, context={"request": request})
+        body.is_valid(raise_exception=True)
+        try:
+            token, key = api_token_create(user=body.validated_data["user"], name=body.validated_data["name"])
+        except TokenRefused as exc:
+            raise ApiError(str(exc), code="too_many_tokens") from None
+        # 200, not 201: scripts written against the earlier get-or-create endpoint check for 200.
+        return Response({"token": key, "prefix": token.prefix, "name": token.name, "created_at": token.created_at})
 
 
 # --- lookup -----------------------------------------------------------------------------
@@ -233,7 +245,7 @@ class LocalFileUploadView(APIView):
         return drf_request
 
     @extend_schema(operation_id="files_upload", request={"multipart/form-data": s.UploadRequestSerializer},
-                   responses={201: s.LocalFileDetailSerializer, **errors(400, 401, 413)}, tags=["files"])
+                   responses={201: s.LocalFileDetailSerializer, **errors(400, 401, 413, 503)}, tags=["files"])
     def post(self, request):
         limit = settings.MAX_UPLOAD_BYTES
         too_large = ApiError(f"the upload is larger than the limit of {limit:,} bytes", code="too_large",
@@ -260,14 +272,15 @@ class LocalFileUploadView(APIView):
 
 
 class LocalFileRegisterView(BodyLimitMixin, APIView):
-    """Register files or folders in place on the server. Any signed-in user may register paths
-    inside MODELXREF_MODEL_ROOTS (the folders the operator chose to share); the rows are theirs
-    alone. Folders are searched for model files; paths outside the roots are refused with the reason."""
+    """Register files or folders in place on the server, under the model roots you were given (all
+    of MODELXREF_MODEL_ROOTS on a single-user install; the folders staff assigned to you or your
+    groups otherwise); the rows are yours alone. Folders are searched for model files; paths outside
+    your roots are refused with the reason."""
 
     parser_classes = [JSONParser]
 
     @extend_schema(operation_id="files_register", request=s.RegisterRequestSerializer,
-                   responses={200: s.RegisterOutcomeSerializer, **errors(400, 401, 413)}, tags=["files"])
+                   responses={200: s.RegisterOutcomeSerializer, **errors(400, 401, 413, 503)}, tags=["files"])
     def post(self, request):
         body = s.RegisterRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -276,7 +289,7 @@ class LocalFileRegisterView(BodyLimitMixin, APIView):
             "queued": [lf.pk for lf in outcome.queued],
             "unchanged": [lf.pk for lf in outcome.unchanged],
             "failed": [lf.pk for lf in outcome.failed],
-            "refused": [{"path": path, "reason": refusal_reason(path, why)} for path, why in outcome.refused],
+            "refused": [{"path": path, "reason": refusal_reason(path, why, user=request.user)} for path, why in outcome.refused],
         })
 
 
@@ -289,7 +302,7 @@ class LocalFilePushView(BodyLimitMixin, APIView):
     parser_classes = [JSONParser]
 
     @extend_schema(operation_id="files_push", request=s.PushRequestDocSerializer,
-                   responses={200: s.PushOutcomeSerializer, **errors(400, 401, 413)}, tags=["files"])
+                   responses={200: s.PushOutcomeSerializer, **errors(400, 401, 413, 503)}, tags=["files"])
     def post(self, request):
         body = s.PushRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -462,7 +475,7 @@ class HfIndexJobView(BodyLimitMixin, APIView):
     parser_classes = [JSONParser]
 
     @extend_schema(operation_id="jobs_hf_index", request=s.HfIndexRequestSerializer,
-                   responses={202: s.JobSerializer, **errors(400, 401, 413)}, tags=["jobs"])
+                   responses={202: s.JobSerializer, **errors(400, 401, 413, 503)}, tags=["jobs"])
     def post(self, request):
         body = s.HfIndexRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -472,12 +485,12 @@ class HfIndexJobView(BodyLimitMixin, APIView):
 
 
 class HfVerifyJobView(BodyLimitMixin, APIView):
-    """Verify a downloaded folder on the server (inside MODELXREF_MODEL_ROOTS) against a Hub repo, as a job."""
+    """Verify a downloaded folder on the server (inside your model roots) against a Hub repo, as a job."""
 
     parser_classes = [JSONParser]
 
     @extend_schema(operation_id="jobs_hf_verify", request=s.HfVerifyRequestSerializer,
-                   responses={202: s.JobSerializer, **errors(400, 401, 413)}, tags=["jobs"])
+                   responses={202: s.JobSerializer, **errors(400, 401, 413, 503)}, tags=["jobs"])
     def post(self, request):
         body = s.HfVerifyRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
@@ -486,5 +499,5 @@ class HfVerifyJobView(BodyLimitMixin, APIView):
             job = hf_verify_job_create(owner=request.user, repo_id=data["repo_id"], local_dir=data["local_dir"],
                                        revision=data.get("revision"), repo_type=data["repo_type"])
         except PathRefused as exc:
-            raise ApiError(refusal_reason(data["local_dir"], str(exc)), code="path_refused") from None
+            raise ApiError(refusal_reason(data["local_dir"], str(exc), user=request.user), code="path_refused") from None
         return Response(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)

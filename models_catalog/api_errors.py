@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 
+import kombu.exceptions
+import redis.exceptions
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, JsonResponse
 from django.views.decorators.csrf import csrf_exempt
@@ -30,6 +32,19 @@ _CODE_NAMES = {
     "unsupported_media_type": "unsupported_media_type",
     "throttled": "throttled",
 }
+
+
+# Redis (broker, cache) or the broker in general cannot be reached: a service is down, not a bug.
+# kombu raises OperationalError once publishing a task has used up its retries.
+SERVICE_DOWN_ERRORS = (kombu.exceptions.OperationalError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+RETRY_AFTER_SECONDS = 30
+SERVICE_DOWN_MESSAGE = ("the task queue is unreachable, so this work could not be queued; try again when it is back "
+                        "(the server's log says more)")
+
+
+def service_down_warning(exc: Exception, where: str) -> None:
+    # No traceback: it is the operator's Redis, not our bug; the class and text say which.
+    logger.warning("%s: the broker or Redis is unreachable (%s: %s)", where, type(exc).__name__, exc)
 
 
 class ApiError(exceptions.APIException):
@@ -83,6 +98,11 @@ def api_exception_handler(exc, context):
     elif isinstance(exc, exceptions.APIException):
         detail = {"wait_seconds": exc.wait} if isinstance(exc, exceptions.Throttled) and exc.wait is not None else None
         body = error_body(code=_code_of(exc), message=str(exc.detail), detail=detail)
+    elif isinstance(exc, SERVICE_DOWN_ERRORS):
+        service_down_warning(exc, f"API view {context.get('view').__class__.__name__}")
+        return Response(error_body(code="service_unavailable", message=SERVICE_DOWN_MESSAGE,
+                                   detail={"retry_after_seconds": RETRY_AFTER_SECONDS}),
+                        status=status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": str(RETRY_AFTER_SECONDS)})
     else:
         # Let DRF try (it knows a few Django exceptions); otherwise this is our bug:
         # log it with the traceback and still answer in the one format.

@@ -76,7 +76,7 @@ class HFIndexForm(forms.Form):
 
 
 class HFVerifyForm(HFIndexForm):
-    local_dir = forms.CharField(max_length=4096, label="Local folder (under the model roots)",
+    local_dir = forms.CharField(max_length=4096, label="Local folder (under your model roots)",
                                 widget=forms.TextInput(attrs={"placeholder": "/data/models/sdxl-vae",
                                                               "autocapitalize": "off"}))
 
@@ -85,3 +85,8 @@ class RegisterPathForm(forms.Form):
     path = forms.CharField(max_length=4096, label="File or folder on this server (under a model root)",
                            widget=forms.TextInput(attrs={"placeholder": "/data/models/loras", "autocapitalize": "off",
                                                          "autocomplete": "off", "spellcheck": "false"}))
+
+
+class ApiTokenForm(forms.Form):
+    name = forms.CharField(required=False, max_length=100, label="What it is for (optional)",
+                           widget=forms.TextInput(attrs={"placeholder": "push from the GPU box"}))

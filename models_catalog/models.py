@@ -1,6 +1,8 @@
 """Every table of ModelXRef. Only this app writes to the database."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from django.conf import settings
 from django.db import models
 
@@ -348,3 +350,62 @@ class Job(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in {self.Status.DONE, self.Status.ERROR}
+
+
+class ModelRoot(models.Model):
+    """A folder on the server that the users and groups named here may register files under.
+
+    MODELXREF_MODEL_ROOTS bounds what the server may read at all; these rows split it between
+    users (a row outside it grants nothing). With no rows at all, a single-user install, every
+    user may register under every env root. The rule lives in paths.model_roots_for(user).
+    """
+
+    path = models.CharField(max_length=1024, unique=True,
+                            help_text="an absolute folder inside MODELXREF_MODEL_ROOTS (symlinks are resolved on save)")
+    users = models.ManyToManyField(settings.AUTH_USER_MODEL, blank=True, related_name="model_roots")
+    groups = models.ManyToManyField("auth.Group", blank=True, related_name="model_roots")
+    note = models.CharField(max_length=255, blank=True, default="")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["path"]
+
+    def __str__(self) -> str:
+        return self.path
+
+    def clean(self) -> None:
+        from django.core.exceptions import ValidationError
+
+        from models_catalog.services.paths import model_roots, normalise_root
+
+        try:
+            self.path = str(normalise_root(self.path))
+        except ValueError as exc:
+            raise ValidationError({"path": str(exc)}) from None
+        server = model_roots()
+        if not server:
+            raise ValidationError({"path": "set MODELXREF_MODEL_ROOTS first: it bounds which folders the server may read"})
+        if not any(Path(self.path).is_relative_to(root) for root in server):
+            shown = ", ".join(str(r) for r in server)
+            raise ValidationError({"path": f"{self.path} is outside MODELXREF_MODEL_ROOTS ({shown}): it would grant nothing"})
+
+
+class ApiToken(models.Model):
+    """An API key, stored as its SHA-256 only: the key itself is shown once, when it is made.
+
+    The key is random (238 bits), so a plain SHA-256 cannot be reversed or guessed and can be
+    looked up by equality; `prefix` (the key's first characters) lets people tell their keys apart.
+    """
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, blank=True, default="")
+    prefix = models.CharField(max_length=16)
+    digest = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})"

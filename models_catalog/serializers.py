@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 
+from django.contrib.auth import authenticate
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
@@ -361,7 +362,7 @@ class LookupResultSerializer(serializers.Serializer):
 
 class RegisterRequestSerializer(serializers.Serializer):
     paths = serializers.ListField(child=serializers.CharField(max_length=4096, trim_whitespace=False), min_length=1,
-                                  max_length=1000, help_text="absolute paths on the server, inside MODELXREF_MODEL_ROOTS")
+                                  max_length=1000, help_text="absolute paths on the server, inside your model roots")
 
     def validate_paths(self, paths: list[str]) -> list[str]:
         return [_encodable(p) for p in paths]
@@ -462,7 +463,7 @@ class HfIndexRequestSerializer(serializers.Serializer):
 
 
 class HfVerifyRequestSerializer(HfIndexRequestSerializer):
-    local_dir = serializers.CharField(max_length=4096, help_text="a folder on the server, inside MODELXREF_MODEL_ROOTS")
+    local_dir = serializers.CharField(max_length=4096, help_text="a folder on the server, inside your model roots")
 
     def validate_local_dir(self, value: str) -> str:
         return _encodable(value)
@@ -489,8 +490,25 @@ class DuplicateGroupSerializer(serializers.Serializer):
     evidence = serializers.ListField(child=serializers.CharField())
 
 
+class TokenRequestSerializer(serializers.Serializer):
+    username = serializers.CharField(max_length=150, write_only=True)
+    password = serializers.CharField(max_length=4096, write_only=True, trim_whitespace=False,
+                                     style={"input_type": "password"})
+    name = serializers.CharField(max_length=100, required=False, default="", allow_blank=True,
+                                 help_text="what the token is for (e.g. the machine that pushes), shown on the API page")
+
+    def validate(self, attrs):
+        user = authenticate(request=self.context.get("request"), username=attrs["username"], password=attrs["password"])
+        if user is None:  # also for inactive users: no hint which part was wrong
+            raise serializers.ValidationError("Unable to log in with provided credentials.", code="authorization")
+        return {"user": user, "name": attrs.get("name", "")}
+
+
 class TokenResponseSerializer(serializers.Serializer):
-    token = serializers.CharField()
+    token = serializers.CharField(help_text="the key, in this answer only: the server keeps just its hash")
+    prefix = serializers.CharField(help_text="the key's first characters, as the API page lists it")
+    name = serializers.CharField()
+    created_at = serializers.DateTimeField()
 
 
 class ErrorInnerSerializer(serializers.Serializer):

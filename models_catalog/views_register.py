@@ -11,7 +11,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
 from models_catalog.forms import RegisterPathForm
-from models_catalog.services.paths import ROOTS_EXAMPLE, model_roots, printable, refusal_reason, root_problem
+from models_catalog.services.paths import ROOTS_EXAMPLE, model_roots_for, printable, refusal_reason, root_problem
 from models_catalog.services.register import RegisterOutcome, local_file_register
 
 # A folder can hold thousands of files: each list shows this many and counts the rest.
@@ -22,7 +22,7 @@ TEMPLATE = "models_catalog/register.html"
 @login_required
 @require_http_methods(["GET", "POST"])
 def register_path(request: HttpRequest) -> HttpResponse:
-    context = {"roots": [(printable(root), root_problem(root)) for root in model_roots()],
+    context = {"roots": [(printable(root), root_problem(root)) for root in model_roots_for(request.user)],
                "roots_example": ROOTS_EXAMPLE}
     if request.method == "GET":
         # ?path= is how a click on a root fills the box, with or without JavaScript.
@@ -33,12 +33,12 @@ def register_path(request: HttpRequest) -> HttpResponse:
         return render(request, TEMPLATE, {**context, "form": form}, status=400)
     outcome = local_file_register(paths=[form.cleaned_data["path"]], owner=request.user)
     status = 400 if outcome.refused and not outcome.files else 200
-    return render(request, TEMPLATE, {**context, "form": form, "outcome": _outcome_for_page(outcome)}, status=status)
+    return render(request, TEMPLATE, {**context, "form": form, "outcome": _outcome_for_page(outcome, user=request.user)}, status=status)
 
 
-def _outcome_for_page(outcome: RegisterOutcome) -> dict:
+def _outcome_for_page(outcome: RegisterOutcome, *, user) -> dict:
     """The outcome as counts and lists to show: worst news first, paths made printable."""
-    refused = [{"path": path, "note": refusal_reason(path, why)} for path, why in outcome.refused]
+    refused = [{"path": path, "note": refusal_reason(path, why, user=user)} for path, why in outcome.refused]
     parts = [
         ("refused", "Refused", refused),
         ("failed", "Failed (stored with the reason)",

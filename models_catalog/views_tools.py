@@ -7,18 +7,19 @@ import json
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db import transaction
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
-from rest_framework.authtoken.models import Token
 
-from models_catalog.forms import DuplicatesForm, HFIndexForm, HFVerifyForm
+from models_catalog.forms import ApiTokenForm, DuplicatesForm, HFIndexForm, HFVerifyForm
+from models_catalog.models import ApiToken
 from models_catalog.selectors import visible_jobs
 from models_catalog.services.duplicates import duplicate_groups
 from models_catalog.services.hf_verify_job import hf_verify_job_create
 from models_catalog.services.huggingface import hf_index_job_create
 from models_catalog.services.paths import PathRefused, refusal_reason
+from models_catalog.services.tokens import TokenRefused, api_token_create, api_token_revoke
 
 JOBS_SHOWN = 50
 
@@ -116,7 +117,7 @@ def hf_verify(request: HttpRequest) -> HttpResponse:
                                        repo_type=form.cleaned_data["repo_type"])
         except PathRefused as exc:
             # The same words as the register page and the API: never where an outside path leads.
-            form.add_error("local_dir", refusal_reason(form.cleaned_data["local_dir"], str(exc)))
+            form.add_error("local_dir", refusal_reason(form.cleaned_data["local_dir"], str(exc), user=request.user))
         else:
             messages.success(request, f"Verifying {job.params['local_dir']} against {job.params['repo_id']}.")
             return redirect("catalog:job_detail", pk=job.pk)
@@ -138,22 +139,36 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
 # --- API tokens ----------------------------------------------------------------
 
 
+@never_cache  # the answer to "create" holds a key in clear: no copy of it may stay in a cache
 @login_required
 @require_http_methods(["GET", "POST"])
 def tokens(request: HttpRequest) -> HttpResponse:
+    new_key = ""
+    form = ApiTokenForm()
     if request.method == "POST":
         action = request.POST.get("action")
-        if action == "regenerate":
-            with transaction.atomic():
-                Token.objects.filter(user=request.user).delete()
-                Token.objects.create(user=request.user)
-            messages.success(request, "A new token was made; the old one no longer works.")
-        elif action == "revoke":
-            Token.objects.filter(user=request.user).delete()
-            messages.success(request, "Your token was revoked.")
-        else:
-            Token.objects.get_or_create(user=request.user)
-        return redirect("catalog:tokens")
-    token = Token.objects.filter(user=request.user).first()
-    api_base = request.build_absolute_uri("/api/v1/files/")
-    return render(request, "models_catalog/tokens.html", {"token": token, "api_base": api_base})
+        if action == "revoke":
+            revoked = api_token_revoke(user=request.user, token_id=_int(request.POST.get("token")))
+            if revoked:
+                messages.success(request, "The token was revoked: it no longer works.")
+            return redirect("catalog:tokens")
+        form = ApiTokenForm(request.POST)
+        if form.is_valid():
+            try:
+                _, new_key = api_token_create(user=request.user, name=form.cleaned_data["name"])
+            except TokenRefused as exc:
+                form.add_error(None, str(exc))
+            else:
+                form = ApiTokenForm()
+        # No redirect after creating: the key is shown in this answer only, and never stored.
+    return render(request, "models_catalog/tokens.html", {
+        "tokens": ApiToken.objects.filter(user=request.user), "form": form, "new_key": new_key,
+        "api_base": request.build_absolute_uri("/api/v1/files/"),
+    }, status=400 if form.errors else 200)
+
+
+def _int(value) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0

@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from models_catalog.models import FileHashes, FolderMember, LocalFile
-from models_catalog.services.paths import describe_special, model_roots
+from models_catalog.services.paths import describe_special, model_roots_for
 from workers.hash_cache import HashCache, hash_file_cached
 from workers.hashing import FileHashes as EngineHashes
 from workers.hashing import HashingError, hash_folder
@@ -113,8 +113,9 @@ def local_file_hash(*, local_file_id: int) -> LocalFile | None:
         if cached is not None:
             _store_hf_cache_file(lf, cached, identity)
         elif is_dir:
-            # Uploads are single files, so a folder here was registered: its members stay under the roots.
-            folder = hash_folder(path, progress=progress, cache=hash_cache(), allowed_roots=model_roots())
+            # Uploads are single files, so a folder here was registered: its members stay under
+            # the roots its owner may register under (not another user's).
+            folder = hash_folder(path, progress=progress, cache=hash_cache(), allowed_roots=model_roots_for(lf.owner))
             _store_folder(lf, folder, identity)
         else:
             hashes, _hit = hash_file_cached(path, cache=hash_cache(), progress=progress)

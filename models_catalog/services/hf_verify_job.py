@@ -10,17 +10,17 @@ from django.db import transaction
 
 from models_catalog.models import Job
 from models_catalog.services.hashing import hash_cache
-from models_catalog.services.paths import resolve_under_roots
+from models_catalog.services.paths import model_roots_for, resolve_under_roots
 from workers.hash_cache import hash_file_cached
 from workers.sources.hf_verify import VerifyError, exit_status, verify_local_dir
 from workers.sources.huggingface import HuggingFaceError, index_repo
 
 
 def hf_verify_job_create(*, owner, repo_id: str, local_dir: str, revision: str | None = None, repo_type: str = "model") -> Job:
-    """Raises models_catalog.services.paths.PathRefused if local_dir is not under the model roots."""
+    """Raises models_catalog.services.paths.PathRefused if local_dir is not under the owner's model roots."""
     from workers.tasks import hf_verify_local_dir
 
-    folder = resolve_under_roots(local_dir)
+    folder = resolve_under_roots(local_dir, roots=model_roots_for(owner))
     job = Job.objects.create(owner=owner, kind=Job.Kind.HF_VERIFY, params={
         "repo_id": repo_id, "local_dir": str(folder), "revision": revision or None, "repo_type": repo_type})
     transaction.on_commit(lambda: hf_verify_local_dir.delay(job.pk))
@@ -28,13 +28,14 @@ def hf_verify_job_create(*, owner, repo_id: str, local_dir: str, revision: str |
 
 
 def hf_verify_job_run(*, job_id: int) -> None:
-    job = Job.objects.filter(pk=job_id).first()
+    job = Job.objects.filter(pk=job_id).select_related("owner").first()
     if job is None or job.status == Job.Status.DONE:
         return
     p = job.params
     Job.objects.filter(pk=job.pk).update(status=Job.Status.RUNNING, message="asking the Hub for the file list")
     try:
-        folder = resolve_under_roots(p["local_dir"])  # re-checked: the folder may have changed since
+        # Re-checked: the folder, or the owner's roots, may have changed since.
+        folder = resolve_under_roots(p["local_dir"], roots=model_roots_for(job.owner))
         index = index_repo(repo_id=p["repo_id"], revision=p.get("revision"), repo_type=p.get("repo_type", "model"),
                            endpoint=settings.HF_ENDPOINT or None, token=settings.HF_TOKEN or None)
     except HuggingFaceError as exc:

@@ -10,7 +10,7 @@ from django.db import transaction
 
 from models_catalog.models import FileHashes, LocalFile
 from models_catalog.services.identify import enqueue_identify
-from models_catalog.services.paths import PathRefused, resolve_under_roots
+from models_catalog.services.paths import PathRefused, model_roots_for, resolve_under_roots
 from workers.sources.local_sidecars import ImportedHashes, find_sidecar_hashes
 
 
@@ -23,25 +23,26 @@ class ImportOutcome:
 
 def hashes_import(*, root: str | Path, owner) -> ImportOutcome:
     outcome = ImportOutcome()
+    roots = model_roots_for(owner)
     try:
-        root_path = resolve_under_roots(root)
+        root_path = resolve_under_roots(root, roots=roots)
     except PathRefused as exc:
         outcome.errors.append((str(root), str(exc)))
         return outcome
     found, errors = find_sidecar_hashes(root_path)
     outcome.errors += [(str(p), why) for p, why in errors]
     for imp in found:
-        why = _import_one(imp, owner=owner, outcome=outcome)
+        why = _import_one(imp, owner=owner, roots=roots, outcome=outcome)
         if why:
             outcome.skipped.append((str(imp.model_path), why))
     return outcome
 
 
-def _import_one(imp: ImportedHashes, *, owner, outcome: ImportOutcome) -> str | None:
+def _import_one(imp: ImportedHashes, *, owner, roots, outcome: ImportOutcome) -> str | None:
     if not imp.sha256:
         return f"{imp.tool} gives no SHA256 for it"
     try:
-        path = resolve_under_roots(imp.model_path)
+        path = resolve_under_roots(imp.model_path, roots=roots)
         st = path.stat()
     except PathRefused as exc:
         return str(exc)

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from models_catalog.models import CivitaiLookup, FileHashes, FolderMember, LocalFile, SourceFile
+from models_catalog.models import CivitaiLookup, FileHashes, FolderMember, SourceFile
 from models_catalog.services.catalog_store import civitai_version_store
 from models_catalog.services.civitai_lookup import civitai_client, is_fresh
 from workers.hash_query import HashQuery, parse_hash_query

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from models_catalog.models import LocalFile
 from models_catalog.services.enqueue import enqueue_hashing
-from models_catalog.services.paths import PathRefused, describe_special, model_roots, printable, resolve_under_roots
+from models_catalog.services.paths import PathRefused, describe_special, model_roots_for, printable, resolve_under_roots
 from workers.discovery import iter_model_units
 
 # Progress writes refresh the heartbeat every second; a row silent for this long lost its worker.
@@ -35,10 +35,11 @@ def local_file_register(*, paths: list[str], owner, roots: list[Path] | None = N
     """Create or refresh LocalFile rows for `paths` and queue the changed ones for hashing.
 
     Unchanged files (same device, inode, size and mtime as when last hashed)
-    cost a stat: no read, no task.
+    cost a stat: no read, no task. Paths must lie under `roots`, by default the
+    owner's (`model_roots_for`).
     """
     outcome = RegisterOutcome()
-    roots = model_roots() if roots is None else roots
+    roots = model_roots_for(owner) if roots is None else roots
     units: dict[Path, tuple[os.stat_result, str]] = {}
     for raw in paths:
         try:

@@ -27,7 +27,7 @@ def local_file_upload(*, uploaded: UploadedFile, owner) -> LocalFile:
     name = clean_upload_name(uploaded.name or "")
     # A random folder per upload: names never collide and never name a path.
     folder = settings.UPLOAD_DIR / uuid.uuid4().hex
-    folder.mkdir(parents=True)
+    folder.mkdir(mode=0o700, parents=True)
     target = folder / name
     temp_path = getattr(uploaded, "temporary_file_path", None)
     if temp_path:
@@ -36,7 +36,7 @@ def local_file_upload(*, uploaded: UploadedFile, owner) -> LocalFile:
         with open(target, "xb") as out:
             for chunk in uploaded.chunks():
                 out.write(chunk)
-    os.chmod(target, 0o640)
+    os.chmod(target, 0o600)  # only the account that runs ModelXRef reads uploads
     st = target.stat()
     with transaction.atomic():
         lf = LocalFile.objects.create(

@@ -10,12 +10,12 @@ import blake3
 import pytest
 from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 from rest_framework.throttling import ScopedRateThrottle
 
-from models_catalog.models import FileHashes, FolderMember, Job, LocalFile, Match, SourceFile, SourceModel, SourceVersion
+from models_catalog.models import ApiToken, FileHashes, FolderMember, Job, LocalFile, Match, SourceFile, SourceModel, SourceVersion
 from models_catalog.services.lookup import hash_lookup
+from models_catalog.services.tokens import api_token_create, token_digest
 from tests.catalog.conftest import write_safetensors
 from workers.hash_query import HashQueryError, parse_hash_query
 from workers.hashing import hash_file
@@ -36,7 +36,7 @@ def _fresh_throttles():
 
 def token_client(user) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=user)[1]}")
     return client
 
 
@@ -90,13 +90,52 @@ def alice(user):
 
 
 def test_token_for_username_and_password_authenticates_scripts(user):
-    resp = APIClient().post("/api/v1/auth/token/", {"username": "alice", "password": "pw-alice-123"}, format="json")
+    resp = APIClient().post("/api/v1/auth/token/", {"username": "alice", "password": "pw-alice-123", "name": "nightly"},
+                            format="json")
     assert resp.status_code == 200
     key = resp.json()["token"]
-    assert key == Token.objects.get(user=user).key
+    token = ApiToken.objects.get(user=user)
+    assert token.name == "nightly" and resp.json()["prefix"] == token.prefix == key[:12]
     script = APIClient()
     script.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     assert script.get("/api/v1/files/").status_code == 200
+    assert ApiToken.objects.get(pk=token.pk).last_used_at is not None
+
+
+def test_tokens_are_stored_as_a_hash_never_in_clear(user):
+    key = APIClient().post("/api/v1/auth/token/", {"username": "alice", "password": "pw-alice-123"},
+                           format="json").json()["token"]
+    token = ApiToken.objects.get(user=user)
+    assert token.digest == hashlib.sha256(key.encode()).hexdigest() == token_digest(key)
+    stored = [str(v) for v in ApiToken.objects.values_list(flat=False).get()]
+    assert not any(key in v for v in stored)
+
+
+def test_each_token_request_makes_a_new_token_and_the_earlier_ones_keep_working(user):
+    keys = [APIClient().post("/api/v1/auth/token/", {"username": "alice", "password": "pw-alice-123"},
+                             format="json").json()["token"] for _ in range(2)]
+    assert keys[0] != keys[1]
+    for key in keys:
+        client = APIClient()
+        client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+        assert client.get("/api/v1/files/").status_code == 200
+
+
+def test_a_token_of_an_inactive_user_is_refused(user):
+    client = token_client(user)
+    user.is_active = False
+    user.save()
+    resp = client.get("/api/v1/files/")
+    assert resp.status_code == 401 and error_of(resp)["code"] == "authentication_failed"
+
+
+def test_token_requests_beyond_the_per_user_limit_are_refused(user, monkeypatch):
+    monkeypatch.setattr("models_catalog.services.tokens.MAX_TOKENS_PER_USER", 1)
+    body = {"username": "alice", "password": "pw-alice-123"}
+    assert APIClient().post("/api/v1/auth/token/", body, format="json").status_code == 200
+    resp = APIClient().post("/api/v1/auth/token/", body, format="json")
+    assert resp.status_code == 400 and error_of(resp)["code"] == "too_many_tokens"
+    assert ApiToken.objects.filter(user=user).count() == 1
 
 
 def test_token_with_wrong_password_is_refused(user):
@@ -564,3 +603,28 @@ def test_hf_verify_outside_the_roots_is_400_with_the_reason(alice, model_root, t
 def test_missing_job_is_404(alice):
     resp = alice.get("/api/v1/jobs/424242/")
     assert resp.status_code == 404 and error_of(resp)["code"] == "not_found"
+
+
+def test_drf_tokens_made_before_hashing_keep_working_and_leave_no_clear_text(user):
+    """Migration 0009 hashes DRF authtoken's clear-text keys into ApiToken and empties the old table."""
+    import importlib
+    from types import SimpleNamespace
+
+    from django.apps import apps
+    from django.db import connection
+
+    migration = importlib.import_module("models_catalog.migrations.0009_hashed_api_tokens")
+    old_key = "9944b09199c62bcf9418ad846dd0e4bbdfc6ee4b"  # DRF's format: 40 hex characters
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE TABLE authtoken_token (key varchar(40) PRIMARY KEY, created datetime, user_id integer)")
+        cursor.execute("INSERT INTO authtoken_token VALUES (%s, %s, %s)", [old_key, "2024-05-01 12:00:00", user.pk])
+    migration.hash_drf_tokens(apps, SimpleNamespace(connection=connection))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT COUNT(*) FROM authtoken_token")
+        assert cursor.fetchone() == (0,)
+        cursor.execute("DROP TABLE authtoken_token")
+    token = ApiToken.objects.get(user=user)
+    assert (token.prefix, token.created_at.year) == (old_key[:8], 2024)
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {old_key}")
+    assert client.get("/api/v1/files/").status_code == 200

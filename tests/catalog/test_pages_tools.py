@@ -2,15 +2,17 @@
 import csv
 import io
 import json
+import re
 from datetime import timedelta
 
 import pytest
 from django.template.defaultfilters import filesizeformat
 from django.test import Client
 from django.utils import timezone
-from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
 
-from models_catalog.models import Job, LocalFile, Match
+from models_catalog.models import ApiToken, Job, LocalFile, Match
+from models_catalog.services.tokens import api_token_create
 from models_catalog.services.duplicates import duplicate_groups
 from tests.catalog.test_pages_catalog import fp, login, page, seed_local, seed_model
 
@@ -231,22 +233,34 @@ def test_running_job_page_polls(alice, user):
 # --- API tokens ---------------------------------------------------------------
 
 
-def test_tokens_page_creates_shows_and_regenerates(alice, user):
+def test_tokens_page_shows_a_new_key_once_then_only_its_prefix(alice, user):
     html_ = page(alice, "/tokens/")
     assert "no API token yet" in html_ and 'href="/api/docs/"' in html_
-    assert alice.post("/tokens/", {"action": "create"}).status_code == 302
-    key = Token.objects.get(user=user).key
-    html_ = page(alice, "/tokens/")
-    assert f'curl -H "Authorization: Token {key}" http://testserver/api/v1/files/' in html_
-    alice.post("/tokens/", {"action": "regenerate"})
-    new_key = Token.objects.get(user=user).key
-    assert new_key != key and new_key in page(alice, "/tokens/")
-    alice.post("/tokens/", {"action": "revoke"})
-    assert not Token.objects.filter(user=user).exists()
+    resp = alice.post("/tokens/", {"action": "create", "name": "gpu box"})
+    assert resp.status_code == 200 and "no-store" in resp["Cache-Control"]
+    token = ApiToken.objects.get(user=user)
+    key = re.search(r'<code id="token">([^<]+)</code>', resp.content.decode()).group(1)
+    assert f'curl -H "Authorization: Token {key}" http://testserver/api/v1/files/' in resp.content.decode()
+    assert "shown only this once" in resp.content.decode()
+    later = page(alice, "/tokens/")
+    assert key not in later and f"{token.prefix}…" in later and "gpu box" in later
+    script = APIClient()
+    script.credentials(HTTP_AUTHORIZATION=f"Token {key}")
+    assert script.get("/api/v1/files/").status_code == 200
+
+
+def test_tokens_page_revokes_only_the_viewers_own_token(alice, user, other_user):
+    mine, _ = api_token_create(user=user)
+    theirs, _ = api_token_create(user=other_user)
+    assert alice.post("/tokens/", {"action": "revoke", "token": theirs.pk}).status_code == 302
+    assert ApiToken.objects.filter(pk=theirs.pk).exists()
+    assert other_user.username not in page(alice, "/tokens/")
+    alice.post("/tokens/", {"action": "revoke", "token": mine.pk})
+    assert not ApiToken.objects.filter(user=user).exists()
 
 
 def test_tokens_page_needs_csrf(user):
     c = Client(enforce_csrf_checks=True)
     c.force_login(user)
     assert c.post("/tokens/", {"action": "create"}).status_code == 403
-    assert not Token.objects.exists()
+    assert not ApiToken.objects.exists()

@@ -537,15 +537,15 @@ def test_push_to_the_real_endpoint_creates_pushed_local_files(live_server, model
     if not _push_route_exists():
         pytest.skip("models_catalog/api_urls.py has no route for /api/v1/files/push/ yet")
     from django.contrib.auth import get_user_model
-    from rest_framework.authtoken.models import Token
 
     from models_catalog.models import LocalFile
+    from models_catalog.services.tokens import api_token_create
 
     user = get_user_model().objects.create_user("pusher", password="pw-pusher-123")
-    token = Token.objects.create(user=user)
+    _, key = api_token_create(user=user, name="push client test")
     folder = tmp_path / "diffusers" / "sd15"
     unet, te = make_diffusers(folder)
-    report = push_paths([str(models), str(folder)], server=live_server.url, token=token.key, host="gpu-box",
+    report = push_paths([str(models), str(folder)], server=live_server.url, token=key, host="gpu-box",
                         state_path=tmp_path / "state.json", cache=tmp_path / "cache.sqlite3", progress=False,
                         sleep=lambda s: None, retry=FAST_RETRY, on_message=lambda text: None)
     assert (report.created, report.failed) == (6, [])
@@ -559,13 +559,13 @@ def test_push_to_the_real_endpoint_creates_pushed_local_files(live_server, model
     assert {m.relative_path: m.sha256 for m in pushed_folder.members.all()} == {
         "unet/diffusion_pytorch_model.safetensors": sha256(unet), "text_encoder/model.safetensors": sha256(te)}
 
-    again = push_paths([str(models), str(folder)], server=live_server.url, token=token.key, host="gpu-box",
+    again = push_paths([str(models), str(folder)], server=live_server.url, token=key, host="gpu-box",
                        state_path=tmp_path / "state.json", cache=tmp_path / "cache.sqlite3", progress=False,
                        sleep=lambda s: None, retry=FAST_RETRY, on_message=lambda text: None)
     assert (again.sent, again.skipped_unchanged) == (0, 6)
 
     # Forgotten state: everything is sent again and the server finds all of it unchanged.
-    resent = push_paths([str(models), str(folder)], server=live_server.url, token=token.key, host="gpu-box",
+    resent = push_paths([str(models), str(folder)], server=live_server.url, token=key, host="gpu-box",
                         state_path=tmp_path / "fresh-state.json", cache=tmp_path / "cache.sqlite3", progress=False,
                         sleep=lambda s: None, retry=FAST_RETRY, on_message=lambda text: None)
     assert (resent.sent, resent.unchanged, resent.failed) == (6, 6, [])
