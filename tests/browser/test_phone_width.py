@@ -16,7 +16,6 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 from playwright.sync_api import expect
-from rest_framework.authtoken.models import Token
 
 from models_catalog.models import (
     CivitaiLookup, FileHashes, FolderMember, Job, LocalFile, Match, SourceFile, SourceModel, SourceVersion,
@@ -186,9 +185,11 @@ def _hostile_library(user) -> dict[str, int]:
                 "missing": ["vae_1_0/diffusion_pytorch_model.fp16.safetensors"],
                 "extra": ["unet/diffusion_pytorch_model.fp16.safetensors.incomplete_download_part_0001"],
                 "refused": [], "skipped_rehash": 0, "hashed_bytes": 13_875_000_000})
-    token = Token.objects.create(user=user)
+    from models_catalog.services.tokens import api_token_create
+
+    _token, key = api_token_create(user=user, name="push from the GPU box in the basement, the one with the loud fan")
     return {"big": big.pk, "folder": folder.pk, "civitai": civitai.pk, "hub": hub.pk, "verify": verify.pk,
-            "sha": sha, "blake3": blake3, "token": token.key}
+            "sha": sha, "blake3": blake3, "token": key}
 
 
 def test_every_page_fits_a_phone(new_page, live_server, shot):
