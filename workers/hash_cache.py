@@ -168,16 +168,18 @@ def hash_file_cached_with_identity(
     *,
     cache: HashCache | None,
     progress: Progress | None = None,
+    follow_symlinks: bool = True,
 ) -> tuple[FileHashes, FileIdentity, bool]:
-    """Like hash_file_cached, plus the identity the hashes belong to (for callers that remember files)."""
+    """Like hash_file_cached, plus the identity the hashes belong to (for callers that remember files).
+    follow_symlinks=False: a symlink as the last component is refused (see hash_file_and_identity)."""
     if cache is not None:
-        identity = file_identity(path)
+        identity = file_identity(path, follow_symlinks=follow_symlinks)
         cached = cache.get(identity)
         if cached is not None:
             if progress is not None:
                 progress(cached.size, cached.size)
             return cached, identity, True
-    hashes, identity = hash_file_and_identity(path, progress)
+    hashes, identity = hash_file_and_identity(path, progress, follow_symlinks=follow_symlinks)
     if cache is not None:
         cache.put(identity, hashes)
     return hashes, identity, False

@@ -15,6 +15,7 @@ docstrings below where a detail matters).
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import mmap
@@ -83,6 +84,10 @@ class HashingError(Exception):
 
 class FileChangedError(HashingError):
     """The file kept changing while it was being hashed, even after retries."""
+
+
+class SymlinkRefused(HashingError):
+    """A path that must name a regular file names a symbolic link (swapped in after it was checked)."""
 
 
 class HashesFormatError(HashingError, ValueError):
@@ -224,9 +229,9 @@ class FolderHashes:
 # Single files
 
 
-def file_identity(path: str | os.PathLike[str]) -> FileIdentity:
+def file_identity(path: str | os.PathLike[str], *, follow_symlinks: bool = True) -> FileIdentity:
     """Identity of a regular file for caching; the caller passes a resolved path."""
-    st = _stat_regular_file(os.fspath(path))
+    st = _stat_regular_file(os.fspath(path), follow_symlinks=follow_symlinks)
     return _identity(st)
 
 
@@ -245,20 +250,24 @@ def hash_file_and_identity(
     progress: Progress | None = None,
     *,
     buffer_size: int = DEFAULT_BUFFER_SIZE,
+    follow_symlinks: bool = True,
 ) -> tuple[FileHashes, FileIdentity]:
     """Hash a file and return the identity it had, unchanged, while being read.
 
     The identity is what a cache must key on: it is checked (stat before and
     after, fstat of the open descriptor, byte count) around the read that
     produced the hashes. A file that changes is hashed again, up to MAX_TRIES.
+    follow_symlinks=False refuses a symlink as the last path component, at
+    stat time and again at open time (O_NOFOLLOW): for paths resolved earlier
+    that a hostile user may have swapped for a link since.
     """
     if buffer_size < 1:
         raise ValueError(f"buffer_size must be positive, got {buffer_size}")
     path = os.fspath(path)
     last_change = ""
     for _ in range(MAX_TRIES):
-        before = _stat_regular_file(path)
-        fd = _open_for_reading(path)
+        before = _stat_regular_file(path, follow_symlinks=follow_symlinks)
+        fd = _open_for_reading(path, follow_symlinks=follow_symlinks)
         try:
             opened = os.fstat(fd)
             if not stat.S_ISREG(opened.st_mode) or (opened.st_dev, opened.st_ino) != (before.st_dev, before.st_ino):
@@ -302,16 +311,18 @@ def _describe_change(
     return ""
 
 
-def _stat_regular_file(path: str) -> os.stat_result:
+def _stat_regular_file(path: str, *, follow_symlinks: bool = True) -> os.stat_result:
     """stat, and refuse anything but a regular file BEFORE opening it (opening a FIFO blocks)."""
     try:
-        st = os.stat(path)
+        st = os.stat(path, follow_symlinks=follow_symlinks)
     except FileNotFoundError:
         raise HashingError(f"{path}: no such file") from None
     except PermissionError:
         raise HashingError(f"{path}: permission denied") from None
     except OSError as exc:
         raise HashingError(f"{path}: cannot stat: {exc.strerror or exc}") from exc
+    if stat.S_ISLNK(st.st_mode):
+        raise SymlinkRefused(f"{path}: is now a symbolic link; it was a regular file when it was registered")
     if not stat.S_ISREG(st.st_mode):
         raise HashingError(f"{path}: not a regular file ({_kind(st.st_mode)})")
     return st
@@ -331,10 +342,12 @@ def _kind(mode: int) -> str:
     return "a special file"
 
 
-def _open_for_reading(path: str) -> int:
+def _open_for_reading(path: str, *, follow_symlinks: bool = True) -> int:
     # O_NONBLOCK: if a FIFO is swapped in after our stat, open must not hang;
     # fstat then tells us it is not the regular file we checked.
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0) | getattr(os, "O_CLOEXEC", 0)
+    if not follow_symlinks:
+        flags |= os.O_NOFOLLOW  # a link swapped in between our lstat and this open fails with ELOOP
     try:
         return os.open(path, flags)
     except FileNotFoundError:
@@ -342,6 +355,8 @@ def _open_for_reading(path: str) -> int:
     except PermissionError:
         raise HashingError(f"{path}: permission denied") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow_symlinks:
+            raise SymlinkRefused(f"{path}: is now a symbolic link; it was a regular file when it was registered") from None
         raise HashingError(f"{path}: cannot open: {exc.strerror or exc}") from exc
 
 

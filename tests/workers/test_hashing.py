@@ -505,3 +505,40 @@ def test_hash_folder_refuses_a_member_that_escapes_the_allowed_roots(tmp_path):
     with pytest.raises(HashingError, match="outside the allowed folders"):
         hash_folder(folder, allowed_roots=[tmp_path / "root"])
     assert {m.relative_path for m in hash_folder(folder).members} == {"a.safetensors", "b.safetensors"}
+
+
+def test_a_symlink_swapped_in_for_a_checked_path_is_refused_without_reading_the_target(tmp_path):
+    """follow_symlinks=False: the path was a regular file when checked; a link put there later
+    (to a file outside the model roots) is refused, and the target is never opened."""
+    from workers.hash_cache import hash_file_cached_with_identity
+    from workers.hashing import SymlinkRefused, hash_file_and_identity
+
+    secret = tmp_path / "outside-secret.bin"
+    secret.write_bytes(b"top secret" * 100)
+    inside = tmp_path / "model.safetensors"
+    inside.symlink_to(secret)
+    with pytest.raises(SymlinkRefused, match="symbolic link"):
+        hash_file_and_identity(inside, follow_symlinks=False)
+    with pytest.raises(SymlinkRefused):
+        hash_file_cached_with_identity(inside, cache=None, follow_symlinks=False)
+    assert hash_file_and_identity(inside)[0].size == 1000  # the default still follows (inspect, CLI tools)
+
+
+def test_nofollow_open_refuses_a_link_swapped_in_after_the_stat(tmp_path, monkeypatch):
+    import workers.hashing as engine
+
+    secret = tmp_path / "secret"
+    secret.write_bytes(b"s" * 64)
+    path = tmp_path / "m.bin"
+    path.write_bytes(b"m" * 64)
+    real_stat = engine._stat_regular_file
+
+    def stat_then_swap(p, **kw):
+        st = real_stat(p, **kw)
+        os.unlink(path)
+        os.symlink(secret, path)  # the race: swapped between the check and the open
+        return st
+
+    monkeypatch.setattr(engine, "_stat_regular_file", stat_then_swap)
+    with pytest.raises(engine.SymlinkRefused):
+        engine.hash_file_and_identity(path, follow_symlinks=False)
