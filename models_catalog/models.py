@@ -38,6 +38,9 @@ class LocalFile(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     bytes_done = models.BigIntegerField(default=0)
     bytes_total = models.BigIntegerField(default=0)
+    # Bytes of tensor data read so far by the analysis stage ("reading tensors"), against bytes_total.
+    # Its own field: bytes_done stays at the hashed size, which `register --wait` sums for its bar.
+    analysed_bytes = models.BigIntegerField(default=0)
     error = models.TextField(blank=True, default="")
     # Bumped on every progress write: a stale heartbeat on an unfinished row means its worker died.
     heartbeat_at = models.DateTimeField(null=True, blank=True)
@@ -61,7 +64,16 @@ class LocalFile(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["owner", "origin", "host", "path"], name="local_file_unique_path"),
         ]
-        indexes = [models.Index(fields=["owner", "-created_at", "-id"], name="local_file_owner_recent")]
+        indexes = [
+            models.Index(fields=["owner", "-created_at", "-id"], name="local_file_owner_recent"),
+            # Keyset pagination of My files (selectors.file_list_page): one index per sort order,
+            # each led by the owner, so a page is an index range whatever the library size.
+            models.Index(fields=["owner", "id"], name="local_file_owner_id"),
+            models.Index(fields=["owner", "name", "id"], name="local_file_owner_name_id"),
+            models.Index(fields=["owner", "size", "id"], name="local_file_owner_size_id"),
+            # The folder filter is a range on the path (a prefix).
+            models.Index(fields=["owner", "path"], name="local_file_owner_path"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -79,12 +91,17 @@ class LocalFile(models.Model):
             return False
 
     @property
+    def stage_bytes_done(self) -> int:
+        """Progress of the current stage: bytes hashed, or tensor bytes read while analysing."""
+        return self.analysed_bytes if self.status == self.Status.ANALYSING else self.bytes_done
+
+    @property
     def progress_percent(self) -> int:
         if self.status == self.Status.DONE:
             return 100
         if not self.bytes_total:
             return 0
-        return min(100, int(self.bytes_done * 100 / self.bytes_total))
+        return min(100, int(self.stage_bytes_done * 100 / self.bytes_total))
 
 
 class LocalComponent(models.Model):

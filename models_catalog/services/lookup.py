@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
-from models_catalog.models import CivitaiLookup, FileHashes, FolderMember, LocalFile, SourceFile
+from models_catalog.models import CivitaiLookup, FileHashes, FolderMember, SourceFile
 from models_catalog.services.catalog_store import civitai_version_store
 from models_catalog.services.civitai_lookup import civitai_client, is_fresh
 from workers.hash_query import HashQuery, parse_hash_query
@@ -61,7 +61,9 @@ class LookupResult:
         return asdict(self)
 
 
-def _q(candidates, model_has_full: bool) -> Q:
+def hash_fields_q(candidates, model_has_full: bool) -> Q:
+    """Q over a HashFields table (FileHashes, FolderMember, SourceFile) for "any candidate agrees".
+    `model_has_full`: the table keeps the whole AutoV3 (local rows), so a 64-hex AutoV3 compares in full."""
     q = Q(pk__in=[])
     for c in candidates:
         if c.kind == "AutoV3_full" and model_has_full:
@@ -82,7 +84,7 @@ def _which(row, candidates) -> str:
 
 def _source_matches(query: HashQuery) -> list[LookupMatch]:
     found = []
-    for sf in SourceFile.objects.filter(_q(query.candidates, False)).select_related("version__model")[:50]:
+    for sf in SourceFile.objects.filter(hash_fields_q(query.candidates, False)).select_related("version__model")[:50]:
         kind = _which(sf, query.candidates)
         model = sf.version.model
         found.append(LookupMatch(
@@ -95,13 +97,15 @@ def _source_matches(query: HashQuery) -> list[LookupMatch]:
 def _my_matches(query: HashQuery, user) -> list[LookupMatch]:
     if user is None:
         return []
-    visible = LocalFile.objects.all() if user.is_staff else LocalFile.objects.filter(owner=user)
+    from models_catalog.selectors import visible_files  # selectors imports services: import when used
+
+    visible = visible_files(user)
     found = []
-    for h in FileHashes.objects.filter(_q(query.candidates, True), local_file__in=visible).select_related("local_file")[:50]:
+    for h in FileHashes.objects.filter(hash_fields_q(query.candidates, True), local_file__in=visible).select_related("local_file")[:50]:
         kind = _which(h, query.candidates)
         found.append(LookupMatch(source="my files", model=None, version=None, file=h.local_file.name, match=kind,
                                  evidence=f"{kind} equal: {KIND_MEANING[kind]}", local_file_id=h.local_file_id))
-    for m in FolderMember.objects.filter(_q(query.candidates, True), folder__in=visible).select_related("folder")[:50]:
+    for m in FolderMember.objects.filter(hash_fields_q(query.candidates, True), folder__in=visible).select_related("folder")[:50]:
         kind = _which(m, query.candidates)
         found.append(LookupMatch(source="my files", model=None, version=None, file=f"{m.folder.name}/{m.relative_path}",
                                  match=kind, evidence=f"{kind} equal: {KIND_MEANING[kind]}", local_file_id=m.folder_id))
