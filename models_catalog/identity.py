@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from django.conf import settings
-from django.db.models import Case, IntegerField, OuterRef, Q, Subquery, Value, When
+from django.db.models import Q
 from django.utils import timezone
 
 from models_catalog.models import CivitaiLookup, FileHashes, LocalFile, Match
@@ -144,24 +144,24 @@ def file_identities(files, *, viewer) -> dict[int, FileIdentity]:
     return out
 
 
+def best_model_names_sync(*, local_file_ids) -> int:
+    """Store each file's best match model name in LocalFile.best_model_name (the model sort's indexed key).
+    Call it wherever a file's Match rows are rewritten. Returns how many rows changed."""
+    ids = list(local_file_ids)
+    by_file: dict[int, list[Match]] = {}
+    for m in Match.objects.filter(local_file_id__in=ids).select_related("source_file__version__model"):
+        by_file.setdefault(m.local_file_id, []).append(m)
+    changed = 0
+    for pk in ids:  # one conditional UPDATE per file: the same queries whether or not the name changed
+        best = best_match(by_file.get(pk, []))
+        name = best.source_file.version.model.name[:500] if best else ""
+        changed += LocalFile.objects.filter(pk=pk).exclude(best_model_name=name).update(best_model_name=name)
+    return changed
+
+
 # --- the same rules in SQL: lists filter and sort on them without loading every file -----------
 
 UNFINISHED_STATUSES = (LocalFile.Status.QUEUED, LocalFile.Status.HASHING, LocalFile.Status.ANALYSING)
-
-
-def _strength() -> Case:
-    return Case(*[When(kind=k, then=Value(v)) for k, v in Match.STRENGTH.items()], default=Value(9),
-                output_field=IntegerField())
-
-
-def best_match_value(field: str) -> Subquery:
-    """`field` of each file's best match (None without one), in the order `best_match` uses:
-    for annotating a LocalFile queryset, e.g. to sort it by model name."""
-    not_civitai = Case(When(source_file__version__model__source="civitai", then=Value(0)), default=Value(1),
-                       output_field=IntegerField())
-    best = (Match.objects.filter(local_file=OuterRef("pk")).annotate(_strength=_strength(), _not_civitai=not_civitai)
-            .order_by("_strength", "_not_civitai", "pk").values(field)[:1])
-    return Subquery(best)
 
 
 def _with_match(**where) -> Q:

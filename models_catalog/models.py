@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Upper
 
 
 class LocalFile(models.Model):
@@ -54,6 +55,10 @@ class LocalFile(models.Model):
     content_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
     precision_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
     analysis_error = models.TextField(blank=True, default="")
+    # The model name of the file's best match ("" without one): the key of My files' model sort,
+    # stored because a sort on a value reached through Match could use no index. Written with the
+    # Match rows (identity.best_model_names_sync); what pages show comes from the Match rows themselves.
+    best_model_name = models.CharField(max_length=500, blank=True, default="")
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -71,6 +76,7 @@ class LocalFile(models.Model):
             models.Index(fields=["owner", "id"], name="local_file_owner_id"),
             models.Index(fields=["owner", "name", "id"], name="local_file_owner_name_id"),
             models.Index(fields=["owner", "size", "id"], name="local_file_owner_size_id"),
+            models.Index(fields=["owner", "best_model_name", "id"], name="local_file_owner_model_id"),
             # The folder filter is a range on the path (a prefix).
             models.Index(fields=["owner", "path"], name="local_file_owner_path"),
         ]
@@ -218,6 +224,10 @@ class SourceModel(models.Model):
             models.Index(fields=["name", "id"], name="source_model_name_id"),
             models.Index(fields=["source", "name", "id"], name="source_model_src_name_id"),
             models.Index(fields=["type", "name", "id"], name="source_model_type_name_id"),
+            # My files' type filter is case-insensitive (UPPER(type) = UPPER(x)): on PostgreSQL this index
+            # also gives the planner statistics for that expression; without them it guesses a handful of
+            # rows and joins every matching file before taking a page (174 ms instead of 3 at 100,000).
+            models.Index(Upper("type"), name="source_model_type_upper"),
         ]
 
     def __str__(self) -> str:
@@ -242,6 +252,7 @@ class SourceVersion(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["model", "external_id"], name="source_version_unique")]
         ordering = ["-published_at", "-id"]
+        indexes = [models.Index(Upper("base_model"), name="source_version_base_upper")]  # as SourceModel's type
 
     def __str__(self) -> str:
         return f"{self.model.name} / {self.name or self.external_id}"

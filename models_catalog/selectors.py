@@ -11,10 +11,11 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from django.db import connection
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from models_catalog.identity import FileIdentity, IdentityState, best_match_value, file_identities, kind_q, state_q
+from models_catalog.identity import FileIdentity, IdentityState, file_identities, kind_q, state_q
 from models_catalog.models import (
     FileHashes, FolderMember, Job, LocalFile, Match, Source, SourceFile, SourceModel, SourceVersion,
 )
@@ -386,10 +387,12 @@ _FILE_SORT_PHASES = {
     "newest": (_Phase(None, True),),
     "name": (_Phase("name", False),),
     "size": (_Phase("size", True, lambda: Q(size__isnull=False)), _Phase(None, True, lambda: Q(size__isnull=True))),
-    # Identified files by model name, then the files nothing matches, by their own name.
-    "model": (_Phase("model_name", False, lambda: Q(model_name__isnull=False)), _Phase("name", False, lambda: kind_q("none"))),
+    # Identified files by their best match's model name (stored on the row, see LocalFile.best_model_name),
+    # then the files nothing matches, by their own name.
+    "model": (_Phase("best_model_name", False, lambda: ~Q(best_model_name="")),
+              _Phase("name", False, lambda: Q(best_model_name=""))),
 }
-_KEY_TYPES = {"name": str, "model_name": str, "size": int}
+_KEY_TYPES = {"name": str, "best_model_name": str, "size": int}
 
 
 def hash_search(text: str) -> list[HashQuery]:
@@ -403,11 +406,13 @@ def hash_search(text: str) -> list[HashQuery]:
 def _file_search_ids(files: QuerySet[LocalFile], text: str, queries: list[HashQuery]) -> QuerySet:
     """Ids of files whose name, path or matched model name contains `text`, or whose hashes (or a
     folder member's) are one of `queries`: a UNION of index-served sets, not one OR (see catalog_queryset)."""
-    parts = [
-        files.filter(Q(name__icontains=text) | Q(path__icontains=text)).order_by().values("pk"),
-        Match.objects.filter(source_file__version__model__name__icontains=text).order_by().values("local_file_id"),
-    ]
     candidates = [c for query in queries for c in query.candidates]
+    parts = []
+    # A whole hash (64 hex, or any prefixed form) is no one's file or model name: only the hash
+    # indexes are asked, and the search stays an index lookup whatever the library size.
+    if not candidates or not all(len(q.candidates[0].value) == 64 or ":" in q.text for q in queries):
+        parts += [files.filter(Q(name__icontains=text) | Q(path__icontains=text)).order_by().values("pk"),
+                  Match.objects.filter(source_file__version__model__name__icontains=text).order_by().values("local_file_id")]
     if candidates:
         parts.append(FileHashes.objects.filter(hash_fields_q(candidates, True)).order_by().values("local_file_id"))
         parts.append(FolderMember.objects.filter(hash_fields_q(candidates, True)).order_by().values("folder_id"))
@@ -415,6 +420,17 @@ def _file_search_ids(files: QuerySet[LocalFile], text: str, queries: list[HashQu
         if digests:
             parts.append(FileHashes.objects.filter(folder_digest__in=digests).order_by().values("local_file_id"))
     return parts[0].union(*parts[1:])
+
+
+def _in_folder(prefix: str) -> Q:
+    """Paths that start with `prefix` (which ends in "/"), in a form each database finds by index."""
+    if connection.vendor == "sqlite":
+        # SQLite compares text bytewise: everything under "a/b/" lies in ["a/b/", "a/b0") ("0" follows "/"),
+        # an (owner, path) index range. Its LIKE would also ignore case.
+        return Q(path__gte=prefix, path__lt=prefix[:-1] + "0")
+    # Elsewhere collations need not be bytewise, so no range: the case-insensitive form is what the
+    # trigram index on UPPER(path) serves (migration 0008), the case-sensitive one keeps the meaning.
+    return Q(path__istartswith=prefix, path__startswith=prefix)
 
 
 def file_list_queryset(q: FileQuery, *, hash_queries: list[HashQuery] | None = None) -> QuerySet[LocalFile]:
@@ -439,9 +455,7 @@ def file_list_queryset(q: FileQuery, *, hash_queries: list[HashQuery] | None = N
     if q.state:
         files = files.filter(state_q(q.state))
     if q.folder.strip().rstrip("/"):
-        prefix = q.folder.strip().rstrip("/") + "/"
-        # `path >= prefix` bounds the (owner, path) index range; startswith keeps the exact meaning.
-        files = files.filter(path__gte=prefix, path__startswith=prefix)
+        files = files.filter(_in_folder(q.folder.strip().rstrip("/") + "/"))
     for name in ("status", "origin", "format"):
         if getattr(q, name):
             files = files.filter(**{name: getattr(q, name)})
@@ -477,14 +491,21 @@ def _after(phase: _Phase, value, pk: int) -> Q:
     return Q(**{f"{phase.key}__{bound}": value}) & (Q(**{f"{phase.key}__{strict}": value}) | later_pk)
 
 
+def file_filter_choices() -> dict[str, list[str]]:
+    """Type and base-model suggestions for the My files filters, from the catalog's own indexed columns:
+    what the viewer's matches hold would cost a pass over their whole library on every page view."""
+    types = set(SourceModel.objects.exclude(type="").order_by().values_list("type", flat=True).distinct()[:200])
+    bases = set(SourceVersion.objects.exclude(base_model="").order_by().values_list("base_model", flat=True)
+                .distinct()[:200])
+    return {"types": sorted(types | set(COMMON_TYPES), key=str.lower), "base_models": sorted(bases, key=str.lower)}
+
+
 def file_list_page(q: FileQuery, *, page_size: int = PAGE_SIZE) -> FilePage:
     """One page of `q` in keyset order: no OFFSET and no COUNT, so page 2,000 costs what page 1 does.
     A fixed number of queries whatever the page size (rows, then the identities of those rows)."""
     sort = q.sort if q.sort in _FILE_SORT_PHASES else "newest"
     queries = hash_search(q.search.strip()) if q.search.strip() else []
     files = file_list_queryset(q, hash_queries=queries).select_related("hashes")
-    if sort == "model":
-        files = files.annotate(model_name=best_match_value("source_file__version__model__name"))
     phases = _FILE_SORT_PHASES[sort]
     last = decode_file_cursor(q.cursor, sort)
     found: list[tuple[int, LocalFile]] = []

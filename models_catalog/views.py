@@ -15,7 +15,7 @@ from models_catalog.forms import FileFilterForm
 from models_catalog.identity import file_identities
 from models_catalog.models import FileHashes, LocalFile
 from models_catalog.selectors import (
-    FILE_SORTS, FileQuery, civitai_lookups_for, file_list_page, file_matches, my_catalog_choices, visible_files,
+    FILE_SORTS, FileQuery, civitai_lookups_for, file_filter_choices, file_list_page, file_matches, visible_files,
     with_rates,
 )
 from models_catalog.services.upload import UploadRefused, local_file_upload
@@ -38,7 +38,7 @@ def file_list(request: HttpRequest) -> HttpResponse:
     poll = POLL_PENDING if page.pending else POLL_IDLE if page.is_first else None
     context = {
         "form": form, "params": params, "page": page, "poll": poll, "sorts": FILE_SORTS,
-        "filtered": any(params[n] for n in FILTER_NAMES), "choices": my_catalog_choices(request.user),
+        "filtered": any(params[n] for n in FILTER_NAMES), "choices": file_filter_choices(),
         "next_url": f"?{urlencode(keep | {'cursor': page.next_cursor})}" if page.next_cursor else None,
         "first_url": f"?{urlencode(keep)}", "clear_url": "?" + urlencode({"scope": params["scope"]} if "scope" in keep else {}),
     }

@@ -67,7 +67,8 @@ def hash_fields_q(candidates, model_has_full: bool) -> Q:
     q = Q(pk__in=[])
     for c in candidates:
         if c.kind == "AutoV3_full" and model_has_full:
-            q |= Q(autov3_full=c.value)
+            # autov3 is always autov3_full[:12]: comparing it too lets its index find the row.
+            q |= Q(autov3=c.value[:12], autov3_full=c.value)
         else:
             name, n = KIND_FIELDS[c.kind]
             q |= Q(**{name: c.value[:n]})

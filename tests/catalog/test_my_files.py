@@ -15,6 +15,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
+from models_catalog.identity import best_model_names_sync
 from models_catalog.models import FileHashes, FolderMember, LocalFile, Match, SourceFile, SourceModel, SourceVersion
 from tests.catalog.test_api import _fresh_throttles, token_client  # noqa: F401
 
@@ -44,6 +45,8 @@ def _file(owner, name: str, *, folder: str = "/models", data: bytes | None = Non
         FileHashes.objects.create(local_file=lf, size=len(data), **_hashes(data))
     for sf, kind in matches:
         Match.objects.create(local_file=lf, source_file=sf, kind=kind, evidence=f"{kind} evidence for {name}")
+    if matches:
+        best_model_names_sync(local_file_ids=[lf.pk])  # as matching.local_file_match does with its rows
     return lf
 
 
@@ -326,9 +329,7 @@ def test_a_later_page_with_nothing_pending_does_not_poll(client_alice, user):
 def _seed(user, n: int, tag: str) -> None:
     sf = _model(f"Counted {tag}")
     for i in range(n):
-        lf = _file(user, f"{tag}-{i}.safetensors", data=f"{tag}{i}".encode(), size=i)
-        if i % 2:
-            Match.objects.create(local_file=lf, source_file=sf, kind="exact", evidence="SHA256 equal")
+        _file(user, f"{tag}-{i}.safetensors", data=f"{tag}{i}".encode(), size=i, matches=[(sf, "exact")] if i % 2 else [])
 
 
 @pytest.mark.parametrize("sort", ["newest", "model"])
@@ -392,3 +393,55 @@ def test_the_analysis_stage_writes_how_many_tensor_bytes_it_has_read(user, tmp_p
     assert seen == [("analysed_bytes", "analysing", 64)]
     lf.refresh_from_db()
     assert lf.status == "done" and lf.bytes_done == f.stat().st_size and lf.stage_started_at is not None
+
+
+def test_a_whole_hash_is_searched_in_the_hash_indexes_only(api, library):
+    """No name or path scan for a 64-hex or prefixed hash: that search costs an index lookup at any size."""
+    sha = _hashes(b"mystery")["sha256"]
+    for query in (sha, f"sha256:{sha}"):
+        with CaptureQueriesContext(connection) as ctx:
+            assert api_names(api, search=query) == ["mystery.ckpt"]
+        assert not any("LIKE" in q["sql"] for q in ctx.captured_queries), query
+    with CaptureQueriesContext(connection) as ctx:
+        api_names(api, search=sha[:8])  # 8 hex may well be part of a name: names are searched too
+    assert any("LIKE" in q["sql"] for q in ctx.captured_queries)
+
+
+def test_the_folder_filter_means_that_folder_and_below_exactly(client_alice, api, user):
+    for path in ("/m/lora", "/m/lora/sub", "/m/lora-extra", "/m/lora0", "/m/LORA", "/m"):
+        _file(user, f"in {path.replace('/', '_')}.safetensors", folder=path)
+    expected = ["in _m_lora.safetensors", "in _m_lora_sub.safetensors"]
+    assert sorted(page_names(client_alice, folder="/m/lora")) == expected
+    assert sorted(api_names(api, folder="/m/lora/")) == expected
+
+
+def test_matching_stores_the_model_sort_key_and_the_migration_fills_it_for_old_rows(user):
+    import importlib
+
+    from django.apps import apps
+
+    from models_catalog.services.matching import local_file_match
+
+    data = b"weights"
+    sf = _model("Zeta Model")
+    SourceFile.objects.filter(pk=sf.pk).update(**_hashes(data))
+    lf = _file(user, "copy.safetensors", data=data)
+    local_file_match(local_file_id=lf.pk)
+    lf.refresh_from_db()
+    assert lf.best_model_name == "Zeta Model" and lf.matches.get().kind == "renamed"
+    SourceFile.objects.filter(pk=sf.pk).update(sha256="0" * 64, blake3="", autov2="", crc32="")
+    local_file_match(local_file_id=lf.pk)
+    lf.refresh_from_db()
+    assert lf.best_model_name == "" and not lf.matches.exists()
+
+    other = _model("Alpha Model", source="huggingface")
+    old = _file(user, "old.safetensors")
+    for target, kind in ((other, "exact"), (sf, "exact"), (other, "partial")):  # Civitai wins a tie
+        Match.objects.create(local_file=old, source_file=target, kind=kind, evidence="e")
+    migration = importlib.import_module("models_catalog.migrations.0008_file_list_pages")
+    migration.fill_best_model_names(apps, None)
+    old.refresh_from_db()
+    assert old.best_model_name == "Zeta Model"
+    best_model_names_sync(local_file_ids=[old.pk])  # the app's rule agrees with the migration's copy
+    old.refresh_from_db()
+    assert old.best_model_name == "Zeta Model"
