@@ -502,7 +502,8 @@ def file_filter_choices() -> dict[str, list[str]]:
 
 def file_list_page(q: FileQuery, *, page_size: int = PAGE_SIZE) -> FilePage:
     """One page of `q` in keyset order: no OFFSET and no COUNT, so page 2,000 costs what page 1 does.
-    A fixed number of queries whatever the page size (rows, then the identities of those rows)."""
+    A fixed number of queries whatever the page size: the rows (one more where a size or model sort
+    reaches the files without a size or a match), then the identities of those rows."""
     sort = q.sort if q.sort in _FILE_SORT_PHASES else "newest"
     queries = hash_search(q.search.strip()) if q.search.strip() else []
     files = file_list_queryset(q, hash_queries=queries).select_related("hashes")
