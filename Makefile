@@ -41,6 +41,7 @@ bench: venv-dev
 	$(BIN)/python bench/fingerprint.py
 	$(BIN)/python bench/register.py
 	$(BIN)/python bench/identify.py
+	$(BIN)/python bench/file_list.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

@@ -24,15 +24,18 @@ from rest_framework.filters import OrderingFilter
 from rest_framework.pagination import CursorPagination
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
+from rest_framework.throttling import ScopedRateThrottle, UserRateThrottle
+from rest_framework.utils.urls import replace_query_param
 from rest_framework.views import APIView
 
 from models_catalog import serializers as s
 from models_catalog.api_errors import ApiError
-from models_catalog.models import Job, LocalFile, Match, Source, SourceModel, SourceVersion
+from models_catalog.models import Job, LocalFile, Match, Source, SourceFile, SourceModel, SourceVersion
+from models_catalog.selectors import FileQuery, file_list_page, hash_search, visible_files
 from models_catalog.services.duplicates import duplicate_groups
 from models_catalog.services.huggingface import hf_index_job_create
 from models_catalog.services.hf_verify_job import hf_verify_job_create
-from models_catalog.services.lookup import hash_lookup
+from models_catalog.services.lookup import hash_fields_q, hash_lookup
 from models_catalog.services.paths import PathRefused, refusal_reason
 from models_catalog.services.push import PushRejected, pushed_files_store
 from models_catalog.services.register import local_file_register
@@ -142,83 +145,40 @@ class LookupView(BodyLimitMixin, APIView):
 
 # --- local files -----------------------------------------------------------------------------
 
-_HEX = set("0123456789abcdef")
-# Hash length -> fields of FileHashes (and FolderMember) that can hold a value of that length.
-_HASH_FIELDS = {64: ("sha256", "blake3", "autov3_full"), 12: ("autov3",), 10: ("autov2",), 8: ("autov1", "crc32")}
-
-
-def hash_search_q(value: str, *, local_prefix: str, member_prefix: str | None) -> Q:
-    """Q for "any hash equals `value`" (Civitai form or lower-case, with or without a `kind:` prefix)."""
-    text = value.strip().lower()
-    if ":" in text:
-        text = text.split(":", 1)[1].strip()
-    q = Q(pk__in=[])
-    if not text or set(text) - _HEX:
-        return q
-    for name in _HASH_FIELDS.get(len(text), ()):
-        q |= Q(**{f"{local_prefix}{name}": text})
-        if member_prefix:
-            q |= Q(**{f"{member_prefix}{name}": text})
-    if len(text) == 64 and local_prefix == "hashes__":
-        q |= Q(hashes__folder_digest=text)
-    return q
-
-
-MATCH_CHOICES = Match.Kind.choices + [("none", "not identified")]
-
-
-class LocalFileFilter(filters.FilterSet):
-    status = filters.ChoiceFilter(choices=LocalFile.Status.choices)
-    origin = filters.ChoiceFilter(choices=LocalFile.Origin.choices)
-    format = filters.CharFilter(help_text="safetensors, torch-zip, diffusers, gguf, ...")
-    safety_verdict = filters.CharFilter(help_text="safe, suspicious, dangerous, unreadable")
-    match = filters.ChoiceFilter(choices=MATCH_CHOICES, method="filter_match",
-                                 help_text="files with a match of this kind; `none`: files not identified")
-    search = filters.CharFilter(method="filter_search", help_text="part of the name, or any full hash in any form")
-
-    class Meta:
-        model = LocalFile
-        fields = ["status", "origin", "format", "safety_verdict"]
-
-    def filter_match(self, queryset, name, value):
-        if value == "none":
-            return queryset.exclude(pk__in=Match.objects.values("local_file_id"))
-        return queryset.filter(pk__in=Match.objects.filter(kind=value).values("local_file_id"))
-
-    def filter_search(self, queryset, name, value):
-        by_hash = hash_search_q(value, local_prefix="hashes__", member_prefix="members__")
-        return queryset.filter(Q(name__icontains=value.strip()) | by_hash).distinct()
-
-
-def my_local_files(user):
-    """The local files `user` may see: their own; staff see everyone's."""
-    return LocalFile.objects.all() if user.is_staff else LocalFile.objects.filter(owner=user)
+MAX_FILE_PAGE_SIZE = 200
 
 
 @extend_schema(tags=["files"])
 class LocalFileViewSet(BodyLimitMixin, mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.DestroyModelMixin,
                        viewsets.GenericViewSet):
-    """Your model files: registered in place, uploaded, or pushed. Staff see everyone's."""
+    """Your model files: registered in place, uploaded, or pushed. The list is My files (same filters,
+    sorts and keyset cursor, through selectors.file_list_page); staff may open anyone's file by id and
+    list everyone's with `scope=all`."""
 
     queryset = LocalFile.objects.none()  # for the schema; get_queryset picks the rows
-    pagination_class = ApiCursorPagination
-    filterset_class = LocalFileFilter
+    pagination_class = None  # the list pages itself (keyset over any sort)
+    filter_backends = []
 
     def get_queryset(self):
-        qs = my_local_files(self.request.user).select_related("hashes")
-        if self.action == "retrieve":
-            return qs.prefetch_related(
-                "members",
-                Prefetch("matches", queryset=Match.objects.select_related("source_file__version__model", "via")),
-            )
-        return qs.prefetch_related(Prefetch("matches", queryset=Match.objects.only("id", "kind", "local_file_id")))
+        qs = visible_files(self.request.user).select_related("hashes")
+        return qs.prefetch_related(
+            "members", Prefetch("matches", queryset=Match.objects.select_related("source_file__version__model", "via")),
+        )
 
     def get_serializer_class(self):
         return s.LocalFileDetailSerializer if self.action == "retrieve" else s.LocalFileListSerializer
 
-    @extend_schema(responses={200: s.LocalFileListSerializer(many=True), **errors(400, 401)})
+    @extend_schema(parameters=[s.FileListParamsSerializer], responses={200: s.LocalFilePageSerializer, **errors(400, 401)})
     def list(self, request, *args, **kwargs):
-        return super().list(request, *args, **kwargs)
+        params = s.FileListParamsSerializer(data=request.query_params)
+        params.is_valid(raise_exception=True)
+        wanted = dict(params.validated_data)
+        page_size = min(wanted.pop("page_size"), MAX_FILE_PAGE_SIZE)
+        page = file_list_page(FileQuery(user=request.user, **{k: v for k, v in wanted.items() if v}), page_size=page_size)
+        context = {**self.get_serializer_context(), "identities": {r.file.pk: r.identity for r in page.rows}}
+        next_url = replace_query_param(request.build_absolute_uri(), "cursor", page.next_cursor) if page.next_cursor else None
+        return Response({"next": next_url,
+                         "results": s.LocalFileListSerializer([r.file for r in page.rows], many=True, context=context).data})
 
     @extend_schema(responses={200: s.LocalFileDetailSerializer, **errors(401, 404)})
     def retrieve(self, request, *args, **kwargs):
@@ -345,12 +305,11 @@ class SourceModelFilter(filters.FilterSet):
 
     def filter_search(self, queryset, name, value):
         text = value.strip()
-        versions = SourceVersion.objects.filter(
-            Q(trained_words__icontains=text)
-            | Q(pk__in=SourceVersion.objects.filter(hash_search_q(text, local_prefix="files__", member_prefix=None)).values("pk"))
-            | Q(files__git_sha1=text.lower())
-        )
-        return queryset.filter(Q(name__icontains=text) | Q(pk__in=versions.values("model_id")))
+        versions = Q(trained_words__icontains=text) | Q(files__git_sha1=text.lower())
+        candidates = [c for query in hash_search(text) for c in query.candidates]
+        if candidates:
+            versions |= Q(pk__in=SourceFile.objects.filter(hash_fields_q(candidates, False)).values("version_id"))
+        return queryset.filter(Q(name__icontains=text) | Q(pk__in=SourceVersion.objects.filter(versions).values("model_id")))
 
 
 def catalog_models(user):

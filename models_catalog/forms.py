@@ -5,8 +5,10 @@ import re
 
 from django import forms
 
-from models_catalog.models import Match, Source
-from models_catalog.selectors import LOCAL_FORMATS, SORTS, VERDICTS
+from models_catalog.models import LocalFile, Match, Source
+from models_catalog.selectors import (
+    FILE_MATCH_KINDS, FILE_SCOPES, FILE_SORTS, FILE_STATES, LOCAL_FORMATS, SORTS, VERDICTS, FileQuery,
+)
 
 REPO_TYPES = (("model", "model"), ("dataset", "dataset"), ("space", "space"))
 # The Hub's rule: one optional namespace, then a name of letters, digits, '-', '_' and '.'.
@@ -39,6 +41,34 @@ class CatalogFilterForm(forms.Form):
         out["q"] = out["q"].strip()
         out["scope"] = out["scope"] or "mine"
         out["sort"] = out["sort"] or "name"
+        return out
+
+
+class FileFilterForm(forms.Form):
+    """My files: the same parameters as GET /api/v1/files/ (serializers.FileListParamsSerializer)."""
+
+    search = forms.CharField(required=False, max_length=64 * 1024, label="Search",
+                             widget=forms.TextInput(attrs={"type": "search", "autocapitalize": "off", "spellcheck": "false",
+                                                           "placeholder": "name, folder, model or any hash"}))
+    type = forms.CharField(required=False, max_length=64)
+    base_model = forms.CharField(required=False, max_length=100, label="Base model")
+    safety = forms.ChoiceField(required=False, choices=_blank((v, v) for v in VERDICTS))
+    match = forms.ChoiceField(required=False, choices=_blank(FILE_MATCH_KINDS), label="Match")
+    state = forms.ChoiceField(required=False, choices=_blank(FILE_STATES.items()), label="Identified?")
+    folder = forms.CharField(required=False, max_length=4096, widget=forms.TextInput(attrs={"autocapitalize": "off"}))
+    status = forms.ChoiceField(required=False, choices=_blank(LocalFile.Status.choices))
+    origin = forms.ChoiceField(required=False, choices=_blank(LocalFile.Origin.choices))
+    format = forms.ChoiceField(required=False, choices=_blank((f, f) for f in LOCAL_FORMATS))
+    sort = forms.ChoiceField(required=False, choices=list(FILE_SORTS.items()))
+    scope = forms.ChoiceField(required=False, choices=list(FILE_SCOPES.items()), label="Whose")
+    cursor = forms.CharField(required=False, max_length=2000, widget=forms.HiddenInput)
+
+    def cleaned_or_defaults(self) -> dict:
+        self.is_valid()  # a bad value drops only its own filter: cleaned_data keeps the valid ones
+        out = {name: (self.cleaned_data.get(name) or "") for name in self.fields}
+        out["search"] = out["search"].strip()
+        out["sort"] = out["sort"] or FileQuery.sort
+        out["scope"] = out["scope"] or FileQuery.scope
         return out
 
 

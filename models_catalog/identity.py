@@ -42,6 +42,9 @@ class IdentityState:
     BROKEN = "broken"  # could not be hashed or read
 
     FINISHED = (IDENTIFIED, RELATED, UNKNOWN, BROKEN)
+    # What a list can filter on (see state_q); WAITING files count as UNKNOWN there.
+    FILTERS = {IDENTIFIED: "identified", RELATED: "related only (partial or short hash)",
+               UNKNOWN: "not identified", WORKING: "still being read", BROKEN: "broken (could not be read)"}
 
 
 @dataclass(frozen=True)
@@ -139,6 +142,58 @@ def file_identities(files, *, viewer) -> dict[int, FileIdentity]:
             problem = civitai[f.pk][1] if f.pk in civitai else ""
             out[f.pk] = FileIdentity(state=IdentityState.UNKNOWN, problem=problem)
     return out
+
+
+def best_model_names_sync(*, local_file_ids) -> int:
+    """Store each file's best match model name in LocalFile.best_model_name (the model sort's indexed key).
+    Call it wherever a file's Match rows are rewritten. Returns how many rows changed."""
+    ids = list(local_file_ids)
+    by_file: dict[int, list[Match]] = {}
+    for m in Match.objects.filter(local_file_id__in=ids).select_related("source_file__version__model"):
+        by_file.setdefault(m.local_file_id, []).append(m)
+    changed = 0
+    for pk in ids:  # one conditional UPDATE per file: the same queries whether or not the name changed
+        best = best_match(by_file.get(pk, []))
+        name = best.source_file.version.model.name[:500] if best else ""
+        changed += LocalFile.objects.filter(pk=pk).exclude(best_model_name=name).update(best_model_name=name)
+    return changed
+
+
+# --- the same rules in SQL: lists filter and sort on them without loading every file -----------
+
+UNFINISHED_STATUSES = (LocalFile.Status.QUEUED, LocalFile.Status.HASHING, LocalFile.Status.ANALYSING)
+
+
+def _with_match(**where) -> Q:
+    return Q(pk__in=Match.objects.filter(**where).values("local_file_id"))
+
+
+def kind_q(kind: str) -> Q:
+    """LocalFile rows whose best match is of `kind` (the badge a list shows); "none": no match at all.
+    Semi-joins on Match, served by its local_file index whatever the library size."""
+    if kind == "none":
+        return ~_with_match()
+    stronger = [k for k, strength in Match.STRENGTH.items() if strength < Match.STRENGTH.get(kind, 9)]
+    q = _with_match(kind=kind)
+    return q & ~_with_match(kind__in=stronger) if stronger else q
+
+
+def state_q(state: str) -> Q:
+    """LocalFile rows in `state`, decided in the order `file_identities` decides it. A file waiting for
+    Civitai counts as UNKNOWN here: telling them apart needs every file's Civitai lookups."""
+    unmatched = ~_with_match()
+    unreadable = Q(status=LocalFile.Status.ERROR) | Q(status=LocalFile.Status.DONE, safety_verdict="unreadable")
+    if state == IdentityState.IDENTIFIED:
+        return _with_match(kind__in=IDENTIFYING_KINDS)
+    if state == IdentityState.RELATED:
+        return _with_match() & ~_with_match(kind__in=IDENTIFYING_KINDS)
+    if state == IdentityState.WORKING:
+        return unmatched & Q(status__in=UNFINISHED_STATUSES)
+    if state == IdentityState.BROKEN:
+        return unmatched & unreadable
+    if state in (IdentityState.UNKNOWN, IdentityState.WAITING):
+        return unmatched & Q(status=LocalFile.Status.DONE) & ~Q(safety_verdict="unreadable")
+    raise ValueError(f"unknown identity state {state!r}")
 
 
 def _identified(best: Match, matches: list[Match], *, evidence: str) -> FileIdentity:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import models
+from django.db.models.functions import Upper
 
 
 class LocalFile(models.Model):
@@ -40,6 +41,9 @@ class LocalFile(models.Model):
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED, db_index=True)
     bytes_done = models.BigIntegerField(default=0)
     bytes_total = models.BigIntegerField(default=0)
+    # Bytes of tensor data read so far by the analysis stage ("reading tensors"), against bytes_total.
+    # Its own field: bytes_done stays at the hashed size, which `register --wait` sums for its bar.
+    analysed_bytes = models.BigIntegerField(default=0)
     error = models.TextField(blank=True, default="")
     # Bumped on every progress write: a stale heartbeat on an unfinished row means its worker died.
     heartbeat_at = models.DateTimeField(null=True, blank=True)
@@ -53,6 +57,10 @@ class LocalFile(models.Model):
     content_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
     precision_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
     analysis_error = models.TextField(blank=True, default="")
+    # The model name of the file's best match ("" without one): the key of My files' model sort,
+    # stored because a sort on a value reached through Match could use no index. Written with the
+    # Match rows (identity.best_model_names_sync); what pages show comes from the Match rows themselves.
+    best_model_name = models.CharField(max_length=500, blank=True, default="")
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -63,7 +71,17 @@ class LocalFile(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["owner", "origin", "host", "path"], name="local_file_unique_path"),
         ]
-        indexes = [models.Index(fields=["owner", "-created_at", "-id"], name="local_file_owner_recent")]
+        indexes = [
+            models.Index(fields=["owner", "-created_at", "-id"], name="local_file_owner_recent"),
+            # Keyset pagination of My files (selectors.file_list_page): one index per sort order,
+            # each led by the owner, so a page is an index range whatever the library size.
+            models.Index(fields=["owner", "id"], name="local_file_owner_id"),
+            models.Index(fields=["owner", "name", "id"], name="local_file_owner_name_id"),
+            models.Index(fields=["owner", "size", "id"], name="local_file_owner_size_id"),
+            models.Index(fields=["owner", "best_model_name", "id"], name="local_file_owner_model_id"),
+            # The folder filter is a range on the path (a prefix).
+            models.Index(fields=["owner", "path"], name="local_file_owner_path"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -81,12 +99,17 @@ class LocalFile(models.Model):
             return False
 
     @property
+    def stage_bytes_done(self) -> int:
+        """Progress of the current stage: bytes hashed, or tensor bytes read while analysing."""
+        return self.analysed_bytes if self.status == self.Status.ANALYSING else self.bytes_done
+
+    @property
     def progress_percent(self) -> int:
         if self.status == self.Status.DONE:
             return 100
         if not self.bytes_total:
             return 0
-        return min(100, int(self.bytes_done * 100 / self.bytes_total))
+        return min(100, int(self.stage_bytes_done * 100 / self.bytes_total))
 
 
 class LocalComponent(models.Model):
@@ -203,6 +226,10 @@ class SourceModel(models.Model):
             models.Index(fields=["name", "id"], name="source_model_name_id"),
             models.Index(fields=["source", "name", "id"], name="source_model_src_name_id"),
             models.Index(fields=["type", "name", "id"], name="source_model_type_name_id"),
+            # My files' type filter is case-insensitive (UPPER(type) = UPPER(x)): on PostgreSQL this index
+            # also gives the planner statistics for that expression; without them it guesses a handful of
+            # rows and joins every matching file before taking a page (174 ms instead of 3 at 100,000).
+            models.Index(Upper("type"), name="source_model_type_upper"),
         ]
 
     def __str__(self) -> str:
@@ -227,6 +254,7 @@ class SourceVersion(models.Model):
     class Meta:
         constraints = [models.UniqueConstraint(fields=["model", "external_id"], name="source_version_unique")]
         ordering = ["-published_at", "-id"]
+        indexes = [models.Index(Upper("base_model"), name="source_version_base_upper")]  # as SourceModel's type
 
     def __str__(self) -> str:
         return f"{self.model.name} / {self.name or self.external_id}"

@@ -8,13 +8,20 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from django.db import connection
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from models_catalog.models import Job, LocalFile, Match, Source, SourceFile, SourceModel, SourceVersion
+from models_catalog.identity import FileIdentity, IdentityState, file_identities, kind_q, state_q
+from models_catalog.models import (
+    FileHashes, FolderMember, Job, LocalFile, Match, Source, SourceFile, SourceModel, SourceVersion,
+)
 from models_catalog.services.duplicates import precision_of
+from models_catalog.services.lookup import hash_fields_q
+from workers.hash_query import HashQuery, HashQueryError, parse_hash_query
 
 # Worst first wins: a model's badge shows the worst verdict among the viewer's copies.
 VERDICT_RANK = {"safe": 0, "suspicious": 1, "unreadable": 2, "dangerous": 3}
@@ -31,6 +38,7 @@ HASH_LABELS = {"sha256": "SHA256", "autov1": "AutoV1", "autov2": "AutoV2", "auto
 
 
 def visible_files(user) -> QuerySet[LocalFile]:
+    """THE rule for which local files `user` may see (pages, API, CLI, exports): their own; staff everyone's."""
     if user.is_staff:
         return LocalFile.objects.all()
     return LocalFile.objects.filter(owner=user)
@@ -41,13 +49,14 @@ def visible_jobs(user) -> QuerySet[Job]:
 
 
 def hashing_rate(lf: LocalFile, now=None) -> float | None:
-    """Bytes per second of the current stage, from when it started."""
-    if lf.status != LocalFile.Status.HASHING or not lf.stage_started_at or not lf.bytes_done:
+    """Bytes per second of the current stage (hashing, or reading tensors), from when it started."""
+    done = lf.stage_bytes_done
+    if lf.status not in (LocalFile.Status.HASHING, LocalFile.Status.ANALYSING) or not lf.stage_started_at or not done:
         return None
     seconds = ((now or timezone.now()) - lf.stage_started_at).total_seconds()
     if seconds <= 0:
         return None
-    return lf.bytes_done / seconds
+    return done / seconds
 
 
 def with_rates(files: list[LocalFile]) -> list[LocalFile]:
@@ -220,7 +229,8 @@ def my_catalog_choices(user) -> dict[str, list[str]]:
     """Filter choices from the viewer's own identified models (cheap) plus the common ones."""
     model_ids = Match.objects.filter(local_file__owner=user).values("source_file__version__model_id")
     types = set(SourceModel.objects.filter(pk__in=model_ids).exclude(type="").values_list("type", flat=True)[:200])
-    bases = set(SourceVersion.objects.filter(model_id__in=model_ids).exclude(base_model="")
+    # order_by(): the default ordering's columns would make DISTINCT return one row per version
+    bases = set(SourceVersion.objects.filter(model_id__in=model_ids).exclude(base_model="").order_by()
                 .values_list("base_model", flat=True).distinct()[:200])
     return {"types": sorted(types | set(COMMON_TYPES), key=str.lower), "base_models": sorted(bases, key=str.lower)}
 
@@ -309,3 +319,214 @@ def civitai_lookups_for(hashes) -> list:
         return []
     values = [v.upper() for v in (hashes.sha256, hashes.autov3, hashes.blake3, (hashes.embedded_model_hash or "")[:12]) if v]
     return list(CivitaiLookup.objects.filter(value__in=values).order_by("created_at"))
+
+
+# --- My files -------------------------------------------------------------------
+# One query object for the page and GET /api/v1/files/: the same filters, sorts and cursors.
+
+FILE_SORTS = {"newest": "recently added", "name": "name A→Z", "size": "largest first", "model": "model A→Z"}
+FILE_SCOPES = {"mine": "my files", "all": "every file I may see"}
+FILE_STATES = IdentityState.FILTERS
+FILE_MATCH_KINDS = list(Match.Kind.choices) + [("none", "not identified")]
+
+
+@dataclass
+class FileQuery:
+    user: object
+    # "mine": the viewer's own files, also for staff (My files is a list of one's own disks; an
+    # admin's page would drown in everyone's). "all": every file `visible_files` lets them see.
+    scope: str = "mine"
+    search: str = ""  # name, path, model name, or any hash in any form
+    type: str = ""  # model type of a match (Checkpoint, LORA, ...)
+    base_model: str = ""
+    safety: str = ""
+    match: str = ""  # best match kind, or "none"
+    state: str = ""  # identified | related | unknown | working | broken
+    folder: str = ""  # a path prefix: files in that folder or below
+    status: str = ""
+    origin: str = ""
+    format: str = ""
+    sort: str = "newest"
+    cursor: str = ""
+
+
+@dataclass
+class FileRow:
+    file: LocalFile
+    identity: FileIdentity
+
+    @property
+    def folder(self) -> str:
+        return self.file.path.rsplit("/", 1)[0] if "/" in self.file.path else ""
+
+
+@dataclass
+class FilePage:
+    rows: list[FileRow]
+    next_cursor: str | None
+    is_first: bool
+    hash_queries: list[HashQuery] = field(default_factory=list)  # what a hash search was read as
+
+    @property
+    def pending(self) -> bool:
+        """Something on the page will still change by itself (being read, or waiting for Civitai)."""
+        return any(not r.identity.is_finished for r in self.rows)
+
+
+@dataclass(frozen=True)
+class _Phase:
+    """One stretch of a sort order: rows matching `where`, ordered by (`key`, id) or by id alone.
+    A sort on a value some rows lack (size, model) lists the rows without it after the others."""
+
+    key: str | None
+    descending: bool
+    where: Callable[[], Q] = Q  # built per query: a Q may hold a subquery
+
+
+_FILE_SORT_PHASES = {
+    "newest": (_Phase(None, True),),
+    "name": (_Phase("name", False),),
+    "size": (_Phase("size", True, lambda: Q(size__isnull=False)), _Phase(None, True, lambda: Q(size__isnull=True))),
+    # Identified files by their best match's model name (stored on the row, see LocalFile.best_model_name),
+    # then the files nothing matches, by their own name.
+    "model": (_Phase("best_model_name", False, lambda: ~Q(best_model_name="")),
+              _Phase("name", False, lambda: Q(best_model_name=""))),
+}
+_KEY_TYPES = {"name": str, "best_model_name": str, "size": int}
+
+
+def hash_search(text: str) -> list[HashQuery]:
+    """The hashes in a search box's text (any kind, prefixed, or an infotext); [] when it holds none."""
+    try:
+        return parse_hash_query(text)
+    except HashQueryError:
+        return []
+
+
+def _file_search_ids(files: QuerySet[LocalFile], text: str, queries: list[HashQuery]) -> QuerySet:
+    """Ids of files whose name, path or matched model name contains `text`, or whose hashes (or a
+    folder member's) are one of `queries`: a UNION of index-served sets, not one OR (see catalog_queryset)."""
+    candidates = [c for query in queries for c in query.candidates]
+    parts = []
+    # A whole hash (64 hex, or any prefixed form) is no one's file or model name: only the hash
+    # indexes are asked, and the search stays an index lookup whatever the library size.
+    if not candidates or not all(len(q.candidates[0].value) == 64 or ":" in q.text for q in queries):
+        parts += [files.filter(Q(name__icontains=text) | Q(path__icontains=text)).order_by().values("pk"),
+                  Match.objects.filter(source_file__version__model__name__icontains=text).order_by().values("local_file_id")]
+    if candidates:
+        parts.append(FileHashes.objects.filter(hash_fields_q(candidates, True)).order_by().values("local_file_id"))
+        parts.append(FolderMember.objects.filter(hash_fields_q(candidates, True)).order_by().values("folder_id"))
+        digests = [c.value for c in candidates if c.kind == "BLAKE3"]  # InvokeAI's folder hash is a BLAKE3
+        if digests:
+            parts.append(FileHashes.objects.filter(folder_digest__in=digests).order_by().values("local_file_id"))
+    return parts[0].union(*parts[1:])
+
+
+def _in_folder(prefix: str) -> Q:
+    """Paths that start with `prefix` (which ends in "/"), in a form each database finds by index."""
+    if connection.vendor == "sqlite":
+        # SQLite compares text bytewise: everything under "a/b/" lies in ["a/b/", "a/b0") ("0" follows "/"),
+        # an (owner, path) index range. Its LIKE would also ignore case.
+        return Q(path__gte=prefix, path__lt=prefix[:-1] + "0")
+    # Elsewhere collations need not be bytewise, so no range: the case-insensitive form is what the
+    # trigram index on UPPER(path) serves (migration 0008), the case-sensitive one keeps the meaning.
+    return Q(path__istartswith=prefix, path__startswith=prefix)
+
+
+def file_list_queryset(q: FileQuery, *, hash_queries: list[HashQuery] | None = None) -> QuerySet[LocalFile]:
+    """The viewer's files matching every filter of `q`, unordered."""
+    files = visible_files(q.user)
+    if q.scope != "all":
+        files = files.filter(owner=q.user)
+    text = q.search.strip()
+    if text:
+        queries = hash_search(text) if hash_queries is None else hash_queries
+        files = files.filter(pk__in=_file_search_ids(files, text, queries))
+    if q.type:
+        files = files.filter(pk__in=Match.objects.filter(source_file__version__model__type__iexact=q.type)
+                             .values("local_file_id"))
+    if q.base_model:
+        files = files.filter(pk__in=Match.objects.filter(source_file__version__base_model__iexact=q.base_model)
+                             .values("local_file_id"))
+    if q.safety:
+        files = files.filter(safety_verdict=q.safety)
+    if q.match:
+        files = files.filter(kind_q(q.match))
+    if q.state:
+        files = files.filter(state_q(q.state))
+    if q.folder.strip().rstrip("/"):
+        files = files.filter(_in_folder(q.folder.strip().rstrip("/") + "/"))
+    for name in ("status", "origin", "format"):
+        if getattr(q, name):
+            files = files.filter(**{name: getattr(q, name)})
+    return files
+
+
+def decode_file_cursor(cursor: str, sort: str) -> list | None:
+    """[phase, key value, id] of the last row shown, or None (first page) for anything else."""
+    if not cursor:
+        return None
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, TypeError):
+        return None
+    phases = _FILE_SORT_PHASES.get(sort, ())
+    if not (isinstance(values, list) and len(values) == 3 and type(values[0]) is int and type(values[2]) is int):
+        return None
+    if not 0 <= values[0] < len(phases):
+        return None
+    key = phases[values[0]].key
+    if (key is None and values[1] is not None) or (key is not None and type(values[1]) is not _KEY_TYPES[key]):
+        return None
+    return values
+
+
+def _after(phase: _Phase, value, pk: int) -> Q:
+    """Rows after (value, pk) in the phase's order. `key >= value` bounds the index range; the OR only
+    breaks ties inside it."""
+    later_pk = Q(pk__lt=pk) if phase.descending else Q(pk__gt=pk)
+    if phase.key is None:
+        return later_pk
+    bound, strict = ("lte", "lt") if phase.descending else ("gte", "gt")
+    return Q(**{f"{phase.key}__{bound}": value}) & (Q(**{f"{phase.key}__{strict}": value}) | later_pk)
+
+
+def file_filter_choices() -> dict[str, list[str]]:
+    """Type and base-model suggestions for the My files filters, from the catalog's own indexed columns:
+    what the viewer's matches hold would cost a pass over their whole library on every page view."""
+    types = set(SourceModel.objects.exclude(type="").order_by().values_list("type", flat=True).distinct()[:200])
+    bases = set(SourceVersion.objects.exclude(base_model="").order_by().values_list("base_model", flat=True)
+                .distinct()[:200])
+    return {"types": sorted(types | set(COMMON_TYPES), key=str.lower), "base_models": sorted(bases, key=str.lower)}
+
+
+def file_list_page(q: FileQuery, *, page_size: int = PAGE_SIZE) -> FilePage:
+    """One page of `q` in keyset order: no OFFSET and no COUNT, so page 2,000 costs what page 1 does.
+    A fixed number of queries whatever the page size: the rows (one more where a size or model sort
+    reaches the files without a size or a match), then the identities of those rows."""
+    sort = q.sort if q.sort in _FILE_SORT_PHASES else "newest"
+    queries = hash_search(q.search.strip()) if q.search.strip() else []
+    files = file_list_queryset(q, hash_queries=queries).select_related("hashes")
+    phases = _FILE_SORT_PHASES[sort]
+    last = decode_file_cursor(q.cursor, sort)
+    found: list[tuple[int, LocalFile]] = []
+    for index in range(last[0] if last else 0, len(phases)):
+        phase = phases[index]
+        rows = files.filter(phase.where())
+        if last and index == last[0]:
+            rows = rows.filter(_after(phase, last[1], last[2]))
+        order = ["id"] if phase.key is None else [phase.key, "id"]
+        rows = rows.order_by(*(f"-{o}" if phase.descending else o for o in order))
+        found += [(index, f) for f in rows[: page_size + 1 - len(found)]]
+        if len(found) > page_size:
+            break
+    next_cursor = None
+    if len(found) > page_size:
+        index, tail = found[page_size - 1]
+        key = phases[index].key
+        next_cursor = encode_cursor([index, getattr(tail, key) if key else None, tail.pk])
+    shown = [f for _, f in found[:page_size]]
+    identities = file_identities(shown, viewer=q.user)
+    return FilePage(rows=[FileRow(file=f, identity=identities[f.pk]) for f in shown], next_cursor=next_cursor,
+                    is_first=last is None, hash_queries=queries)
+

@@ -13,7 +13,11 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import PolymorphicProxySerializer, extend_schema_field
 from rest_framework import serializers
 
+from models_catalog.identity import file_identities
 from models_catalog.models import FileHashes, FolderMember, Job, LocalFile, Match, SourceFile, SourceModel, SourceVersion
+from models_catalog.selectors import (
+    FILE_MATCH_KINDS, FILE_SCOPES, FILE_SORTS, FILE_STATES, LOCAL_FORMATS, PAGE_SIZE, VERDICTS,
+)
 
 # --- hashes -------------------------------------------------------------------
 
@@ -167,24 +171,103 @@ class ProgressSerializer(serializers.Serializer):
     error = serializers.CharField(allow_blank=True)
 
 
-class LocalFileListSerializer(serializers.ModelSerializer):
+class FileIdentitySerializer(serializers.Serializer):
+    """What the file is (models_catalog.identity.FileIdentity): the same answer the pages show."""
+
+    state = serializers.ChoiceField(choices=["identified", "related", "working", "waiting", "unknown", "broken"])
+    is_finished = serializers.BooleanField(help_text="false while it is read or a Civitai answer is awaited")
+    match_kind = serializers.CharField(allow_blank=True, help_text="the strongest match: exact, renamed, same-weights, "
+                                                                   "converted, precision, partial, short-hash; empty: none")
+    badge = serializers.CharField(help_text='e.g. "renamed copy", "converted", "precision variant", "unknown"')
+    summary = serializers.CharField(help_text='e.g. "renamed copy of Hidden Base Model v1.0 (file hiddenBase_v10.safetensors)"')
+    model_id = serializers.IntegerField(allow_null=True, help_text="catalog model id (GET /api/v1/models/{id}/)")
+    model_name = serializers.CharField(allow_blank=True)
+    model_type = serializers.CharField(allow_blank=True, help_text="Checkpoint, LORA, VAE, ...")
+    version_id = serializers.IntegerField(allow_null=True)
+    version_name = serializers.CharField(allow_blank=True)
+    base_model = serializers.CharField(allow_blank=True, help_text="e.g. SD 1.5, SDXL 1.0")
+    source = serializers.CharField(allow_blank=True, help_text="civitai or huggingface")
+    source_file_name = serializers.CharField(allow_blank=True, help_text="the published file it matches")
+    trained_words = serializers.ListField(child=serializers.CharField())
+    evidence = serializers.CharField(allow_blank=True, help_text="why; never names another user's file")
+    waiting_for = serializers.CharField(allow_blank=True, help_text='e.g. "Civitai (unavailable or rate-limited, retrying at 12:03:10)"')
+    problem = serializers.CharField(allow_blank=True, help_text="why a broken file could not be read, or why a source could not be asked")
+    other_kinds = serializers.ListField(child=serializers.CharField(), help_text="weaker kinds of match it also has")
+
+
+class _IdentityField:
+    """`identity` of a LocalFile serializer: from context["identities"] (one batch for a whole page),
+    else computed for this one file."""
+
+    @extend_schema_field(FileIdentitySerializer)
+    def get_identity(self, lf: LocalFile) -> dict:
+        identities = self.context.get("identities") or {}
+        identity = identities.get(lf.pk) or file_identities([lf], viewer=_requester(self.context))[lf.pk]
+        return identity.to_json()
+
+
+class LocalFileListSerializer(_IdentityField, serializers.ModelSerializer):
     sha256 = serializers.SerializerMethodField()
     best_match = serializers.SerializerMethodField()
+    identity = serializers.SerializerMethodField()
     progress_percent = serializers.IntegerField(read_only=True)
 
     class Meta:
         model = LocalFile
         fields = ["id", "name", "path", "host", "origin", "is_folder", "size", "status", "progress_percent", "error",
-                  "format", "safety_verdict", "sha256", "best_match", "created_at", "hashed_at"]
+                  "format", "safety_verdict", "sha256", "best_match", "identity", "created_at", "hashed_at"]
 
     def get_sha256(self, lf: LocalFile) -> str | None:
         h = getattr(lf, "hashes", None) if _has_hashes(lf) else None
         return (h.sha256.upper() or None) if h else None
 
     def get_best_match(self, lf: LocalFile) -> str | None:
-        """The strongest match kind, e.g. "exact" (null: not identified)."""
-        kinds = [m.kind for m in lf.matches.all()]
-        return min(kinds, key=lambda k: Match.STRENGTH.get(k, 9)) if kinds else None
+        """The strongest match kind, e.g. "exact" (null: not identified); the same as identity.match_kind."""
+        return self.get_identity(lf)["match_kind"] or None
+
+
+class LocalFilePageSerializer(serializers.Serializer):
+    next = serializers.URLField(allow_null=True, help_text="the next page (null: this is the last one)")
+    results = LocalFileListSerializer(many=True)
+
+
+def _no_nul(value: str) -> str:
+    if "\x00" in value:
+        raise serializers.ValidationError("NUL characters are not allowed")
+    return value
+
+
+def _text(max_length: int, help_text: str) -> serializers.CharField:
+    return serializers.CharField(required=False, allow_blank=True, max_length=max_length, validators=[_no_nul],
+                                 help_text=help_text)
+
+
+def _choice(choices, help_text: str) -> serializers.ChoiceField:
+    return serializers.ChoiceField(required=False, allow_blank=True, choices=choices, help_text=help_text)
+
+
+class FileListParamsSerializer(serializers.Serializer):
+    """Query parameters of GET /api/v1/files/: the same as the My files page (forms.FileFilterForm)."""
+
+    search = _text(8 * 1024, "part of the name, the path or a matched model's name, or any hash in any form "
+                             "(SHA256, AutoV1/2/3, CRC32, BLAKE3, with or without a kind: prefix)")
+    type = _text(64, "model type of a match, e.g. Checkpoint, LORA (any case)")
+    base_model = _text(100, "base model of a match, e.g. SDXL 1.0 (any case)")
+    safety = _choice(VERDICTS, "safety verdict")
+    match = _choice(FILE_MATCH_KINDS, "kind of the file's strongest match; none: not identified")
+    state = _choice(list(FILE_STATES), "identified | related (partial or short hash only) | unknown (read, not "
+                                       "identified; includes files waiting for Civitai) | working | broken")
+    folder = _text(4096, "only files in this folder or below (a path prefix)")
+    status = _choice(LocalFile.Status.choices, "pipeline status")
+    origin = _choice(LocalFile.Origin.choices, "how the file came")
+    format = _choice(LOCAL_FORMATS, "format read from the content")
+    sort = _choice(list(FILE_SORTS), "newest (default) | name | size (largest first) | model (model name A-Z, "
+                                     "unidentified files after)")
+    scope = _choice(list(FILE_SCOPES), "mine (default): your own files, also for staff; all: every file you may "
+                                       "see (staff: everyone's)")
+    cursor = _text(2000, "from `next`; an unreadable cursor gives the first page")
+    page_size = serializers.IntegerField(required=False, min_value=1, default=PAGE_SIZE,
+                                         help_text="rows per page (larger values are capped at 200)")
 
 
 def _has_hashes(lf: LocalFile) -> bool:
@@ -200,7 +283,8 @@ class SafetySerializer(serializers.Serializer):
     findings = serializers.ListField(child=serializers.JSONField())
 
 
-class LocalFileDetailSerializer(serializers.ModelSerializer):
+class LocalFileDetailSerializer(_IdentityField, serializers.ModelSerializer):
+    identity = serializers.SerializerMethodField()
     hashes = serializers.SerializerMethodField()
     members = FolderMemberSerializer(many=True, read_only=True)
     matches = serializers.SerializerMethodField()
@@ -211,7 +295,7 @@ class LocalFileDetailSerializer(serializers.ModelSerializer):
     class Meta:
         model = LocalFile
         fields = ["id", "name", "path", "host", "origin", "is_folder", "size", "format", "content_id", "precision_id",
-                  "analysis_error", "hashes", "members", "matches", "safety", "fingerprint", "progress",
+                  "analysis_error", "identity", "hashes", "members", "matches", "safety", "fingerprint", "progress",
                   "created_at", "updated_at", "hashed_at"]
 
     @extend_schema_field(LocalHashesSerializer(allow_null=True))
@@ -238,7 +322,8 @@ class LocalFileDetailSerializer(serializers.ModelSerializer):
 
     @extend_schema_field(ProgressSerializer)
     def get_progress(self, lf: LocalFile) -> dict:
-        return {"status": lf.status, "bytes_done": lf.bytes_done, "bytes_total": lf.bytes_total,
+        # bytes_done of the current stage: hashed bytes, or tensor bytes read while analysing.
+        return {"status": lf.status, "bytes_done": lf.stage_bytes_done, "bytes_total": lf.bytes_total,
                 "percent": lf.progress_percent, "error": lf.error}
 
 

@@ -1,6 +1,8 @@
 """Web pages. Views stay thin: they read rows and call services."""
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -9,25 +11,39 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods
 
+from models_catalog.forms import FileFilterForm
+from models_catalog.identity import file_identities
 from models_catalog.models import FileHashes, LocalFile
-from models_catalog.selectors import civitai_lookups_for, file_matches, visible_files, with_rates
+from models_catalog.selectors import (
+    FILE_SORTS, FileQuery, civitai_lookups_for, file_filter_choices, file_list_page, file_matches, visible_files,
+    with_rates,
+)
 from models_catalog.services.upload import UploadRefused, local_file_upload
 from models_catalog.upload_handlers import LimitedTemporaryFileUploadHandler
 
-FILE_LIST_LIMIT = 500
-
-
-def _my_files(request: HttpRequest):
-    return LocalFile.objects.filter(owner=request.user).select_related("hashes")
+FILTER_NAMES = ("search", "type", "base_model", "safety", "match", "state", "folder", "status", "origin", "format")
+# The first page polls even when nothing on it is pending, so files registered meanwhile (by the
+# CLI, an upload in another tab, a push) show up; quickly while something is being read.
+POLL_PENDING = "every 2s"
+POLL_IDLE = "every 10s"
 
 
 @login_required
 def file_list(request: HttpRequest) -> HttpResponse:
-    files = with_rates(list(_my_files(request)[: FILE_LIST_LIMIT + 1]))
-    context = {"files": files[:FILE_LIST_LIMIT], "truncated": len(files) > FILE_LIST_LIMIT,
-               "pending": any(not f.is_finished for f in files)}
+    form = FileFilterForm(request.GET)  # every field optional: an empty query is valid
+    params = form.cleaned_or_defaults()
+    page = file_list_page(FileQuery(user=request.user, **params))
+    with_rates([row.file for row in page.rows])
+    keep = {k: v for k, v in params.items() if v and k != "cursor" and v != getattr(FileQuery, k, None)}
+    poll = POLL_PENDING if page.pending else POLL_IDLE if page.is_first else None
+    context = {
+        "form": form, "params": params, "page": page, "poll": poll, "sorts": FILE_SORTS,
+        "filtered": any(params[n] for n in FILTER_NAMES), "choices": file_filter_choices(),
+        "next_url": f"?{urlencode(keep | {'cursor': page.next_cursor})}" if page.next_cursor else None,
+        "first_url": f"?{urlencode(keep)}", "clear_url": "?" + urlencode({"scope": params["scope"]} if "scope" in keep else {}),
+    }
     if request.headers.get("HX-Request"):
-        return render(request, "models_catalog/_file_rows.html", context)
+        return render(request, "models_catalog/_file_results.html", context)
     return render(request, "models_catalog/file_list.html", context)
 
 
@@ -49,8 +65,11 @@ def file_detail(request: HttpRequest, pk: int) -> HttpResponse:
     lf = get_object_or_404(visible_files(request.user).select_related("hashes").prefetch_related("members"), pk=pk)
     with_rates([lf])
     hashes = FileHashes.objects.filter(local_file=lf).first()
+    identity = file_identities([lf], viewer=request.user)[lf.pk]
     context = {
-        "f": lf, "hashes": hashes, "lookups": civitai_lookups_for(hashes),
+        "f": lf, "hashes": hashes, "identity": identity, "lookups": civitai_lookups_for(hashes),
+        # Quickly while it is read; slowly while only a Civitai answer is awaited (it may be minutes away).
+        "poll": None if identity.is_finished else POLL_PENDING if not lf.is_finished else POLL_IDLE,
         "findings": [x for x in (lf.safety_findings or []) if isinstance(x, dict)],
         "fingerprint": _fingerprint_summary(lf), "matches": file_matches(lf, request.user),
     }

@@ -15,6 +15,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from models_catalog.models import FolderMember, LocalFile
+from models_catalog.services.hashing import ProgressWriter
 from models_catalog.services.matching import local_components_sync
 from workers.modelfiles.analyse import Analysis, analyse_path
 from workers.modelfiles.types import Finding
@@ -27,8 +28,13 @@ def local_file_analyse(*, local_file_id: int) -> None:
     if lf is None or lf.status != LocalFile.Status.ANALYSING:
         return
     members = list(FolderMember.objects.filter(folder=lf).values_list("relative_path", flat=True))
+    # "reading tensors" shows its progress and rate as hashing does (progress fields only: the status
+    # stays as it is, so a worker dying here leaves nothing stuck).
+    LocalFile.objects.filter(pk=lf.pk, status=LocalFile.Status.ANALYSING).update(
+        analysed_bytes=0, stage_started_at=timezone.now(), heartbeat_at=timezone.now())
     try:
-        result = analyse_path(Path(lf.path), member_paths=members)
+        result = analyse_path(Path(lf.path), member_paths=members,
+                              progress=ProgressWriter(lf.pk, field="analysed_bytes"))
     except Exception as exc:  # a reader bug must not leave the row "analysing" forever
         log.exception("analysis of local file %s failed", lf.pk)
         result = Analysis(format=lf.format or "unknown", verdict="unreadable",

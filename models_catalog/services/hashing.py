@@ -52,11 +52,13 @@ def hash_fields(hashes: EngineHashes) -> dict:
     }
 
 
-class _ProgressWriter:
-    """Writes bytes_done and a heartbeat to the row at most once a second."""
+class ProgressWriter:
+    """Writes a stage's progress (`field`: bytes_done while hashing, analysed_bytes while reading
+    tensors) and a heartbeat to the row at most once a second."""
 
-    def __init__(self, local_file_id: int):
+    def __init__(self, local_file_id: int, *, field: str = "bytes_done"):
         self.local_file_id = local_file_id
+        self.field = field
         self.last = 0.0
         self.base = 0  # bytes of earlier folder members
 
@@ -65,7 +67,7 @@ class _ProgressWriter:
         if now - self.last < PROGRESS_EVERY_SECONDS:
             return
         self.last = now
-        LocalFile.objects.filter(pk=self.local_file_id).update(bytes_done=done, heartbeat_at=timezone.now())
+        LocalFile.objects.filter(pk=self.local_file_id).update(**{self.field: done}, heartbeat_at=timezone.now())
 
 
 def _fail(local_file_id: int, message: str) -> None:
@@ -107,7 +109,7 @@ def local_file_hash(*, local_file_id: int) -> LocalFile | None:
         status=LocalFile.Status.HASHING, error="", bytes_done=0,
         bytes_total=0 if is_dir else st.st_size, heartbeat_at=timezone.now(), stage_started_at=timezone.now(),
     )
-    progress = _ProgressWriter(lf.pk)
+    progress = ProgressWriter(lf.pk)
     try:
         cached = None if is_dir else hf_cache_file(path, size=st.st_size)
         if cached is not None:

@@ -70,11 +70,14 @@ class LookupResult:
         return asdict(self)
 
 
-def _q(candidates, model_has_full: bool) -> Q:
+def hash_fields_q(candidates, model_has_full: bool) -> Q:
+    """Q over a HashFields table (FileHashes, FolderMember, SourceFile) for "any candidate agrees".
+    `model_has_full`: the table keeps the whole AutoV3 (local rows), so a 64-hex AutoV3 compares in full."""
     q = Q(pk__in=[])
     for c in candidates:
         if c.kind == "AutoV3_full" and model_has_full:
-            q |= Q(autov3_full=c.value)
+            # autov3 is always autov3_full[:12]: comparing it too lets its index find the row.
+            q |= Q(autov3=c.value[:12], autov3_full=c.value)
         else:
             name, n = KIND_FIELDS[c.kind]
             q |= Q(**{name: c.value[:n]})
@@ -91,7 +94,7 @@ def _which(row, candidates) -> str:
 
 def _source_matches(query: HashQuery) -> list[LookupMatch]:
     found = []
-    for sf in SourceFile.objects.filter(_q(query.candidates, False)).select_related("version__model")[:50]:
+    for sf in SourceFile.objects.filter(hash_fields_q(query.candidates, False)).select_related("version__model")[:50]:
         kind = _which(sf, query.candidates)
         model = sf.version.model
         found.append(LookupMatch(
@@ -111,9 +114,9 @@ def _my_matches(query: HashQuery, user) -> list[LookupMatch]:
 
     visible = visible_files(user)
     hits = []  # (local file, shown name, hash kind)
-    for h in FileHashes.objects.filter(_q(query.candidates, True), local_file__in=visible).select_related("local_file")[:50]:
+    for h in FileHashes.objects.filter(hash_fields_q(query.candidates, True), local_file__in=visible).select_related("local_file")[:50]:
         hits.append((h.local_file, h.local_file.name, _which(h, query.candidates)))
-    for m in FolderMember.objects.filter(_q(query.candidates, True), folder__in=visible).select_related("folder")[:50]:
+    for m in FolderMember.objects.filter(hash_fields_q(query.candidates, True), folder__in=visible).select_related("folder")[:50]:
         hits.append((m.folder, f"{m.folder.name}/{m.relative_path}", _which(m, query.candidates)))
     identities = file_identities({lf.pk: lf for lf, _, _ in hits}.values(), viewer=user)
     found = []

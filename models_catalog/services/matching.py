@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.db.models import Exists, OuterRef, Q, Subquery, Sum
 
+from models_catalog.identity import best_model_names_sync
 from models_catalog.models import FileHashes, LocalComponent, LocalFile, Match, SourceFile
 
 EXACT_KINDS = (Match.Kind.EXACT, Match.Kind.RENAMED)
@@ -218,10 +219,12 @@ def local_file_match(*, local_file_id: int) -> list[Match]:
         best.setdefault((c.source_file.pk, c.kind), c)
     with transaction.atomic():
         Match.objects.filter(local_file=lf).delete()
-        return Match.objects.bulk_create(
+        created = Match.objects.bulk_create(
             Match(local_file=lf, source_file=c.source_file, kind=c.kind, evidence=c.evidence[:2000], via=c.via, share=c.share)
             for c in best.values()
         )
+        best_model_names_sync(local_file_ids=[lf.pk])  # My files' model sort key, with the matches
+        return created
 
 
 def local_files_rematch(*, local_file_ids: set[int]) -> None:

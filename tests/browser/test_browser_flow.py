@@ -238,8 +238,8 @@ def test_file_list_fits_a_phone_screen(signed_in_page, web_user, shot):
     page = signed_in_page(viewport={"width": PHONE_WIDTH, "height": 844}, device_scale_factor=2, is_mobile=True,
                           has_touch=True)
     page.goto("/")
-    expect(page.locator("table.files tbody tr")).to_have_count(4)
-    expect(page.locator("table.files progress")).to_have_count(1)
+    expect(page.locator("table.myfiles tbody tr")).to_have_count(4)
+    expect(page.locator("table.myfiles progress")).to_have_count(1)
     for name in names:
         expect(page.get_by_role("link", name=name)).to_be_visible()
     width = _scroll_width(page)

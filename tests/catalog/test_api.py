@@ -251,7 +251,7 @@ def test_files_list_filters(alice, user):
 
     assert names() == ["exact.safetensors", "queued.ckpt"]
     assert names(status="queued") == names(origin="uploaded") == names(format="torch-zip") == ["queued.ckpt"]
-    assert names(safety_verdict="safe") == names(match="exact") == ["exact.safetensors"]
+    assert names(safety="safe") == names(match="exact") == ["exact.safetensors"]
     assert names(match="none") == ["queued.ckpt"]
     listed = results(alice.get("/api/v1/files/", {"match": "exact"}))[0]
     assert listed["best_match"] == "exact" and listed["sha256"] == hashlib.sha256(b"w").hexdigest().upper()
@@ -286,9 +286,7 @@ def test_files_cursor_pagination_walks_every_row_once_and_caps_page_size(alice, 
         url, pages = body["next"], pages + 1
     assert sorted(seen) == sorted(ids) and len(seen) == 5 and pages == 3
     assert seen == sorted(seen, reverse=True)  # newest first
-    from models_catalog.api import ApiCursorPagination
-
-    monkeypatch.setattr(ApiCursorPagination, "max_page_size", 3)
+    monkeypatch.setattr("models_catalog.api.MAX_FILE_PAGE_SIZE", 3)
     assert len(results(alice.get("/api/v1/files/", {"page_size": 1000}))) == 3
 
 

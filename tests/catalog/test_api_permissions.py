@@ -129,10 +129,11 @@ def test_duplicates_are_per_user_and_staff_may_see_everyone(user, other_user, wo
     assert token_client(staff).get("/api/v1/duplicates/").json() == []  # without all: staff's own
 
 
-def test_staff_see_everyones_files_but_only_their_own_jobs(world):
+def test_staff_list_their_own_files_unless_they_ask_for_all_and_see_only_their_own_jobs(world):
     staff = get_user_model().objects.create_user("carol", password="pw-carol-123", is_staff=True)
     client = token_client(staff)
-    assert len(client.get("/api/v1/files/").json()["results"]) == 3
+    assert client.get("/api/v1/files/").json()["results"] == []  # like My files: their own by default
+    assert len(client.get("/api/v1/files/", {"scope": "all"}).json()["results"]) == 3
     assert client.get(f"/api/v1/files/{world['bob_file'].pk}/").status_code == 200
     assert client.get(f"/api/v1/jobs/{world['bob_job'].pk}/").status_code == 404
 

@@ -162,7 +162,7 @@ def _analysing(user, tmp_path: Path) -> LocalFile:
 def test_analysis_writes_the_rows_and_a_new_analysis_replaces_them(user, tmp_path, monkeypatch):
     lf = _analysing(user, tmp_path)
     result = {"fp": {"content_id": "c", "precision_id": "p", "components": {"unet": comp("u1", 8), "vae": comp("v1", 2)}}}
-    monkeypatch.setattr(analysis, "analyse_path", lambda path, member_paths: Analysis(
+    monkeypatch.setattr(analysis, "analyse_path", lambda path, member_paths, progress=None: Analysis(
         format="safetensors", verdict="safe", fingerprint=result["fp"]))
     analysis.local_file_analyse(local_file_id=lf.pk)
     assert stored_components(lf) == {"unet": ("u1", "u1", 8), "vae": ("v1", "v1", 2)}

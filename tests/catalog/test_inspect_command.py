@@ -122,10 +122,11 @@ def test_truncated_and_corrupt_files_read_as_unreadable_with_the_reason(model_ro
     whole = write_model(model_root / "whole.safetensors", seed=4).read_bytes()
     truncated = model_root / "truncated.safetensors"
     truncated.write_bytes(whole[:5000])
-    fingerprint = section(inspect_text(truncated), "Tensor fingerprint")
-    assert len(fingerprint) == 1
-    assert fingerprint[0].startswith("  fingerprint   unreadable: tensors could not be read: ")
-    assert "file size 5000" in fingerprint[0]
+    text = inspect_text(truncated)
+    what = section(text, "File")
+    assert any(row.startswith("  safety        unreadable: it could not be read to the end") for row in what)
+    assert any("truncated: 3344 of 491528 data bytes present — an incomplete download?" in row for row in what), what
+    assert section(text, "Tensor fingerprint") == ["  fingerprint   not computed: a file judged unreadable is never read further"]
 
     garbage = model_root / "garbage.ckpt"
     garbage.write_bytes(b"\x80\x02garbage\x00\xff" * 10)

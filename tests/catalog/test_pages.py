@@ -40,18 +40,19 @@ def test_other_users_file_is_404(client_alice, other_user):
     assert client_alice.get(f"/files/{theirs.pk}/").status_code == 404
 
 
-def test_pending_list_polls_and_finished_list_does_not(client_alice, user):
+def test_pending_list_polls_quickly_and_a_finished_first_page_slowly_for_new_rows(client_alice, user):
     lf = _row(user, status="hashing", bytes_total=100, bytes_done=40)
     html = client_alice.get("/").content.decode()
     assert 'hx-trigger="every 2s"' in html and "40%" in html
     LocalFile.objects.filter(pk=lf.pk).update(status="done")
-    assert 'hx-trigger="every 2s"' not in client_alice.get("/").content.decode()
+    html = client_alice.get("/").content.decode()
+    assert 'hx-trigger="every 2s"' not in html and 'hx-trigger="every 10s"' in html
 
 
-def test_htmx_request_gets_only_the_rows(client_alice, user):
+def test_htmx_request_gets_only_the_rows_and_the_pager(client_alice, user):
     _row(user)
     html = client_alice.get("/", HTTP_HX_REQUEST="true").content.decode()
-    assert html.lstrip().startswith("<tbody") and "<html" not in html
+    assert html.lstrip().startswith('<div id="file-results"') and "<tbody" in html and "<html" not in html
 
 
 def test_detail_shows_hashes_in_civitai_form_with_copy_buttons(client_alice, user):
