@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from workers.modelfiles.types import Finding, ModelFileError, SafetyReport
+from workers.modelfiles.types import Finding, ModelFileError, SafetyReport, TruncatedFileError
 
 VERDICT_ORDER = ("safe", "suspicious", "unreadable", "dangerous")
 FINGERPRINTABLE = frozenset({"safetensors", "diffusers", "torch-zip", "torch-legacy", "torch-tar", "pickle", "npy", "npz"})
@@ -59,9 +59,11 @@ def scan_folder(root: Path, member_paths: list[str]) -> SafetyReport:
     return SafetyReport(verdict=verdict, findings=tuple(findings), globals_seen=tuple(sorted(seen)))
 
 
-def analyse_path(path: Path, *, member_paths: list[str] | None = None) -> Analysis:
-    """`member_paths`: a folder's weight files (relative), as the hash engine listed them."""
+def analyse_path(path: Path, *, member_paths: list[str] | None = None, progress=None) -> Analysis:
+    """`member_paths`: a folder's weight files (relative), as the hash engine listed them.
+    `progress(done, total)`: called as tensor bytes are read (see fingerprint_path)."""
     from workers.modelfiles.fingerprint import fingerprint_path
+    from workers.modelfiles.safetensors_reader import SafetensorsError
     from workers.modelfiles.sniff import sniff
 
     result = Analysis()
@@ -73,13 +75,21 @@ def analyse_path(path: Path, *, member_paths: list[str] | None = None) -> Analys
     result.verdict = report.verdict
     result.findings = [asdict(f) for f in report.findings]
     result.globals_seen = list(report.globals_seen)
-    if report.verdict in ("dangerous", "unreadable"):
+    if report.verdict == "unreadable":
+        # The reason, in the scanner's words ("truncated zip: ..."), not just the verdict.
+        why = next((f.why for f in report.findings if f.severity == "unreadable" and f.why), "")
+        result.error = result.error or why or "not read further: the safety verdict is unreadable"
+    elif report.verdict == "dangerous":
         result.error = result.error or f"not read further: the safety verdict is {report.verdict}"
     elif result.format not in FINGERPRINTABLE:
         result.error = result.error or f"no tensor fingerprint for format {result.format}"
     else:
         try:
-            result.fingerprint = fingerprint_path(path).to_dict()
+            result.fingerprint = fingerprint_path(path, progress=progress).to_dict()
         except ModelFileError as exc:
-            result.error = f"tensors could not be read: {exc}"
+            result.error = str(exc) if isinstance(exc, TruncatedFileError) else f"tensors could not be read: {exc}"
+            # A cut-off file, or a safetensors file no loader accepts, is damaged whatever its pickles say.
+            if isinstance(exc, (TruncatedFileError, SafetensorsError)):
+                result.verdict = worst(result.verdict, "unreadable")
+                result.findings.append(asdict(Finding("unreadable", "tensor data", path.name, str(exc))))
     return result

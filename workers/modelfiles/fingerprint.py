@@ -409,22 +409,26 @@ def fingerprint_tensors(tensors: Iterable[Tensor], *,
     return _fingerprint((t, None if ignore(t.name) else component_of(t.name)) for t in tensors)
 
 
-def fingerprint_path(path: str | os.PathLike, *, variant: str | None = None) -> Fingerprint:
+def fingerprint_path(path: str | os.PathLike, *, variant: str | None = None,
+                     progress: Callable[[int, int], None] | None = None) -> Fingerprint:
     """Fingerprint a safetensors file, a pickle-based torch checkpoint or a diffusers folder.
 
     The format is sniffed from content; anything else raises ModelFileError.
     In a diffusers folder each component's tensors belong to its subfolder
     name, and `variant` picks the weight variant (see read_diffusers_folder).
+    `progress(done, total)` is called after each tensor with the tensor bytes read so far and the
+    file's size (0 for a folder: its members are found as it goes).
     """
     from workers.modelfiles.sniff import sniff
 
     p = Path(path)
     kind = sniff(p)
     if kind == "diffusers":
-        return _fingerprint(_diffusers_stream(p, variant=variant))
+        return _fingerprint(_diffusers_stream(p, variant=variant), progress=progress, total=0)
     if variant is not None:
         raise FingerprintError("variant= applies to diffusers folders only")
-    return fingerprint_tensors(_iter_file_tensors(p, kind))
+    stream = ((t, None if is_ignored_key(t.name) else component_for_key(t.name)) for t in _iter_file_tensors(p, kind))
+    return _fingerprint(stream, progress=progress, total=p.stat().st_size)
 
 
 def _iter_file_tensors(path: Path, kind: str) -> Iterator[Tensor]:
@@ -450,13 +454,18 @@ def _diffusers_stream(root: Path, *, variant: str | None) -> Iterator[tuple[Tens
                 yield tensor, None if is_ignored_key(tensor.name) else component.name
 
 
-def _fingerprint(stream: Iterable[tuple[Tensor, str | None]]) -> Fingerprint:
+def _fingerprint(stream: Iterable[tuple[Tensor, str | None]], *,
+                 progress: Callable[[int, int], None] | None = None, total: int = 0) -> Fingerprint:
     digests: list[TensorDigest] = []
     dtypes: Counter[str] = Counter()
     parameters: Counter[str] = Counter()
     ignored = 0
+    done = 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fingerprint") as pool:
         for tensor, component in stream:
+            if progress is not None:
+                done += tensor.array.nbytes
+                progress(done, total)
             if component is None:
                 ignored += 1
                 continue

@@ -29,10 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workers.modelfiles.sniff import (
-    HIGHEST_PICKLE_PROTOCOL, NPY_MAGIC, ZipEntry, looks_like_pickle,
+    HEAD_BYTES, HIGHEST_PICKLE_PROTOCOL, NPY_MAGIC, ZipEntry, describe_unknown, looks_like_pickle,
     read_npy_header, read_zip_directory, read_zip_entry, read_zip_local, sniff,
 )
-from workers.modelfiles.types import Finding, ModelFileError, SafetyReport
+from workers.modelfiles.types import INCOMPLETE, Finding, ModelFileError, SafetyReport, TruncatedFileError
 
 MAX_OPS = 20_000_000          # a large LLM data.pkl has a few million
 MAX_MEMO = 5_000_000
@@ -52,6 +52,14 @@ class PickleStreamError(ModelFileError):
 
     def __init__(self, message: str, pos: int):
         super().__init__(f"{message} at byte {pos}")
+        self.pos = pos
+
+
+class PickleTruncated(PickleStreamError, TruncatedFileError):
+    """The data ends in the middle of an instruction."""
+
+    def __init__(self, message: str, pos: int):
+        ModelFileError.__init__(self, message)  # "at byte N" would only distract from "incomplete download"
         self.pos = pos
 
 
@@ -102,7 +110,7 @@ def _read_arg(buf, info, pos: int, end: int, keep_bytes: bool):
         fmt = _FIXED[kind]
         size = struct.calcsize(fmt)
         if pos + size > end:
-            raise PickleStreamError(f"truncated {info.name} argument", pos)
+            raise PickleTruncated(f"truncated: the pickle ends inside a {info.name} instruction — {INCOMPLETE}", pos)
         value = struct.unpack(fmt, buf[pos:pos + size])[0]
         if info.name == "FRAME" and pos + size + value > end:
             raise PickleStreamError(f"FRAME of {value} bytes runs past the data", pos)
@@ -144,7 +152,7 @@ def _read_sized(buf, info, kind: str, pos: int, end: int, keep_bytes: bool):
     len_fmt, value_kind = _SIZED[kind]
     len_size = struct.calcsize(len_fmt)
     if pos + len_size > end:
-        raise PickleStreamError(f"truncated {info.name} length", pos)
+        raise PickleTruncated(f"truncated: the pickle ends inside a {info.name} instruction — {INCOMPLETE}", pos)
     n = struct.unpack(len_fmt, buf[pos:pos + len_size])[0]
     pos += len_size
     if n < 0 or pos + n > end:
@@ -564,8 +572,7 @@ def _scan_flat_file(buf, fmt: str, path: Path, report: _Report) -> None:
     elif fmt == "torch-tar" or _opens_as_tar(path):  # torch tries tarfile on every non-zip file
         _scan_tar(buf, path, report)
     elif fmt == "unknown" and report.worst == "safe":
-        report.add("unreadable", "unrecognised content", where,
-                   f"not a model format we can analyse (starts {bytes(buf[:8])!r})")
+        report.add("unreadable", "unrecognised content", where, describe_unknown(bytes(buf[:HEAD_BYTES]), size=len(buf)))
 
 
 def _scan_chain(buf, start: int, end: int, where: str, report: _Report, *, required: int) -> bool:

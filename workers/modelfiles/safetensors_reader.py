@@ -25,7 +25,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from workers.modelfiles.types import ModelFileError, Tensor
+from workers.modelfiles.types import INCOMPLETE, ModelFileError, Tensor, TruncatedFileError
 
 MAX_HEADER_SIZE = 100_000_000  # the reference's limit
 MAX_TENSORS = 1_000_000
@@ -61,6 +61,10 @@ _METADATA_KEY = "__metadata__"
 
 class SafetensorsError(ModelFileError):
     """The file is not a valid safetensors file under our strict rules."""
+
+
+class SafetensorsTruncated(SafetensorsError, TruncatedFileError):
+    """The header or the data ends before the header says it should."""
 
 
 @dataclass(frozen=True)
@@ -151,7 +155,8 @@ def _read_header_size(first8: bytes, file_size: int) -> int:
     if header_size < 2:
         raise SafetensorsError(f"header size {header_size} too small for a JSON object")
     if 8 + header_size > file_size:
-        raise SafetensorsError(f"header size {header_size} runs past the end of the file ({file_size} bytes)")
+        raise SafetensorsTruncated(f"truncated: the {header_size}-byte header runs past the end of the file "
+                                   f"({file_size} bytes) — {INCOMPLETE}")
     return header_size
 
 
@@ -199,9 +204,11 @@ def _parse_header(raw: bytes, *, header_size: int, file_size: int) -> Safetensor
             raise SafetensorsError(
                 f"{what} in data buffer: tensor {entry.name[:200]!r} starts at {entry.begin}, expected {position}")
         position = entry.end
+    if position > buffer_size:
+        raise SafetensorsTruncated(f"truncated: {buffer_size} of {position} data bytes present — {INCOMPLETE}")
     if position != buffer_size:
         raise SafetensorsError(
-            f"data buffer is {buffer_size} bytes but the tensors cover {position} "
+            f"{buffer_size - position} bytes of unexpected data after the tensors "
             f"(8 + header {header_size} + data must equal the file size {file_size})")
     return SafetensorsHeader(
         header_size=header_size, metadata=metadata, tensors=tuple(entries),
@@ -268,7 +275,7 @@ def _parse_entry(name: str, info: object) -> TensorEntry:
 
 
 __all__ = [
-    "SafetensorsError", "TensorEntry", "SafetensorsHeader",
+    "SafetensorsError", "SafetensorsTruncated", "TensorEntry", "SafetensorsHeader",
     "read_safetensors_header", "iter_safetensors_tensors",
     "NUMPY_DTYPES", "DTYPE_SIZES", "MAX_HEADER_SIZE", "MAX_TENSORS", "MAX_NAME_LENGTH", "MAX_RANK",
 ]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workers.modelfiles.types import Format, ModelFileError
+from workers.modelfiles.types import INCOMPLETE, Format, ModelFileError, TruncatedFileError
 
 HEAD_BYTES = 4096
 ZIP_LOCAL_MAGIC = b"PK\x03\x04"
@@ -74,6 +74,19 @@ def sniff_head(head: bytes, *, size: int) -> Format:
     if looks_like_pickle(head):
         return "pickle"
     return "unknown"
+
+
+def describe_unknown(head: bytes, *, size: int) -> str:
+    """Why a file of `size` bytes starting with `head` is no format we read, in words (never a bytes repr)."""
+    if len(head) >= 9 and head[8:9] == b"{":
+        header_len = struct.unpack_from("<Q", head)[0]
+        if header_len > size - 8:  # a safetensors file whose header was cut off
+            return (f"truncated: a safetensors file whose {header_len:,}-byte header runs past the end of the file "
+                    f"({size:,} bytes) — {INCOMPLETE}")
+    first = " ".join(f"{b:02x}" for b in head[:8])
+    if size < 64:
+        return f"only {size} bytes: too short to be a model file (they begin {first})"
+    return f"not a model format we can analyse (it starts with the bytes {first})"
 
 
 def looks_like_pickle(head: bytes) -> bool:
@@ -153,7 +166,7 @@ def read_zip_directory(buf) -> list[ZipEntry]:
     search_from = max(0, size - (_EOCD.size + 0xFFFF))
     eocd_at = buf.rfind(b"PK\x05\x06", search_from)
     if eocd_at < 0 or eocd_at + _EOCD.size > size:
-        raise ModelFileError("zip: no end-of-central-directory record")
+        raise TruncatedFileError(f"truncated zip: the directory at the end of the file is missing — {INCOMPLETE}")
     _sig, _disk, _cd_disk, _n_here, count, cd_size, cd_offset, _clen = _EOCD.unpack_from(buf, eocd_at)
     if count == 0xFFFF or cd_size == 0xFFFFFFFF or cd_offset == 0xFFFFFFFF:
         count, cd_size, cd_offset = _zip64_directory(buf, eocd_at)
@@ -165,7 +178,7 @@ def read_zip_directory(buf) -> list[ZipEntry]:
     pos = cd_offset
     for index in range(count):
         if pos + _CENTRAL.size > size:
-            raise ModelFileError("zip: central directory is truncated")
+            raise TruncatedFileError(f"truncated zip: the directory at the end of the file is cut short — {INCOMPLETE}")
         (sig, _made, _needed, flags, method, _time, _date, crc, csize, usize,
          name_len, extra_len, comment_len, _disk_start, _iattr, _eattr, offset) = _CENTRAL.unpack_from(buf, pos)
         if sig != b"PK\x01\x02":

@@ -28,7 +28,7 @@ from workers.modelfiles.restricted_pickle import (
 from workers.modelfiles.sniff import (
     ZipEntry, read_npy_header, read_zip_directory, read_zip_entry, read_zip_local, sniff,
 )
-from workers.modelfiles.types import ModelFileError, Tensor
+from workers.modelfiles.types import INCOMPLETE, ModelFileError, Tensor, TruncatedFileError
 
 ELEMENT_SIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2,
                 "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8, "C64": 8}
@@ -159,7 +159,7 @@ def _legacy_tensors(buf) -> Iterator[Tensor]:
         if storage is None or key in located:
             raise ModelFileError(f"legacy torch: storage key {key!r} is unknown or repeated")
         if pos + 8 > len(buf):
-            raise ModelFileError("legacy torch: truncated storage")
+            raise TruncatedFileError(f"truncated: the file ends before storage {key!r} — {INCOMPLETE}")
         numel = struct.unpack_from(">q" if big_endian else "<q", buf, pos)[0]
         if numel != storage.numel:
             raise ModelFileError(f"legacy torch: storage {key!r} holds {numel} elements, not {storage.numel}")
@@ -167,7 +167,7 @@ def _legacy_tensors(buf) -> Iterator[Tensor]:
         located[key] = (pos + 8, nbytes)
         pos += 8 + nbytes
     if pos > len(buf):
-        raise ModelFileError("legacy torch: storages run past the end of the file")
+        raise TruncatedFileError(f"truncated: the tensor data needs {pos:,} bytes, the file has {len(buf):,} — {INCOMPLETE}")
 
     def storage_bytes(storage: StorageRef) -> tuple[int, int]:
         if storage.key not in located:

@@ -30,6 +30,14 @@ class ModelFileError(Exception):
     """A file is not something we can read (corrupt, truncated, hostile, unsupported)."""
 
 
+class TruncatedFileError(ModelFileError):
+    """The file ends before its own structure says it should: almost always an incomplete download.
+    Its message is meant for people ("truncated: 16 of 64 data bytes present — an incomplete download?")."""
+
+
+INCOMPLETE = "an incomplete download?"
+
+
 @dataclass(frozen=True)
 class Tensor:
     """One tensor as the fingerprint sees it.

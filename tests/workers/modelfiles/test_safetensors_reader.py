@@ -22,7 +22,7 @@ from workers.modelfiles.safetensors_reader import (
     iter_safetensors_tensors,
     read_safetensors_header,
 )
-from workers.modelfiles.types import ModelFileError
+from workers.modelfiles.types import ModelFileError, TruncatedFileError
 
 
 def _tensors():
@@ -190,12 +190,17 @@ def test_rejects_trailing_bytes_after_the_buffer(tmp_path):
     _rejects(tmp_path, raw_safetensors(_valid_header(), b"\0" * 13), "file size")
 
 
-def test_rejects_a_truncated_buffer(tmp_path):
-    _rejects(tmp_path, raw_safetensors(_valid_header(), b"\0" * 11), "file size")
+def test_a_truncated_buffer_says_how_much_is_there_in_words(tmp_path):
+    _rejects(tmp_path, raw_safetensors(_valid_header(), b"\0" * 11),
+             "^truncated: 11 of 12 data bytes present — an incomplete download\\?$")
+    with pytest.raises(TruncatedFileError):
+        read_safetensors_header(_write(tmp_path, raw_safetensors(_valid_header(), b"\0" * 11)))
 
 
-def test_rejects_a_header_longer_than_the_file(tmp_path):
-    _rejects(tmp_path, struct.pack("<Q", 1000) + b"{}", "past the end")
+def test_rejects_a_header_longer_than_the_file_as_truncated(tmp_path):
+    _rejects(tmp_path, struct.pack("<Q", 1000) + b"{}", "^truncated: the 1000-byte header runs past the end")
+    with pytest.raises(TruncatedFileError):
+        read_safetensors_header(_write(tmp_path, struct.pack("<Q", 1000) + b"{}"))
 
 
 def test_rejects_a_header_over_100_mb(tmp_path):
