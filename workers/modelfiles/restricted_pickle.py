@@ -24,7 +24,7 @@ from workers.modelfiles.pickle_scan import (
     parse_memo_key, resolve_global,
 )
 from workers.modelfiles.sniff import HIGHEST_PICKLE_PROTOCOL
-from workers.modelfiles.types import ModelFileError
+from workers.modelfiles.types import ModelFileError, UnsupportedModelFile
 
 _STORAGE_KEY = re.compile(r"[0-9A-Za-z_.\-]{1,128}")
 # Values the interpreter may create (strings, numbers, containers, call results). A tensor
@@ -351,7 +351,7 @@ def storage_from_persistent_id(pid) -> StorageRef:
         raise ModelFileError(f"unsupported persistent id {short_repr(pid)}")
     _, storage_type, key, location, numel = pid[:5]
     if len(pid) == 6 and pid[5] is not None:
-        raise ModelFileError("legacy storage views are not supported")
+        raise UnsupportedModelFile("legacy storage views (torch < 0.4) are not read")
     if not isinstance(storage_type, StorageType):
         raise ModelFileError("persistent id without a known storage type")
     if not isinstance(key, str) or not _STORAGE_KEY.fullmatch(key):

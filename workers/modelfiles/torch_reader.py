@@ -28,7 +28,7 @@ from workers.modelfiles.restricted_pickle import (
 from workers.modelfiles.sniff import (
     ZipEntry, read_npy_header, read_zip_directory, read_zip_entry, read_zip_local, sniff,
 )
-from workers.modelfiles.types import INCOMPLETE, ModelFileError, Tensor, TruncatedFileError
+from workers.modelfiles.types import INCOMPLETE, ModelFileError, Tensor, TruncatedFileError, UnsupportedModelFile
 
 ELEMENT_SIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2,
                 "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8, "C64": 8}
@@ -105,8 +105,10 @@ def _zip_tensors(buf) -> Iterator[Tensor]:
             raise ModelFileError(f"torch zip: duplicate entry {entry.name!r}")
         if not entry.name.startswith(prefix + "/"):
             raise ModelFileError(f"torch zip: entry {entry.name!r} outside the {prefix!r} prefix")
-        if entry.flags & ~_ZIP_FLAGS_WE_READ or entry.method != 0:
-            raise ModelFileError(f"torch zip: entry {entry.name!r} is encrypted, compressed or flagged")
+        if entry.flags & ~_ZIP_FLAGS_WE_READ:
+            raise ModelFileError(f"torch zip: entry {entry.name!r} is encrypted or flagged")
+        if entry.method != 0:  # torch writes stored entries; a re-zipped checkpoint is valid but not read here
+            raise UnsupportedModelFile(f"torch zip: entry {entry.name!r} is compressed, which we do not read")
         by_name[entry.name] = entry
     big_endian = _zip_text(buf, by_name, f"{prefix}/byteorder", default="little") == "big"
     pickle_start, pickle_size = _zip_data(buf, by_name, f"{prefix}/data.pkl")
