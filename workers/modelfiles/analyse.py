@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from workers.modelfiles.types import Finding, ModelFileError, SafetyReport, TruncatedFileError
+from workers.modelfiles.types import Finding, ModelFileError, SafetyReport, TruncatedFileError, UnsupportedModelFile
 
 VERDICT_ORDER = ("safe", "suspicious", "unreadable", "dangerous")
 FINGERPRINTABLE = frozenset({"safetensors", "diffusers", "torch-zip", "torch-legacy", "torch-tar", "pickle", "npy", "npz"})
@@ -63,7 +63,6 @@ def analyse_path(path: Path, *, member_paths: list[str] | None = None, progress=
     """`member_paths`: a folder's weight files (relative), as the hash engine listed them.
     `progress(done, total)`: called as tensor bytes are read (see fingerprint_path)."""
     from workers.modelfiles.fingerprint import fingerprint_path
-    from workers.modelfiles.safetensors_reader import SafetensorsError
     from workers.modelfiles.sniff import sniff
 
     result = Analysis()
@@ -86,10 +85,12 @@ def analyse_path(path: Path, *, member_paths: list[str] | None = None, progress=
     else:
         try:
             result.fingerprint = fingerprint_path(path, progress=progress).to_dict()
+        except UnsupportedModelFile as exc:
+            result.error = f"no tensor fingerprint: {exc}"
         except ModelFileError as exc:
             result.error = str(exc) if isinstance(exc, TruncatedFileError) else f"tensors could not be read: {exc}"
-            # A cut-off file, or a safetensors file no loader accepts, is damaged whatever its pickles say.
-            if isinstance(exc, (TruncatedFileError, SafetensorsError)):
-                result.verdict = worst(result.verdict, "unreadable")
-                result.findings.append(asdict(Finding("unreadable", "tensor data", path.name, str(exc))))
+            # The format was recognised but its data cannot be read (cut off, bad offsets, overlapping
+            # tensors, storages the file does not hold): damaged, whatever the container or its pickles say.
+            result.verdict = worst(result.verdict, "unreadable")
+            result.findings.append(asdict(Finding("unreadable", "tensor data", path.name, str(exc))))
     return result

@@ -434,7 +434,7 @@ def fingerprint_path(path: str | os.PathLike, *, variant: str | None = None,
 def _iter_file_tensors(path: Path, kind: str) -> Iterator[Tensor]:
     if kind == "safetensors":
         return iter_safetensors_tensors(path)
-    if kind in PICKLE_FORMATS:
+    if kind in PICKLE_FORMATS or kind in ("npy", "npz"):
         from workers.modelfiles.torch_reader import iter_torch_tensors
 
         return iter_torch_tensors(path)

@@ -29,19 +29,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workers.modelfiles.sniff import (
-    HEAD_BYTES, HIGHEST_PICKLE_PROTOCOL, NPY_MAGIC, ZipEntry, describe_unknown, looks_like_pickle,
-    read_npy_header, read_zip_directory, read_zip_entry, read_zip_local, sniff,
+    HEAD_BYTES, HIGHEST_PICKLE_PROTOCOL, MAX_NPY_HEADER, NPY_MAGIC, ZipEntry, describe_unknown,
+    looks_like_pickle, read_npy_header, read_zip_directory, read_zip_entry, read_zip_local, sniff,
 )
 from workers.modelfiles.types import INCOMPLETE, Finding, ModelFileError, SafetyReport, TruncatedFileError
 
 MAX_OPS = 20_000_000          # a large LLM data.pkl has a few million
 MAX_MEMO = 5_000_000
-MAX_MARK_DEPTH = 1_000_000
+# The pickler recurses once per nesting level, so real pickles nest less deep than
+# Python's recursion limit (~1000); CPython's unpickler itself has no limit.
+MAX_MARK_DEPTH = 100_000
+# Values on the stack at once (all MARK levels). Picklers batch containers by 1000, so only a
+# flat tuple this long gets near it; the cap keeps the walk's stack under ~40 MB.
+MAX_STACK = 5_000_000
 MAX_NAME_LINE = 1 << 16       # GLOBAL/INST/PERSID/number lines; longer names cannot be imported
 MAX_SCANNED_STR = 1 << 16     # longer strings are "not statically known"
 MAX_KEPT_BYTES = 1 << 30      # largest argument handed to the restricted reader
-MAX_INFLATE = 1 << 30         # largest deflated zip entry we inflate to scan
+# Largest deflated zip entry we inflate (in memory) to scan it. torch never deflates its
+# entries; re-zipped checkpoints have data.pkl files of a few MB. Bigger entries, declared or
+# found while inflating, are reported as too large to analyse instead of costing memory.
+MAX_INFLATE = 128 << 20
 MAX_FINDINGS = 200
+MAX_GLOBALS_SEEN = 10_000     # distinct names listed per file; real checkpoints use a few dozen
 _SEVERITY_RANK = {"safe": 0, "suspicious": 1, "unreadable": 2, "dangerous": 3}
 
 
@@ -68,6 +77,8 @@ class PickleLimitError(PickleStreamError):
 
 
 _OPCODES = {op.code.encode("latin-1")[0]: op for op in pickletools.opcodes}
+_FRAME = 0x95
+_STOP = 0x2E
 _FIXED = {"uint1": "<B", "uint2": "<H", "int4": "<i", "uint4": "<I", "uint8": "<Q", "float8": ">d"}
 _SIZED = {  # argument kind -> (length prefix format, value kind)
     "string1": ("<B", "str"), "string4": ("<i", "str"),
@@ -78,25 +89,113 @@ _SIZED = {  # argument kind -> (length prefix format, value kind)
 }
 
 
+@dataclass(frozen=True)
+class FrameAnomaly:
+    """A FRAME that pickle.py and _pickle.c do not read alike (or that no pickler writes)."""
+    pos: int
+    what: str
+    why: str
+
+
+class FrameCheck:
+    """FRAME bookkeeping over the byte-by-byte reading, as pickle.py's _Unframer keeps it.
+
+    Three readers matter, and they agree exactly when every frame is well formed:
+    - pickle.py reads a frame into a buffer: an opcode argument that runs past the frame's
+      end, or a new FRAME before the current one is used up, is an error; a FRAME longer
+      than the rest of the data just holds the rest (it reads on);
+    - _pickle.c over bytes in memory ignores frames once it has checked that all of the
+      frame's bytes exist (a FRAME longer than the data stops it);
+    - _pickle.c over a file object (torch.load reads data.pkl through io.BytesIO) keeps the
+      frame in its buffer, and a read that does not fit in what is left of it throws that
+      rest away and reads from the file after the frame: another pickle (`_iter_ops_c_file`).
+    Well-formed means: each FRAME's bytes exist, no opcode with its argument crosses a
+    frame's end, no FRAME starts inside another, and the pickle does not stop before its
+    last frame ends (else loaders disagree where the next pickle starts). Anything else is
+    an anomaly: `strict` raises at the first one (the restricted reader), otherwise they are
+    collected and the walk goes on as far as any reader would.
+    """
+
+    def __init__(self, data_end: int, *, strict: bool, base: int = 0):
+        self.data_end = data_end
+        self.strict = strict
+        self.base = base                  # byte numbers in messages count from here (the entry)
+        self.end: int | None = None       # end of the current frame, None outside frames
+        self.anomalies: list[FrameAnomaly] = []
+        self.c_file_differs = False       # _pickle.c reading a file may see other opcodes
+        self.next_starts: set[int] = set()  # where readers other than ours start the next pickle
+
+    def _anomaly(self, pos: int, what: str, why: str) -> None:
+        if self.strict:
+            raise PickleStreamError(f"{what}: {why}", pos)
+        if len(self.anomalies) < MAX_FINDINGS:
+            self.anomalies.append(FrameAnomaly(pos, what, why))
+
+    def step(self, code: int, name: str, arg, pos: int, next_pos: int) -> None:
+        end = self.end
+        if end is not None:
+            if pos >= end:        # used up: pickle.py reads on from the data after the frame
+                self.end = end = None
+            elif next_pos > end:
+                self._anomaly(pos, "opcode straddles a FRAME boundary",
+                              f"{name} at byte {pos - self.base} reads {_bytes(next_pos - end)} past the end "
+                              f"of its FRAME (byte {end - self.base}): pickle.py refuses it, and _pickle.c "
+                              "reading a file skips the rest of the frame and reads other bytes as this argument")
+                self.c_file_differs = True
+                self.end = end = None
+        if code == _FRAME:
+            remaining = self.data_end - next_pos
+            if end is not None and next_pos < end:
+                self._anomaly(pos, "FRAME inside a FRAME",
+                              f"a new FRAME starts {_bytes(end - next_pos)} before the current one ends: "
+                              "pickle.py refuses it, and _pickle.c reading a file may skip those bytes")
+                self.c_file_differs = True
+            if arg > remaining:
+                self._anomaly(pos, "FRAME longer than the data",
+                              f"the FRAME claims {_bytes(arg)} but only {remaining} remain: _pickle.c stops "
+                              "here while pickle.py reads on (and imports what follows)")
+                self.end = self.data_end
+            else:
+                self.end = next_pos + arg
+        elif code == _STOP and end is not None and end > next_pos:
+            self._anomaly(pos, "FRAME runs past STOP",
+                          f"the pickle stops {_bytes(end - next_pos)} before its FRAME ends: loaders disagree "
+                          "about where the next pickle in the file starts")
+            self.next_starts.add(end)
+
+
+def _bytes(n: int) -> str:
+    return "1 byte" if n == 1 else f"{n} bytes"
+
+
 def iter_ops(buf, *, start: int = 0, end: int | None = None, keep_bytes: bool = False,
-             max_ops: int = MAX_OPS) -> Iterator[tuple[str, object, int]]:
-    """Yield (opcode name, argument, offset) up to and including STOP.
+             max_ops: int = MAX_OPS, frames: FrameCheck | None = None) -> Iterator[tuple[str, object, int]]:
+    """Yield (opcode name, argument, offset) up to and including STOP, byte by byte.
 
     Text arguments of INT/LONG/FLOAT/GET/PUT come back as raw `bytes` lines (the
     consumer parses them); strings longer than MAX_SCANNED_STR come back as None
     unless `keep_bytes`; bytes arguments come back as None unless `keep_bytes`.
+    FRAMEs are checked by `frames` (default: a strict FrameCheck that raises on any anomaly).
     """
     end = len(buf) if end is None else end
+    if frames is None:
+        frames = FrameCheck(end, strict=True, base=start)
+    no_frame = end + 1  # no op ends past `end`: outside frames the check below never fires
+    frame_end = no_frame if frames.end is None else frames.end
     pos = start
     for _ in range(max_ops):
         if pos >= end:
             raise PickleStreamError("pickle ends without STOP", pos)
-        info = _OPCODES.get(buf[pos])
+        code = buf[pos]
+        info = _OPCODES.get(code)
         if info is None:
-            raise PickleStreamError(f"invalid opcode {buf[pos]:#04x}", pos)
+            raise PickleStreamError(f"invalid opcode {code:#04x}", pos)
         arg, next_pos = _read_arg(buf, info, pos + 1, end, keep_bytes)
+        if next_pos > frame_end or code == _FRAME or code == _STOP:  # ops well inside a frame: nothing to do
+            frames.step(code, info.name, arg, pos, next_pos)
+            frame_end = no_frame if frames.end is None else frames.end
         yield info.name, arg, pos
-        if info.name == "STOP":
+        if code == _STOP:
             return
         pos = next_pos
     raise PickleLimitError(f"more than {max_ops} opcodes", pos)
@@ -111,10 +210,7 @@ def _read_arg(buf, info, pos: int, end: int, keep_bytes: bool):
         size = struct.calcsize(fmt)
         if pos + size > end:
             raise PickleTruncated(f"truncated: the pickle ends inside a {info.name} instruction — {INCOMPLETE}", pos)
-        value = struct.unpack(fmt, buf[pos:pos + size])[0]
-        if info.name == "FRAME" and pos + size + value > end:
-            raise PickleStreamError(f"FRAME of {value} bytes runs past the data", pos)
-        return value, pos + size
+        return struct.unpack(fmt, buf[pos:pos + size])[0], pos + size
     if kind in _SIZED:
         return _read_sized(buf, info, kind, pos, end, keep_bytes)
     if kind in ("stringnl", "unicodestringnl"):  # data strings: CPython reads any length
@@ -198,6 +294,125 @@ def parse_memo_key(line: bytes, pos: int) -> int:
         raise PickleStreamError("bad memo key", pos) from exc
 
 
+# --- _pickle.c reading a file object -------------------------------------------
+
+class _CFileReads:
+    """Where _pickle.c's Unpickler takes each read from when it reads a file object that has
+    no peek() (torch.load hands it io.BytesIO(data.pkl)), or a FRAME larger than its 128 KiB
+    prefetch (Modules/_pickle.c: load_frame, _Unpickler_Read, _Unpickler_ReadInto,
+    _Unpickler_Readline). FRAME reads the frame's bytes into its buffer and rewinds; a read
+    that does not fit in what is left of the buffer replaces the buffer with bytes read from
+    the file, i.e. from after the frame, and the rest of the frame is never read. Only the
+    BINBYTES/BYTEARRAY8 payloads (readinto) use the rest and continue from the file.
+    Without anomalies this is the byte-by-byte reading."""
+
+    def __init__(self, buf, pos: int, end: int):
+        self.buf, self.pos, self.end = buf, pos, end
+        self.buffered_to = pos          # the file position; == pos when nothing is buffered
+        self.skipped: list[tuple[int, int]] = []
+
+    def _from_file(self) -> int:
+        if self.buffered_to > self.pos:
+            self.skipped.append((self.pos, self.buffered_to))
+        return self.buffered_to
+
+    def _check(self, at: int, n: int) -> None:
+        if n < 0 or at + n > self.end:
+            raise PickleStreamError("pickle data was truncated", at)
+
+    def read(self, n: int) -> int:
+        """Start of the n bytes an _Unpickler_Read gets."""
+        if self.pos + n <= self.buffered_to:
+            at = self.pos
+        else:
+            at = self._from_file()
+            self.buffered_to = at + n
+        self._check(at, n)
+        self.pos = at + n
+        return at
+
+    def readinto(self, n: int) -> int:
+        at = self.pos
+        self._check(at, n)
+        self.pos = at + n
+        self.buffered_to = max(self.buffered_to, self.pos)
+        return at
+
+    def readline(self, limit: int | None) -> tuple[int, int]:
+        """(start, end) of a line without its newline; `limit` caps name lines as the decoder does."""
+        if self.pos < self.buffered_to:
+            newline = self.buf.find(b"\n", self.pos, self.buffered_to)
+            if newline >= 0:
+                at, self.pos = self.pos, newline + 1
+                return at, newline
+        at = self._from_file()
+        stop = self.end if limit is None else min(self.end, at + limit)
+        newline = self.buf.find(b"\n", at, stop)
+        if newline < 0:
+            raise PickleStreamError("text argument without a newline", at)
+        self.pos = self.buffered_to = newline + 1
+        return at, newline
+
+    def frame(self, length: int) -> None:
+        if self.pos + length <= self.buffered_to:
+            return  # already buffered: _pickle.c only rewinds
+        at = self._from_file()
+        if at + length > self.end:
+            raise PickleStreamError(f"FRAME of {length} bytes runs past the data", at)
+        self.pos, self.buffered_to = at, at + length
+
+
+def _iter_ops_c_file(buf, *, start: int, end: int, max_ops: int = MAX_OPS,
+                     reads: _CFileReads | None = None) -> Iterator[tuple[str, object, int]]:
+    """Like `iter_ops` (scanner arguments only), but as `_CFileReads` says _pickle.c reads a file."""
+    reads = reads or _CFileReads(buf, start, end)
+    for _ in range(max_ops):
+        pos = reads.read(1)
+        code = buf[pos]
+        info = _OPCODES.get(code)
+        if info is None:
+            raise PickleStreamError(f"invalid opcode {code:#04x}", pos)
+        arg = _c_file_arg(buf, info, reads)
+        yield info.name, arg, pos
+        if code == _STOP:
+            return
+    raise PickleLimitError(f"more than {max_ops} opcodes", reads.pos)
+
+
+def _c_file_arg(buf, info, reads: _CFileReads):
+    """The argument from the bytes _pickle.c reads for it, decoded by `_read_arg`."""
+    kind = info.arg.name if info.arg else None
+    if kind is None:
+        return None
+    if kind in _FIXED:
+        size = struct.calcsize(_FIXED[kind])
+        at = reads.read(size)
+        value = struct.unpack(_FIXED[kind], buf[at:at + size])[0]
+        if info.name == "FRAME":
+            reads.frame(value)
+        return value
+    if kind in _SIZED:
+        len_fmt, value_kind = _SIZED[kind]
+        len_size = struct.calcsize(len_fmt)
+        at = reads.read(len_size)
+        prefix = bytes(buf[at:at + len_size])
+        n = struct.unpack(len_fmt, prefix)[0]
+        data_at = reads.readinto(n) if value_kind == "bytes" else reads.read(n)
+        if value_kind == "bytes" or n > MAX_SCANNED_STR:
+            return None  # what the byte-by-byte decoder returns for these too
+        local = prefix + bytes(buf[data_at:data_at + n])
+        return _read_arg(local, info, 0, len(local), False)[0]
+    data_line = kind in ("stringnl", "unicodestringnl")
+    at, newline = reads.readline(None if data_line else MAX_NAME_LINE)
+    if data_line and newline - at > MAX_SCANNED_STR:
+        return None
+    local = bytes(buf[at:newline + 1])
+    if kind == "stringnl_noescape_pair":
+        at2, newline2 = reads.readline(MAX_NAME_LINE)
+        local += bytes(buf[at2:newline2 + 1])
+    return _read_arg(local, info, 0, len(local), False)[0]
+
+
 # --- 2. policy ---------------------------------------------------------------
 
 TORCH_STORAGE_DTYPES = {
@@ -211,6 +426,16 @@ TORCH_DTYPES = {
     "uint16": "U16", "uint32": "U32", "uint64": "U64", "complex64": "C64",
     "float8_e4m3fn": "F8_E4M3", "float8_e5m2": "F8_E5M2",
 }
+# Builtins that only build plain values: referencing or calling one runs no code a file
+# chooses (checkpoints pickle sets, slices, ranges, and argparse's type=int in hyper-parameters).
+# Every other builtin is dangerous: getattr, eval, exec, __import__, open, compile, globals,
+# vars, setattr, delattr, input, breakpoint, type, object, ... `__builtin__` (protocol < 3)
+# maps here through fix_imports. The restricted reader maps each to a checked stand-in that
+# refuses arguments which would expand memory (list(range(10**18)), bytes(10**12)).
+INERT_BUILTINS = frozenset({
+    "dict", "list", "tuple", "set", "frozenset", "len", "int", "float", "complex", "bool",
+    "str", "bytes", "bytearray", "slice", "range",
+})
 SAFE_GLOBALS = frozenset({
     "collections.OrderedDict",
     "torch._utils._rebuild_tensor", "torch._utils._rebuild_tensor_v2", "torch._utils._rebuild_tensor_v3",
@@ -222,7 +447,7 @@ SAFE_GLOBALS = frozenset({
     "numpy.core.multiarray._reconstruct", "numpy._core.multiarray._reconstruct",
     "numpy.dtype", "numpy.ndarray",
     "_codecs.encode",
-    "builtins.set", "builtins.frozenset", "builtins.slice", "builtins.bytearray",
+    *(f"builtins.{name}" for name in INERT_BUILTINS),
 })
 
 # Only explains WHY; anything not in SAFE_GLOBALS is reported either way.
@@ -319,9 +544,66 @@ _FROM_MARK = {"LIST", "TUPLE", "DICT", "FROZENSET"}
 _MUTATORS = {"APPEND": 1, "SETITEM": 2, "APPENDS": None, "SETITEMS": None, "ADDITEMS": None, "BUILD": 1}
 
 
+class Memo:
+    """The unpickler's memo (PUT/GET/MEMOIZE), bounded in memory.
+
+    Picklers number memo entries 0, 1, 2, ..., so a list holds them at 8 bytes an entry
+    (a dict costs ~100: 5M entries would be ~500 MB). Keys at or past MAX_MEMO go to a
+    small dict; the scanner reports them (CPython sizes its memo array by the key).
+    """
+    __slots__ = ("items", "count", "far")
+    _EMPTY = object()
+    MAX_FAR = 10_000
+
+    def __init__(self) -> None:
+        self.items: list = []
+        self.count = 0                   # entries set, as CPython's memo_len (MEMOIZE's key)
+        self.far: dict[int, object] = {}
+
+    def __len__(self) -> int:
+        return self.count
+
+    def put(self, key: int, value, pos: int) -> None:
+        if key < 0:
+            raise PickleStreamError("negative memo key", pos)
+        items = self.items
+        if key < len(items):
+            if items[key] is Memo._EMPTY:
+                self._grow(pos)
+            items[key] = value
+        elif key < MAX_MEMO:
+            self._grow(pos)
+            if key > len(items):
+                items.extend([Memo._EMPTY] * (key - len(items)))
+            items.append(value)
+        else:
+            if key not in self.far:
+                if len(self.far) >= Memo.MAX_FAR:
+                    raise PickleLimitError(f"more than {Memo.MAX_FAR} memo keys past {MAX_MEMO}", pos)
+                self._grow(pos)
+            self.far[key] = value
+
+    def _grow(self, pos: int) -> None:
+        if self.count >= MAX_MEMO:
+            raise PickleLimitError(f"memo grows past {MAX_MEMO} entries", pos)
+        self.count += 1
+
+    def get(self, key: int, pos: int):
+        items = self.items
+        value = items[key] if 0 <= key < len(items) else self.far.get(key, Memo._EMPTY)
+        if value is Memo._EMPTY:
+            raise PickleStreamError(f"memo key {key} not found", pos)
+        return value
+
+
 @dataclass
 class _Stream:
-    """What one pickle (from `start` to STOP or to where it broke) references."""
+    """What one pickle (from `start` to STOP or to where it broke) references.
+
+    Findings are deduplicated (the first offset of each is kept) and capped, so a pickle
+    that names os.system a million times costs one finding; `dropped` keeps the worst
+    severity of those not listed.
+    """
     where: str
     base: int                       # offsets in findings are relative to this
     findings: list[Finding] = field(default_factory=list)
@@ -329,18 +611,54 @@ class _Stream:
     end: int | None = None          # offset after STOP
     error: PickleStreamError | None = None
     ops: int = 0
+    next_starts: set[int] = field(default_factory=set)  # where other readers start the next pickle
+    dropped: str | None = None
+    _keys: set[tuple] = field(default_factory=set)
 
     def add(self, severity: str, what: str, pos: int, why: str) -> None:
+        key = (severity, what, why)
+        if key in self._keys:
+            return
+        if len(self.findings) >= MAX_FINDINGS:
+            if self.dropped is None or _SEVERITY_RANK[severity] > _SEVERITY_RANK[self.dropped]:
+                self.dropped = severity
+            return
+        self._keys.add(key)
         self.findings.append(Finding(severity, what, f"{self.where}@{pos - self.base}", why))
+
+    def extend(self, other: _Stream) -> None:
+        """Take the findings and globals of another reading of the same bytes."""
+        for f in other.findings:
+            key = (f.severity, f.what, f.why)
+            if key not in self._keys and len(self.findings) < MAX_FINDINGS:
+                self._keys.add(key)
+                self.findings.append(f)
+        for name in other.globals:
+            self.saw(name)
+        if other.dropped is not None:
+            self.add(other.dropped, "too many findings", self.base, "later ones not listed")
+
+    def saw(self, name: str) -> None:
+        if len(self.globals) < MAX_GLOBALS_SEEN:
+            self.globals.add(name)
 
 
 class _Walker:
-    def __init__(self, stream: _Stream):
+    def __init__(self, stream: _Stream, *, why_suffix: str = ""):
         self.s = stream
         self.stack: list = []
         self.metastack: list[list] = []
-        self.memo: dict[int, object] = {}
+        self.below = 0                  # values held by the stacks under the MARKs
+        self.memo = Memo()
         self.protocol = 0
+        self.why_suffix = why_suffix    # says which reader's reading a finding comes from
+
+    def add(self, severity: str, what: str, pos: int, why: str) -> None:
+        self.s.add(severity, what, pos, why + self.why_suffix)
+
+    def check_stack(self, pos: int) -> None:
+        if self.below + len(self.stack) > MAX_STACK:
+            raise PickleLimitError(f"more than {MAX_STACK} values on the stack", pos)
 
     def pop(self, pos: int):
         if not self.stack:
@@ -351,6 +669,7 @@ class _Walker:
         if not self.metastack:
             raise PickleStreamError("no MARK to pop to", pos)
         items, self.stack = self.stack, self.metastack.pop()
+        self.below -= len(self.stack)
         return items
 
     def top(self, pos: int):
@@ -359,44 +678,42 @@ class _Walker:
         return self.stack[-1]
 
     def memoize(self, key: int, pos: int) -> None:
-        if len(self.memo) >= MAX_MEMO and key not in self.memo:
-            raise PickleLimitError(f"memo grows past {MAX_MEMO} entries", pos)
-        if not 0 <= key < MAX_MEMO:
-            self.s.add("dangerous", f"memo index {key}", pos,
-                       "CPython sizes its memo array by the index: a memory-exhaustion attack on the loader")
-        self.memo[key] = self.top(pos)
+        if key >= MAX_MEMO:
+            self.add("dangerous", f"memo index {key}", pos,
+                     "CPython sizes its memo array by the index: a memory-exhaustion attack on the loader")
+        self.memo.put(key, self.top(pos), pos)
 
     def reference(self, module, name, op: str, pos: int):
         if not isinstance(module, str) or not isinstance(name, str):
-            self.s.add("dangerous", f"{op} with operands not statically known", pos,
-                       "the imported name is computed at load time, so it cannot be checked")
+            self.add("dangerous", f"{op} with operands not statically known", pos,
+                     "the imported name is computed at load time, so it cannot be checked")
             return _UNKNOWN_GLOBAL
         module, name = resolve_global(module, name, protocol=self.protocol)
         found = _Global(module, name)
-        self.s.globals.add(found.full)
+        self.s.saw(found.full)
         severity, why = classify_global(module, name)
         if severity != "safe":
-            self.s.add(severity, found.full, pos, why)
+            self.add(severity, found.full, pos, why)
         return found
 
     def call(self, callee, op: str, pos: int) -> _Made:
         if callee is _UNKNOWN_GLOBAL:
             pass  # already reported as dangerous
         elif not isinstance(callee, _Global):
-            self.s.add("dangerous", f"{op} on a value computed at load time", pos,
-                       "calls something that is not a statically known global")
+            self.add("dangerous", f"{op} on a value computed at load time", pos,
+                     "calls something that is not a statically known global")
         else:
             severity, _ = classify_global(callee.module, callee.name)
             if severity == "suspicious" and op != "NEWOBJ":
-                self.s.add("dangerous", f"{op} {callee.full}", pos,
-                           "calls an unknown global with arguments (runs its code)")
+                self.add("dangerous", f"{op} {callee.full}", pos,
+                         "calls an unknown global with arguments (runs its code)")
         return _Made(callee)
 
     def mutate(self, target, op: str, pos: int) -> None:
         if isinstance(target, _Global) or target is _UNKNOWN_GLOBAL:
             name = target.full if isinstance(target, _Global) else "an unknown global"
-            self.s.add("dangerous", f"{op} on {name}", pos,
-                       "changes a module, class or function in the loading process")
+            self.add("dangerous", f"{op} on {name}", pos,
+                     "changes a module, class or function in the loading process")
 
     def step(self, op: str, arg, pos: int) -> None:  # noqa: C901 - one branch per opcode family
         if op in _STRING_OPS:
@@ -406,8 +723,10 @@ class _Walker:
         elif op == "MARK":
             if len(self.metastack) >= MAX_MARK_DEPTH:
                 raise PickleLimitError("MARKs nested too deep", pos)
+            self.below += len(self.stack)
             self.metastack.append(self.stack)
             self.stack = []
+            self.check_stack(pos)
         elif op in _FROM_MARK:
             self.pop_mark(pos)
             self.stack.append(_OTHER)
@@ -434,9 +753,7 @@ class _Walker:
             self.stack.append(self.top(pos))
         elif op in ("GET", "BINGET", "LONG_BINGET"):
             key = parse_memo_key(arg, pos) if op == "GET" else arg
-            if key not in self.memo:
-                raise PickleStreamError(f"memo key {key} not found", pos)
-            self.stack.append(self.memo[key])
+            self.stack.append(self.memo.get(key, pos))
         elif op in ("PUT", "BINPUT", "LONG_BINPUT"):
             self.memoize(parse_memo_key(arg, pos) if op == "PUT" else arg, pos)
         elif op == "MEMOIZE":
@@ -463,8 +780,8 @@ class _Walker:
             self.pop(pos)
             self.stack.append(self.call(self.pop(pos), "NEWOBJ", pos))
         elif op in ("EXT1", "EXT2", "EXT4"):
-            self.s.add("dangerous", f"{op} {arg}", pos,
-                       "extension-registry code: the global depends on the loading process")
+            self.add("dangerous", f"{op} {arg}", pos,
+                     "extension-registry code: the global depends on the loading process")
             self.stack.append(_UNKNOWN_GLOBAL)
         elif op == "BINPERSID":
             self.pop(pos)
@@ -483,18 +800,51 @@ def scan_stream(buf, *, start: int = 0, end: int | None = None, where: str = "",
     """Walk one pickle starting at `start`; never raises for bad input.
 
     Offsets in findings are relative to `base` (default `start`): the entry or file start.
+    FRAME anomalies are findings, and the walk goes as far as any reader would: on past a
+    FRAME longer than the data (pickle.py reads on), and, when an opcode crosses a frame's
+    end, once more as _pickle.c reads a file (it skips the rest of the frame).
     """
+    end = len(buf) if end is None else end
     stream = _Stream(where, start if base is None else base)
-    walker = _Walker(stream)
+    frames = FrameCheck(end, strict=False, base=stream.base)
+    _walk(iter_ops(buf, start=start, end=end, max_ops=MAX_OPS, frames=frames), _Walker(stream), stream)
+    for anomaly in frames.anomalies:
+        stream.add("dangerous", anomaly.what, anomaly.pos, anomaly.why)
+    stream.next_starts |= frames.next_starts
+    if frames.c_file_differs:
+        _walk_c_file_reading(buf, start, end, stream)
+    return stream
+
+
+def _walk(ops: Iterator[tuple[str, object, int]], walker: _Walker, stream: _Stream) -> None:
     try:
-        for op, arg, pos in iter_ops(buf, start=start, end=end, max_ops=MAX_OPS):
+        for op, arg, pos in ops:
             stream.ops += 1
             walker.step(op, arg, pos)
             if op == "STOP":
                 stream.end = pos + 1
+            elif not stream.ops & 0xFFFF:
+                walker.check_stack(pos)
     except PickleStreamError as exc:
         stream.error = exc
-    return stream
+
+
+def _walk_c_file_reading(buf, start: int, end: int, stream: _Stream) -> None:
+    """Walk the pickle as _pickle.c reads it from a file; its findings join `stream`'s."""
+    reads = _CFileReads(buf, start, end)
+    other = _Stream(stream.where, stream.base)
+    walker = _Walker(other, why_suffix=" (as _pickle.c reads it from a file)")
+    _walk(_iter_ops_c_file(buf, start=start, end=end, reads=reads), walker, other)
+    if not reads.skipped:
+        return  # it read every byte in order: the same pickle
+    first, last = reads.skipped[0]
+    stream.add("dangerous", "pickle readers disagree", first,
+               f"_pickle.c reading this from a file skips {_bytes(last - first)} at byte {first - stream.base} "
+               "(the rest of a FRAME) and so runs other opcodes than pickle.py or a byte-by-byte "
+               "reading: each loader can be shown a different pickle")
+    stream.extend(other)
+    if other.end is not None and reads.buffered_to != stream.end:
+        stream.next_starts.add(reads.buffered_to)
 
 
 # --- 4. every pickle in a file -----------------------------------------------
@@ -507,23 +857,30 @@ class _Report:
         self.globals: set[str] = set()
         self.worst = "safe"
         self._keys: set[tuple] = set()
+        self._capped = False
 
     def add(self, severity: str, what: str, where: str, why: str) -> None:
+        if _SEVERITY_RANK[severity] > _SEVERITY_RANK[self.worst]:
+            self.worst = severity
         key = (severity, what, where.rsplit("@", 1)[0], why)
         if key in self._keys:
             return
-        self._keys.add(key)
         if len(self.findings) < MAX_FINDINGS:
+            self._keys.add(key)
             self.findings.append(Finding(severity, what, where, why))
-        elif not any(f.what == "too many findings" for f in self.findings):
+        elif not self._capped:
+            self._capped = True
             self.findings.append(Finding("suspicious", "too many findings", where, "later ones not listed"))
-        if _SEVERITY_RANK[severity] > _SEVERITY_RANK[self.worst]:
-            self.worst = severity
 
     def merge(self, stream: _Stream) -> None:
-        self.globals |= stream.globals
+        for name in stream.globals:
+            if len(self.globals) >= MAX_GLOBALS_SEEN:
+                break
+            self.globals.add(name)
         for f in stream.findings:
             self.add(f.severity, f.what, f.where, f.why)
+        if stream.dropped is not None:
+            self.add(stream.dropped, "too many findings", stream.where, "later ones not listed")
 
     def result(self) -> SafetyReport:
         return SafetyReport(self.worst, tuple(self.findings), tuple(sorted(self.globals)))
@@ -578,18 +935,32 @@ def _scan_flat_file(buf, fmt: str, path: Path, report: _Report) -> None:
 def _scan_chain(buf, start: int, end: int, where: str, report: _Report, *, required: int) -> bool:
     """Scan consecutive pickles from `start`. The first `required` must parse (else
     "unreadable"); later bytes may just be data, so their findings count only with
-    evidence of a real payload. Returns True if any stream's findings were kept."""
+    evidence of a real payload. Where FRAME tricks make readers disagree about where the
+    next pickle starts, both starts are scanned. Returns True if any stream's findings were kept."""
     kept = False
-    count = 0
-    pos = start
-    while pos < end:
+    todo = [(start, 0, False)]  # (offset, index in the chain, reached only by another reader)
+    # Every next start lies after the current one, so there are no cycles; `seen` only stops
+    # two readings that meet again from being scanned twice (kept only once readings fork).
+    seen: set[int] | None = None
+    forks = 0
+    while todo:
+        pos, count, other_reader = todo.pop()
+        if pos >= end or (seen is not None and pos in seen):
+            continue
+        if seen is not None:
+            seen.add(pos)
         stream = scan_stream(buf, start=pos, end=end, where=where, base=start)
-        must_parse = count < required
-        evidence = _has_evidence(stream)
+        must_parse = count < required and not other_reader
+        evidence = _has_evidence(stream) or (other_reader and bool(stream.findings))
         if must_parse or evidence:
             report.merge(stream)
             kept = kept or bool(stream.findings)
         error = stream.error
+        for other in sorted(stream.next_starts):
+            if forks < MAX_FINDINGS:  # already dangerous; enough readings to name what they hide
+                forks += 1
+                seen = seen if seen is not None else set()
+                todo.append((other, count + 1, True))
         if error is not None:
             at = f"{where}@{error.pos - start}"
             if isinstance(error, PickleLimitError) and (must_parse or evidence or buf[pos] == 0x80):
@@ -597,9 +968,8 @@ def _scan_chain(buf, start: int, end: int, where: str, report: _Report, *, requi
                 kept = True
             elif must_parse:
                 report.add("unreadable", "broken pickle", at, str(error))
-            break
-        count += 1
-        pos = stream.end
+            continue
+        todo.append((stream.end, count + 1, other_reader))
     return kept
 
 
@@ -668,37 +1038,56 @@ def _scan_zip_entry(buf, entry: ZipEntry, report: _Report) -> None:
     if entry.name.endswith(".npy") or head.startswith(NPY_MAGIC):
         _scan_zipped_npy(buf, entry, local.data_offset, report)
     elif entry.name.endswith(".pkl"):
-        data = _entry_full(buf, entry, local.data_offset, where, report)
+        data = _entry_data(buf, entry, local.data_offset, where, report)
         if data is not None:
-            if zlib.crc32(data) != entry.crc32:
+            if _crc32(*data) != entry.crc32:
                 report.add("suspicious", "zip CRC mismatch", where,
                            "the entry was altered after zipping (torch ignores CRCs; we scanned its bytes)")
-            _scan_chain(data, 0, len(data), where, report, required=1)
+            _scan_chain(*data, where, report, required=1)
     elif looks_like_pickle(head):
-        data = _entry_full(buf, entry, local.data_offset, where, report)
-        if data is not None and _scan_chain(data, 0, len(data), where, report, required=0):
+        data = _entry_data(buf, entry, local.data_offset, where, report)
+        if data is not None and _scan_chain(*data, where, report, required=0):
             report.add("dangerous", "pickle under a non-pickle name", where,
                        "a loader or tool may unpickle it; names are not evidence")
 
 
 def _scan_zipped_npy(buf, entry: ZipEntry, data_offset: int, report: _Report) -> None:
-    data = _entry_full(buf, entry, data_offset, entry.name, report)
+    if entry.method == 8:  # numeric arrays need only their header: inflate the rest only for a pickle
+        try:
+            head = read_zip_entry(buf, entry, data_offset, limit=MAX_NPY_HEADER + 12)
+            if not read_npy_header(head).dtype.hasobject:
+                return
+        except ModelFileError:
+            pass  # _scan_npy below reports it on the full entry
+    data = _entry_data(buf, entry, data_offset, entry.name, report)
     if data is not None:
-        _scan_npy(data, 0, len(data), entry.name, report)
+        _scan_npy(*data, entry.name, report)
 
 
-def _entry_full(buf, entry: ZipEntry, data_offset: int, where: str, report: _Report) -> bytes | None:
+def _entry_data(buf, entry: ZipEntry, data_offset: int, where: str, report: _Report):
+    """(buffer, start, end) of the entry's content: stored entries in place in the file,
+    deflated ones inflated, unless they are (or turn out) larger than MAX_INFLATE."""
     if entry.method == 0:
-        return bytes(buf[data_offset:data_offset + entry.compressed_size])
-    try:
+        return buf, data_offset, data_offset + entry.compressed_size
+    if entry.size > MAX_INFLATE:  # as declared: nothing inflated
+        report.add("dangerous", "zip entry too large to inflate", where,
+                   f"it declares {entry.size} bytes, more than the {MAX_INFLATE} we inflate to analyse: not analysed")
+        return None
+    try:  # a header may lie: the running cap stops the inflating, not the declared size
         data = read_zip_entry(buf, entry, data_offset, limit=MAX_INFLATE + 1)
     except ModelFileError as exc:
         report.add("unreadable", "zip entry", where, str(exc))
         return None
     if len(data) > MAX_INFLATE:
-        report.add("dangerous", "zip entry too large to inflate", where, f"more than {MAX_INFLATE} bytes: not analysed")
+        report.add("dangerous", "zip entry too large to inflate", where,
+                   f"it declares {entry.size} bytes but inflates to more than {MAX_INFLATE}: not analysed")
         return None
-    return data
+    return data, 0, len(data)
+
+
+def _crc32(buf, start: int, end: int) -> int:
+    with memoryview(buf) as view:
+        return zlib.crc32(view[start:end])
 
 
 # --- npy and tar ---

@@ -20,12 +20,20 @@ from typing import Callable
 import numpy as np
 
 from workers.modelfiles.pickle_scan import (
-    MAX_MARK_DEPTH, MAX_MEMO, TORCH_DTYPES, TORCH_STORAGE_DTYPES, classify_global, iter_ops, parse_memo_key, resolve_global,
+    INERT_BUILTINS, MAX_MARK_DEPTH, TORCH_DTYPES, TORCH_STORAGE_DTYPES, Memo, classify_global, iter_ops,
+    parse_memo_key, resolve_global,
 )
 from workers.modelfiles.sniff import HIGHEST_PICKLE_PROTOCOL
-from workers.modelfiles.types import ModelFileError
+from workers.modelfiles.types import ModelFileError, UnsupportedModelFile
 
 _STORAGE_KEY = re.compile(r"[0-9A-Za-z_.\-]{1,128}")
+# Values the interpreter may create (strings, numbers, containers, call results). A tensor
+# costs ~15 in torch's data.pkl, so this reads ~130K tensors (real files have < 100K) and
+# keeps a pickle of 20M one-byte EMPTY_LISTs from costing ~1.3 GB (~60 bytes each).
+MAX_VALUES = 2_000_000
+# Items a stand-in builtin may make out of a range or a count (list(range(n)), bytes(n)).
+MAX_EXPANDED = 1 << 20
+MAX_NUMBER_TEXT = 4300  # digits int()/float() parse: CPython's own default int limit
 _REPR = reprlib.Repr()  # Python 3.11 takes no keyword arguments here
 _REPR.maxlevel, _REPR.maxstring, _REPR.maxother, _REPR.maxlong = 2, 60, 60, 40
 
@@ -191,6 +199,127 @@ def _torch_device(*args):
     return ("device",) + tuple(str(a) for a in args)
 
 
+# --- builtins (the allowlist is pickle_scan.INERT_BUILTINS) -------------------------
+
+_PLAIN = (str, bytes, bytearray, int, float, complex, bool, type(None))
+_MATERIAL = (list, tuple, set, frozenset, dict, str, bytes, bytearray)
+_TEXT_CODECS = frozenset({"utf-8", "utf8", "latin-1", "latin1", "iso-8859-1", "ascii"})
+
+
+def _iterable(value, what: str):
+    """`value` if iterating it cannot expand memory: a container already built, or a short range."""
+    if isinstance(value, _MATERIAL):
+        return value
+    if isinstance(value, range):
+        try:
+            items = len(value)
+        except OverflowError:  # more than sys.maxsize
+            items = None
+        if items is None or items > MAX_EXPANDED:
+            raise ModelFileError(f"builtins.{what} of a range of {items or 'more than 2**63'} items is not expanded")
+        return value
+    raise ModelFileError(f"builtins.{what} of {type(value).__name__} is not read")
+
+
+def _number_text(value, what: str):
+    if isinstance(value, (str, bytes, bytearray)) and len(value) > MAX_NUMBER_TEXT:
+        raise ModelFileError(f"builtins.{what} of a {len(value)}-character string is not parsed")
+    if not isinstance(value, (str, bytes, bytearray, int, float, bool)):
+        raise ModelFileError(f"builtins.{what} of {type(value).__name__} is not read")
+    return value
+
+
+def _codec(encoding, errors) -> tuple[str, str]:
+    # Only text codecs: others (zlib_codec, ...) could decompress a bomb before failing.
+    if not isinstance(encoding, str) or encoding.lower().replace("_", "-") not in _TEXT_CODECS:
+        raise ModelFileError(f"text encoding {short_repr(encoding)} is not used")
+    if errors not in (None, "strict", "replace", "ignore", "surrogateescape"):
+        raise ModelFileError(f"decoding errors={short_repr(errors)} is not used")
+    return encoding, errors or "strict"
+
+
+def _builtin_bytes(kind, source=b"", encoding=None, errors=None):
+    if encoding is not None:
+        if not isinstance(source, str):
+            raise ModelFileError(f"builtins.{kind.__name__} with an encoding needs text")
+        return kind(source, *_codec(encoding, errors))
+    if isinstance(source, int) and not isinstance(source, bool):
+        if not 0 <= source <= MAX_EXPANDED:
+            raise ModelFileError(f"builtins.{kind.__name__}({source}) is not allocated")
+        return kind(source)
+    if isinstance(source, (bytes, bytearray)):
+        return kind(source)
+    return kind(_iterable(source, kind.__name__))
+
+
+def _builtin_str(value="", encoding=None, errors=None):
+    if encoding is not None:
+        if not isinstance(value, (bytes, bytearray)):
+            raise ModelFileError("builtins.str with an encoding needs bytes")
+        return str(value, *_codec(encoding, errors))
+    if not isinstance(value, _PLAIN):  # the repr of a memo-built graph is exponential
+        raise ModelFileError(f"builtins.str of {type(value).__name__} is not made")
+    return str(value)
+
+
+def _builtin_dict(mapping=()):
+    if isinstance(mapping, dict):
+        return dict(mapping)
+    return dict(_iterable(mapping, "dict"))
+
+
+def _builtin_complex(real=0, imag=0):
+    return complex(_number_text(real, "complex"), _number_text(imag, "complex"))
+
+
+def _builtin_bool(value=False):
+    if not isinstance(value, _PLAIN + _MATERIAL + (range,)):
+        raise ModelFileError(f"builtins.bool of {type(value).__name__} is not read")
+    return bool(value)
+
+
+def _builtin_range(*args):
+    if not 1 <= len(args) <= 3 or not all(_is_int(a) for a in args):
+        raise ModelFileError("builtins.range needs one to three integers")
+    return range(*args)  # lazy: only our stand-ins iterate it, and they cap it
+
+
+def _builtin_slice(*args):
+    if not 1 <= len(args) <= 3 or not all(isinstance(a, _PLAIN) for a in args):
+        raise ModelFileError("builtins.slice needs one to three plain values")
+    return slice(*args)
+
+
+_BUILTIN_CALLS: dict[str, Callable] = {
+    "dict": _builtin_dict,
+    "list": lambda items=(): list(_iterable(items, "list")),
+    "tuple": lambda items=(): tuple(_iterable(items, "tuple")),
+    "set": lambda items=(): set(_iterable(items, "set")),
+    "frozenset": lambda items=(): frozenset(_iterable(items, "frozenset")),
+    "len": lambda items: len(_iterable(items, "len")),
+    "int": lambda value=0, *base: int(_number_text(value, "int"), *base),
+    "float": lambda value=0.0: float(_number_text(value, "float")),
+    "complex": _builtin_complex,
+    "bool": _builtin_bool,
+    "str": _builtin_str,
+    "bytes": lambda *args: _builtin_bytes(bytes, *args),
+    "bytearray": lambda *args: _builtin_bytes(bytearray, *args),
+    "slice": _builtin_slice,
+    "range": _builtin_range,
+}
+assert set(_BUILTIN_CALLS) == INERT_BUILTINS, "every allowlisted builtin needs a checked stand-in"
+
+
+@dataclass(frozen=True)
+class InertBuiltin:
+    """builtins.<name> as the pickle sees it: a value (argparse's type=int in hyper-parameters)
+    that, when called, runs a checked version refusing arguments that would expand memory."""
+    name: str
+
+    def __call__(self, *args):
+        return _BUILTIN_CALLS[self.name](*args)
+
+
 _NDARRAY = _NdarrayClass()
 STAND_INS: dict[str, object] = {
     "collections.OrderedDict": OrderedDict,
@@ -211,10 +340,7 @@ STAND_INS: dict[str, object] = {
     "numpy.dtype": NumpyDtype,
     "numpy.ndarray": _NDARRAY,
     "_codecs.encode": _codecs_encode,
-    "builtins.set": set,
-    "builtins.frozenset": frozenset,
-    "builtins.slice": slice,
-    "builtins.bytearray": bytearray,
+    **{f"builtins.{name}": InertBuiltin(name) for name in INERT_BUILTINS},
 }
 _CALLABLE_STAND_INS = frozenset(v for v in STAND_INS.values() if callable(v))
 
@@ -225,7 +351,7 @@ def storage_from_persistent_id(pid) -> StorageRef:
         raise ModelFileError(f"unsupported persistent id {short_repr(pid)}")
     _, storage_type, key, location, numel = pid[:5]
     if len(pid) == 6 and pid[5] is not None:
-        raise ModelFileError("legacy storage views are not supported")
+        raise UnsupportedModelFile("legacy storage views (torch < 0.4) are not read")
     if not isinstance(storage_type, StorageType):
         raise ModelFileError("persistent id without a known storage type")
     if not isinstance(key, str) or not _STORAGE_KEY.fullmatch(key):
@@ -271,12 +397,19 @@ class _Machine:
     def __init__(self, persistent_load):
         self.stack: list = []
         self.metastack: list[list] = []
-        self.memo: dict[int, object] = {}
+        self.memo = Memo()
         self.protocol = 0
         self.persistent_load = persistent_load
+        self.values_left = MAX_VALUES
 
     def push(self, value) -> None:
         self.stack.append(value)
+
+    def made(self, pos: int) -> None:
+        """Count a value the step creates: memory stays bounded whatever the opcodes."""
+        self.values_left -= 1
+        if self.values_left < 0:
+            raise ModelFileError(f"restricted pickle: more than {MAX_VALUES} values (byte {pos})")
 
     def pop(self, pos: int):
         if not self.stack:
@@ -325,6 +458,8 @@ class _Machine:
 
     def step(self, op: str, arg, pos: int) -> None:  # noqa: C901 - one branch per opcode family
         push = self.push  # not self.stack.append: MARK and pop_mark replace self.stack
+        if op in _CREATES:
+            self.made(pos)
         if op in ("STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE",
                   "SHORT_BINUNICODE", "BINUNICODE8", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8",
                   "BININT", "BININT1", "BININT2", "LONG1", "LONG4", "BINFLOAT"):
@@ -388,14 +523,10 @@ class _Machine:
             push(self.top(pos))
         elif op in ("GET", "BINGET", "LONG_BINGET"):
             key = parse_memo_key(arg, pos) if op == "GET" else arg
-            if key not in self.memo:
-                raise ModelFileError(f"restricted pickle: memo key {key} not found at byte {pos}")
-            push(self.memo[key])
+            push(self.memo.get(key, pos))
         elif op in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
             key = len(self.memo) if op == "MEMOIZE" else parse_memo_key(arg, pos) if op == "PUT" else arg
-            if len(self.memo) >= MAX_MEMO and key not in self.memo:
-                raise ModelFileError("restricted pickle: memo too large")
-            self.memo[key] = self.top(pos)
+            self.memo.put(key, self.top(pos), pos)
         elif op == "GLOBAL":
             push(self.find(arg[0], arg[1], pos))
         elif op == "STACK_GLOBAL":
@@ -442,6 +573,15 @@ class _Machine:
             raise ModelFileError(f"restricted pickle: set item on {type(target).__name__} at byte {pos}")
         for key, value in zip(items[::2], items[1::2]):
             target[key] = value
+
+
+_CREATES = frozenset({
+    "STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8",
+    "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8", "BININT", "BININT2", "LONG1", "LONG4",
+    "BINFLOAT", "INT", "LONG", "FLOAT", "EMPTY_LIST", "EMPTY_TUPLE", "EMPTY_DICT", "EMPTY_SET",
+    "LIST", "TUPLE", "DICT", "FROZENSET", "TUPLE1", "TUPLE2", "TUPLE3", "REDUCE", "NEWOBJ",
+    "NEWOBJ_EX", "BINPERSID", "MARK",
+})
 
 
 def _parse_int(line: bytes) -> int:

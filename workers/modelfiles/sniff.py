@@ -31,6 +31,7 @@ SEVEN_ZIP_MAGIC = b"7z\xbc\xaf\x27\x1c"
 GGUF_MAGIC = b"GGUF"
 MAX_ZIP_ENTRIES = 1_000_000
 MAX_NPY_HEADER = 1 << 20
+_INFLATE_STEP = 1 << 20  # compressed bytes read, and inflated bytes made, per step
 HIGHEST_PICKLE_PROTOCOL = 5
 
 
@@ -208,8 +209,13 @@ def read_zip_local(buf, entry: ZipEntry) -> ZipLocal:
     return ZipLocal(name, data_offset)
 
 
-def read_zip_entry(buf, entry: ZipEntry, data_offset: int, *, limit: int) -> bytes:
-    """Up to `limit` bytes of the entry's content (inflated if deflated)."""
+def read_zip_entry(buf, entry: ZipEntry, data_offset: int, *, limit: int) -> bytes | bytearray:
+    """Up to `limit` bytes of the entry's content (inflated if deflated).
+
+    Inflates a chunk at a time and never past `limit` (whatever the headers declare), into
+    one growing buffer that is returned as it is: asking for `limit + 1` bytes tells a
+    caller that an entry is larger than it wants, at the cost of `limit` bytes of memory.
+    """
     raw_end = data_offset + entry.compressed_size
     if entry.method == 0:
         return bytes(buf[data_offset:min(raw_end, data_offset + limit)])
@@ -217,16 +223,17 @@ def read_zip_entry(buf, entry: ZipEntry, data_offset: int, *, limit: int) -> byt
     out = bytearray()
     pos = data_offset
     try:
-        while pos < raw_end and len(out) < limit:
-            chunk = buf[pos:min(raw_end, pos + (1 << 20))]
-            pos += len(chunk)
-            out += inflater.decompress(chunk, limit - len(out))
-            if inflater.unconsumed_tail:
-                break
+        while pos < raw_end and len(out) < limit and not inflater.eof:
+            data = buf[pos:min(raw_end, pos + _INFLATE_STEP)]
+            pos += len(data)
+            # A step of output at a time: 1 MiB of a bomb inflates to 1 GiB, and one call returning
+            # all of it would briefly hold it twice (as bytes, then in `out`).
+            while data and len(out) < limit:
+                out += inflater.decompress(data, min(_INFLATE_STEP, limit - len(out)))
+                data = inflater.unconsumed_tail
     except zlib.error as exc:
         raise ModelFileError(f"zip entry {entry.name!r} does not inflate: {exc}") from exc
-    return bytes(out)
-
+    return out
 
 
 def _zip64_directory(buf, eocd_at: int) -> tuple[int, int, int]:

@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from workers.modelfiles.pickle_scan import MAX_INFLATE, scan_path
+from workers.modelfiles.pickle_scan import scan_path
 from workers.modelfiles.restricted_pickle import (
     NdarrayBuilder, Opaque, OpaqueClass, StorageRef, TensorRef, load_restricted, short_repr,
 )
 from workers.modelfiles.sniff import (
     ZipEntry, read_npy_header, read_zip_directory, read_zip_entry, read_zip_local, sniff,
 )
-from workers.modelfiles.types import INCOMPLETE, ModelFileError, Tensor, TruncatedFileError
+from workers.modelfiles.types import INCOMPLETE, ModelFileError, Tensor, TruncatedFileError, UnsupportedModelFile
 
 ELEMENT_SIZE = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "I16": 2, "U16": 2,
                 "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8, "C64": 8}
@@ -44,6 +44,7 @@ MAX_TENSORS = 1_000_000
 MAX_NESTING = 200
 MAX_NODES = 1_000_000
 MAX_KEY_CHARS = 256  # containers and tensors visited, shared ones counted each time
+MAX_NPZ_INFLATE = 1 << 30  # largest compressed .npz array we inflate to fingerprint it
 _LEAVES = (str, bytes, int, float, complex, type(None), np.generic)
 _ZIP_FLAGS_WE_READ = 0x0008 | 0x0800  # data descriptor, utf-8 names
 
@@ -104,8 +105,10 @@ def _zip_tensors(buf) -> Iterator[Tensor]:
             raise ModelFileError(f"torch zip: duplicate entry {entry.name!r}")
         if not entry.name.startswith(prefix + "/"):
             raise ModelFileError(f"torch zip: entry {entry.name!r} outside the {prefix!r} prefix")
-        if entry.flags & ~_ZIP_FLAGS_WE_READ or entry.method != 0:
-            raise ModelFileError(f"torch zip: entry {entry.name!r} is encrypted, compressed or flagged")
+        if entry.flags & ~_ZIP_FLAGS_WE_READ:
+            raise ModelFileError(f"torch zip: entry {entry.name!r} is encrypted or flagged")
+        if entry.method != 0:  # torch writes stored entries; a re-zipped checkpoint is valid but not read here
+            raise UnsupportedModelFile(f"torch zip: entry {entry.name!r} is compressed, which we do not read")
         by_name[entry.name] = entry
     big_endian = _zip_text(buf, by_name, f"{prefix}/byteorder", default="little") == "big"
     pickle_start, pickle_size = _zip_data(buf, by_name, f"{prefix}/data.pkl")
@@ -329,7 +332,15 @@ def _npz_tensors(buf) -> Iterator[Tensor]:
         if entry.method == 0:
             yield _npy_tensor(buf, local.data_offset, local.data_offset + entry.compressed_size, name)
         elif entry.method == 8:
-            data = read_zip_entry(buf, entry, local.data_offset, limit=MAX_INFLATE)
+            # The array has to be in memory to be fingerprinted: inflate what the entry declares,
+            # and never more (a lying header stops there instead of inflating a bomb).
+            if entry.size > MAX_NPZ_INFLATE:
+                raise ModelFileError(f"npz: array {name!r} declares {entry.size} bytes, more than the "
+                                     f"{MAX_NPZ_INFLATE} we inflate")
+            data = read_zip_entry(buf, entry, local.data_offset, limit=entry.size + 1)
+            if len(data) != entry.size:
+                raise ModelFileError(f"npz: array {name!r} inflates to a size other than the "
+                                     f"{entry.size} bytes its header declares")
             yield _npy_tensor(data, 0, len(data), name)
         else:
             raise ModelFileError(f"npz: entry {entry.name!r} uses compression method {entry.method}")

@@ -58,6 +58,11 @@ class TruncatedFileError(ModelFileError):
 INCOMPLETE = "an incomplete download?"
 
 
+class UnsupportedModelFile(ModelFileError):
+    """The file looks valid but uses something our readers do not read (a newer dtype, a
+    compressed torch zip): no fingerprint, but not "unreadable" either."""
+
+
 @dataclass(frozen=True)
 class Tensor:
     """One tensor as the fingerprint sees it.

@@ -12,6 +12,7 @@ import marshal
 import struct
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path
 
 # --- a tiny pickle assembler -------------------------------------------------------
@@ -316,6 +317,135 @@ def truncated_pickle(dest: Path, canary: Path) -> Path:
     return dest
 
 
+# --- FRAME tricks: pickle.py and _pickle.c read other bytes (see pickle_scan.FrameCheck) ------
+# pickle.py's _Unframer refuses an argument that crosses a frame's end and reads on past a FRAME
+# longer than the data; _pickle.c stops at the latter, and reading a file object (torch.load's
+# io.BytesIO of data.pkl) it throws away the rest of a frame a read does not fit in, and reads
+# the next bytes after the frame instead. Cases after trailofbits/fickling's frame tests.
+
+FRAME = b"\x95"
+
+
+def frame(length: int) -> bytes:
+    return FRAME + struct.pack("<Q", length)
+
+
+def binbytes_header(length: int) -> bytes:
+    return b"B" + struct.pack("<I", length)
+
+
+def frame_overrun(dest: Path, canary: Path) -> Path:
+    """A FRAME claiming far more than the file: _pickle.c stops, pickle.py reads on and runs the payload."""
+    dest.write_bytes(b"\x80\x04" + frame(1 << 40) + call(glob("os", "system"), s(shell(canary))) + b".")
+    return dest
+
+
+def frame_straddle_binbytes(dest: Path, canary: Path, *, pad: bool = True) -> Path:
+    """BINBYTES declares 0x107 bytes in a frame holding 2: read byte by byte the payload is data;
+    _pickle.c reading a file takes the length from after the frame (1) and runs the payload.
+    `pad` pushes the frame past _pickle.c's 128 KiB prefetch, so a real file diverges too."""
+    hidden = call(glob("os", "system"), s(shell(canary)))
+    body = b"\x80\x05" + b"N"
+    if pad:
+        body += b"V" + b"a" * (8192 * 16 - 17) + b"\n0"
+    body += (b"(" + frame(2) + b"B\x07" + b"\x01\x00\x00" + b"\x00\x00"
+             + (hidden + b"(").ljust(256 + 5, b"N") + b"1.")
+    dest.write_bytes(body)
+    return dest
+
+
+def frame_straddle_global(dest: Path, canary: Path) -> Path:
+    """The frame ends inside GLOBAL's module line: byte by byte it names `macos.system`;
+    _pickle.c reading a file drops 'mac' and imports `os.system`."""
+    dest.write_bytes(b"\x80\x04" + frame(4) + b"cmacos\nsystem\n" + s(shell(canary)) + b"\x85R.")
+    return dest
+
+
+def frame_nested(dest: Path, canary: Path) -> Path:
+    """A FRAME inside a FRAME: byte by byte, BINBYTES swallows the payload; _pickle.c reading a
+    file reads the inner frame from after the outer one, skipping BINBYTES, and runs it."""
+    payload = call(glob("os", "system"), s(shell(canary))) + b"0"
+    tail = payload + b"N."
+    inner = binbytes_header(len(payload))
+    outer = b"N0" + frame(len(tail)) + inner
+    dest.write_bytes(b"\x80\x04" + frame(len(outer)) + outer + tail)
+    return dest
+
+
+def frame_past_stop(dest: Path, canary: Path) -> Path:
+    """The first pickle stops 128 KiB before its FRAME ends. Byte by byte the next pickle is a
+    decoy whose BINBYTES swallows the payload; pickle.py (and _pickle.c for a frame this large)
+    consumed the frame, so their next load starts after it: at the payload."""
+    payload = os_system(canary)
+    filler = b"\x00" * (8192 * 16)
+    decoy = b"\x80\x02" + binbytes_header(len(filler) + len(payload))
+    framed = b"N." + decoy + filler
+    dest.write_bytes(b"\x80\x04" + frame(len(framed)) + framed + payload + b"0N.")
+    return dest
+
+
+def zip_frame_straddle(dest: Path, canary: Path) -> Path:
+    """data.pkl with the BINBYTES frame trick: torch.load reads it through io.BytesIO, which has
+    no peek(), so _pickle.c takes the diverging reading however small the frame."""
+    data_pkl = frame_straddle_binbytes(dest.with_suffix(".tmp"), canary, pad=False).read_bytes()
+    dest.with_suffix(".tmp").unlink()
+    return torch_zip(dest, benign_zip_entries(data_pkl))
+
+
+# --- zip bombs: a 4 MB torch zip whose data.pkl inflates to 4 GiB -----------------------------
+
+BOMB_UNIT = b"N0" * (1 << 19)  # 1 MiB: push None, pop it
+
+
+def deflate_repeated(head: bytes, unit: bytes, count: int) -> bytes:
+    """Raw deflate of head + unit * count without compressing `count` units: after a full flush
+    the compressor keeps no history, so each unit compresses to the same bytes, repeated here."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    first = c.compress(head) + c.flush(zlib.Z_FULL_FLUSH)
+    block = c.compress(unit) + c.flush(zlib.Z_FULL_FLUSH)
+    assert block == c.compress(unit) + c.flush(zlib.Z_FULL_FLUSH)
+    return first + block * (count - 1) + block + c.flush()
+
+
+def raw_zip(dest: Path, entries: list[tuple[str, bytes, int, int, int]]) -> Path:
+    """A zip from (name, stored bytes, method, crc, declared size) exactly as given; sizes past
+    4 GiB get a zip64 extra field. Nothing is checked: the point is to lie."""
+    out = bytearray()
+    central = bytearray()
+    for name, raw, method, crc, size in entries:
+        offset = len(out)
+        big = size >= 0xFFFFFFFF or len(raw) >= 0xFFFFFFFF
+        extra = struct.pack("<HHQQ", 1, 16, size, len(raw)) if big else b""
+        usize, csize = (0xFFFFFFFF, 0xFFFFFFFF) if big else (size, len(raw))
+        encoded = name.encode()
+        out += struct.pack("<4s5H3L2H", b"PK\x03\x04", 45, 0, method, 0, 0, crc, csize, usize,
+                           len(encoded), len(extra)) + encoded + extra + raw
+        central += struct.pack("<4s6H3L5H2L", b"PK\x01\x02", 45, 45, 0, method, 0, 0, crc, csize, usize,
+                               len(encoded), len(extra), 0, 0, 0, 0, offset) + encoded + extra
+    eocd = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, len(entries), len(entries), len(central), len(out), 0)
+    dest.write_bytes(bytes(out + central + eocd))
+    return dest
+
+
+def _bomb(dest: Path, canary: Path, *, declared: int | None) -> Path:
+    head = b"\x80\x02" + call(glob("os", "system"), s(shell(canary))) + b"0"
+    units = 4096
+    deflated = deflate_repeated(head, BOMB_UNIT, units)
+    size = len(head) + units * len(BOMB_UNIT)
+    others = [(name, data, 0, zlib.crc32(data), len(data)) for name, data in benign_zip_entries()[1:]]
+    return raw_zip(dest, [("archive/data.pkl", deflated, 8, 0, size if declared is None else declared)] + others)
+
+
+def zip_bomb(dest: Path, canary: Path) -> Path:
+    """data.pkl deflated 1000:1 to 4 MB, declaring its 4 GiB (zip64) honestly."""
+    return _bomb(dest, canary, declared=None)
+
+
+def zip_bomb_lying_header(dest: Path, canary: Path) -> Path:
+    """The same bomb declaring 1 KiB: only a running cap on inflating stops it."""
+    return _bomb(dest, canary, declared=1024)
+
+
 HOSTILE = {
     **{f"gadget_{name}": (_gadget(body), "dangerous") for name, body in GADGETS.items()},
     "stack_global_memo_decoys": (stack_global_memo_decoys, "dangerous"),
@@ -339,6 +469,14 @@ HOSTILE = {
     "tar_checkpoint": (tar_checkpoint, "dangerous"),
     "seven_zip_wrapped": (seven_zip_wrapped, "dangerous"),
     "npy_object_array": (npy_object_array, "dangerous"),
+    "frame_overrun": (frame_overrun, "dangerous"),
+    "frame_straddle_binbytes": (frame_straddle_binbytes, "dangerous"),
+    "frame_straddle_global": (frame_straddle_global, "dangerous"),
+    "frame_nested": (frame_nested, "dangerous"),
+    "frame_past_stop": (frame_past_stop, "dangerous"),
+    "zip_frame_straddle": (zip_frame_straddle, "dangerous"),
+    "zip_bomb": (zip_bomb, "dangerous"),
+    "zip_bomb_lying_header": (zip_bomb_lying_header, "dangerous"),
     "png_named_pt": (png_named_pt, "unreadable"),
     "truncated_pickle": (truncated_pickle, "unreadable"),
 }
