@@ -185,6 +185,7 @@ CELERY_TASK_TIME_LIMIT = 4 * 3600 + 300
 CELERY_TASK_DEFAULT_QUEUE = "hashing"
 CELERY_TASK_ROUTES = {
     "workers.tasks.hash_local_file": {"queue": "hashing"},
+    "workers.tasks.hash_local_files": {"queue": "hashing"},
     "workers.tasks.identify_local_file": {"queue": "lookups"},
     "workers.tasks.civitai_lookup_batch": {"queue": "lookups"},
     "workers.tasks.civitai_refresh_stale": {"queue": "lookups"},

@@ -57,7 +57,8 @@ class _ProgressWriter:
 
     def __init__(self, local_file_id: int):
         self.local_file_id = local_file_id
-        self.last = 0.0
+        # The stage's start already wrote a heartbeat: a file hashed within a second needs no progress write.
+        self.last = time.monotonic()
         self.base = 0  # bytes of earlier folder members
 
     def __call__(self, done: int, total: int) -> None:
@@ -131,6 +132,25 @@ def local_file_hash(*, local_file_id: int) -> LocalFile | None:
     return lf
 
 
+class ChunkFailed(Exception):
+    """Some files of a chunk failed unexpectedly (each one's error is stored on its row)."""
+
+
+def local_files_hash(*, local_file_ids: list[int]) -> None:
+    """Hash a chunk of files one after the other. A file that fails does not stop its siblings; the
+    chunk then ends in ChunkFailed so the task shows as failed, as a one-file task would."""
+    failed = []
+    for local_file_id in local_file_ids:
+        try:
+            local_file_hash(local_file_id=local_file_id)
+        except Exception:
+            # local_file_hash stored "internal error ..." on the row; the traceback goes to the log.
+            log.exception("hashing local file %s (in a chunk of %s) failed", local_file_id, len(local_file_ids))
+            failed.append(local_file_id)
+    if failed:
+        raise ChunkFailed(f"{len(failed)} of {len(local_file_ids)} files failed: ids {failed}")
+
+
 def _finish(lf: LocalFile, *, size: int, identity: dict) -> bool:
     """Compare-and-set: mark the row hashed only if nobody re-registered it meanwhile."""
     updated = LocalFile.objects.filter(pk=lf.pk, status=LocalFile.Status.HASHING).update(
@@ -145,18 +165,25 @@ def _store_file(lf: LocalFile, hashes: EngineHashes, identity: dict) -> None:
         if not _finish(lf, size=hashes.size, identity=identity):
             log.info("local file %s changed state while hashing; result dropped", lf.pk)
             return
-        FileHashes.objects.update_or_create(
-            local_file=lf,
-            defaults={
-                **hash_fields(hashes),
-                "size": hashes.size,
-                "folder_digest": "",
-                "embedded_model_hash": hashes.embedded_model_hash or "",
-                "embedded_legacy_hash": hashes.embedded_legacy_hash or "",
-                "source": FileHashes.Source.ENGINE,
-            },
-        )
+        file_hashes_upsert(local_file=lf, fields={
+            **hash_fields(hashes),
+            "size": hashes.size,
+            "folder_digest": "",
+            "embedded_model_hash": hashes.embedded_model_hash or "",
+            "embedded_legacy_hash": hashes.embedded_legacy_hash or "",
+            "source": FileHashes.Source.ENGINE,
+        })
     _after_hashing(lf.pk)
+
+
+def file_hashes_upsert(*, local_file: LocalFile, fields: dict) -> None:
+    """Create or replace the file's FileHashes row in one statement (INSERT ... ON CONFLICT DO UPDATE):
+    update_or_create takes six (two savepoints, a locking read), each a round trip inside the
+    transaction that holds SQLite's write lock."""
+    FileHashes.objects.bulk_create(
+        [FileHashes(local_file=local_file, **fields)],
+        update_conflicts=True, unique_fields=["local_file"], update_fields=[*fields, "computed_at"],
+    )
 
 
 def _store_folder(lf: LocalFile, folder, identity: dict) -> None:
@@ -170,7 +197,7 @@ def _store_folder(lf: LocalFile, folder, identity: dict) -> None:
 def folder_hashes_store(*, local_file: LocalFile, folder, source: str) -> None:
     """A folder's digest (its six single-file hashes stay empty) and its member rows, replaced.
     Shared by the hashing stage and by pushed folders; call inside a transaction."""
-    FileHashes.objects.update_or_create(local_file=local_file, defaults={
+    file_hashes_upsert(local_file=local_file, fields={
         **EMPTY_HASHES, "size": folder.size, "folder_digest": folder.digest, "source": source,
         "embedded_model_hash": "", "embedded_legacy_hash": "",
     })
@@ -205,9 +232,10 @@ def _store_hf_cache_file(lf: LocalFile, cached, identity: dict) -> None:
         if not _finish(lf, size=cached.size, identity=identity):
             return
         LocalFile.objects.filter(pk=lf.pk).update(name=cached.path.rsplit("/", 1)[-1][:255])
-        FileHashes.objects.update_or_create(local_file=lf, defaults={
+        file_hashes_upsert(local_file=lf, fields={
             **EMPTY_HASHES, "sha256": cached.sha256, "autov2": cached.sha256[:10],
             "size": cached.size, "folder_digest": "", "source": FileHashes.Source.HF_CACHE,
+            "embedded_model_hash": "", "embedded_legacy_hash": "",
         })
         hf_cached_file_store(cached=cached)
     _after_hashing(lf.pk)
