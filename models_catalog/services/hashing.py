@@ -78,31 +78,39 @@ def _fail(local_file_id: int, message: str) -> None:
 def local_file_hash(*, local_file_id: int) -> LocalFile | None:
     """Hash one LocalFile (file or diffusers folder) and store the result. Returns the row, or None if gone."""
     lf = LocalFile.objects.filter(pk=local_file_id).select_related("hashes").first()
-    if lf is None or lf.origin == LocalFile.Origin.PUSHED:
-        return lf
+    if lf is not None and _hash_row(lf):
+        lf.refresh_from_db()
+    return lf
+
+
+def _hash_row(lf: LocalFile) -> bool:
+    """The hashing stage for a loaded row. Returns whether it got as far as hashing (and storing, unless
+    the row changed meanwhile); every early end stores its reason on the row, or has nothing to do."""
+    if lf.origin == LocalFile.Origin.PUSHED:
+        return False
     path = Path(lf.path)
     try:
         st = os.stat(path)
     except FileNotFoundError:
         _fail(lf.pk, "the file is gone: it was moved or deleted after it was registered")
-        return lf
+        return False
     except OSError as exc:
         _fail(lf.pk, f"cannot read the file: {exc.strerror or exc}")
-        return lf
+        return False
     special = describe_special(st.st_mode)
     if special:
         _fail(lf.pk, special)
-        return lf
+        return False
     is_dir = stat.S_ISDIR(st.st_mode)
     if not is_dir and st.st_size == 0:
         _fail(lf.pk, "the file is empty (0 bytes): there is nothing to identify")
-        return lf
+        return False
 
     identity = {"device": st.st_dev, "inode": st.st_ino, "mtime_ns": st.st_mtime_ns}
     if not is_dir:
         identity["size"] = st.st_size
     if lf.status == LocalFile.Status.DONE and lf.has_engine_hashes and all(getattr(lf, k) == v for k, v in identity.items()):
-        return lf  # a redelivered task: the work is done
+        return False  # a redelivered task: the work is done
 
     LocalFile.objects.filter(pk=lf.pk).update(
         status=LocalFile.Status.HASHING, error="", bytes_done=0,
@@ -122,14 +130,13 @@ def local_file_hash(*, local_file_id: int) -> LocalFile | None:
             _store_file(lf, hashes, identity)
     except HashingError as exc:
         _fail(lf.pk, str(exc))
-        return lf
+        return False
     except Exception as exc:
         # Never leave a row "hashing" forever because of a bug: say so, then let Celery log it.
         log.exception("hashing local file %s failed", lf.pk)
         _fail(lf.pk, f"internal error while hashing ({type(exc).__name__}): {exc}")
         raise
-    lf.refresh_from_db()
-    return lf
+    return True
 
 
 class ChunkFailed(Exception):
@@ -139,10 +146,14 @@ class ChunkFailed(Exception):
 def local_files_hash(*, local_file_ids: list[int]) -> None:
     """Hash a chunk of files one after the other. A file that fails does not stop its siblings; the
     chunk then ends in ChunkFailed so the task shows as failed, as a one-file task would."""
+    # One read for the chunk's rows: each file's own compare-and-set still guards what it writes.
+    rows = LocalFile.objects.select_related("hashes").in_bulk(local_file_ids)
     failed = []
     for local_file_id in local_file_ids:
+        if local_file_id not in rows:
+            continue  # deleted since it was queued
         try:
-            local_file_hash(local_file_id=local_file_id)
+            _hash_row(rows[local_file_id])
         except Exception:
             # local_file_hash stored "internal error ..." on the row; the traceback goes to the log.
             log.exception("hashing local file %s (in a chunk of %s) failed", local_file_id, len(local_file_ids))

@@ -124,3 +124,11 @@ def test_progress_is_written_only_once_a_file_takes_over_a_second(model_root, us
     now[0] += hashing_service.PROGRESS_EVERY_SECONDS
     progress(8192, 8192)
     assert LocalFile.objects.get(pk=pk).bytes_done == 8192
+
+
+@pytest.mark.django_db
+def test_a_row_deleted_after_it_was_queued_is_skipped(model_root, user, monkeypatch):
+    ids = _registered(model_root, user, monkeypatch, 2)
+    LocalFile.objects.filter(pk=ids[0]).delete()
+    local_files_hash(local_file_ids=ids)
+    assert LocalFile.objects.get(pk=ids[1]).status == "done"
