@@ -34,19 +34,20 @@ import json
 import os
 import random
 import re
+import resource
 import secrets
-import shlex
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from tests.procfile import option, procfile_workers, start_procfile_workers, stop_workers  # noqa: E402
 
 SECTION = "## Pipeline (files per second)"
 TARGETS = {"embedded": 60.0, "redis": 45.0}
@@ -55,37 +56,14 @@ REDIS_URL = "redis://127.0.0.1:6379/11"  # the db number this benchmark may flus
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 PAYLOAD_BYTES = 4096
 VERSIONS_PER_MODEL = 10
-POLL_SECONDS = 0.25
+POLL_SECONDS = 0.5  # as often as `register --wait` looks
 TASK_LINE = re.compile(r"Task (?P<name>[\w.]+)\[[^\]]+\] (?P<outcome>succeeded|retry|raised)\D*(?P<secs>[\d.]+)?s?")
 PROFILE_NOTES: list[str] = []  # filled in once the profile is measured (see the docs section)
 
 
-# --- the Procfile: the one place the worker command lines live ------------------------------
-
-
-def procfile_entries(path: Path = ROOT / "Procfile") -> dict[str, str]:
-    entries = {}
-    for line in path.read_text().splitlines():
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        name, _, command = line.partition(":")
-        entries[name.strip()] = command.strip()
-    return entries
-
-
-def procfile_workers(path: Path = ROOT / "Procfile") -> dict[str, str]:
-    """Every process `make run` starts except the web server."""
-    return {name: cmd for name, cmd in procfile_entries(path).items() if name != "web"}
-
-
 def concurrency_of(command: str) -> int:
-    words = shlex.split(command)
-    for i, word in enumerate(words):
-        if word.startswith("--concurrency="):
-            return int(word.split("=", 1)[1])
-        if word in ("--concurrency", "-c") and i + 1 < len(words):
-            return int(words[i + 1])
-    return os.cpu_count() or 1  # celery's default
+    value = option(command, "--concurrency", "-c")
+    return int(value) if value else os.cpu_count() or 1  # celery's default
 
 
 # --- inputs ---------------------------------------------------------------------------------
@@ -183,53 +161,10 @@ def manage(env: dict, *args: str, timeout: float = 600) -> subprocess.CompletedP
     return done
 
 
-def start_workers(env: dict, logs: Path) -> list[tuple[str, subprocess.Popen, Path]]:
-    workers = []
-    for name, command in procfile_workers().items():
-        log = logs / f"{name}.log"
-        # As honcho runs it (through a shell), with `exec` so the pid is celery's and SIGTERM reaches it.
-        proc = subprocess.Popen(["/bin/sh", "-c", f"exec {command}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        log.touch()
-        copier = threading.Thread(target=_timestamped_copy, args=(proc.stdout, log), daemon=True)
-        copier.start()
-        proc.copier = copier
-        workers.append((name, proc, log))
-    deadline = time.monotonic() + 90
-    for name, proc, log in workers:
-        while "ready." not in log.read_text():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                stop_workers(workers)
-                raise SystemExit(f"worker {name} did not start:\n{log.read_text()}")
-            time.sleep(0.2)
-    return workers
-
-
-def _timestamped_copy(stream, log: Path) -> None:
-    """The app's log lines carry no time; the profile needs when each task was received and ended."""
-    with log.open("w") as out:
-        for raw in iter(stream.readline, b""):
-            out.write(f"{time.time():.3f} {raw.decode(errors='replace')}")
-            out.flush()
-
-
-def stop_workers(workers) -> None:
-    for _name, proc, _log in workers:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for _name, proc, _log in workers:
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        proc.copier.join(timeout=5)
-
-
-def task_times(log: Path) -> dict[str, dict]:
+def task_times(log_text: str) -> dict[str, dict]:
     """Per task name: how many ran and the seconds Celery measured inside them."""
     out: dict[str, dict] = {}
-    for line in log.read_text(errors="replace").splitlines():
+    for line in log_text.splitlines():
         m = TASK_LINE.search(line)
         if not m or m["outcome"] != "succeeded":
             continue
@@ -247,23 +182,28 @@ def run_configuration(name: str, *, library, fake, args) -> dict:
                        rate=args.civitai_rate, extra=extra)
         manage(env, "migrate", "--noinput")
         manage(env, "ensure_admin")
-        workers = start_workers(env, work)
+        workers = start_procfile_workers(env, work)
         fake.reset_log()
         try:
             probe = subprocess.Popen([sys.executable, __file__, "--probe", str(len(library)), "--timeout",
                                       str(args.timeout)], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
             assert probe.stdout.readline().strip() == "ready", "probe did not start"
+            before = children_cpu()
             started = time.time()
             manage(env, "register", str(model_root), "--wait", timeout=args.timeout)
             registered = time.time()
+            after_register = children_cpu()
             report = json.loads(probe.stdout.read() or "{}")
             probe.wait()
+            cpu = {worker.name: worker.cpu_seconds() for worker in workers}
+            cpu["register --wait"] = after_register - before
+            cpu["probe (bench)"] = children_cpu() - after_register
         finally:
             stop_workers(workers)
         slots = sum(concurrency_of(cmd) for cmd in procfile_workers().values())
         tasks: dict[str, dict] = {}
-        for _n, _p, log in workers:
-            for task, entry in task_times(log).items():
+        for worker in workers:
+            for task, entry in task_times(worker.log_text()).items():
                 acc = tasks.setdefault(task, {"count": 0, "seconds": 0.0})
                 acc["count"] += entry["count"]
                 acc["seconds"] += entry["seconds"]
@@ -275,8 +215,13 @@ def run_configuration(name: str, *, library, fake, args) -> dict:
         "matched": report.get("matched", 0), "complete": bool(report.get("done_at")),
         "requests": len(fake.requests), "posts": fake.count("POST", "/api/v1/model-versions/by-hash"),
         "gets": sum(1 for m, p, _ in fake.requests if m == "GET" and p.startswith("/api/v1/model-versions/by-hash/")),
-        "stages": report.get("stages", {}), "tasks": tasks, "slots": slots, "data_dir": str(work),
+        "stages": report.get("stages", {}), "tasks": tasks, "slots": slots, "data_dir": str(work), "cpu": cpu,
     }
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 # --- the probe: runs in a subprocess with the configuration's environment ---------------------
@@ -288,12 +233,15 @@ def probe_main(expected: int, timeout: float) -> int:
     django.setup()
     print("ready", flush=True)
     deadline = time.monotonic() + timeout
-    while True:
-        state = identification_state()
+    parent, state = os.getppid(), {}
+    while os.getppid() == parent:  # a benchmark that died takes its probe with it
+        # Cheap questions first: the full check reads every row and would take CPU from the workers.
+        state = identification_state() if all_analysed(expected) else {"files": 0, "identified": 0}
         if state["files"] >= expected and state["identified"] == state["files"]:
             state["done_at"] = time.time()
             break
         if time.monotonic() > deadline:
+            state = identification_state()
             break
         time.sleep(POLL_SECONDS)
     state["stages"] = stage_times()
@@ -301,16 +249,26 @@ def probe_main(expected: int, timeout: float) -> int:
     return 0
 
 
+def all_analysed(expected: int) -> bool:
+    from models_catalog.models import LocalFile
+
+    finished = (LocalFile.Status.DONE, LocalFile.Status.ERROR)
+    return LocalFile.objects.count() >= expected and not LocalFile.objects.exclude(status__in=finished).exists()
+
+
 def identification_state() -> dict:
     from models_catalog.models import CivitaiLookup, FileHashes, LocalFile, Match
     from models_catalog.services.civitai_lookup import fallback_lookups_for
 
     final = {CivitaiLookup.State.MISS, CivitaiLookup.State.ERROR}
-    files = {lf.pk: lf for lf in LocalFile.objects.only("pk", "status", "format")}
+    files = {pk: SimpleNamespace(pk=pk, status=status, format=fmt)
+             for pk, status, fmt in LocalFile.objects.values_list("pk", "status", "format")}
     matched = set(Match.objects.values_list("local_file_id", flat=True))
     lookups = {(k, v): s for k, v, s in CivitaiLookup.objects.values_list("kind", "value", "state")}
     identified = 0
-    for hashes in FileHashes.objects.filter(local_file_id__in=list(files)):
+    columns = ("local_file_id", "sha256", "autov3", "blake3", "embedded_model_hash")
+    rows = FileHashes.objects.filter(local_file_id__in=list(files)).values_list(*columns)
+    for hashes in (SimpleNamespace(**dict(zip(columns, row))) for row in rows):  # plain rows: cheaper than models
         lf = files[hashes.local_file_id]
         if lf.status == LocalFile.Status.ERROR or lf.pk in matched:
             identified += 1
@@ -380,9 +338,10 @@ def details(results: list[dict]) -> list[str]:
                           for name, t in sorted(r["tasks"].items()))
         stages = "; ".join(f"{label} {s['median'] * 1000:.0f} ms median (last at {s['last_end']:.1f} s)"
                            for label, s in r["stages"].items())
+        cpu = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in r["cpu"].items())
         lines.append(f"- {LABELS[r['name']]}: {r['identified']}/{r['files']} identified ({r['matched']} matched); "
                      f"time inside tasks {busy:.1f} s of {r['wall'] * r['slots']:.0f} worker-slot seconds "
-                     f"({r['slots']} slots): {tasks}. Per file: {stages}.")
+                     f"({r['slots']} slots): {tasks}. CPU: {cpu}. Per file: {stages}.")
     return lines
 
 

@@ -10,7 +10,6 @@ import secrets
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -90,26 +89,15 @@ def manage(env: dict, *args: str, timeout: float = 180) -> subprocess.CompletedP
 
 @pytest.fixture
 def celery_worker_process(e2e_env, tmp_path):
-    """Migrate, create the admin, start a real worker on both queues; stop it afterwards."""
+    """Migrate, create the admin, start the Procfile's workers (as `make run` does); stop them afterwards."""
+    from tests.procfile import start_procfile_workers, stop_workers
+
     for args in (("migrate", "--noinput"), ("ensure_admin",)):
         done = manage(e2e_env, *args)
         assert done.returncode == 0, done.stderr
-    log = open(tmp_path / "worker.log", "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "hashing,lookups",
-         "--concurrency", "2", "--loglevel", "INFO", "--without-gossip", "--without-mingle"],
-        cwd=ROOT, env=e2e_env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 60
-    while "ready." not in (tmp_path / "worker.log").read_text():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("celery worker did not start:\n" + (tmp_path / "worker.log").read_text())
-        time.sleep(0.2)
-    yield proc
-    proc.terminate()
     try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
+        workers = start_procfile_workers(e2e_env, tmp_path)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield workers
+    stop_workers(workers)

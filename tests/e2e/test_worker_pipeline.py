@@ -67,14 +67,12 @@ def test_register_wait_hashes_files_and_folder_through_a_real_worker(e2e_env, ce
 
 def test_worker_identifies_through_the_civitai_stand_in_with_the_redis_rate_limit(e2e_env, tmp_path, e2e_redis_url):
     """Hashing queue -> analysis -> lookups queue -> batched Civitai POST (rate limit in Redis) -> exact match."""
-    import subprocess
-    import sys
     import time
 
     import redis
 
-    from tests.e2e.conftest import ROOT
     from tests.fakes.civitai import FakeCivitai, file_hashes
+    from tests.procfile import start_procfile_workers, stop_workers
 
     root = Path(e2e_env["MODELXREF_MODEL_ROOTS"])
     known = write_safetensors(root / "known-renamed.safetensors", payload=b"\x11" * 4096)
@@ -87,10 +85,7 @@ def test_worker_identifies_through_the_civitai_stand_in_with_the_redis_rate_limi
         env = {**e2e_env, "CIVITAI_ENABLED": "true", "CIVITAI_API_BASE": fake.base_url, "CIVITAI_REQUESTS_PER_SECOND": "0.01"}
         for args in (("migrate", "--noinput"), ("ensure_admin",)):
             assert manage(env, *args).returncode == 0
-        log = open(tmp_path / "worker.log", "w")
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "hashing,lookups", "--concurrency", "2",
-             "--without-gossip", "--without-mingle"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        workers = start_procfile_workers(env, tmp_path)
         try:
             done = manage(env, "register", str(known), "--wait", "--timeout", "120")
             assert done.returncode == 0, done.stdout + done.stderr
@@ -101,11 +96,9 @@ def test_worker_identifies_through_the_civitai_stand_in_with_the_redis_rate_limi
                     break
                 time.sleep(1)
         finally:
-            worker.terminate()
-            worker.wait(timeout=20)
-            log.close()
+            stop_workers(workers)
         assert row["matches"] == [{"kind": "renamed", "model": "E2E Model", "file": "original.safetensors",
-                                   "evidence": row["matches"][0]["evidence"]}], (tmp_path / "worker.log").read_text()
+                                   "evidence": row["matches"][0]["evidence"]}], "\n".join(w.log_text() for w in workers)
         assert fake.count("POST", "/api/v1/model-versions/by-hash") == 1
         # The shared rate limiter keeps its bucket in Redis, so every worker host draws from one budget.
         assert redis.Redis.from_url(e2e_redis_url).exists("modelxref:ratelimit:civitai")
