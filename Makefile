@@ -40,6 +40,7 @@ bench: venv-dev
 	$(BIN)/python bench/fingerprint.py
 	$(BIN)/python bench/register.py
 	$(BIN)/python bench/identify.py
+	$(BIN)/python bench/pipeline.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache
