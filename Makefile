@@ -43,6 +43,7 @@ bench: venv-dev
 	$(BIN)/python bench/identify.py
 	$(BIN)/python bench/file_list.py
 	$(BIN)/python bench/hostile_memory.py
+	$(BIN)/python bench/pipeline.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache

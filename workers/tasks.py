@@ -12,6 +12,14 @@ def hash_local_file(local_file_id: int) -> None:
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def hash_local_files(local_file_ids: list[int]) -> None:
+    """A chunk of small files (see enqueue.hashing_chunks): one task each would cost more than the hashing."""
+    from models_catalog.services.hashing import local_files_hash
+
+    local_files_hash(local_file_ids=local_file_ids)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def identify_local_file(local_file_id: int) -> None:
     from models_catalog.services.identify import local_file_identify
 

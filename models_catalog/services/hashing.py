@@ -59,7 +59,8 @@ class ProgressWriter:
     def __init__(self, local_file_id: int, *, field: str = "bytes_done"):
         self.local_file_id = local_file_id
         self.field = field
-        self.last = 0.0
+        # The stage's start already wrote a heartbeat: a file hashed within a second needs no progress write.
+        self.last = time.monotonic()
         self.base = 0  # bytes of earlier folder members
 
     def __call__(self, done: int, total: int) -> None:
@@ -79,31 +80,39 @@ def _fail(local_file_id: int, message: str) -> None:
 def local_file_hash(*, local_file_id: int) -> LocalFile | None:
     """Hash one LocalFile (file or diffusers folder) and store the result. Returns the row, or None if gone."""
     lf = LocalFile.objects.filter(pk=local_file_id).select_related("hashes").first()
-    if lf is None or lf.origin == LocalFile.Origin.PUSHED:
-        return lf
+    if lf is not None and _hash_row(lf):
+        lf.refresh_from_db()
+    return lf
+
+
+def _hash_row(lf: LocalFile) -> bool:
+    """The hashing stage for a loaded row. Returns whether it got as far as hashing (and storing, unless
+    the row changed meanwhile); every early end stores its reason on the row, or has nothing to do."""
+    if lf.origin == LocalFile.Origin.PUSHED:
+        return False
     path = Path(lf.path)
     try:
         st = os.stat(path)
     except FileNotFoundError:
         _fail(lf.pk, "the file is gone: it was moved or deleted after it was registered")
-        return lf
+        return False
     except OSError as exc:
         _fail(lf.pk, f"cannot read the file: {exc.strerror or exc}")
-        return lf
+        return False
     special = describe_special(st.st_mode)
     if special:
         _fail(lf.pk, special)
-        return lf
+        return False
     is_dir = stat.S_ISDIR(st.st_mode)
     if not is_dir and st.st_size == 0:
         _fail(lf.pk, "the file is empty (0 bytes): there is nothing to identify")
-        return lf
+        return False
 
     identity = {"device": st.st_dev, "inode": st.st_ino, "mtime_ns": st.st_mtime_ns}
     if not is_dir:
         identity["size"] = st.st_size
     if lf.status == LocalFile.Status.DONE and lf.has_engine_hashes and all(getattr(lf, k) == v for k, v in identity.items()):
-        return lf  # a redelivered task: the work is done
+        return False  # a redelivered task: the work is done
 
     LocalFile.objects.filter(pk=lf.pk).update(
         status=LocalFile.Status.HASHING, error="", bytes_done=0,
@@ -124,14 +133,36 @@ def local_file_hash(*, local_file_id: int) -> LocalFile | None:
             _store_file(lf, hashes, identity)
     except HashingError as exc:
         _fail(lf.pk, str(exc))
-        return lf
+        return False
     except Exception as exc:
         # Never leave a row "hashing" forever because of a bug: say so, then let Celery log it.
         log.exception("hashing local file %s failed", lf.pk)
         _fail(lf.pk, f"internal error while hashing ({type(exc).__name__}): {exc}")
         raise
-    lf.refresh_from_db()
-    return lf
+    return True
+
+
+class ChunkFailed(Exception):
+    """Some files of a chunk failed unexpectedly (each one's error is stored on its row)."""
+
+
+def local_files_hash(*, local_file_ids: list[int]) -> None:
+    """Hash a chunk of files one after the other. A file that fails does not stop its siblings; the
+    chunk then ends in ChunkFailed so the task shows as failed, as a one-file task would."""
+    # One read for the chunk's rows: each file's own compare-and-set still guards what it writes.
+    rows = LocalFile.objects.select_related("hashes").in_bulk(local_file_ids)
+    failed = []
+    for local_file_id in local_file_ids:
+        if local_file_id not in rows:
+            continue  # deleted since it was queued
+        try:
+            _hash_row(rows[local_file_id])
+        except Exception:
+            # local_file_hash stored "internal error ..." on the row; the traceback goes to the log.
+            log.exception("hashing local file %s (in a chunk of %s) failed", local_file_id, len(local_file_ids))
+            failed.append(local_file_id)
+    if failed:
+        raise ChunkFailed(f"{len(failed)} of {len(local_file_ids)} files failed: ids {failed}")
 
 
 def _finish(lf: LocalFile, *, size: int, identity: dict) -> bool:
@@ -148,18 +179,25 @@ def _store_file(lf: LocalFile, hashes: EngineHashes, identity: dict) -> None:
         if not _finish(lf, size=hashes.size, identity=identity):
             log.info("local file %s changed state while hashing; result dropped", lf.pk)
             return
-        FileHashes.objects.update_or_create(
-            local_file=lf,
-            defaults={
-                **hash_fields(hashes),
-                "size": hashes.size,
-                "folder_digest": "",
-                "embedded_model_hash": hashes.embedded_model_hash or "",
-                "embedded_legacy_hash": hashes.embedded_legacy_hash or "",
-                "source": FileHashes.Source.ENGINE,
-            },
-        )
+        file_hashes_upsert(local_file=lf, fields={
+            **hash_fields(hashes),
+            "size": hashes.size,
+            "folder_digest": "",
+            "embedded_model_hash": hashes.embedded_model_hash or "",
+            "embedded_legacy_hash": hashes.embedded_legacy_hash or "",
+            "source": FileHashes.Source.ENGINE,
+        })
     _after_hashing(lf.pk)
+
+
+def file_hashes_upsert(*, local_file: LocalFile, fields: dict) -> None:
+    """Create or replace the file's FileHashes row in one statement (INSERT ... ON CONFLICT DO UPDATE):
+    update_or_create takes six (two savepoints, a locking read), each a round trip inside the
+    transaction that holds SQLite's write lock."""
+    FileHashes.objects.bulk_create(
+        [FileHashes(local_file=local_file, **fields)],
+        update_conflicts=True, unique_fields=["local_file"], update_fields=[*fields, "computed_at"],
+    )
 
 
 def _store_folder(lf: LocalFile, folder, identity: dict) -> None:
@@ -173,7 +211,7 @@ def _store_folder(lf: LocalFile, folder, identity: dict) -> None:
 def folder_hashes_store(*, local_file: LocalFile, folder, source: str) -> None:
     """A folder's digest (its six single-file hashes stay empty) and its member rows, replaced.
     Shared by the hashing stage and by pushed folders; call inside a transaction."""
-    FileHashes.objects.update_or_create(local_file=local_file, defaults={
+    file_hashes_upsert(local_file=local_file, fields={
         **EMPTY_HASHES, "size": folder.size, "folder_digest": folder.digest, "source": source,
         "embedded_model_hash": "", "embedded_legacy_hash": "",
     })
@@ -208,9 +246,10 @@ def _store_hf_cache_file(lf: LocalFile, cached, identity: dict) -> None:
         if not _finish(lf, size=cached.size, identity=identity):
             return
         LocalFile.objects.filter(pk=lf.pk).update(name=cached.path.rsplit("/", 1)[-1][:255])
-        FileHashes.objects.update_or_create(local_file=lf, defaults={
+        file_hashes_upsert(local_file=lf, fields={
             **EMPTY_HASHES, "sha256": cached.sha256, "autov2": cached.sha256[:10],
             "size": cached.size, "folder_digest": "", "source": FileHashes.Source.HF_CACHE,
+            "embedded_model_hash": "", "embedded_legacy_hash": "",
         })
         hf_cached_file_store(cached=cached)
     _after_hashing(lf.pk)

@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from models_catalog.models import LocalFile
-from models_catalog.services.enqueue import enqueue_hashing
+from models_catalog.services.enqueue import enqueue_hashing_many
 from models_catalog.services.paths import PathRefused, describe_special, model_roots_for, printable, resolve_under_roots
 from workers.discovery import iter_model_units
 
@@ -71,6 +71,7 @@ def local_file_register(*, paths: list[str], owner, roots: list[Path] | None = N
     with transaction.atomic():
         for path, (st, special) in units.items():
             _register_one(path=path, st=st, special=special, owner=owner, existing=existing.get(str(path)), outcome=outcome)
+        enqueue_hashing_many(local_files=outcome.queued)
     return outcome
 
 
@@ -108,8 +109,7 @@ def _register_one(*, path: Path, st: os.stat_result, special: str, owner, existi
     lf.status, lf.error, lf.bytes_done = LocalFile.Status.QUEUED, "", 0
     lf.bytes_total = 0 if is_dir else st.st_size
     lf.save()
-    enqueue_hashing(lf.pk)
-    outcome.queued.append(lf)
+    outcome.queued.append(lf)  # queued for hashing, in chunks, once all are saved
 
 
 def _on_its_way(lf: LocalFile) -> bool:

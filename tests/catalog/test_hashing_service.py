@@ -5,7 +5,7 @@ import zlib
 import blake3
 import pytest
 
-from models_catalog.models import FolderMember, LocalFile
+from models_catalog.models import FileHashes, FolderMember, LocalFile
 from models_catalog.services import hashing as hashing_service
 from models_catalog.services.hashing import local_file_hash
 from models_catalog.services.register import local_file_register
@@ -17,7 +17,7 @@ pytestmark = pytest.mark.django_db
 def _register(path, owner, monkeypatch):
     from models_catalog.services import register as register_service
 
-    monkeypatch.setattr(register_service, "enqueue_hashing", lambda _id: None)
+    monkeypatch.setattr(register_service, "enqueue_hashing_many", lambda *, local_files: None)
     return local_file_register(paths=[str(path)], owner=owner).files[0]
 
 
@@ -138,3 +138,17 @@ def test_folder_member_symlinked_outside_the_roots_is_refused(model_root, tmp_pa
     lf.refresh_from_db()
     assert lf.status == "error" and "outside the allowed folders" in lf.error
     assert not FolderMember.objects.filter(folder=lf).exists()
+
+
+def test_a_changed_file_replaces_its_hashes_in_the_same_row(model_root, user, monkeypatch):
+    f = write_safetensors(model_root / "a.safetensors", payload=b"\x01" * 64)
+    lf = _register(f, user, monkeypatch)
+    local_file_hash(local_file_id=lf.pk)
+    old = FileHashes.objects.get(local_file=lf)
+    write_safetensors(f, payload=b"\x02" * 64)
+    os.utime(f, ns=(lf.mtime_ns + 10**9, lf.mtime_ns + 10**9))
+    _register(f, user, monkeypatch)
+    local_file_hash(local_file_id=lf.pk)
+    [new] = FileHashes.objects.filter(local_file=lf)
+    assert new.pk == old.pk and new.sha256 == hashlib.sha256(f.read_bytes()).hexdigest() != old.sha256
+    assert new.computed_at > old.computed_at

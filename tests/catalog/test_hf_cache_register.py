@@ -33,7 +33,7 @@ def make_cache(root, *, corrupt_size=False):
 
 def test_hf_cache_file_is_identified_from_the_layout_without_hashing(model_root, user, monkeypatch):
     link, sha = make_cache(model_root)
-    monkeypatch.setattr(register_service, "enqueue_hashing", lambda _id: None)
+    monkeypatch.setattr(register_service, "enqueue_hashing_many", lambda *, local_files: None)
     read = []
     monkeypatch.setattr(hashing_service, "hash_file_cached", lambda *a, **k: read.append(a))
     [lf] = local_file_register(paths=[str(model_root / "hub")], owner=user).queued
@@ -56,7 +56,7 @@ def test_cache_blob_whose_size_disagrees_with_the_hub_is_hashed_normally(model_r
     version = SourceVersion.objects.create(model=SourceModel.objects.create(source=Source.HUGGINGFACE, external_id="model:org/tiny", name="org/tiny"), external_id=COMMIT)
     true_size = os.path.getsize(os.path.realpath(link)) - 1
     SourceFile.objects.create(version=version, external_id="model.safetensors", name="model.safetensors", sha256=sha, size=true_size)
-    monkeypatch.setattr(register_service, "enqueue_hashing", lambda _id: None)
+    monkeypatch.setattr(register_service, "enqueue_hashing_many", lambda *, local_files: None)
     [lf] = local_file_register(paths=[str(link)], owner=user).queued
     local_file_hash(local_file_id=lf.pk)
     h = FileHashes.objects.get(local_file=lf)

@@ -179,7 +179,7 @@ def test_register_confirms_imported_hashes(model_root, user, monkeypatch):
 
     monkeypatch.setattr(import_service, "enqueue_identify", lambda _id: None)
     queued = []
-    monkeypatch.setattr(register_service, "enqueue_hashing", queued.append)
+    monkeypatch.setattr(register_service, "enqueue_hashing_many", lambda *, local_files: queued.extend(lf.pk for lf in local_files))
     f = write_safetensors(model_root / "m.safetensors", payload=b"m" * 64)
     sha = hashlib.sha256(f.read_bytes()).hexdigest()
     (model_root / "m.cm-info.json").write_text(json.dumps({"ModelId": 1, "VersionId": 2, "Hashes": {"SHA256": sha}}))

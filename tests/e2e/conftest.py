@@ -11,7 +11,6 @@ import secrets
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -90,35 +89,25 @@ def manage(env: dict, *args: str, timeout: float = 180) -> subprocess.CompletedP
 
 
 @contextlib.contextmanager
-def worker_running(env: dict, log_path: Path):
-    """Migrate, create the admin, start a real worker on both queues; stop it afterwards."""
+def worker_running(env: dict, log_dir: Path):
+    """Migrate, create the admin, start the Procfile's workers (as `make run` does); stop them afterwards.
+    Yields the workers; their logs are in `log_dir`."""
+    from tests.procfile import start_procfile_workers, stop_workers
+
     for args in (("migrate", "--noinput"), ("ensure_admin",)):
         done = manage(env, *args)
         assert done.returncode == 0, done.stderr
-    log = open(log_path, "w")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "config", "worker", "-Q", "hashing,lookups",
-         "--concurrency", "2", "--loglevel", "INFO", "--without-gossip", "--without-mingle"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )
-    deadline = time.monotonic() + 60
-    while "ready." not in log_path.read_text():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail("celery worker did not start:\n" + log_path.read_text())
-        time.sleep(0.2)
     try:
-        yield proc
+        workers = start_procfile_workers(env, log_dir)
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
+        yield workers
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop_workers(workers)
 
 
 @pytest.fixture
 def celery_worker_process(e2e_env, tmp_path):
-    with worker_running(e2e_env, tmp_path / "worker.log") as proc:
-        yield proc
+    with worker_running(e2e_env, tmp_path) as workers:
+        yield workers

@@ -37,12 +37,12 @@ def test_register_wait_identifies_a_library_in_a_few_requests_and_says_what_each
         fake.fail_next(1, status=200, html=True)
         env = {**e2e_env, "CIVITAI_ENABLED": "true", "CIVITAI_API_BASE": fake.base_url,
                "CIVITAI_REQUESTS_PER_SECOND": "20"}
-        with worker_running(env, tmp_path / "worker.log"):
+        with worker_running(env, tmp_path) as workers:
             done = manage(env, "register", str(root), "--wait", "--timeout", "240")
             assert done.returncode == 0, done.stdout + done.stderr
             requests_at_return = list(fake.requests)
             state = _state(env, root)
-        log = (tmp_path / "worker.log").read_text()
+            log = "\n".join(w.log_text() for w in workers)
 
     assert "33 queued" in done.stdout
     # Returned only after identification: nothing pending, every expected match already there.

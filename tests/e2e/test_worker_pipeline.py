@@ -80,7 +80,7 @@ def test_worker_identifies_through_the_civitai_stand_in_with_the_redis_rate_limi
             sha256=hashlib.sha256(data).hexdigest(), blake3=blake3.blake3(data).hexdigest())}])
         # A slow budget keeps the bucket key alive in Redis long enough to see it (its TTL is burst/rate).
         env = {**e2e_env, "CIVITAI_ENABLED": "true", "CIVITAI_API_BASE": fake.base_url, "CIVITAI_REQUESTS_PER_SECOND": "0.01"}
-        with worker_running(env, tmp_path / "worker.log"):
+        with worker_running(env, tmp_path):
             done = manage(env, "register", str(known), "--wait", "--timeout", "120")
             assert done.returncode == 0, done.stdout + done.stderr
             # --wait returns once identification is over: the match is there at once.

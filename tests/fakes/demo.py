@@ -5,7 +5,7 @@
 1. writes a tiny model library under $MODELXREF_DATA_DIR/demo/models (see demo_library.py);
 2. starts FakeCivitai and FakeHub as subprocesses on 127.0.0.1:8765 / 8766
    ($DEMO_CIVITAI_PORT / $DEMO_HF_PORT), seeded so that some files are known;
-3. starts the app as `make run` does (honcho, Procfile: web + worker) pointed at them;
+3. starts the app as `make run` does (honcho, Procfile: web + the workers) pointed at them;
 4. indexes the Hub repo, registers the library with `register --wait`, waits until
    identification settles and prints what each file turned out to be;
 5. keeps everything running until Ctrl-C, then stops what it started.
@@ -267,7 +267,7 @@ def run() -> int:
         procs.wait_ready("fake-hub", f"{hf_endpoint}/api/models/{lib.hf_repo_id}", timeout=30)
 
         web_url = f"http://{host}:{web_port}/"
-        print(f"Starting the app (honcho: web + worker) on {web_url} ...", flush=True)
+        print(f"Starting the app (honcho: web + workers) on {web_url} ...", flush=True)
         procs.start("app", [str(BIN / "honcho"), "start", "-f", str(ROOT / "Procfile")], env)
         procs.wait_ready("app", web_url, timeout=90)
 
@@ -285,7 +285,7 @@ def run() -> int:
         print(f"""
 ModelXRef demo is running: {web_url}
   log in as admin; the password is in {data_dir / 'admin-password.txt'}
-  logs: {demo_dir}/app.log (web + worker), fake-civitai.log, fake-hub.log
+  logs: {demo_dir}/app.log (web + workers), fake-civitai.log, fake-hub.log
 
 What to look at:
   {web_url}                 your files: formats, safety verdicts, how each was identified
