@@ -181,7 +181,11 @@ BROKER_DIR = DATA_DIR / "broker"
 FILESYSTEM_BROKER_POLL_SECONDS = 0.1
 if REDIS_URL:
     CELERY_BROKER_URL = REDIS_URL
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 6 * 3600}
+    # A message a worker took but did not ack comes back after this. The reaper (every minute, see
+    # services/reaper.py) requeues a dead worker's rows long before; this only bounds messages that
+    # were taken and never started. A redelivery while the first worker still runs is left alone by
+    # the stage (live heartbeat), so this need not exceed the longest hash.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 30 * 60}
 else:
     # No server needed: kombu's filesystem transport, one folder of message files.
     CELERY_BROKER_URL = "filesystem://localhost//"  # a host part keeps kombu from warning on every connect
@@ -213,6 +217,7 @@ CELERY_TASK_ROUTES = {
     "workers.tasks.identify_local_file": {"queue": "lookups"},
     "workers.tasks.civitai_lookup_batch": {"queue": "lookups"},
     "workers.tasks.civitai_refresh_stale": {"queue": "lookups"},
+    "workers.tasks.local_files_reap": {"queue": "lookups"},  # a stuck hashing pool must not block it
     "workers.tasks.hf_index_repo": {"queue": "lookups"},
     "workers.tasks.hf_verify_local_dir": {"queue": "hashing"},
 }
@@ -249,6 +254,8 @@ CIVITAI_TIMEOUT_SECONDS = float(env_str("CIVITAI_TIMEOUT_SECONDS", "30"))
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "civitai-refresh-stale": {"task": "workers.tasks.civitai_refresh_stale", "schedule": 3600.0},
+    # Nothing stuck: a dead worker's rows are queued again within about two minutes.
+    "local-files-reap": {"task": "workers.tasks.local_files_reap", "schedule": 60.0},
 }
 
 # --- REST API -----------------------------------------------------------------

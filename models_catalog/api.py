@@ -35,6 +35,7 @@ from models_catalog.selectors import FileQuery, file_list_page, hash_search, vis
 from models_catalog.services.duplicates import duplicate_groups
 from models_catalog.services.huggingface import hf_index_job_create
 from models_catalog.services.hf_verify_job import hf_verify_job_create
+from models_catalog.services.enqueue import QueueUnavailable
 from models_catalog.services.lookup import hash_fields_q, hash_lookup
 from models_catalog.services.paths import PathRefused, refusal_reason
 from models_catalog.services.push import PushRejected, pushed_files_store
@@ -245,6 +246,8 @@ class LocalFileRegisterView(BodyLimitMixin, APIView):
         body = s.RegisterRequestSerializer(data=request.data)
         body.is_valid(raise_exception=True)
         outcome = local_file_register(paths=body.validated_data["paths"], owner=request.user)
+        if outcome.queue_error:
+            raise QueueUnavailable(outcome.queue_error)  # 503: the rows are kept and sent when the queue is back
         return Response({
             "queued": [lf.pk for lf in outcome.queued],
             "unchanged": [lf.pk for lf in outcome.unchanged],

@@ -36,10 +36,13 @@ _CODE_NAMES = {
 
 # Redis (broker, cache) or the broker in general cannot be reached: a service is down, not a bug.
 # kombu raises OperationalError once publishing a task has used up its retries.
-SERVICE_DOWN_ERRORS = (kombu.exceptions.OperationalError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+from models_catalog.services.enqueue import QueueUnavailable  # noqa: E402  (rows kept, sent when it is back)
+
+SERVICE_DOWN_ERRORS = (kombu.exceptions.OperationalError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                       QueueUnavailable)
 RETRY_AFTER_SECONDS = 30
-SERVICE_DOWN_MESSAGE = ("the task queue is unreachable, so this work could not be queued; try again when it is back "
-                        "(the server's log says more)")
+SERVICE_DOWN_MESSAGE = ("the task queue is unreachable: what you sent is kept and its work starts by itself when the "
+                        "queue is back (the server's log says more)")
 
 
 def service_down_warning(exc: Exception, where: str) -> None:

@@ -47,6 +47,10 @@ class LocalFile(models.Model):
     error = models.TextField(blank=True, default="")
     # Bumped on every progress write: a stale heartbeat on an unfinished row means its worker died.
     heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # When the hashing message was handed to the broker (None: not sent yet, e.g. the broker was down);
+    # the reaper sends what is unsent, and counts stages whose worker died in stage_attempts.
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    stage_attempts = models.PositiveIntegerField(default=0)
     stage_started_at = models.DateTimeField(null=True, blank=True)
 
     # Filled by the analysis stage (format sniffing, pickle scan, fingerprint).

@@ -5,6 +5,7 @@ and tells a refusal in the same words as the API.
 """
 from __future__ import annotations
 
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -32,6 +33,8 @@ def register_path(request: HttpRequest) -> HttpResponse:
     if not form.is_valid():
         return render(request, TEMPLATE, {**context, "form": form}, status=400)
     outcome = local_file_register(paths=[form.cleaned_data["path"]], owner=request.user)
+    if outcome.queue_error:
+        messages.warning(request, outcome.queue_error)  # the rows are kept; the reaper sends them later
     status = 400 if outcome.refused and not outcome.files else 200
     return render(request, TEMPLATE, {**context, "form": form, "outcome": _outcome_for_page(outcome, user=request.user)}, status=status)
 

@@ -82,3 +82,11 @@ def hf_verify_local_dir(self, job_id: int) -> None:
         hf_verify_job_run(job_id=job_id)
     except HuggingFaceError as exc:
         raise self.retry(exc=exc, countdown=max(5, min(600, exc.retry_after or 30))) from exc
+
+
+@shared_task(ignore_result=True)
+def local_files_reap() -> None:
+    """Rows whose worker died, or whose message never reached the broker, are sent again."""
+    from models_catalog.services.reaper import local_files_reap as reap
+
+    reap()

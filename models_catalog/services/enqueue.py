@@ -1,7 +1,12 @@
 """Queue work only once the row that names it is committed (Zulip's rule)."""
 from __future__ import annotations
 
+import logging
+
 from django.db import transaction
+from django.utils import timezone
+
+log = logging.getLogger(__name__)
 
 # A task costs a broker round trip, a worker hand-off and a database connection: more than hashing
 # a LoRA of a few MB. Small files therefore travel together, as long as a chunk stays quick to
@@ -10,21 +15,49 @@ CHUNK_MAX_FILES = 25
 CHUNK_MAX_BYTES = 64 * 1024**2
 
 
-def enqueue_hashing(local_file_id: int) -> None:
-    from workers.tasks import hash_local_file
+class QueueUnavailable(Exception):
+    """The broker could not take a message. The rows stay queued ("waiting for the queue") and the
+    reaper sends them once the broker is back: nothing is lost, the caller only says so."""
 
-    transaction.on_commit(lambda: hash_local_file.delay(local_file_id))
+
+def hashing_send(local_file_ids: list[int]) -> None:
+    """Hand one hashing message for these rows to the broker now, and record that it went.
+    Raises QueueUnavailable (after marking the rows) when the broker is unreachable."""
+    from models_catalog.models import LocalFile
+    from workers.tasks import hash_local_file, hash_local_files
+
+    try:
+        if len(local_file_ids) == 1:
+            hash_local_file.delay(local_file_ids[0])
+        else:
+            hash_local_files.delay(local_file_ids)
+    except Exception as exc:  # kombu wraps every transport failure differently; all mean "not sent"
+        log.warning("broker unreachable, %d file(s) wait for the queue: %s", len(local_file_ids), exc)
+        LocalFile.objects.filter(pk__in=local_file_ids, status=LocalFile.Status.QUEUED).update(
+            enqueued_at=None, error=f"waiting for the queue (the broker is unreachable: {exc}); "
+                                    "it is sent as soon as the broker is back")
+        raise QueueUnavailable(f"the task queue is unreachable ({exc}); {len(local_file_ids)} file(s) "
+                               "stay queued and are sent when it is back") from exc
+    LocalFile.objects.filter(pk__in=local_file_ids).update(enqueued_at=timezone.now())
+
+
+def enqueue_hashing(local_file_id: int) -> None:
+    transaction.on_commit(lambda: hashing_send([local_file_id]))
+
+
+def enqueue_hashing_now(local_file_id: int) -> bool:
+    """For the reaper: send at once (no transaction to wait for). False when the broker is down."""
+    try:
+        hashing_send([local_file_id])
+    except QueueUnavailable:
+        return False
+    return True
 
 
 def enqueue_hashing_many(*, local_files) -> None:
     """Queue several rows: small files in chunks (one task each), big files and folders alone."""
-    from workers.tasks import hash_local_files
-
     for chunk in hashing_chunks(local_files=local_files):
-        if len(chunk) == 1:
-            enqueue_hashing(chunk[0])
-        else:
-            transaction.on_commit(lambda ids=chunk: hash_local_files.delay(ids))
+        transaction.on_commit(lambda ids=chunk: hashing_send(ids))
 
 
 def hashing_chunks(*, local_files, max_files: int | None = None, max_bytes: int | None = None) -> list[list[int]]:

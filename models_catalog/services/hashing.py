@@ -18,8 +18,9 @@ from django.db import transaction
 from django.utils import timezone
 
 from models_catalog.models import FileHashes, FolderMember, LocalFile
-from models_catalog.services.paths import describe_special, model_roots_for
-from workers.hash_cache import HashCache, hash_file_cached
+from models_catalog.services.heartbeat import STALLED_AFTER_SECONDS, heartbeat
+from models_catalog.services.paths import PathRefused, describe_special, model_roots_for, resolve_under_roots
+from workers.hash_cache import HashCache, hash_file_cached_with_identity
 from workers.hashing import FileHashes as EngineHashes
 from workers.hashing import HashingError, hash_folder
 
@@ -90,14 +91,20 @@ def _hash_row(lf: LocalFile) -> bool:
     the row changed meanwhile); every early end stores its reason on the row, or has nothing to do."""
     if lf.origin == LocalFile.Origin.PUSHED:
         return False
+    if _owned_by_a_live_worker(lf):
+        return False  # a redelivered message while its first worker is still at it
     path = Path(lf.path)
     try:
-        st = os.stat(path)
+        st = os.stat(path, follow_symlinks=False)  # the registered path was resolved: a link now is a swap
     except FileNotFoundError:
         _fail(lf.pk, "the file is gone: it was moved or deleted after it was registered")
         return False
     except OSError as exc:
         _fail(lf.pk, f"cannot read the file: {exc.strerror or exc}")
+        return False
+    refused = _path_problem(lf, path, st)
+    if refused:
+        _fail(lf.pk, refused)  # nothing about what the path now leads to is stored
         return False
     special = describe_special(st.st_mode)
     if special:
@@ -120,17 +127,8 @@ def _hash_row(lf: LocalFile) -> bool:
     )
     progress = ProgressWriter(lf.pk)
     try:
-        cached = None if is_dir else hf_cache_file(path, size=st.st_size)
-        if cached is not None:
-            _store_hf_cache_file(lf, cached, identity)
-        elif is_dir:
-            # Uploads are single files, so a folder here was registered: its members stay under
-            # the roots its owner may register under (not another user's).
-            folder = hash_folder(path, progress=progress, cache=hash_cache(), allowed_roots=model_roots_for(lf.owner))
-            _store_folder(lf, folder, identity)
-        else:
-            hashes, _hit = hash_file_cached(path, cache=hash_cache(), progress=progress)
-            _store_file(lf, hashes, identity)
+        with heartbeat(lf.pk):
+            _hash_and_store(lf, path, st, is_dir, identity, progress)
     except HashingError as exc:
         _fail(lf.pk, str(exc))
         return False
@@ -140,6 +138,48 @@ def _hash_row(lf: LocalFile) -> bool:
         _fail(lf.pk, f"internal error while hashing ({type(exc).__name__}): {exc}")
         raise
     return True
+
+
+def _hash_and_store(lf: LocalFile, path: Path, st, is_dir: bool, identity: dict, progress) -> None:
+    cached = None if is_dir else hf_cache_file(path, size=st.st_size)
+    if cached is not None:
+        _store_hf_cache_file(lf, cached, identity)
+    elif is_dir:
+        # Uploads are single files, so a folder here was registered: its members stay under
+        # the roots its owner may register under (not another user's).
+        folder = hash_folder(path, progress=progress, cache=hash_cache(), allowed_roots=model_roots_for(lf.owner))
+        _store_folder(lf, folder, identity)
+    else:
+        # follow_symlinks=False: a link swapped in after the checks above is refused at open time too.
+        hashes, hashed, _hit = hash_file_cached_with_identity(path, cache=hash_cache(), progress=progress,
+                                                              follow_symlinks=False)
+        # Store the identity the hashes belong to (a file replaced mid-read was read again).
+        _store_file(lf, hashes, {"device": hashed.device, "inode": hashed.inode, "mtime_ns": hashed.mtime_ns,
+                                 "size": hashed.size})
+
+
+def _owned_by_a_live_worker(lf: LocalFile) -> bool:
+    return (lf.status in (LocalFile.Status.HASHING, LocalFile.Status.ANALYSING) and lf.heartbeat_at is not None
+            and (timezone.now() - lf.heartbeat_at).total_seconds() < STALLED_AFTER_SECONDS)
+
+
+def _path_problem(lf: LocalFile, path: Path, st) -> str:
+    """Why a registered path may not be read now, or ''. Checked when the job runs, not only at register:
+    a hostile user may swap a symlink or another file in between."""
+    if stat.S_ISLNK(st.st_mode):
+        return "the path is now a symbolic link (it was a regular file when registered): register it again"
+    if lf.origin != LocalFile.Origin.REGISTERED:
+        return ""
+    try:
+        resolved = resolve_under_roots(path, roots=model_roots_for(lf.owner))
+    except PathRefused as exc:
+        return f"no longer allowed: {exc}"
+    if resolved != path:
+        return "the path now leads elsewhere (a folder on it was replaced by a link): register it again"
+    if lf.inode is not None and not stat.S_ISDIR(st.st_mode) and (st.st_dev, st.st_ino) != (lf.device, lf.inode):
+        return ("another file was put in its place after it was registered (it is not the file that was "
+                "registered): register it again")
+    return ""
 
 
 class ChunkFailed(Exception):

@@ -7,16 +7,17 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from models_catalog.models import LocalFile
-from models_catalog.services.enqueue import enqueue_hashing_many
+from models_catalog.services.enqueue import QueueUnavailable, enqueue_hashing_many
+from models_catalog.services.heartbeat import STALLED_AFTER_SECONDS
 from models_catalog.services.paths import PathRefused, describe_special, model_roots_for, printable, resolve_under_roots
 from workers.discovery import iter_model_units
 
-# Progress writes refresh the heartbeat every second; a row silent for this long lost its worker.
-STALLED_AFTER = timedelta(minutes=10)
+# A row whose heartbeat is this old lost its worker (see services/heartbeat.py).
+STALLED_AFTER = timedelta(seconds=STALLED_AFTER_SECONDS)
 
 
 @dataclass
@@ -25,6 +26,7 @@ class RegisterOutcome:
     unchanged: list[LocalFile] = field(default_factory=list)
     failed: list[LocalFile] = field(default_factory=list)  # stored with an error (e.g. a FIFO)
     refused: list[tuple[str, str]] = field(default_factory=list)  # (path as given, why)
+    queue_error: str = ""  # the broker was down: the queued rows wait, and are sent when it is back
 
     @property
     def files(self) -> list[LocalFile]:
@@ -68,10 +70,15 @@ def local_file_register(*, paths: list[str], owner, roots: list[Path] | None = N
             owner=owner, origin=LocalFile.Origin.REGISTERED, host="", path__in=[str(p) for p in units]
         ).select_related("hashes")
     }
-    with transaction.atomic():
-        for path, (st, special) in units.items():
-            _register_one(path=path, st=st, special=special, owner=owner, existing=existing.get(str(path)), outcome=outcome)
-        enqueue_hashing_many(local_files=outcome.queued)
+    try:
+        with transaction.atomic():
+            for path, (st, special) in units.items():
+                _register_one(path=path, st=st, special=special, owner=owner, existing=existing.get(str(path)),
+                              outcome=outcome)
+            enqueue_hashing_many(local_files=outcome.queued)
+    except QueueUnavailable as exc:
+        # The rows are committed and marked "waiting for the queue": the reaper sends them later.
+        outcome.queue_error = str(exc)
     return outcome
 
 
@@ -108,14 +115,22 @@ def _register_one(*, path: Path, st: os.stat_result, special: str, owner, existi
         return
     lf.status, lf.error, lf.bytes_done = LocalFile.Status.QUEUED, "", 0
     lf.bytes_total = 0 if is_dir else st.st_size
-    lf.save()
+    lf.stage_attempts, lf.enqueued_at = 0, None
+    try:
+        with transaction.atomic():  # a savepoint: another register of the same path may have won the race
+            lf.save()
+    except IntegrityError:
+        # Two registers of one folder at once: the other one created (and queues) this row.
+        outcome.unchanged.append(LocalFile.objects.get(owner=owner, origin=lf.origin, host="", path=lf.path))
+        return
     outcome.queued.append(lf)  # queued for hashing, in chunks, once all are saved
 
 
 def _on_its_way(lf: LocalFile) -> bool:
-    """Queued, or being worked on by a live worker (a stalled one is queued again)."""
+    """Queued with its message sent, or being worked on by a live worker. A stalled row, or one whose
+    message never reached the broker, is queued again."""
     if lf.status == LocalFile.Status.QUEUED:
-        return True
+        return lf.enqueued_at is not None
     if lf.status in (LocalFile.Status.HASHING, LocalFile.Status.ANALYSING):
         return lf.heartbeat_at is not None and timezone.now() - lf.heartbeat_at < STALLED_AFTER
     return False

@@ -398,9 +398,13 @@ def test_upload_as_json_is_415(alice, model_root):
 # --- files: register ----------------------------------------------------------------------------
 
 
-def test_register_queues_then_reports_unchanged(alice, user, model_root):
+def test_register_queues_then_reports_unchanged(alice, user, model_root, django_capture_on_commit_callbacks, monkeypatch):
+    from workers import tasks
+
+    monkeypatch.setattr(tasks.hash_local_file, "delay", lambda pk: None)  # sent (no worker runs it)
     a = write_safetensors(model_root / "a.safetensors")
-    resp = alice.post("/api/v1/files/register/", {"paths": [str(a)]}, format="json")
+    with django_capture_on_commit_callbacks(execute=True):
+        resp = alice.post("/api/v1/files/register/", {"paths": [str(a)]}, format="json")
     assert resp.status_code == 200, resp.content
     body = resp.json()
     lf = LocalFile.objects.get(owner=user, path=str(a))

@@ -80,14 +80,14 @@ def _registered(model_root, user, monkeypatch, n):
 def test_a_failing_file_does_not_fail_its_siblings(model_root, user, monkeypatch):
     ids = _registered(model_root, user, monkeypatch, 3)
     bad = LocalFile.objects.get(pk=ids[1]).path
-    real = hashing_service.hash_file_cached
+    real = hashing_service.hash_file_cached_with_identity
 
     def broken_for_one(path, **kwargs):
         if str(path) == bad:
             raise ZeroDivisionError("bug")
         return real(path, **kwargs)
 
-    monkeypatch.setattr(hashing_service, "hash_file_cached", broken_for_one)
+    monkeypatch.setattr(hashing_service, "hash_file_cached_with_identity", broken_for_one)
     with pytest.raises(ChunkFailed, match="1 of 3"):
         local_files_hash(local_file_ids=ids)
     rows = {lf.pk: lf for lf in LocalFile.objects.filter(pk__in=ids)}
@@ -100,7 +100,7 @@ def test_a_redelivered_chunk_reads_nothing_again(model_root, user, monkeypatch):
     ids = _registered(model_root, user, monkeypatch, 3)
     local_files_hash(local_file_ids=ids)
     reads = []
-    monkeypatch.setattr(hashing_service, "hash_file_cached", lambda *a, **k: reads.append(a))
+    monkeypatch.setattr(hashing_service, "hash_file_cached_with_identity", lambda *a, **k: reads.append(a))
     local_files_hash(local_file_ids=ids)
     assert reads == []
     assert set(LocalFile.objects.filter(pk__in=ids).values_list("status", flat=True)) == {"done"}
@@ -118,7 +118,7 @@ def test_progress_is_written_only_once_a_file_takes_over_a_second(model_root, us
     [pk] = _registered(model_root, user, monkeypatch, 1)
     now = [1000.0]
     monkeypatch.setattr(hashing_service.time, "monotonic", lambda: now[0])
-    progress = hashing_service._ProgressWriter(pk)
+    progress = hashing_service.ProgressWriter(pk)
     progress(4096, 8192)  # a small file ends within its first second: no write beyond the stage's start
     assert LocalFile.objects.get(pk=pk).bytes_done == 0
     now[0] += hashing_service.PROGRESS_EVERY_SECONDS

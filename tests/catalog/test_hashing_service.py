@@ -45,7 +45,7 @@ def test_redelivered_task_does_not_hash_again(model_root, user, monkeypatch):
     lf = _register(f, user, monkeypatch)
     local_file_hash(local_file_id=lf.pk)
     calls = []
-    monkeypatch.setattr(hashing_service, "hash_file_cached", lambda *a, **k: calls.append(a))
+    monkeypatch.setattr(hashing_service, "hash_file_cached_with_identity", lambda *a, **k: calls.append(a))
     local_file_hash(local_file_id=lf.pk)
     assert calls == []
 
@@ -81,14 +81,14 @@ def test_file_replaced_by_fifo_gets_a_stored_error(model_root, user, monkeypatch
 def test_result_dropped_when_row_was_requeued_meanwhile(model_root, user, monkeypatch):
     f = write_safetensors(model_root / "a.safetensors")
     lf = _register(f, user, monkeypatch)
-    real = hashing_service.hash_file_cached
+    real = hashing_service.hash_file_cached_with_identity
 
     def requeue_during_hash(*args, **kwargs):
         result = real(*args, **kwargs)
         LocalFile.objects.filter(pk=lf.pk).update(status="queued")  # a newer register won
         return result
 
-    monkeypatch.setattr(hashing_service, "hash_file_cached", requeue_during_hash)
+    monkeypatch.setattr(hashing_service, "hash_file_cached_with_identity", requeue_during_hash)
     local_file_hash(local_file_id=lf.pk)
     lf.refresh_from_db()
     assert lf.status == "queued" and not lf.has_engine_hashes
@@ -101,7 +101,7 @@ def test_unexpected_error_is_stored_not_left_hashing(model_root, user, monkeypat
     def boom(*a, **k):
         raise ZeroDivisionError("bug")
 
-    monkeypatch.setattr(hashing_service, "hash_file_cached", boom)
+    monkeypatch.setattr(hashing_service, "hash_file_cached_with_identity", boom)
     with pytest.raises(ZeroDivisionError):
         local_file_hash(local_file_id=lf.pk)
     lf.refresh_from_db()

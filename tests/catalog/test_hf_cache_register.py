@@ -35,7 +35,7 @@ def test_hf_cache_file_is_identified_from_the_layout_without_hashing(model_root,
     link, sha = make_cache(model_root)
     monkeypatch.setattr(register_service, "enqueue_hashing_many", lambda *, local_files: None)
     read = []
-    monkeypatch.setattr(hashing_service, "hash_file_cached", lambda *a, **k: read.append(a))
+    monkeypatch.setattr(hashing_service, "hash_file_cached_with_identity", lambda *a, **k: read.append(a))
     [lf] = local_file_register(paths=[str(model_root / "hub")], owner=user).queued
     local_file_hash(local_file_id=lf.pk)
     lf.refresh_from_db()

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def queued(monkeypatch):
     ids: list[int] = []
-    monkeypatch.setattr(register_service, "enqueue_hashing", ids.append)
+    monkeypatch.setattr(register_service, "enqueue_hashing_many", lambda *, local_files: ids.extend(lf.pk for lf in local_files))
     return ids
 
 

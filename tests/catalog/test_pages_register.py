@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db
 def queued(monkeypatch):
     """Record the ids sent to the hashing queue instead of running the tasks."""
     ids: list[int] = []
-    monkeypatch.setattr(register_service, "enqueue_hashing", ids.append)
+    monkeypatch.setattr(register_service, "enqueue_hashing_many", lambda *, local_files: ids.extend(lf.pk for lf in local_files))
     return ids
 
 

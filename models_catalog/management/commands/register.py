@@ -40,6 +40,9 @@ class Command(PipeSafeCommand):
             f"{len(outcome.failed)} failed, {len(outcome.refused)} refused"
         )
         ids = [lf.pk for lf in outcome.files]
+        if outcome.queue_error:
+            raise CommandError(f"{outcome.queue_error}; start the broker (or the workers) and they are picked up "
+                               "within a minute, or run this command again")
         if wait and ids:
             self._wait(ids, owner, timeout=timeout, stall_timeout=stall_timeout)
             self._summary(library_report(local_file_ids=ids, viewer=owner))
