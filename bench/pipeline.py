@@ -58,7 +58,38 @@ PAYLOAD_BYTES = 4096
 VERSIONS_PER_MODEL = 10
 POLL_SECONDS = 0.5  # as often as `register --wait` looks
 TASK_LINE = re.compile(r"Task (?P<name>[\w.]+)\[[^\]]+\] (?P<outcome>succeeded|retry|raised)\D*(?P<secs>[\d.]+)?s?")
-PROFILE_NOTES: list[str] = []  # filled in once the profile is measured (see the docs section)
+# Measured by hand (see the commit history of this file); --write-docs keeps them under the table.
+PROFILE_NOTES = [
+    "Before (f196b7b: one worker `-Q hashing,lookups --concurrency=2`, kombu's 1 s poll, SQLite with a",
+    "rollback journal, a task per file): embedded 1,144.8 s (0.9 files/s, `register --wait` 815 s), 944",
+    "requests (544 POST / 400 GET); Redis + PostgreSQL 77.6 s (12.9 files/s), 1,142 requests (742 / 400).",
+    "",
+    "Where the time goes, per file:",
+    "- Broker polling (embedded, before): 81% of the worker-slot time was idle. With prefetch 1 a busy",
+    "  consumer cannot take the next message, finds the queue \"empty\" and sleeps kombu's polling_interval",
+    "  (1 s) before looking again: ~1 s per task, and a file made 4 tasks (hash, identify, 2 batch runs).",
+    "  Now 0.1 s (an idle worker then uses ~0.3% of a core) and small files go 25 to a task: 40 tasks.",
+    "- SQLite commits (before): each one fsynced a rollback journal (~5 ms here), four a file; hashing +",
+    "  analysing a 4 KB file took 37 ms inline, 11 ms in WAL with synchronous=NORMAL.",
+    "- The hashing stage itself is now 5 statements a file (3.3 ms on SQLite, 6.4 ms on PostgreSQL, one",
+    "  process); analysis adds 9 statements. A chunk costs less than its files' database work.",
+    "- SQLite locking: with the lookups worker storing a batch of 100 answers in one transaction, a",
+    "  hashing process spent about a third of its time waiting for the write lock (BEGIN IMMEDIATE and",
+    "  autocommit writes; measured with a statement timer under load).",
+    "- What is left is the lookups side: one `identify_local_file` task per file and one",
+    "  `civitai_lookup_batch` per file that requests a lookup (~1,250 tasks, each its run time plus up to",
+    "  a poll interval, on the one lookups process) and many small POSTs. Hashing and analysis of the",
+    "  1,000 files end at 13-15 s (embedded) / 24-29 s (PostgreSQL); identification ends ~80-120 s later.",
+    "  On Redis + PostgreSQL that is slower than before, when those tasks shared two processes with",
+    "  hashing; the identify-flow change removes them.",
+    "- With the identify-flow change under way simulated (local matching inline at the end of",
+    "  analysis, one queued batch run at a time): embedded 27.5-31 s, Redis + PostgreSQL 44.5-51 s with",
+    "  the machine otherwise quiet; 41-59 s and 74-98 s while other jobs kept the load average at 3-4.5",
+    "  on the 2 cores. On PostgreSQL a",
+    "  file then costs ~32 statements (5 hashing, 9 analysis, 18 matching and lookup request), 2-3 ms each",
+    "  when the cores are busy, and the last batch run spends up to a minute on the 400 single-hash",
+    "  fall-back GETs and rematching the 200 unknown files.",
+]
 
 
 def concurrency_of(command: str) -> int:
@@ -177,6 +208,7 @@ def task_times(log_text: str) -> dict[str, dict]:
 def run_configuration(name: str, *, library, fake, args) -> dict:
     work = Path(tempfile.mkdtemp(prefix=f"modelxref-bench-pipeline-{name}-"))
     model_root = library[0][0].parent.parent
+    load = os.getloadavg()[0]  # other work on the 2 cores shows in every number here
     with configuration(name) as extra:
         env = base_env(data_dir=work / "data", model_root=model_root, civitai_base=fake.base_url,
                        rate=args.civitai_rate, extra=extra)
@@ -216,6 +248,7 @@ def run_configuration(name: str, *, library, fake, args) -> dict:
         "requests": len(fake.requests), "posts": fake.count("POST", "/api/v1/model-versions/by-hash"),
         "gets": sum(1 for m, p, _ in fake.requests if m == "GET" and p.startswith("/api/v1/model-versions/by-hash/")),
         "stages": report.get("stages", {}), "tasks": tasks, "slots": slots, "data_dir": str(work), "cpu": cpu,
+        "load": load,
     }
 
 
@@ -339,7 +372,8 @@ def details(results: list[dict]) -> list[str]:
         stages = "; ".join(f"{label} {s['median'] * 1000:.0f} ms median (last at {s['last_end']:.1f} s)"
                            for label, s in r["stages"].items())
         cpu = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in r["cpu"].items())
-        lines.append(f"- {LABELS[r['name']]}: {r['identified']}/{r['files']} identified ({r['matched']} matched); "
+        lines.append(f"- {LABELS[r['name']]} (load average {r['load']:.1f} when it started): "
+                     f"{r['identified']}/{r['files']} identified ({r['matched']} matched); "
                      f"time inside tasks {busy:.1f} s of {r['wall'] * r['slots']:.0f} worker-slot seconds "
                      f"({r['slots']} slots): {tasks}. CPU: {cpu}. Per file: {stages}.")
     return lines
