@@ -271,7 +271,8 @@ def test_register_a_folder_from_the_page_and_watch_it_hash(signed_in_page, brows
     (root / "loras" / "sneaky.safetensors").symlink_to(outside)
     settings.MODEL_ROOTS = [root]
     held: list[int] = []  # hashing waits until the test lets it run, so My files is seen in progress
-    monkeypatch.setattr("models_catalog.services.register.enqueue_hashing", held.append)
+    monkeypatch.setattr("models_catalog.services.register.enqueue_hashing_many",
+                        lambda *, local_files: held.extend(lf.pk for lf in local_files))
 
     page = signed_in_page()
     page.goto("/")

@@ -11,6 +11,7 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.test import Client
+from django.utils import timezone
 
 from models_catalog.models import FolderMember, Job, LocalFile, ModelRoot
 from models_catalog.services import register as register_service
@@ -20,7 +21,11 @@ from models_catalog.services.import_hashes import hashes_import
 from models_catalog.services.paths import PathRefused, model_roots_for
 from models_catalog.services.register import local_file_register
 from tests.catalog.conftest import write_safetensors
-from tests.catalog.test_api import _fresh_throttles, error_of, token_client  # noqa: F401
+from tests.catalog.test_api import (  # noqa: F401
+    _fresh_throttles,
+    error_of,
+    token_client,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -28,7 +33,11 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture(autouse=True)
 def queued(monkeypatch):
     ids: list[int] = []
-    monkeypatch.setattr(register_service, "enqueue_hashing_many", lambda *, local_files: ids.extend(lf.pk for lf in local_files))
+    def sent(*, local_files):  # as if the message went out: the row is on its way, not to be resent
+        ids.extend(lf.pk for lf in local_files)
+        LocalFile.objects.filter(pk__in=[lf.pk for lf in local_files]).update(enqueued_at=timezone.now())
+
+    monkeypatch.setattr(register_service, "enqueue_hashing_many", sent)
     return ids
 
 

@@ -7,6 +7,7 @@ from urllib.parse import quote
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
 from models_catalog.models import LocalFile
 from models_catalog.services import register as register_service
@@ -19,7 +20,11 @@ pytestmark = pytest.mark.django_db
 def queued(monkeypatch):
     """Record the ids sent to the hashing queue instead of running the tasks."""
     ids: list[int] = []
-    monkeypatch.setattr(register_service, "enqueue_hashing_many", lambda *, local_files: ids.extend(lf.pk for lf in local_files))
+    def sent(*, local_files):  # as if the message went out: the row is on its way, not to be resent
+        ids.extend(lf.pk for lf in local_files)
+        LocalFile.objects.filter(pk__in=[lf.pk for lf in local_files]).update(enqueued_at=timezone.now())
+
+    monkeypatch.setattr(register_service, "enqueue_hashing_many", sent)
     return ids
 
 
