@@ -3,6 +3,8 @@ import os
 from celery import Celery
 from celery.signals import worker_ready
 
+from config import filesystem_broker  # noqa: F401  (registers the embedded broker's transport alias)
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("modelxref")

@@ -188,7 +188,9 @@ if REDIS_URL:
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 30 * 60}
 else:
     # No server needed: kombu's filesystem transport, one folder of message files.
-    CELERY_BROKER_URL = "filesystem://localhost//"  # a host part keeps kombu from warning on every connect
+    # kombu's filesystem transport, with messages written whole (config/filesystem_broker.py); a host
+    # part keeps kombu from warning on every connect.
+    CELERY_BROKER_URL = "modelxref-filesystem://localhost//"
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(BROKER_DIR / "queue"),
         "data_folder_out": str(BROKER_DIR / "queue"),

@@ -11,7 +11,7 @@ from tests.procfile import option, procfile_workers
 
 def test_filesystem_broker_looks_for_work_often():
     # kombu's default (1 s) made each task wait about a second after the previous one.
-    assert settings.CELERY_BROKER_URL.startswith("filesystem://")
+    assert settings.CELERY_BROKER_URL.startswith("modelxref-filesystem://")
     with celery_app.connection_for_write() as conn:
         assert conn.transport.polling_interval == settings.FILESYSTEM_BROKER_POLL_SECONDS <= 0.2
 
@@ -51,3 +51,30 @@ def test_procfile_runs_hashing_and_lookups_in_separate_workers():
 def test_every_routed_task_has_a_procfile_worker(task):
     consumed = set().union(*(_queues(cmd) for cmd in procfile_workers().values()))
     assert settings.CELERY_TASK_ROUTES[task]["queue"] in consumed
+
+
+def test_a_filesystem_message_appears_whole_or_not_at_all(tmp_path, monkeypatch):
+    """kombu writes in place, so a consumer could move away an empty file and die parsing it; ours is
+    written under a name no consumer takes, then renamed."""
+    import os
+
+    from kombu import Connection
+
+    from config import filesystem_broker
+
+    seen_during_write = []
+    real_replace = os.replace
+
+    def watching_replace(src, dst):
+        seen_during_write.append(sorted(p.name for p in tmp_path.iterdir()))
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(filesystem_broker.os, "replace", watching_replace)
+    conn = Connection(f"{filesystem_broker.ALIAS}://localhost//", transport_options={
+        "data_folder_in": str(tmp_path), "data_folder_out": str(tmp_path), "store_processed": False})
+    channel = conn.default_channel
+    channel._put("hashing", {"body": "x" * 10_000})
+    [before] = seen_during_write
+    assert all(name.startswith(".") and name.endswith(".part") for name in before)  # invisible to _get
+    assert channel._get("hashing") == {"body": "x" * 10_000}
+    conn.release()
