@@ -11,6 +11,7 @@ picks them up again.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -219,20 +220,32 @@ def civitai_lookup_run(*, client: CivitaiClient | None = None, max_rounds: int =
     for _ in range(max_rounds):
         now = timezone.now()
         pending_sha256 = CivitaiLookup.objects.filter(_claimable(now), kind=Kind.SHA256)[:BATCH_SIZE + 1].count()
-        if pending_sha256 > BATCH_SIZE:
-            # More than one POST holds: ask ids-only (10,000 a request), then fetch only unknown hit versions.
-            _run_sha256_ids(client, _claim(Q(kind=Kind.SHA256), IDS_BATCH_SIZE), run)
-            continue
         if pending_sha256:
-            batch = _claim(Q(kind=Kind.SHA256), BATCH_SIZE)
-            if batch:
-                _run_sha256_batch(client, batch, run)
+            # Within a run too: a part batch waits for the files still being hashed (AutoV3 GETs go on).
+            wait = gather_wait() if gather and pending_sha256 < BATCH_SIZE else None
+            if wait is None:
+                if pending_sha256 > BATCH_SIZE and _ids_pays_off():
+                    # ids-only (10,000 a request), then fetch only the hit versions we do not hold.
+                    _run_sha256_ids(client, _claim(Q(kind=Kind.SHA256), IDS_BATCH_SIZE), run)
+                else:
+                    _run_sha256_batch(client, _claim(Q(kind=Kind.SHA256), BATCH_SIZE), run)
                 continue
+            run.wait_seconds = wait
         single = _claim(~Q(kind=Kind.SHA256), 1)
         if not single:
             break
         _run_single(client, single[0], run)
     return run
+
+
+def _ids_pays_off() -> bool:
+    """by-hash/ids costs 1 + one fetch per 100 hit versions; POSTs cost one per 100 hashes. Judge by the
+    recent hit rate: a library Civitai mostly knows is cheaper in POSTs (no history: try ids)."""
+    recent = list(CivitaiLookup.objects.filter(kind=Kind.SHA256, state__in=(State.HIT, State.MISS))
+                  .order_by("-checked_at").values_list("state", flat=True)[:500])
+    hit_rate = sum(state == State.HIT for state in recent) / len(recent) if recent else 0.0
+    n = min(IDS_BATCH_SIZE, CivitaiLookup.objects.filter(_claimable(timezone.now()), kind=Kind.SHA256).count())
+    return 1 + math.ceil(hit_rate * n / BATCH_SIZE) < math.ceil(n / BATCH_SIZE)
 
 
 def _counted(client: CivitaiClient, run: LookupRun, call, *args):
