@@ -41,3 +41,22 @@ def write_safetensors(path: Path, payload: bytes = b"\x00" * 16, metadata: dict 
     raw += b" " * (-len(raw) % 8)
     path.write_bytes(struct.pack("<Q", len(raw)) + raw + payload)
     return path
+
+
+@pytest.fixture
+def sent_for_hashing(monkeypatch):
+    """Ids register sends to the hashing queue, recorded instead of sent; each row is marked as sent
+    (a row whose message never left would be queued again by the next register)."""
+    from django.utils import timezone
+
+    from models_catalog.models import LocalFile
+    from models_catalog.services import register as register_service
+
+    ids: list[int] = []
+
+    def sent(*, local_files):
+        ids.extend(lf.pk for lf in local_files)
+        LocalFile.objects.filter(pk__in=[lf.pk for lf in local_files]).update(enqueued_at=timezone.now())
+
+    monkeypatch.setattr(register_service, "enqueue_hashing_many", sent)
+    return ids

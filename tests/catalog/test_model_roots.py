@@ -11,10 +11,8 @@ from django.contrib.auth.models import Group
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.test import Client
-from django.utils import timezone
 
 from models_catalog.models import FolderMember, Job, LocalFile, ModelRoot
-from models_catalog.services import register as register_service
 from models_catalog.services.hashing import local_file_hash
 from models_catalog.services.hf_verify_job import hf_verify_job_create
 from models_catalog.services.import_hashes import hashes_import
@@ -31,14 +29,8 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def queued(monkeypatch):
-    ids: list[int] = []
-    def sent(*, local_files):  # as if the message went out: the row is on its way, not to be resent
-        ids.extend(lf.pk for lf in local_files)
-        LocalFile.objects.filter(pk__in=[lf.pk for lf in local_files]).update(enqueued_at=timezone.now())
-
-    monkeypatch.setattr(register_service, "enqueue_hashing_many", sent)
-    return ids
+def queued(sent_for_hashing):
+    return sent_for_hashing
 
 
 @pytest.fixture

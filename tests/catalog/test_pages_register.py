@@ -7,7 +7,6 @@ from urllib.parse import quote
 
 import pytest
 from django.test import Client
-from django.utils import timezone
 
 from models_catalog.models import LocalFile
 from models_catalog.services import register as register_service
@@ -17,15 +16,9 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture
-def queued(monkeypatch):
+def queued(sent_for_hashing):
     """Record the ids sent to the hashing queue instead of running the tasks."""
-    ids: list[int] = []
-    def sent(*, local_files):  # as if the message went out: the row is on its way, not to be resent
-        ids.extend(lf.pk for lf in local_files)
-        LocalFile.objects.filter(pk__in=[lf.pk for lf in local_files]).update(enqueued_at=timezone.now())
-
-    monkeypatch.setattr(register_service, "enqueue_hashing_many", sent)
-    return ids
+    return sent_for_hashing
 
 
 @pytest.fixture
