@@ -27,7 +27,7 @@ migrate: venv
 
 run: migrate
 	@echo ""
-	@echo "ModelXRef: http://$(HOST):$(PORT)/  (web + worker; Ctrl-C stops both)"
+	@echo "ModelXRef: http://$(HOST):$(PORT)/  (web + hashing and lookups workers; Ctrl-C stops them all)"
 	@$(BIN)/python manage.py model_roots
 	@echo ""
 	PORT=$(PORT) HOST=$(HOST) $(BIN)/honcho start
