@@ -14,6 +14,7 @@ from models_catalog.services.paths import printable
 from models_catalog.services.register import local_file_register
 
 POLL_SECONDS = 0.5
+IDENTITIES_EVERY = 5.0  # seconds between identity checks while files are still being hashed
 PLAIN_PROGRESS_EVERY = 5.0  # seconds between progress lines when stderr is not a terminal
 
 
@@ -57,13 +58,18 @@ class Command(PipeSafeCommand):
         bars = _Bars(len(ids)) if interactive else None
         started = last_change = time.monotonic()
         last_state, last_plain = None, 0.0
+        identities, identities_at = {}, float("-inf")
         try:
             while True:
                 files = list(LocalFile.objects.filter(pk__in=ids).only(
                     "id", "status", "bytes_done", "bytes_total", "size", "error", "safety_verdict", "analysis_error"))
-                identities = file_identities(files, viewer=owner)
-                p = _Progress.of(files, identities)
                 now = time.monotonic()
+                # Identities cost a few queries over every file: while files are still being hashed, ask
+                # only now and then, so a large registration's watcher does not take CPU from the workers.
+                hashed = sum(f.status in (LocalFile.Status.DONE, LocalFile.Status.ERROR) for f in files)
+                if hashed == len(ids) or now - identities_at >= IDENTITIES_EVERY:
+                    identities, identities_at = file_identities(files, viewer=owner), now
+                p = _Progress.of(files, identities)
                 if p.state != last_state:
                     last_state, last_change = p.state, now
                 if bars:
@@ -143,7 +149,7 @@ class _Progress:
         total = sum(max(f.bytes_total, f.size or 0) for f in files)
         done = sum((f.size or f.bytes_total) if f.status in done_states else f.bytes_done for f in files)
         waiting = sorted({i.waiting_for for i in identities.values() if i.state == IdentityState.WAITING and i.waiting_for})
-        return cls(finished=sum(i.is_finished for i in identities.values()),
+        return cls(finished=sum(identities[f.pk].is_finished for f in files if f.pk in identities),
                    hashed=sum(f.status in done_states for f in files),
                    bytes_done=min(done, total), bytes_total=total, waiting_for=waiting[0] if waiting else "")
 
