@@ -8,6 +8,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from django.template.defaultfilters import filesizeformat
+
 from models_catalog.identity import FileIdentity, IdentityState, file_identities
 from models_catalog.models import LocalFile
 from models_catalog.services.duplicates import duplicate_groups
@@ -47,7 +49,7 @@ class LibraryReport:
     def totals_line(self) -> str:
         parts = [f"{self.totals[k]} {k}" for k in self.TOTAL_ORDER if self.totals[k]]
         parts.append(f"{self.duplicate_groups} duplicate group{'s' if self.duplicate_groups != 1 else ''}"
-                     + (f" ({human_bytes(self.reclaimable_bytes)} reclaimable)" if self.reclaimable_bytes else ""))
+                     + (f" ({filesizeformat(self.reclaimable_bytes)} reclaimable)" if self.reclaimable_bytes else ""))
         return f"{len(self.rows)} files: " + ", ".join(parts)
 
 
@@ -69,12 +71,3 @@ def library_report(*, local_file_ids: list[int], viewer) -> LibraryReport:
                 report.duplicate_groups += 1
                 report.reclaimable_bytes += group.reclaimable_bytes
     return report
-
-
-def human_bytes(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if value < 1000 or unit == "TB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{n} B"

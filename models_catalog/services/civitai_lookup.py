@@ -22,7 +22,14 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from models_catalog.models import CivitaiLookup, FileHashes, LocalFile, Match, Source, SourceVersion
+from models_catalog.models import (
+    CivitaiLookup,
+    FileHashes,
+    LocalFile,
+    Match,
+    Source,
+    SourceVersion,
+)
 from models_catalog.services.catalog_store import civitai_version_store
 from models_catalog.services.matching import local_files_rematch
 from workers.sources.civitai import CivitaiClient, CivitaiError, CivitaiUnavailable
@@ -248,10 +255,15 @@ def _ids_pays_off() -> bool:
     return 1 + math.ceil(hit_rate * n / BATCH_SIZE) < math.ceil(n / BATCH_SIZE)
 
 
-def _counted(client: CivitaiClient, run: LookupRun, call, *args):
+def _ask(client: CivitaiClient, run: LookupRun, rows: list[CivitaiLookup], call, *args):
+    """One client call for `rows`: its HTTP attempts counted; when Civitai is unavailable the rows go
+    back to pending with a not-before time (see _release) and the error goes on to the task's retry."""
     before = client.calls
     try:
         return call(*args)
+    except CivitaiUnavailable as exc:
+        _release(rows, exc)
+        raise
     finally:
         run.requests += client.calls - before
 
@@ -259,9 +271,8 @@ def _counted(client: CivitaiClient, run: LookupRun, call, *args):
 def _run_sha256_batch(client: CivitaiClient, batch: list[CivitaiLookup], run: LookupRun) -> None:
     started = time.monotonic()
     try:
-        found = _counted(client, run, client.versions_by_sha256, [row.value for row in batch])
-    except CivitaiUnavailable as exc:
-        _release(batch, exc)
+        found = _ask(client, run, batch, client.versions_by_sha256, [row.value for row in batch])
+    except CivitaiUnavailable:
         raise
     except CivitaiError as exc:
         _fail_all(batch, exc, run)
@@ -274,9 +285,8 @@ def _run_sha256_ids(client: CivitaiClient, batch: list[CivitaiLookup], run: Look
     versions we do not hold fresh, one representative hash per version (a version lists many files)."""
     started = time.monotonic()
     try:
-        refs = _counted(client, run, client.version_refs_by_sha256, [row.value for row in batch])
-    except CivitaiUnavailable as exc:
-        _release(batch, exc)
+        refs = _ask(client, run, batch, client.version_refs_by_sha256, [row.value for row in batch])
+    except CivitaiUnavailable:
         raise
     except CivitaiError as exc:
         # An endpoint that answers oddly must not cost the lookups: ask the plain batch way instead.
@@ -292,10 +302,9 @@ def _run_sha256_ids(client: CivitaiClient, batch: list[CivitaiLookup], run: Look
             if ref.version_id not in held:
                 representative.setdefault(ref.version_id, value)
     try:
-        fetched = _counted(client, run, client.versions_for_sha256, sorted(set(representative.values()))) \
+        fetched = _ask(client, run, batch, client.versions_for_sha256, sorted(set(representative.values()))) \
             if representative else []
-    except CivitaiUnavailable as exc:
-        _release(batch, exc)
+    except CivitaiUnavailable:
         raise
     except CivitaiError as exc:
         _fail_all(batch, exc, run)
@@ -378,9 +387,8 @@ def _rematch_for_values(values: list[str]) -> None:
 def _run_single(client: CivitaiClient, row: CivitaiLookup, run: LookupRun) -> None:
     started = time.monotonic()
     try:
-        version = _counted(client, run, client.version_by_hash, row.value)
-    except CivitaiUnavailable as exc:
-        _release([row], exc)
+        version = _ask(client, run, [row], client.version_by_hash, row.value)
+    except CivitaiUnavailable:
         raise
     except CivitaiError as exc:
         _finish(row, state=State.ERROR, error=str(exc))

@@ -19,7 +19,12 @@ from django.utils import timezone
 
 from models_catalog.models import FileHashes, FolderMember, LocalFile
 from models_catalog.services.heartbeat import STALLED_AFTER_SECONDS, heartbeat
-from models_catalog.services.paths import PathRefused, describe_special, model_roots_for, resolve_under_roots
+from models_catalog.services.paths import (
+    PathRefused,
+    describe_special,
+    model_roots_for,
+    resolve_under_roots,
+)
 from workers.hash_cache import HashCache, hash_file_cached_with_identity
 from workers.hashing import FileHashes as EngineHashes
 from workers.hashing import HashingError, hash_folder
@@ -80,7 +85,7 @@ def _fail(local_file_id: int, message: str) -> None:
 
 def local_file_hash(*, local_file_id: int) -> LocalFile | None:
     """Hash one LocalFile (file or diffusers folder) and store the result. Returns the row, or None if gone."""
-    lf = LocalFile.objects.filter(pk=local_file_id).select_related("hashes").first()
+    lf = LocalFile.objects.filter(pk=local_file_id).select_related("hashes", "owner").first()
     if lf is not None and _hash_row(lf):
         lf.refresh_from_db()
     return lf
@@ -190,7 +195,7 @@ def local_files_hash(*, local_file_ids: list[int]) -> None:
     """Hash a chunk of files one after the other. A file that fails does not stop its siblings; the
     chunk then ends in ChunkFailed so the task shows as failed, as a one-file task would."""
     # One read for the chunk's rows: each file's own compare-and-set still guards what it writes.
-    rows = LocalFile.objects.select_related("hashes").in_bulk(local_file_ids)
+    rows = LocalFile.objects.select_related("hashes", "owner").in_bulk(local_file_ids)
     failed = []
     for local_file_id in local_file_ids:
         if local_file_id not in rows:

@@ -3,10 +3,11 @@ import sys
 import time
 
 from django.core.management.base import CommandError
+from django.template.defaultfilters import filesizeformat
 from tqdm import tqdm
 
 from models_catalog.identity import IdentityState, file_identities
-from models_catalog.library_report import LibraryReport, human_bytes, library_report
+from models_catalog.library_report import LibraryReport, library_report
 from models_catalog.management.commands._base import PipeSafeCommand
 from models_catalog.management.commands._owner import cli_owner
 from models_catalog.models import LocalFile
@@ -158,7 +159,7 @@ class _Progress:
         return (self.finished, self.hashed, self.bytes_done, self.waiting_for)
 
     def line(self, n: int) -> str:
-        text = (f"hashed {self.hashed}/{n} files ({human_bytes(self.bytes_done)} of {human_bytes(self.bytes_total)}), "
+        text = (f"hashed {self.hashed}/{n} files ({filesizeformat(self.bytes_done)} of {filesizeformat(self.bytes_total)}), "
                 f"identified {self.finished}/{n}")
         return text + (f"; waiting for {self.waiting_for}" if self.waiting_for else "")
 
