@@ -32,7 +32,7 @@ from models_catalog import serializers as s
 from models_catalog.api_errors import ApiError
 from models_catalog.models import Job, LocalFile, Match, Source, SourceFile, SourceModel, SourceVersion
 from models_catalog.selectors import FileQuery, file_list_page, hash_search, visible_files
-from models_catalog.services.duplicates import duplicate_groups
+from models_catalog.services.duplicates import PREFERENCES, duplicate_groups
 from models_catalog.services.huggingface import hf_index_job_create
 from models_catalog.services.hf_verify_job import hf_verify_job_create
 from models_catalog.services.enqueue import QueueUnavailable
@@ -390,15 +390,18 @@ class DuplicatesView(APIView):
     @extend_schema(
         operation_id="duplicates_list",
         parameters=[
-            OpenApiParameter("prefer", str, enum=["fp16", "bf16", "fp32"], description="precision to keep when copies differ"),
+            OpenApiParameter("prefer", str, enum=list(PREFERENCES),
+                             description="which copy to keep: `lossless` (default) keeps a highest-precision copy; "
+                                         "a precision keeps copies in it and says what that discards"),
             OpenApiParameter("all", OpenApiTypes.BOOL, description="staff only: everyone's files"),
         ],
         responses={200: s.DuplicateGroupSerializer(many=True), **errors(400, 401, 403)}, tags=["files"],
     )
     def get(self, request):
-        prefer = request.query_params.get("prefer", "fp16")
-        if prefer not in {"fp16", "bf16", "fp32"}:
-            raise ApiError("prefer must be fp16, bf16 or fp32", code="invalid_input", detail={"prefer": ["not a valid choice"]})
+        prefer = request.query_params.get("prefer", "lossless")
+        if prefer not in PREFERENCES:
+            raise ApiError(f"prefer must be one of {', '.join(PREFERENCES)}", code="invalid_input",
+                           detail={"prefer": ["not a valid choice"]})
         everyone = request.query_params.get("all", "").lower() in {"1", "true", "yes"}
         if everyone and not request.user.is_staff:
             raise ApiError("only staff may see everyone's duplicates", code="permission_denied",

@@ -13,7 +13,8 @@ from models_catalog.selectors import (
 REPO_TYPES = (("model", "model"), ("dataset", "dataset"), ("space", "space"))
 # The Hub's rule: one optional namespace, then a name of letters, digits, '-', '_' and '.'.
 REPO_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}$")
-PRECISIONS = (("fp16", "fp16"), ("bf16", "bf16"), ("fp32", "fp32"))
+KEEP_CHOICES = (("lossless", "the highest precision (loses nothing)"), ("fp32", "fp32 copies"), ("bf16", "bf16 copies"),
+                ("fp16", "fp16 copies"))
 
 
 def _blank(choices) -> list[tuple[str, str]]:
@@ -80,7 +81,7 @@ class LookupForm(forms.Form):
 
 
 class DuplicatesForm(forms.Form):
-    prefer = forms.ChoiceField(required=False, choices=PRECISIONS, label="Prefer to keep")
+    prefer = forms.ChoiceField(required=False, choices=KEEP_CHOICES, label="Keep")
 
 
 class HFIndexForm(forms.Form):

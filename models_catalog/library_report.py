@@ -42,14 +42,14 @@ class LibraryReport:
     rows: list[ReportRow]
     totals: Counter = field(default_factory=Counter)
     duplicate_groups: int = 0
-    reclaimable_bytes: int = 0
+    reclaimable_bytes: int = 0  # without losing anything: exact copies, same weights, conversions
 
     TOTAL_ORDER = ("identified", "related", "unknown", "dangerous", "suspicious", "unreadable", "waiting", "working")
 
     def totals_line(self) -> str:
         parts = [f"{self.totals[k]} {k}" for k in self.TOTAL_ORDER if self.totals[k]]
         parts.append(f"{self.duplicate_groups} duplicate group{'s' if self.duplicate_groups != 1 else ''}"
-                     + (f" ({filesizeformat(self.reclaimable_bytes)} reclaimable)" if self.reclaimable_bytes else ""))
+                     + (f" ({filesizeformat(self.reclaimable_bytes)} reclaimable without loss)" if self.reclaimable_bytes else ""))
         return f"{len(self.rows)} files: " + ", ".join(parts)
 
 
@@ -69,5 +69,5 @@ def library_report(*, local_file_ids: list[int], viewer) -> LibraryReport:
         for group in duplicate_groups(owner=owner_id):
             if wanted & {m.id for m in group.members}:
                 report.duplicate_groups += 1
-                report.reclaimable_bytes += group.reclaimable_bytes
+                report.reclaimable_bytes += group.lossless_bytes
     return report

@@ -561,7 +561,11 @@ class DuplicateMemberSerializer(serializers.Serializer):
     format = serializers.CharField()
     precision = serializers.CharField()
     size = serializers.IntegerField()
-    match = serializers.CharField(help_text="keep | exact copy | converted | precision variant")
+    match = serializers.CharField(help_text="how it relates to the group: keep | same file | exact copy | same weights | "
+                                            "converted | precision variant")
+    evidence = serializers.CharField(help_text="why, naming the member it relates to")
+    copy_set = serializers.IntegerField(help_text="members with the same number hold the same bytes")
+    reclaim = serializers.CharField(help_text="keep | lossless | lossy | none (a hard link frees nothing)")
 
 
 class DuplicateGroupSerializer(serializers.Serializer):
@@ -570,8 +574,11 @@ class DuplicateGroupSerializer(serializers.Serializer):
     model = serializers.CharField(allow_null=True)
     model_id = serializers.IntegerField(allow_null=True)
     total_bytes = serializers.IntegerField()
-    reclaimable_bytes = serializers.IntegerField()
+    reclaimable_bytes = serializers.IntegerField(help_text="lossless_bytes + lossy_bytes")
+    lossless_bytes = serializers.IntegerField(help_text="freed by deleting exact copies, same-weights and converted copies")
+    lossy_bytes = serializers.IntegerField(help_text="freed by deleting precision variants too")
     reason = serializers.CharField()
+    warning = serializers.CharField(help_text="what keeping this copy discards ('' when nothing)")
     evidence = serializers.ListField(child=serializers.CharField())
 
 

@@ -29,7 +29,7 @@ JOBS_SHOWN = 50
 
 def _prefer(request: HttpRequest) -> tuple[DuplicatesForm, str]:
     form = DuplicatesForm(request.GET)
-    prefer = (form.cleaned_data.get("prefer") if form.is_valid() else "") or "fp16"
+    prefer = (form.cleaned_data.get("prefer") if form.is_valid() else "") or "lossless"
     return form, prefer
 
 
@@ -40,11 +40,12 @@ def duplicates(request: HttpRequest) -> HttpResponse:
     return render(request, "models_catalog/duplicates.html", {
         "form": form, "prefer": prefer, "groups": groups,
         "reclaimable": sum(g.reclaimable_bytes for g in groups),
+        "lossless": sum(g.lossless_bytes for g in groups), "lossy": sum(g.lossy_bytes for g in groups),
     })
 
 
-CSV_COLUMNS = ("group", "model", "keep", "relation", "name", "path", "format", "precision", "size_bytes",
-               "group_reclaimable_bytes", "why_keep")
+CSV_COLUMNS = ("group", "model", "keep", "relation", "copy_set", "reclaim", "name", "path", "format", "precision",
+               "size_bytes", "group_reclaimable_bytes", "group_lossless_bytes", "why_keep", "evidence")
 
 
 @login_required
@@ -53,6 +54,7 @@ def duplicates_export(request: HttpRequest, fmt: str) -> HttpResponse:
     groups = duplicate_groups(owner=request.user, prefer_precision=prefer)
     if fmt == "json":
         body = {"prefer_precision": prefer, "reclaimable_bytes": sum(g.reclaimable_bytes for g in groups),
+                "lossless_bytes": sum(g.lossless_bytes for g in groups), "lossy_bytes": sum(g.lossy_bytes for g in groups),
                 "groups": [g.to_json() for g in groups]}
         response = JsonResponse(body, json_dumps_params={"indent": 2})
     else:
@@ -61,8 +63,9 @@ def duplicates_export(request: HttpRequest, fmt: str) -> HttpResponse:
         writer.writerow(CSV_COLUMNS)
         for n, g in enumerate(groups, 1):
             for m in g.members:
-                writer.writerow([n, g.model or "", "yes" if m.id == g.keep_id else "no", m.match, _csv_safe(m.name),
-                                 _csv_safe(m.path), m.format, m.precision, m.size, g.reclaimable_bytes, g.reason])
+                writer.writerow([n, g.model or "", "yes" if m.id == g.keep_id else "no", m.match, m.copy_set, m.reclaim,
+                                 _csv_safe(m.name), _csv_safe(m.path), m.format, m.precision, m.size,
+                                 g.reclaimable_bytes, g.lossless_bytes, g.reason, _csv_safe(m.evidence)])
         response = HttpResponse(out.getvalue(), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="modelxref-duplicates.{fmt}"'
     return response

@@ -1,127 +1,87 @@
-"""Duplicates across names, containers and precisions, with a suggested copy to keep."""
+"""Duplicates across names, containers and precisions, with a keeper that loses nothing.
+
+The database narrows the library down to the files that share a key with
+another file (GROUP BY ... HAVING COUNT > 1 over indexed columns), so only
+duplicates are ever loaded into Python: a 100,000-file library with few
+duplicates costs a few grouped index scans, not 100,000 objects.
+What the groups mean lives in `models_catalog.duplicate_relations`.
+"""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from django.db.models import Count, Q, QuerySet
 
+from models_catalog.duplicate_relations import PREFERENCES, Copy, DuplicateGroup, Member, duplicate_groups_of
 from models_catalog.models import LocalFile, Match
 
-# Safer and more portable containers first: safetensors never runs code.
-FORMAT_RANK = {"safetensors": 0, "diffusers": 1, "gguf": 2, "torch-zip": 3, "torch-legacy": 4, "torch-tar": 5, "pickle": 6}
+__all__ = ["PREFERENCES", "DuplicateGroup", "Member", "duplicate_groups", "precision_of"]
+
 PRECISION_NAMES = {"F16": "fp16", "BF16": "bf16", "F32": "fp32", "F64": "fp64", "F8_E4M3": "fp8", "F8_E5M2": "fp8"}
+# Where a group key lives; each one is indexed (see the models' db_index / indexes).
+KEY_FIELDS = ("hashes__sha256", "hashes__folder_digest", "hashes__autov3_full", "content_id", "precision_id")
 
 
-def precision_of(lf: LocalFile) -> str:
-    dtypes = (lf.fingerprint or {}).get("dtypes") if isinstance(lf.fingerprint, dict) else None
-    floats = {k: v for k, v in (dtypes or {}).items() if k in PRECISION_NAMES}
+def precision_of(lf_or_dtypes) -> str:
+    """The dominant floating dtype, by tensor count ('' when the file was not read)."""
+    dtypes = lf_or_dtypes
+    if isinstance(lf_or_dtypes, LocalFile):
+        dtypes = (lf_or_dtypes.fingerprint or {}).get("dtypes") if isinstance(lf_or_dtypes.fingerprint, dict) else None
+    floats = {k: v for k, v in (dtypes or {}).items() if k in PRECISION_NAMES} if isinstance(dtypes, dict) else {}
     if not floats:
         return ""
     return PRECISION_NAMES[max(floats, key=floats.get)]
 
 
-@dataclass
-class Member:
-    id: int
-    name: str
-    path: str
-    format: str
-    precision: str
-    size: int
-    match: str  # how it relates to the suggested keeper: keep | exact copy | converted | precision variant
-
-
-@dataclass
-class DuplicateGroup:
-    members: list[Member]
-    keep_id: int
-    model: str | None
-    model_id: int | None
-    total_bytes: int
-    reclaimable_bytes: int
-    reason: str = ""
-    evidence: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-
-class _UnionFind:
-    def __init__(self):
-        self.parent: dict[int, int] = {}
-
-    def find(self, x: int) -> int:
-        self.parent.setdefault(x, x)
-        while self.parent[x] != x:
-            self.parent[x] = self.parent[self.parent[x]]
-            x = self.parent[x]
-        return x
-
-    def union(self, a: int, b: int) -> None:
-        self.parent[self.find(a)] = self.find(b)
-
-
-def _relation(a: LocalFile, keeper: LocalFile, sha: dict[int, str]) -> str:
-    if a.pk == keeper.pk:
-        return "keep"
-    if sha.get(a.pk) and sha.get(a.pk) == sha.get(keeper.pk):
-        return "exact copy"
-    if a.content_id and a.content_id == keeper.content_id:
-        return "converted"
-    return "precision variant"
-
-
-def duplicate_groups(*, owner=None, prefer_precision: str = "fp16") -> list[DuplicateGroup]:
-    """Groups of local files holding the same model. owner=None means everyone's (staff views)."""
-    files = LocalFile.objects.filter(status=LocalFile.Status.DONE).select_related("hashes")
+def duplicate_groups(*, owner=None, prefer_precision: str = "lossless") -> list[DuplicateGroup]:
+    """Groups of one owner's files holding the same model. owner=None: everyone's, still grouped per owner."""
+    if prefer_precision not in PREFERENCES:
+        raise ValueError(f"prefer must be one of {', '.join(PREFERENCES)}")
+    files = LocalFile.objects.filter(status=LocalFile.Status.DONE)
     if owner is not None:
         files = files.filter(owner=owner)
-    rows = list(files)
-    sha = {}
-    for lf in rows:
-        try:
-            sha[lf.pk] = lf.hashes.sha256 or lf.hashes.folder_digest
-        except LocalFile.hashes.RelatedObjectDoesNotExist:
-            sha[lf.pk] = ""
-    uf = _UnionFind()
-    first_by_key: dict[tuple[str, str], int] = {}
-    for lf in rows:
-        uf.find(lf.pk)
-        for key in (("sha", sha[lf.pk]), ("content", lf.content_id), ("precision", lf.precision_id)):
-            if not key[1]:
-                continue
-            if key in first_by_key:
-                uf.union(lf.pk, first_by_key[key])
-            else:
-                first_by_key[key] = lf.pk
-    grouped: dict[int, list[LocalFile]] = {}
-    for lf in rows:
-        grouped.setdefault(uf.find(lf.pk), []).append(lf)
-    result = []
-    for members in grouped.values():
-        if len(members) < 2:
-            continue
-        result.append(_group(members, sha, prefer_precision))
-    result.sort(key=lambda g: -g.reclaimable_bytes)
-    return result
+    candidates = files.filter(_shares_a_key(files))
+    return duplicate_groups_of(_copies(candidates), prefer=prefer_precision)
 
 
-def _group(members: list[LocalFile], sha: dict[int, str], prefer_precision: str) -> DuplicateGroup:
-    def keep_rank(lf: LocalFile):
-        return (FORMAT_RANK.get(lf.format, 9), 0 if precision_of(lf) == prefer_precision else 1, len(lf.path), lf.pk)
+def _shares_a_key(files: QuerySet) -> Q:
+    """Files whose value of some key is held by at least one other of these files."""
+    shared = Q()
+    for key in KEY_FIELDS:
+        repeated = (files.exclude(**{key: ""}).exclude(**{f"{key}__isnull": True}).order_by()
+                    .values(key).annotate(n=Count("id")).filter(n__gt=1).values(key))
+        shared |= Q(**{f"{key}__in": repeated})
+    return shared
 
-    keeper = min(members, key=keep_rank)
-    match = Match.objects.filter(local_file__in=members, kind__in=("exact", "renamed")).select_related(
-        "source_file__version__model").first()
-    total = sum(lf.size or 0 for lf in members)
-    fmt = keeper.format or "unknown format"
-    reason = f"{fmt}" + (f", {precision_of(keeper)}" if precision_of(keeper) else "") + (
-        " (safetensors never runs code)" if keeper.format == "safetensors" else "")
-    return DuplicateGroup(
-        members=[Member(lf.pk, lf.name, lf.path, lf.format, precision_of(lf), lf.size or 0, _relation(lf, keeper, sha))
-                 for lf in sorted(members, key=keep_rank)],
-        keep_id=keeper.pk,
-        model=match.source_file.version.model.name if match else None,
-        model_id=match.source_file.version.model_id if match else None,
-        total_bytes=total,
-        reclaimable_bytes=total - (keeper.size or 0),
-        reason=reason,
+
+def _copies(candidates: QuerySet) -> list[Copy]:
+    sources = _source_matches(candidates)
+    rows = candidates.order_by().values(
+        "id", "owner_id", "name", "path", "host", "format", "size", "device", "inode", "safety_verdict",
+        "content_id", "precision_id", "created_at", "fingerprint__dtypes",
+        "hashes__sha256", "hashes__folder_digest", "hashes__autov3_full",
     )
+    copies = []
+    for r in rows:
+        verified = sources.get(r["id"])
+        copies.append(Copy(
+            id=r["id"], owner_id=r["owner_id"], name=r["name"], path=r["path"], host=r["host"], format=r["format"],
+            precision=precision_of(r["fingerprint__dtypes"]), size=r["size"] or 0,
+            sha256=r["hashes__sha256"] or r["hashes__folder_digest"] or "", autov3=r["hashes__autov3_full"] or "",
+            content_id=r["content_id"], precision_id=r["precision_id"], device=r["device"], inode=r["inode"],
+            verdict=r["safety_verdict"], verified=verified is not None,
+            source_name=bool(verified and verified["kind"] == Match.Kind.EXACT),
+            created=r["created_at"].timestamp() if r["created_at"] else 0.0,
+            model=verified["source_file__version__model__name"] if verified else None,
+            model_id=verified["source_file__version__model_id"] if verified else None,
+        ))
+    return copies
+
+
+def _source_matches(candidates: QuerySet) -> dict[int, dict]:
+    """The byte-exact source match of each candidate that has one (exact name first)."""
+    rows = (Match.objects.filter(local_file__in=candidates.values("id"), kind__in=(Match.Kind.EXACT, Match.Kind.RENAMED))
+            .order_by("local_file_id", "kind", "id")  # "exact" sorts before "renamed"
+            .values("local_file_id", "kind", "source_file__version__model__name", "source_file__version__model_id"))
+    found: dict[int, dict] = {}
+    for r in rows:
+        found.setdefault(r["local_file_id"], r)
+    return found

@@ -108,13 +108,15 @@ def test_duplicates_group_copies_conversions_and_precisions_and_suggest_safetens
     local(user, "a-fp32.safetensors", sha="3" * 64, content_id="c32", precision_id="p", size=800, dtypes={"F32": 10})
     local(user, "unrelated.safetensors", sha="4" * 64, content_id="z", precision_id="zz")
     local(other_user, "b.safetensors", sha="1" * 64, content_id="c", precision_id="p")  # not mine: never grouped in
-    [g] = duplicate_groups(owner=user)
-    relations = {m.name: m.match for m in g.members}
+    [g16] = duplicate_groups(owner=user, prefer_precision="fp16")
+    relations = {m.name: m.match for m in g16.members}
     assert relations == {"a.safetensors": "keep", "copy-of-a.safetensors": "exact copy", "a.ckpt": "converted",
                          "a-fp32.safetensors": "precision variant"}
-    assert g.keep_id == a.pk and g.reclaimable_bytes == 400 + 420 + 800
-    [g32] = duplicate_groups(owner=user, prefer_precision="fp32")
-    assert next(m for m in g32.members if m.match == "keep").name == "a-fp32.safetensors"
+    assert g16.keep_id == a.pk and g16.reclaimable_bytes == 400 + 420 + 800
+    assert (g16.lossless_bytes, g16.lossy_bytes) == (400 + 420, 800) and "fp32" in g16.warning
+    [g] = duplicate_groups(owner=user)  # the default never drops the full-precision copy
+    assert next(m for m in g.members if m.match == "keep").name == "a-fp32.safetensors"
+    assert {m.name: m.match for m in g.members}["a.safetensors"] == "precision variant"
 
 
 def test_duplicates_name_the_identified_model(user):

@@ -1,6 +1,7 @@
 """My files additions, duplicates (+ exports), Hugging Face jobs and API token pages."""
 import csv
 import io
+import html
 import json
 import re
 from datetime import timedelta
@@ -99,12 +100,20 @@ def test_duplicates_empty_state(alice):
 
 def test_duplicates_page_shows_members_keeper_and_reclaimable(alice, user, dup_world):
     (group,) = duplicate_groups(owner=user, prefer_precision="fp16")
-    html_ = page(alice, "/duplicates/")
+    html_ = page(alice, "/duplicates/?prefer=fp16")
     for lf in dup_world.values():
         assert lf.path in html_ and f'href="/files/{lf.pk}/"' in html_
-    assert filesizeformat(group.reclaimable_bytes) in html_ and group.reason in html_
+    assert filesizeformat(group.lossless_bytes) in html_ and filesizeformat(group.lossy_bytes) in html_
+    assert html.escape(group.reason) in html_ and html.escape(group.warning) in html_ and group.warning
     assert "Dup Model" in html_ and "converted" in html_ and "precision variant" in html_ and "exact copy" in html_
     assert 'href="/duplicates/export.csv?prefer=fp16"' in html_ and 'href="/duplicates/export.json?prefer=fp16"' in html_
+    assert "lossy" in html_ and "lossless" in html_
+
+
+def test_duplicates_page_keeps_the_full_precision_copy_by_default(alice, user, dup_world):
+    html_ = page(alice, "/duplicates/")
+    keeper_row = html_.split('class="keep')[1].split("</tr>")[0]
+    assert dup_world["f32"].path in keeper_row and 'role="alert"' not in html_
 
 
 @pytest.mark.parametrize("prefer,keeper", [("fp16", "keep16"), ("fp32", "f32")])

@@ -4,7 +4,7 @@ from django.template.defaultfilters import filesizeformat
 
 from models_catalog.management.commands._base import PipeSafeCommand
 from models_catalog.management.commands._owner import cli_owner
-from models_catalog.services.duplicates import duplicate_groups
+from models_catalog.services.duplicates import PREFERENCES, duplicate_groups
 
 
 class Command(PipeSafeCommand):
@@ -14,7 +14,9 @@ class Command(PipeSafeCommand):
         parser.add_argument("--json", action="store_true", dest="as_json")
         parser.add_argument("--user", help="whose files (default: the first admin)")
         parser.add_argument("--all-users", action="store_true")
-        parser.add_argument("--prefer", default="fp16", help="precision to keep when formats tie (fp16, fp32, bf16)")
+        parser.add_argument("--prefer", default="lossless", choices=PREFERENCES,
+                            help="which copy to keep: lossless (default: a highest-precision copy) or a precision; "
+                                 "choosing a lower precision says what it discards")
 
     def handle(self, *args, as_json, user, all_users, prefer, **options):
         groups = duplicate_groups(owner=None if all_users else cli_owner(user), prefer_precision=prefer)
@@ -27,8 +29,19 @@ class Command(PipeSafeCommand):
         for i, g in enumerate(groups, 1):
             title = g.model or "unidentified model"
             self.stdout.write(self.style.MIGRATE_HEADING(
-                f"{i}. {title}: {len(g.members)} copies, {filesizeformat(g.reclaimable_bytes)} reclaimable (keep: {g.reason})"))
+                f"{i}. {title}: {len(g.members)} copies; {_savings(g.lossless_bytes, g.lossy_bytes)} (keep: {g.reason})"))
+            if g.warning:
+                self.stdout.write(self.style.WARNING(f"   warning: {g.warning}"))
             for m in g.members:
-                self.stdout.write(f"   {m.match:<18} {m.format or '?':<13} {m.precision or '?':<5} {filesizeformat(m.size):>10}  {m.path}")
-        total = sum(g.reclaimable_bytes for g in groups)
-        self.stdout.write(f"\n{len(groups)} groups, {filesizeformat(total)} reclaimable in all")
+                self.stdout.write(f"   [{m.copy_set}] {m.match:<17} {m.format or '?':<13} {m.precision or '?':<5} "
+                                  f"{filesizeformat(m.size):>10}  {m.path}")
+                if m.evidence:
+                    self.stdout.write(f"       {m.evidence}")
+        lossless, lossy = sum(g.lossless_bytes for g in groups), sum(g.lossy_bytes for g in groups)
+        self.stdout.write(f"\n{len(groups)} groups; {_savings(lossless, lossy)} in all"
+                          "\n[n]: members with the same number hold the same bytes")
+
+
+def _savings(lossless: int, lossy: int) -> str:
+    text = f"{filesizeformat(lossless)} reclaimable without loss"
+    return text + (f", {filesizeformat(lossy)} more by dropping precision variants" if lossy else "")
