@@ -153,8 +153,9 @@ def main() -> int:
 def run(args, work: Path) -> int:
     from django.db import connection
     from django.test import Client
-    from rest_framework.authtoken.models import Token
     from rest_framework.test import APIClient
+
+    from models_catalog.services.tokens import api_token_create
 
     started = time.perf_counter()
     user, sha256 = seed(args.files)
@@ -165,7 +166,7 @@ def run(args, work: Path) -> int:
     web = Client()
     web.force_login(user)
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=user)[1]}")
     cases = [
         ("first page (newest)", {}),
         ("deep page via cursor (newest, 90% down)", {"cursor": deep_cursor(user, "newest")}),
