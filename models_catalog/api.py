@@ -21,7 +21,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import mixins, status, viewsets
 from rest_framework.filters import OrderingFilter
-from rest_framework.pagination import CursorPagination
+from rest_framework.pagination import CursorPagination, PageNumberPagination
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.throttling import ScopedRateThrottle, UserRateThrottle
@@ -383,9 +383,28 @@ class SourceVersionViewSet(mixins.RetrieveModelMixin, viewsets.GenericViewSet):
 # --- duplicates ---------------------------------------------------------------------------
 
 
+class DuplicatesPagination(PageNumberPagination):
+    """Groups are computed per request (lossless savings first), so plain page numbers are stable enough."""
+
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+    def paginated(self, groups: list, request, view) -> Response:
+        page = self.paginate_queryset(groups, request, view=view)
+        return Response({
+            "count": len(groups), "next": self.get_next_link(), "previous": self.get_previous_link(),
+            "lossless_bytes": sum(g.lossless_bytes for g in groups), "lossy_bytes": sum(g.lossy_bytes for g in groups),
+            "reclaimable_bytes": sum(g.reclaimable_bytes for g in groups),
+            "results": [g.to_json() for g in page],
+        })
+
+
 class DuplicatesView(APIView):
     """Groups of your files that hold the same model (renamed copies, other containers, other
-    precisions), each with a suggested copy to keep. Staff may pass `all=true` for everyone's."""
+    precisions), lossless savings first. Each member says how it relates to the group; the suggested
+    keeper never drops precision unless `prefer` asks for a precision (then `warning` says what it
+    discards). Staff may pass `all=true` for everyone's (still grouped per owner)."""
 
     @extend_schema(
         operation_id="duplicates_list",
@@ -394,8 +413,10 @@ class DuplicatesView(APIView):
                              description="which copy to keep: `lossless` (default) keeps a highest-precision copy; "
                                          "a precision keeps copies in it and says what that discards"),
             OpenApiParameter("all", OpenApiTypes.BOOL, description="staff only: everyone's files"),
+            OpenApiParameter("page", OpenApiTypes.INT, description="page number (1, 2, ...)"),
+            OpenApiParameter("page_size", OpenApiTypes.INT, description="groups per page (default 50, at most 500)"),
         ],
-        responses={200: s.DuplicateGroupSerializer(many=True), **errors(400, 401, 403)}, tags=["files"],
+        responses={200: s.DuplicatePageSerializer, **errors(400, 401, 403, 404)}, tags=["files"],
     )
     def get(self, request):
         prefer = request.query_params.get("prefer", "lossless")
@@ -407,7 +428,7 @@ class DuplicatesView(APIView):
             raise ApiError("only staff may see everyone's duplicates", code="permission_denied",
                            status_code=status.HTTP_403_FORBIDDEN)
         groups = duplicate_groups(owner=None if everyone else request.user, prefer_precision=prefer)
-        return Response([g.to_json() for g in groups])
+        return DuplicatesPagination().paginated(groups, request, self)
 
 
 # --- jobs -----------------------------------------------------------------------------------

@@ -582,6 +582,16 @@ class DuplicateGroupSerializer(serializers.Serializer):
     evidence = serializers.ListField(child=serializers.CharField())
 
 
+class DuplicatePageSerializer(serializers.Serializer):
+    count = serializers.IntegerField(help_text="groups in all pages")
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    lossless_bytes = serializers.IntegerField(help_text="all pages: freed by deleting copies that lose nothing")
+    lossy_bytes = serializers.IntegerField(help_text="all pages: freed by deleting precision variants too")
+    reclaimable_bytes = serializers.IntegerField()
+    results = DuplicateGroupSerializer(many=True)
+
+
 class TokenRequestSerializer(serializers.Serializer):
     username = serializers.CharField(max_length=150, write_only=True)
     password = serializers.CharField(max_length=4096, write_only=True, trim_whitespace=False,

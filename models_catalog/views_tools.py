@@ -7,6 +7,7 @@ import json
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
@@ -33,12 +34,17 @@ def _prefer(request: HttpRequest) -> tuple[DuplicatesForm, str]:
     return form, prefer
 
 
+GROUPS_PER_PAGE = 50
+
+
 @login_required
 def duplicates(request: HttpRequest) -> HttpResponse:
     form, prefer = _prefer(request)
     groups = duplicate_groups(owner=request.user, prefer_precision=prefer)
+    # The biggest lossless savings come first; a library with thousands of groups gets pages, not one huge page.
+    page = Paginator(groups, GROUPS_PER_PAGE).get_page(request.GET.get("page"))
     return render(request, "models_catalog/duplicates.html", {
-        "form": form, "prefer": prefer, "groups": groups,
+        "form": form, "prefer": prefer, "groups": groups, "page": page,
         "reclaimable": sum(g.reclaimable_bytes for g in groups),
         "lossless": sum(g.lossless_bytes for g in groups), "lossy": sum(g.lossy_bytes for g in groups),
     })

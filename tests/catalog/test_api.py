@@ -546,9 +546,26 @@ def test_duplicates_groups_my_copies(alice, user):
     local_file(user, "c.safetensors", data=b"different")
     resp = alice.get("/api/v1/duplicates/", {"prefer": "fp16"})
     assert resp.status_code == 200
-    [group] = resp.json()
+    body = resp.json()
+    [group] = body["results"]
     assert group["keep_id"] == a.pk and sorted(m["id"] for m in group["members"]) == sorted([a.pk, b.pk])
-    assert group["reclaimable_bytes"] == len(b"same")
+    assert group["reclaimable_bytes"] == group["lossless_bytes"] == len(b"same") == body["lossless_bytes"]
+    assert {m["id"]: m["match"] for m in group["members"]}[b.pk] == "exact copy"
+
+
+def test_duplicates_come_in_pages_with_totals_over_all_pages(alice, user):
+    for i in range(3):
+        local_file(user, f"{i}.safetensors", data=f"same-{i}".encode(), format="safetensors")
+        local_file(user, f"{i}-copy.safetensors", data=f"same-{i}".encode(), format="safetensors")
+    first = alice.get("/api/v1/duplicates/", {"page_size": 2}).json()
+    assert (first["count"], len(first["results"]), first["previous"]) == (3, 2, None)
+    assert first["lossless_bytes"] == sum(len(f"same-{i}") for i in range(3))
+    second = alice.get(first["next"]).json()
+    assert len(second["results"]) == 1 and second["next"] is None
+    ids = {g["keep_id"] for g in first["results"] + second["results"]}
+    assert len(ids) == 3
+    resp = alice.get("/api/v1/duplicates/", {"page": 9})
+    assert resp.status_code == 404 and error_of(resp)["code"] == "not_found"
 
 
 def test_duplicates_bad_prefer_is_400_and_all_is_staff_only(alice):

@@ -121,12 +121,12 @@ def test_lookup_my_files_part_is_mine_only(user, other_user, world):
 
 
 def test_duplicates_are_per_user_and_staff_may_see_everyone(user, other_user, world):
-    assert token_client(user).get("/api/v1/duplicates/").json() == []
-    [group] = token_client(other_user).get("/api/v1/duplicates/").json()
+    assert token_client(user).get("/api/v1/duplicates/").json()["results"] == []
+    [group] = token_client(other_user).get("/api/v1/duplicates/").json()["results"]
     assert {m["id"] for m in group["members"]} == {world["bob_file"].pk, world["bob_copy"].pk}
     staff = get_user_model().objects.create_user("carol", password="pw-carol-123", is_staff=True)
-    assert len(token_client(staff).get("/api/v1/duplicates/", {"all": "true"}).json()) == 1
-    assert token_client(staff).get("/api/v1/duplicates/").json() == []  # without all: staff's own
+    assert len(token_client(staff).get("/api/v1/duplicates/", {"all": "true"}).json()["results"]) == 1
+    assert token_client(staff).get("/api/v1/duplicates/").json()["results"] == []  # without all: staff's own
 
 
 def test_staff_list_their_own_files_unless_they_ask_for_all_and_see_only_their_own_jobs(world):

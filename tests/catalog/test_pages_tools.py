@@ -110,6 +110,19 @@ def test_duplicates_page_shows_members_keeper_and_reclaimable(alice, user, dup_w
     assert "lossy" in html_ and "lossless" in html_
 
 
+def test_duplicates_page_pages_through_many_groups(alice, user, settings, monkeypatch):
+    from models_catalog import views_tools
+
+    monkeypatch.setattr(views_tools, "GROUPS_PER_PAGE", 2)
+    for i in range(3):
+        for name in (f"g{i}.safetensors", f"g{i}-copy.safetensors"):
+            seed_local(user, name, data=f"bytes-{i}".encode(), fingerprint=fp("F16", content=f"C{i}", precision=f"P{i}"))
+    first = page(alice, "/duplicates/")
+    assert first.count('<section class="dup-group">') == 2 and "groups 1–2 of 3" in first and 'rel="next"' in first
+    second = page(alice, "/duplicates/?prefer=lossless&page=2")
+    assert second.count('<section class="dup-group">') == 1 and 'rel="prev"' in second
+
+
 def test_duplicates_page_keeps_the_full_precision_copy_by_default(alice, user, dup_world):
     html_ = page(alice, "/duplicates/")
     keeper_row = html_.split('class="keep')[1].split("</tr>")[0]
