@@ -12,7 +12,7 @@ from django.db import transaction
 
 from models_catalog.models import LocalFile, Match
 from models_catalog.services.civitai_lookup import LookupRun, civitai_lookup_run, local_file_request_lookups
-from models_catalog.services.matching import EXACT_KINDS, local_file_match, relatives_rematch
+from models_catalog.services.matching import EXACT_KINDS, local_file_match_loaded, relatives_rematch
 
 # While set, a batch run is on its way: finishing files do not queue another one.
 BATCH_SCHEDULED_KEY = "modelxref:civitai-batch-scheduled"
@@ -46,15 +46,17 @@ def local_file_identify(*, local_file_id: int, ask_civitai: bool | None = None) 
     A new exact match also rematches the files that reach a source through this one."""
     if ask_civitai is None:
         ask_civitai = settings.CIVITAI_ENABLED
-    with transaction.atomic():
-        matches = local_file_match(local_file_id=local_file_id)
+    with transaction.atomic(savepoint=False):  # inside analysis' transaction: no savepoint round trips
+        lf = LocalFile.objects.select_related("hashes").filter(pk=local_file_id).first()
+        if lf is None:
+            return []
+        matches = local_file_match_loaded(local_file=lf)
         if any(m.kind in EXACT_KINDS for m in matches):
             relatives_rematch(local_file_ids={local_file_id})
             return matches
         if not ask_civitai:
             return matches
-        lf = LocalFile.objects.filter(pk=local_file_id).first()
-        if lf is not None and any(row.state == row.State.PENDING for row in local_file_request_lookups(local_file=lf)):
+        if any(row.state == row.State.PENDING for row in local_file_request_lookups(local_file=lf)):
             enqueue_civitai_batch()
     return matches
 

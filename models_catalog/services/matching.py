@@ -33,33 +33,26 @@ class Candidate:
     share: float | None = None
 
 
-def _hashes(lf: LocalFile) -> FileHashes | None:
-    return FileHashes.objects.filter(local_file=lf).first()
-
-
-def _exact(lf: LocalFile, h: FileHashes) -> list[Candidate]:
-    found = []
+def _by_full_hash(lf: LocalFile, h: FileHashes) -> list[Candidate]:
+    """Exact/renamed (SHA256 or BLAKE3 equal), else same-weights (AutoV3 equal): one query for both."""
     q = Q(pk__in=[])
     if h.sha256:
         q |= Q(sha256=h.sha256)
     if h.blake3:
         q |= Q(blake3=h.blake3)
-    for sf in SourceFile.objects.filter(q).select_related("version__model"):
-        which = "SHA256" if h.sha256 and sf.sha256 == h.sha256 else "BLAKE3"
-        renamed = sf.name.lower() != lf.name.lower()
-        evidence = f"{which} equal to {sf.name}" + (f" (here named {lf.name})" if renamed else "")
-        found.append(Candidate(sf, Match.Kind.RENAMED if renamed else Match.Kind.EXACT, evidence))
-    return found
-
-
-def _same_weights(h: FileHashes) -> list[Candidate]:
-    if not h.autov3:
-        return []
-    return [
-        Candidate(sf, Match.Kind.SAME_WEIGHTS, f"AutoV3 {h.autov3.upper()} equal to {sf.name}: identical tensor data, "
-                                                 "different header or metadata")
-        for sf in SourceFile.objects.filter(autov3=h.autov3).exclude(sha256=h.sha256)
-    ]
+    if h.autov3:
+        q |= Q(autov3=h.autov3)
+    exact, same = [], []
+    for sf in SourceFile.objects.filter(q).select_related("version__model").order_by("pk"):
+        if (h.sha256 and sf.sha256 == h.sha256) or (h.blake3 and sf.blake3 == h.blake3):
+            which = "SHA256" if h.sha256 and sf.sha256 == h.sha256 else "BLAKE3"
+            renamed = sf.name.lower() != lf.name.lower()
+            evidence = f"{which} equal to {sf.name}" + (f" (here named {lf.name})" if renamed else "")
+            exact.append(Candidate(sf, Match.Kind.RENAMED if renamed else Match.Kind.EXACT, evidence))
+        elif not (h.sha256 and sf.sha256 == h.sha256):
+            same.append(Candidate(sf, Match.Kind.SAME_WEIGHTS, f"AutoV3 {h.autov3.upper()} equal to {sf.name}: "
+                                                                 "identical tensor data, different header or metadata"))
+    return exact or same
 
 
 def _identified_sources(other: LocalFile) -> list[SourceFile]:
@@ -123,7 +116,7 @@ def local_components_sync(*, local_file_id: int, fingerprint) -> int:
     """Replace the LocalComponent rows of a file with those of `fingerprint`.
     Call it wherever a fingerprint is stored, in the same transaction."""
     rows = fingerprint_components(fingerprint)
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # part of the caller's transaction when there is one
         LocalComponent.objects.filter(local_file_id=local_file_id).delete()
         LocalComponent.objects.bulk_create(
             LocalComponent(local_file_id=local_file_id, name=r.name, content_id=r.content_id,
@@ -150,9 +143,9 @@ def component_share(a: LocalFile, b: LocalFile) -> tuple[float, list[str]]:
 
 def _partial(lf: LocalFile, already: set[int]) -> list[Candidate]:
     """Files identified exactly that share a component with `lf`, found through the
-    component indexes: the work grows with the files that share, not with all files."""
-    mine = [ComponentRow(c.name, c.content_id, c.precision_id, c.nbytes)
-            for c in LocalComponent.objects.filter(local_file=lf).order_by("pk")]
+    component indexes: the work grows with the files that share, not with all files.
+    Its own components are those its fingerprint holds (the rows local_components_sync wrote)."""
+    mine = fingerprint_components(lf.fingerprint)
     if not mine:
         return []
     same = Q(pk__in=[])
@@ -190,41 +183,66 @@ def _partial(lf: LocalFile, already: set[int]) -> list[Candidate]:
     return found
 
 
+SHORT_KINDS = (("autov2", "AutoV2"), ("autov1", "AutoV1"), ("crc32", "CRC32"))
+
+
 def _short(h: FileHashes) -> list[Candidate]:
+    wanted = [(field, label, getattr(h, field)) for field, label in SHORT_KINDS if getattr(h, field)]
+    if not wanted:
+        return []
+    q = Q(pk__in=[])
+    for field, _, value in wanted:
+        q |= Q(**{field: value})
+    rows = list(SourceFile.objects.filter(q).exclude(sha256=h.sha256).order_by("pk"))
     found = []
-    for field, label in (("autov2", "AutoV2"), ("autov1", "AutoV1"), ("crc32", "CRC32")):
-        value = getattr(h, field)
-        if not value:
-            continue
-        for sf in SourceFile.objects.filter(**{field: value}).exclude(sha256=h.sha256):
-            note = " (AutoV1 and CRC32 share a length; this is the CRC32)" if label == "CRC32" else ""
-            found.append(Candidate(sf, Match.Kind.SHORT_HASH, f"only the {label} {value.upper()} agrees with {sf.name}{note}: weak evidence"))
+    for field, label, value in wanted:  # strongest short kind first, as before
+        note = " (AutoV1 and CRC32 share a length; this is the CRC32)" if label == "CRC32" else ""
+        found += [Candidate(sf, Match.Kind.SHORT_HASH, f"only the {label} {value.upper()} agrees with {sf.name}{note}: "
+                                                       "weak evidence") for sf in rows if getattr(sf, field) == value]
     return found
 
 
 def local_file_match(*, local_file_id: int) -> list[Match]:
     """Recompute the Match rows of one local file from the catalog. No network."""
-    lf = LocalFile.objects.filter(pk=local_file_id).first()
-    h = _hashes(lf) if lf else None
-    if lf is None or h is None:
+    lf = LocalFile.objects.select_related("hashes").filter(pk=local_file_id).first()
+    return local_file_match_loaded(local_file=lf) if lf is not None else []
+
+
+def local_file_match_loaded(*, local_file: LocalFile) -> list[Match]:
+    """local_file_match for a row already loaded with select_related("hashes")."""
+    lf = local_file
+    h = getattr(lf, "hashes", None) if _has_hashes(lf) else None
+    if h is None:
         return []
-    candidates = _exact(lf, h)
-    if not candidates:
-        candidates = _same_weights(h) + _via_fingerprint(lf)
+    candidates = _by_full_hash(lf, h)
+    if not any(c.kind in EXACT_KINDS for c in candidates):
+        candidates += _via_fingerprint(lf)
         candidates += _partial(lf, {c.source_file.pk for c in candidates})
         if not candidates:
             candidates = _short(h)
     best: dict[tuple[int, str], Candidate] = {}
     for c in candidates:
         best.setdefault((c.source_file.pk, c.kind), c)
-    with transaction.atomic():
+    # No savepoint: the callers' transaction (analysis, identify, a Civitai answer) is the unit.
+    with transaction.atomic(savepoint=False):
         Match.objects.filter(local_file=lf).delete()
+        if not best:  # nothing to name: skip reading the matches back
+            LocalFile.objects.filter(pk=lf.pk).exclude(best_model_name="").update(best_model_name="")
+            return []
         created = Match.objects.bulk_create(
             Match(local_file=lf, source_file=c.source_file, kind=c.kind, evidence=c.evidence[:2000], via=c.via, share=c.share)
             for c in best.values()
         )
         best_model_names_sync(local_file_ids=[lf.pk])  # My files' model sort key, with the matches
         return created
+
+
+def _has_hashes(lf: LocalFile) -> bool:
+    try:
+        lf.hashes
+    except LocalFile.hashes.RelatedObjectDoesNotExist:
+        return False
+    return True
 
 
 def local_files_rematch(*, local_file_ids: set[int]) -> None:
