@@ -11,7 +11,7 @@ benchmark and `make run` cannot drift), then times `manage.py register ROOT --wa
 every file is identified: it has a Match row, or every Civitai lookup it needs has a final answer.
 
   embedded   make run's defaults: SQLite file + kombu filesystem broker under the data dir
-  redis      REDIS_URL=redis://127.0.0.1:6379/11 (flushed before and after) and a throw-away
+  redis      REDIS_URL=redis://127.0.0.1:6379/4 or BENCH_REDIS_URL (flushed before and after) and a throw-away
              PostgreSQL database on 127.0.0.1:5432 (created, then dropped)
 
 CIVITAI_REQUESTS_PER_SECOND is raised to 50 for the run (--civitai-rate): the stand-in is not
@@ -52,7 +52,7 @@ from tests.procfile import option, procfile_workers, start_procfile_workers, sto
 SECTION = "## Pipeline (files per second)"
 TARGETS = {"embedded": 60.0, "redis": 45.0}
 LABELS = {"embedded": "embedded default (SQLite + filesystem broker)", "redis": "Redis + PostgreSQL"}
-REDIS_URL = "redis://127.0.0.1:6379/11"  # the db number this benchmark may flush
+REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/4")  # the db number this benchmark may flush
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 PAYLOAD_BYTES = 4096
 VERSIONS_PER_MODEL = 10
