@@ -34,6 +34,7 @@ from models_catalog.models import Job, LocalFile, Match, Source, SourceFile, Sou
 from models_catalog.selectors import FileQuery, file_list_page, hash_search, visible_files
 from models_catalog.services.duplicates import duplicate_groups
 from models_catalog.services.huggingface import hf_index_job_create
+from models_catalog.services.forget import local_file_forget
 from models_catalog.services.hf_verify_job import hf_verify_job_create
 from models_catalog.services.enqueue import QueueUnavailable
 from models_catalog.services.lookup import hash_fields_q, hash_lookup
@@ -185,10 +186,13 @@ class LocalFileViewSet(BodyLimitMixin, mixins.ListModelMixin, mixins.RetrieveMod
     def retrieve(self, request, *args, **kwargs):
         return super().retrieve(request, *args, **kwargs)
 
-    @extend_schema(description="Forget the file: the row, its hashes and matches go; the file on disk is never touched.",
-                   responses={204: None, **errors(401, 404)})
+    @extend_schema(description=("Forget the file: the row, its hashes and matches go. An uploaded file's stored copy "
+                                "is deleted too (unless another file uses it) and the answer says how many bytes "
+                                "were freed; a file registered in place or pushed is never touched on disk."),
+                   responses={200: s.ForgottenSerializer, **errors(401, 404)})
     def destroy(self, request, *args, **kwargs):
-        return super().destroy(request, *args, **kwargs)
+        forgotten = local_file_forget(local_file=self.get_object())
+        return Response(s.ForgottenSerializer(forgotten).data)
 
 
 class LocalFileUploadView(APIView):

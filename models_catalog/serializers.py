@@ -18,6 +18,7 @@ from models_catalog.models import FileHashes, FolderMember, Job, LocalFile, Matc
 from models_catalog.selectors import (
     FILE_MATCH_KINDS, FILE_SCOPES, FILE_SORTS, FILE_STATES, LOCAL_FORMATS, PAGE_SIZE, VERDICTS,
 )
+from models_catalog.services.forget import STORED_COPY_WORDS
 
 # --- hashes -------------------------------------------------------------------
 
@@ -538,6 +539,19 @@ class PushOutcomeSerializer(serializers.Serializer):
 
 class UploadRequestSerializer(serializers.Serializer):
     file = serializers.FileField(help_text=f"the model file (multipart/form-data); limit MAX_UPLOAD_BYTES (default {64 * 1024**3:,} bytes)")
+
+
+class ForgottenSerializer(serializers.Serializer):
+    """What forgetting a file did (services/forget.py)."""
+
+    id = serializers.IntegerField(source="local_file_id")
+    name = serializers.CharField()
+    stored_copy = serializers.ChoiceField(choices=sorted(STORED_COPY_WORDS), help_text=(
+        "deleted: the upload's stored copy was deleted; not-stored: registered in place or pushed, the file was "
+        "not touched; in-use: kept, another file uses it; already-gone; left-alone: the stored path is not an "
+        "upload's copy inside the upload folder; failed: it could not be deleted (see message)"))
+    freed_bytes = serializers.IntegerField(help_text="disk space freed by deleting the stored copy")
+    message = serializers.CharField(source="summary", help_text="the same, in words")
 
 
 class HfIndexRequestSerializer(serializers.Serializer):

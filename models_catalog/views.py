@@ -18,6 +18,7 @@ from models_catalog.selectors import (
     FILE_SORTS, FileQuery, civitai_lookups_for, file_filter_choices, file_list_page, file_matches, visible_files,
     with_rates,
 )
+from models_catalog.services.forget import local_file_forget
 from models_catalog.services.upload import UploadRefused, local_file_upload
 from models_catalog.upload_handlers import LimitedTemporaryFileUploadHandler
 
@@ -80,11 +81,9 @@ def file_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_http_methods(["POST"])
 def file_forget(request: HttpRequest, pk: int) -> HttpResponse:
-    """Forget the row (and its hashes and matches); the file on disk is left alone."""
+    """Forget the row (and its hashes and matches); an upload's stored copy goes too, a registered file stays."""
     lf = get_object_or_404(visible_files(request.user), pk=pk)
-    name = lf.name
-    lf.delete()
-    messages.success(request, f"Forgot {name}. The file itself was not touched.")
+    messages.success(request, local_file_forget(local_file=lf).summary)
     return redirect("catalog:file_list")
 
 
