@@ -8,8 +8,10 @@ import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.template.defaultfilters import filesizeformat
 
-from models_catalog.models import LocalFile
+from models_catalog.models import FileHashes, LocalFile
+from models_catalog.services import hashing as hashing_service
 from models_catalog.services.forget import local_file_forget
+from models_catalog.services.hashing import local_file_hash, local_files_hash
 from tests.catalog.conftest import write_safetensors
 from tests.catalog.test_api import token_client
 from tests.catalog.test_pages_catalog import login
@@ -136,3 +138,50 @@ def test_a_pushed_row_naming_the_same_path_does_not_keep_the_bytes(user, other_u
     LocalFile.objects.create(owner=other_user, origin="pushed", host="elsewhere", path=lf.path, name=lf.name, status="done")
     assert local_file_forget(local_file=lf).stored_copy == "deleted" and not Path(lf.path).exists()
 
+
+# --- forgotten while its hashing stage runs: the worker neither crashes nor brings the row back -----
+
+
+def _hashed_after(monkeypatch, before_read=None, after_read=None):
+    real = hashing_service.hash_file_cached_with_identity
+
+    def hash_with_a_forget(path, **kwargs):
+        if before_read:
+            before_read()
+        result = real(path, **kwargs)
+        if after_read:
+            after_read()
+        return result
+
+    monkeypatch.setattr(hashing_service, "hash_file_cached_with_identity", hash_with_a_forget)
+
+
+@pytest.mark.parametrize("when", ["before_read", "after_read"])
+def test_an_upload_forgotten_mid_hash_is_not_resurrected(user, model_root, monkeypatch, when):
+    lf = upload(user, "mid.safetensors", write_safetensors(model_root / "x").read_bytes())
+    _hashed_after(monkeypatch, **{when: lambda: local_file_forget(local_file=lf)})
+    local_file_hash(local_file_id=lf.pk)  # nothing raised
+    assert not LocalFile.objects.exists() and not FileHashes.objects.exists() and uploads(model_root) == []
+
+
+def test_a_chunk_skips_a_file_forgotten_before_its_turn(user, model_root):
+    gone = upload(user, "gone.safetensors", write_safetensors(model_root / "x", payload=b"\x03" * 16).read_bytes())
+    kept = upload(user, "kept.safetensors", write_safetensors(model_root / "y", payload=b"\x04" * 16).read_bytes())
+    local_file_forget(local_file=gone)
+    local_files_hash(local_file_ids=[gone.pk, kept.pk])
+    assert list(LocalFile.objects.values_list("pk", "status")) == [(kept.pk, "done")]
+
+
+def test_an_upload_forgotten_while_its_tensors_are_read_is_not_resurrected(user, model_root, monkeypatch):
+    from models_catalog.services import analysis as analysis_service
+
+    lf = upload(user, "reading.safetensors", write_safetensors(model_root / "x").read_bytes())
+    real = analysis_service.analyse_path
+
+    def analyse_with_a_forget(path, **kwargs):
+        local_file_forget(local_file=lf)
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(analysis_service, "analyse_path", analyse_with_a_forget)
+    local_file_hash(local_file_id=lf.pk)
+    assert not LocalFile.objects.exists() and not FileHashes.objects.exists() and uploads(model_root) == []
