@@ -328,6 +328,19 @@ class LocalFileDetailSerializer(_IdentityField, serializers.ModelSerializer):
                 "percent": lf.progress_percent, "error": lf.error}
 
 
+class UploadedFileSerializer(LocalFileDetailSerializer):
+    """An upload's answer: the new file (201), or the file of yours that already holds these bytes (200)."""
+
+    already_had = serializers.SerializerMethodField(
+        help_text="true: you already had a file with this SHA256, so nothing new was stored and this is that file")
+
+    class Meta(LocalFileDetailSerializer.Meta):
+        fields = [*LocalFileDetailSerializer.Meta.fields, "already_had"]
+
+    def get_already_had(self, lf: LocalFile) -> bool:
+        return bool(self.context.get("already_had"))
+
+
 # --- the catalog (shared) -----------------------------------------------------
 
 

@@ -124,11 +124,16 @@ def _upload_post(request: HttpRequest) -> HttpResponse:
     if uploaded is None:
         return _upload_error(request, "no file was sent: choose a model file to upload")
     try:
-        lf = local_file_upload(uploaded=uploaded, owner=request.user)
+        result = local_file_upload(uploaded=uploaded, owner=request.user)
     except UploadRefused as exc:
         return _upload_error(request, str(exc), status=413 if "limit" in str(exc) else 400)
+    lf = result.local_file
+    if result.already_had:
+        # Shown on the file page, where both the form's redirect and the upload script's navigation land.
+        messages.info(request, f"You already have this file ({lf.name}): nothing new was stored.")
     if request.headers.get("Accept", "").startswith("application/json"):
-        return JsonResponse({"id": lf.pk, "name": lf.name, "url": lf_url(lf)}, status=201)
+        return JsonResponse({"id": lf.pk, "name": lf.name, "url": lf_url(lf), "already_had": result.already_had},
+                            status=200 if result.already_had else 201)
     return redirect("catalog:file_detail", pk=lf.pk)
 
 
