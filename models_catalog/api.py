@@ -34,6 +34,7 @@ from models_catalog.models import Job, LocalFile, Match, Source, SourceFile, Sou
 from models_catalog.selectors import FileQuery, file_list_page, hash_search, visible_files
 from models_catalog.services.duplicates import PREFERENCES, duplicate_groups
 from models_catalog.services.huggingface import hf_index_job_create
+from models_catalog.services.forget import local_file_forget
 from models_catalog.services.hf_verify_job import hf_verify_job_create
 from models_catalog.services.enqueue import QueueUnavailable
 from models_catalog.services.lookup import hash_fields_q, hash_lookup
@@ -185,15 +186,19 @@ class LocalFileViewSet(BodyLimitMixin, mixins.ListModelMixin, mixins.RetrieveMod
     def retrieve(self, request, *args, **kwargs):
         return super().retrieve(request, *args, **kwargs)
 
-    @extend_schema(description="Forget the file: the row, its hashes and matches go; the file on disk is never touched.",
-                   responses={204: None, **errors(401, 404)})
+    @extend_schema(description=("Forget the file: the row, its hashes and matches go. An uploaded file's stored copy "
+                                "is deleted too (unless another file uses it) and the answer says how many bytes "
+                                "were freed; a file registered in place or pushed is never touched on disk."),
+                   responses={200: s.ForgottenSerializer, **errors(401, 404)})
     def destroy(self, request, *args, **kwargs):
-        return super().destroy(request, *args, **kwargs)
+        forgotten = local_file_forget(local_file=self.get_object())
+        return Response(s.ForgottenSerializer(forgotten).data)
 
 
 class LocalFileUploadView(APIView):
     """Upload a model file (multipart field `file`). It is streamed to disk and refused while
-    streaming once it passes MAX_UPLOAD_BYTES (413); then it is hashed like any other file."""
+    streaming once it passes MAX_UPLOAD_BYTES (413); then it is hashed like any other file, unless
+    you already have a file with the same SHA256 (200, `already_had`: nothing is stored twice)."""
 
     parser_classes = [MultiPartParser]
 
@@ -206,7 +211,11 @@ class LocalFileUploadView(APIView):
         return drf_request
 
     @extend_schema(operation_id="files_upload", request={"multipart/form-data": s.UploadRequestSerializer},
-                   responses={201: s.LocalFileDetailSerializer, **errors(400, 401, 413, 503)}, tags=["files"])
+                   description=("201: stored and queued for hashing. 200: you already have a finished file with "
+                                "the same SHA256 (only your own files count): nothing was stored, and the answer is "
+                                "that file with `already_had: true`."),
+                   responses={201: s.UploadedFileSerializer, 200: s.UploadedFileSerializer,
+                              **errors(400, 401, 413, 503)}, tags=["files"])
     def post(self, request):
         limit = settings.MAX_UPLOAD_BYTES
         too_large = ApiError(f"the upload is larger than the limit of {limit:,} bytes", code="too_large",
@@ -223,13 +232,15 @@ class LocalFileUploadView(APIView):
         if uploaded is None:
             raise ApiError("no file was sent: put the model file in the multipart field 'file'", code="no_file")
         try:
-            lf = local_file_upload(uploaded=uploaded, owner=request.user)
+            result = local_file_upload(uploaded=uploaded, owner=request.user)
         except UploadRefused as exc:
             if uploaded.size and uploaded.size > limit:
                 raise ApiError(str(exc), code="too_large", status_code=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE) from None
             raise ApiError(str(exc), code="upload_refused") from None
-        lf = get_object_or_404(LocalFile.objects.select_related("hashes"), pk=lf.pk)
-        return Response(s.LocalFileDetailSerializer(lf, context={"request": request}).data, status=status.HTTP_201_CREATED)
+        lf = get_object_or_404(LocalFile.objects.select_related("hashes"), pk=result.local_file.pk)
+        context = {"request": request, "already_had": result.already_had}
+        return Response(s.UploadedFileSerializer(lf, context=context).data,
+                        status=status.HTTP_200_OK if result.already_had else status.HTTP_201_CREATED)
 
 
 class LocalFileRegisterView(BodyLimitMixin, APIView):

@@ -18,6 +18,7 @@ from models_catalog.models import FileHashes, FolderMember, Job, LocalFile, Matc
 from models_catalog.selectors import (
     FILE_MATCH_KINDS, FILE_SCOPES, FILE_SORTS, FILE_STATES, LOCAL_FORMATS, PAGE_SIZE, VERDICTS,
 )
+from models_catalog.services.forget import STORED_COPY_WORDS
 
 # --- hashes -------------------------------------------------------------------
 
@@ -327,6 +328,19 @@ class LocalFileDetailSerializer(_IdentityField, serializers.ModelSerializer):
                 "percent": lf.progress_percent, "error": lf.error}
 
 
+class UploadedFileSerializer(LocalFileDetailSerializer):
+    """An upload's answer: the new file (201), or the file of yours that already holds these bytes (200)."""
+
+    already_had = serializers.SerializerMethodField(
+        help_text="true: you already had a file with this SHA256, so nothing new was stored and this is that file")
+
+    class Meta(LocalFileDetailSerializer.Meta):
+        fields = [*LocalFileDetailSerializer.Meta.fields, "already_had"]
+
+    def get_already_had(self, lf: LocalFile) -> bool:
+        return bool(self.context.get("already_had"))
+
+
 # --- the catalog (shared) -----------------------------------------------------
 
 
@@ -538,6 +552,19 @@ class PushOutcomeSerializer(serializers.Serializer):
 
 class UploadRequestSerializer(serializers.Serializer):
     file = serializers.FileField(help_text=f"the model file (multipart/form-data); limit MAX_UPLOAD_BYTES (default {64 * 1024**3:,} bytes)")
+
+
+class ForgottenSerializer(serializers.Serializer):
+    """What forgetting a file did (services/forget.py)."""
+
+    id = serializers.IntegerField(source="local_file_id")
+    name = serializers.CharField()
+    stored_copy = serializers.ChoiceField(choices=sorted(STORED_COPY_WORDS), help_text=(
+        "deleted: the upload's stored copy was deleted; not-stored: registered in place or pushed, the file was "
+        "not touched; in-use: kept, another file uses it; already-gone; left-alone: the stored path is not an "
+        "upload's copy inside the upload folder; failed: it could not be deleted (see message)"))
+    freed_bytes = serializers.IntegerField(help_text="disk space freed by deleting the stored copy")
+    message = serializers.CharField(source="summary", help_text="the same, in words")
 
 
 class HfIndexRequestSerializer(serializers.Serializer):

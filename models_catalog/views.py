@@ -18,6 +18,7 @@ from models_catalog.selectors import (
     FILE_SORTS, FileQuery, civitai_lookups_for, file_filter_choices, file_list_page, file_matches, visible_files,
     with_rates,
 )
+from models_catalog.services.forget import local_file_forget
 from models_catalog.services.upload import UploadRefused, local_file_upload
 from models_catalog.upload_handlers import LimitedTemporaryFileUploadHandler
 
@@ -80,11 +81,9 @@ def file_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 @require_http_methods(["POST"])
 def file_forget(request: HttpRequest, pk: int) -> HttpResponse:
-    """Forget the row (and its hashes and matches); the file on disk is left alone."""
+    """Forget the row (and its hashes and matches); an upload's stored copy goes too, a registered file stays."""
     lf = get_object_or_404(visible_files(request.user), pk=pk)
-    name = lf.name
-    lf.delete()
-    messages.success(request, f"Forgot {name}. The file itself was not touched.")
+    messages.success(request, local_file_forget(local_file=lf).summary)
     return redirect("catalog:file_list")
 
 
@@ -125,11 +124,16 @@ def _upload_post(request: HttpRequest) -> HttpResponse:
     if uploaded is None:
         return _upload_error(request, "no file was sent: choose a model file to upload")
     try:
-        lf = local_file_upload(uploaded=uploaded, owner=request.user)
+        result = local_file_upload(uploaded=uploaded, owner=request.user)
     except UploadRefused as exc:
         return _upload_error(request, str(exc), status=413 if "limit" in str(exc) else 400)
+    lf = result.local_file
+    if result.already_had:
+        # Shown on the file page, where both the form's redirect and the upload script's navigation land.
+        messages.info(request, f"You already have this file ({lf.name}): nothing new was stored.")
     if request.headers.get("Accept", "").startswith("application/json"):
-        return JsonResponse({"id": lf.pk, "name": lf.name, "url": lf_url(lf)}, status=201)
+        return JsonResponse({"id": lf.pk, "name": lf.name, "url": lf_url(lf), "already_had": result.already_had},
+                            status=200 if result.already_had else 201)
     return redirect("catalog:file_detail", pk=lf.pk)
 
 

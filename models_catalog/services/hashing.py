@@ -87,7 +87,8 @@ def local_file_hash(*, local_file_id: int) -> LocalFile | None:
     """Hash one LocalFile (file or diffusers folder) and store the result. Returns the row, or None if gone."""
     lf = LocalFile.objects.filter(pk=local_file_id).select_related("hashes", "owner").first()
     if lf is not None and _hash_row(lf):
-        lf.refresh_from_db()
+        # Not refresh_from_db: a file forgotten while it was read has no row left (its result was dropped).
+        lf = LocalFile.objects.filter(pk=local_file_id).select_related("hashes", "owner").first()
     return lf
 
 

@@ -74,7 +74,11 @@ function setupUpload() {
     xhr.addEventListener("load", () => {
       let body = {};
       try { body = JSON.parse(xhr.responseText); } catch (_) { /* not JSON */ }
-      if (xhr.status === 201 && body.url) { status.textContent = "Uploaded. Hashing…"; window.location.href = body.url; }
+      if ((xhr.status === 201 || xhr.status === 200) && body.url) {
+        // 200: the same bytes are already one of my files; its page says so.
+        status.textContent = body.already_had ? "You already have this file." : "Uploaded. Hashing…";
+        window.location.href = body.url;
+      }
       else { status.textContent = body.error || `Upload failed (HTTP ${xhr.status}).`; }
     });
     xhr.addEventListener("error", () => { status.textContent = "The upload was interrupted (network error or the server refused it)."; });

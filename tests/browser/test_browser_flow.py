@@ -1,4 +1,5 @@
-"""The web app in headless Chromium: sign in, upload, watch hashing finish, look the hash up, find duplicates.
+"""The web app in headless Chromium: sign in, upload, watch hashing finish, look the hash up, upload it again
+(recognised), find duplicates.
 
 Expected hashes are computed here with hashlib from the bytes the test wrote,
 never read back from the app.
@@ -47,7 +48,7 @@ def _upload(page, path, shot, step: str) -> int:
 
 
 def test_upload_hash_lookup_and_duplicates(signed_in_page, browser_data, eager_celery, monkeypatch, page_log, shot,
-                                           tmp_path):
+                                           settings, tmp_path):
     model = write_model(tmp_path / "tiny-lora-v1.safetensors", seed=1)
     data = model.read_bytes()
     sha256 = hashlib.sha256(data).hexdigest().upper()
@@ -86,8 +87,14 @@ def test_upload_hash_lookup_and_duplicates(signed_in_page, browser_data, eager_c
     status = page.locator("#file-status")
     expect(status).not_to_have_attribute("hx-trigger", re.compile(".*"))
     polls_after_done: list[str] = []
-    page.on("request", lambda r: is_poll(r) and polls_after_done.append(r.url))
+
+    def count_poll(request):
+        if request.url.endswith(f"/files/{pk}/") and request.headers.get("hx-request") == "true":
+            polls_after_done.append(request.url)
+
+    page.on("request", count_poll)
     page.wait_for_timeout(2_500)
+    page.remove_listener("request", count_poll)
     assert polls_after_done == [], "the file page kept polling after the file was done"
     expect(status.locator(".verdict-safe")).to_have_text("safe")
     shot(page, "04-done")
@@ -117,8 +124,21 @@ def test_upload_hash_lookup_and_duplicates(signed_in_page, browser_data, eager_c
     copy = tmp_path / "renamed" / "my-favourite-style.safetensors"
     copy.parent.mkdir()
     copy.write_bytes(data)
-    monkeypatch.undo()  # the renamed copy is hashed eagerly inside the upload request
-    pk2 = _upload(page, copy, shot, "06-upload-copy")
+    monkeypatch.undo()  # from here on, files are hashed eagerly inside the request that adds them
+    # Uploading the same bytes again stores nothing and lands on the file I already have.
+    stored = sorted(browser_data.joinpath("uploads").rglob("*"))
+    assert _upload(page, copy, shot, "06-upload-again") == pk
+    expect(page.locator("p.flash")).to_have_text(f"You already have this file ({model.name}): nothing new was stored.")
+    assert sorted(browser_data.joinpath("uploads").rglob("*")) == stored and LocalFile.objects.count() == 1
+
+    # The renamed copy registered where it is: a duplicate of the upload.
+    settings.MODEL_ROOTS = [copy.parent]
+    page.goto("/register/")
+    page.locator("#id_path").fill(str(copy))
+    page.get_by_role("button", name="Register").click()
+    expect(page.locator("main")).to_contain_text("Queued for hashing")
+    pk2 = LocalFile.objects.get(path=str(copy.resolve())).pk
+    page.goto(f"/files/{pk2}/")
     expect(page.locator("#file-status .badge").first).to_have_text("done")
     expect(_hash_cell(page, "SHA256")[0]).to_have_text(sha256)
 

@@ -52,6 +52,11 @@ def test_schema_documents_the_error_format_and_the_push_contract():
     assert set(error["properties"]) == {"code", "message", "detail"}
     upload = schema["paths"]["/api/v1/files/upload/"]["post"]
     assert "413" in upload["responses"] and "multipart/form-data" in upload["requestBody"]["content"]
+    for code in ("200", "201"):  # 200: you already had these bytes; 201: stored
+        assert upload["responses"][code]["content"]["application/json"]["schema"]["$ref"].endswith("/UploadedFile")
+    assert "already_had" in schema["components"]["schemas"]["UploadedFile"]["properties"]
+    forget = schema["paths"]["/api/v1/files/{id}/"]["delete"]["responses"]["200"]["content"]["application/json"]
+    assert {"stored_copy", "freed_bytes"} <= set(schema["components"]["schemas"][forget["schema"]["$ref"].rsplit("/", 1)[1]]["properties"])
 
 
 def test_swagger_ui_is_served_from_the_sidecar_not_a_cdn():
