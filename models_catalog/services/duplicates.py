@@ -72,6 +72,7 @@ def _relation(a: LocalFile, keeper: LocalFile, sha: dict[int, str]) -> str:
 def duplicate_groups(*, owner=None, prefer_precision: str = "fp16") -> list[DuplicateGroup]:
     """Groups of local files holding the same model. owner=None means everyone's (staff views)."""
     files = LocalFile.objects.filter(status=LocalFile.Status.DONE).select_related("hashes")
+    files = files.filter(quarantined_at__isnull=True)  # hook (duplicate actions): quarantined files are in no group
     if owner is not None:
         files = files.filter(owner=owner)
     rows = list(files)
