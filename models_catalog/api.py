@@ -53,7 +53,7 @@ MULTIPART_SLACK_BYTES = 64 * 1024
 def errors(*codes: int) -> dict:
     """Error responses for extend_schema: all share the one error format."""
     meaning = {400: "invalid input", 401: "no or bad credentials", 403: "not allowed (or CSRF failed)",
-               404: "no such object (or it is not yours)", 413: "request body too large", 429: "throttled",
+               404: "no such object (or it is not yours)", 409: "conflicts with the object's state", 413: "request body too large", 429: "throttled",
                503: "the task queue (Redis) is unreachable: the work could not be queued (Retry-After says when to retry)"}
     return {code: OpenApiResponse(s.ErrorSerializer, description=meaning.get(code, "error")) for code in codes}
 
@@ -185,9 +185,13 @@ class LocalFileViewSet(BodyLimitMixin, mixins.ListModelMixin, mixins.RetrieveMod
     def retrieve(self, request, *args, **kwargs):
         return super().retrieve(request, *args, **kwargs)
 
-    @extend_schema(description="Forget the file: the row, its hashes and matches go; the file on disk is never touched.",
-                   responses={204: None, **errors(401, 404)})
+    @extend_schema(description="Forget the file: the row, its hashes and matches go; the file on disk is never touched. "
+                               "A file in quarantine is refused (409): restore or purge it.",
+                   responses={204: None, **errors(401, 404, 409)})
     def destroy(self, request, *args, **kwargs):
+        if self.get_object().quarantined_at is not None:
+            raise ApiError("the file is in quarantine: restore it (POST /quarantine/restore/) or purge it "
+                           "(POST /quarantine/purge/) instead", code="in_quarantine", status_code=status.HTTP_409_CONFLICT)
         return super().destroy(request, *args, **kwargs)
 
 

@@ -364,8 +364,9 @@ def quarantine_places() -> list[Path]:
     return places
 
 
-def in_quarantine(path: Path) -> bool:
-    return any(path == p or path.is_relative_to(p) for p in quarantine_places())
+def in_quarantine(path: Path, *, places: list[Path] | None = None) -> bool:
+    places = quarantine_places() if places is None else places
+    return any(path == p or path.is_relative_to(p) for p in places)
 
 
 def _free_destination(owner, dest: Path) -> Path:

@@ -111,3 +111,16 @@ def test_quarantine_page_restore_and_purge_after_their_plans(pair, user, eager_c
 def test_an_empty_choice_goes_back_with_a_message(user):
     resp = login(user).get("/quarantine/restore/")
     assert resp.status_code == 302 and resp["Location"] == "/quarantine/"
+
+
+def test_a_quarantined_file_cannot_be_forgotten_only_restored_or_purged(pair, user):
+    from tests.catalog.test_api import token_client
+
+    quarantine_files(owner=user, file_ids=[pair["c"].pk], dry_run=False)
+    alice = login(user)
+    assert "Forget this file" not in page(alice, f"/files/{pair['c'].pk}/")
+    resp = alice.post(f"/files/{pair['c'].pk}/forget/")
+    assert resp.status_code == 302 and LocalFile.objects.filter(pk=pair["c"].pk).exists()
+    resp = token_client(user).delete(f"/api/v1/files/{pair['c'].pk}/")
+    assert resp.status_code == 409 and resp.json()["error"]["code"] == "in_quarantine"
+    assert LocalFile.objects.filter(pk=pair["c"].pk).exists() and QuarantineEntry.objects.exists()
