@@ -278,13 +278,11 @@ def _hardlink_one(*, lf, file_id, keeper: _Checked, keeper_sha: str, keeper_dir,
         return _item(PLANNED, f"would be hashed again with the keeper and replaced by a hard link to it{freed_words}",
                      lf, bytes_freed=freed, **target)
     if not state["keeper_hashed"]:
-        progress(f"hashing the keeper {keeper.lf.name}")
-        problem = _rehash_problem(keeper, keeper_sha)
+        problem = _rehash_problem(keeper, keeper_sha, progress)
         if problem:
             raise _KeeperUnusable(problem)
         state["keeper_hashed"] = True
-    progress(f"hashing {lf.name}")
-    problem = _rehash_problem(copy, keeper_sha)
+    problem = _rehash_problem(copy, keeper_sha, progress)
     if problem:
         return _item(SKIPPED, problem, lf, **target)
     kfd, kname = keeper_dir
@@ -305,11 +303,15 @@ def _hardlink_one(*, lf, file_id, keeper: _Checked, keeper_sha: str, keeper_dir,
     return _item(DONE, reason, lf, bytes_freed=freed, **target)
 
 
-def _rehash_problem(checked: _Checked, expected_sha: str) -> str:
+def _rehash_problem(checked: _Checked, expected_sha: str, progress=None) -> str:
     """Hash the file's current bytes (no cache: the cache would answer from its identity) and say why it
     may not be linked, or ''. The result goes into the cache, which now knows those bytes."""
+    def on_bytes(done: int, total: int) -> None:
+        if progress is not None and total:
+            progress(f"hashing {checked.lf.name}: {done * 100 // total}%")
+
     try:
-        hashes, hashed = hash_file_and_identity(checked.path, follow_symlinks=False)
+        hashes, hashed = hash_file_and_identity(checked.path, on_bytes, follow_symlinks=False)
     except HashingError as exc:
         return f"could not be hashed again: {exc}"
     if hashed != checked.identity:
