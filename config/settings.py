@@ -81,6 +81,16 @@ UPLOAD_DIR = DATA_DIR / "uploads"
 HASH_CACHE_PATH = DATA_DIR / "hash-cache.sqlite3"
 MODEL_ROOTS = env_paths("MODELXREF_MODEL_ROOTS")
 MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 64 * 1024**3)
+# Where duplicate actions move quarantined files (services/file_actions.py): empty, the data dir's
+# quarantine/ folder; an absolute folder; or a hidden folder name such as ".modelxref-quarantine",
+# made inside each model root, so that moving a file there is a rename on its own filesystem.
+QUARANTINE_DIR = env_str("MODELXREF_QUARANTINE_DIR").strip()
+if QUARANTINE_DIR and not Path(QUARANTINE_DIR).is_absolute() and (
+        not QUARANTINE_DIR.startswith(".") or "/" in QUARANTINE_DIR or QUARANTINE_DIR in (".", "..")):
+    raise ImproperlyConfigured("MODELXREF_QUARANTINE_DIR must be an absolute folder or one hidden folder name "
+                               f"such as .modelxref-quarantine (made inside each model root), got {QUARANTINE_DIR!r}")
+if QUARANTINE_DIR and Path(QUARANTINE_DIR).is_absolute():
+    QUARANTINE_DIR = str(Path(QUARANTINE_DIR).expanduser().resolve())
 
 CIVITAI_API_BASE = env_str("CIVITAI_API_BASE", "https://civitai.com/api/v1")
 CIVITAI_API_KEY = env_str("CIVITAI_API_KEY")
@@ -222,6 +232,7 @@ CELERY_TASK_ROUTES = {
     "workers.tasks.local_files_reap": {"queue": "lookups"},  # a stuck hashing pool must not block it
     "workers.tasks.hf_index_repo": {"queue": "lookups"},
     "workers.tasks.hf_verify_local_dir": {"queue": "hashing"},
+    "workers.tasks.run_file_action": {"queue": "hashing"},  # duplicate actions re-hash and move files: near the disks
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 

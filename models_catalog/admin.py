@@ -9,6 +9,7 @@ from models_catalog.models import (
     LocalFile,
     Match,
     ModelRoot,
+    QuarantineEntry,
     SourceFile,
     SourceModel,
     SourceVersion,
@@ -104,3 +105,21 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None) -> bool:
         return False
+
+
+@admin.register(QuarantineEntry)
+class QuarantineEntryAdmin(admin.ModelAdmin):
+    """Read-only: a row changes only with the file it describes (restore and purge move or delete it)."""
+
+    list_display = ("original_path", "owner", "size", "moved_by", "created_at")
+    search_fields = ("original_path", "quarantine_path")
+    raw_id_fields = ("local_file", "job")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False  # the file would stay in the quarantine folder with nothing pointing at it: purge it

@@ -54,7 +54,7 @@ MULTIPART_SLACK_BYTES = 64 * 1024
 def errors(*codes: int) -> dict:
     """Error responses for extend_schema: all share the one error format."""
     meaning = {400: "invalid input", 401: "no or bad credentials", 403: "not allowed (or CSRF failed)",
-               404: "no such object (or it is not yours)", 413: "request body too large", 429: "throttled",
+               404: "no such object (or it is not yours)", 409: "conflicts with the object's state", 413: "request body too large", 429: "throttled",
                503: "the task queue (Redis) is unreachable: the work could not be queued (Retry-After says when to retry)"}
     return {code: OpenApiResponse(s.ErrorSerializer, description=meaning.get(code, "error")) for code in codes}
 
@@ -188,11 +188,15 @@ class LocalFileViewSet(BodyLimitMixin, mixins.ListModelMixin, mixins.RetrieveMod
 
     @extend_schema(description=("Forget the file: the row, its hashes and matches go. An uploaded file's stored copy "
                                 "is deleted too (unless another file uses it) and the answer says how many bytes "
-                                "were freed; a file registered in place or pushed is never touched on disk."),
-                   responses={200: s.ForgottenSerializer, **errors(401, 404)})
+                                "were freed; a file registered in place or pushed is never touched on disk. "
+                                "A file in quarantine is refused (409): restore or purge it."),
+                   responses={200: s.ForgottenSerializer, **errors(401, 404, 409)})
     def destroy(self, request, *args, **kwargs):
-        forgotten = local_file_forget(local_file=self.get_object())
-        return Response(s.ForgottenSerializer(forgotten).data)
+        lf = self.get_object()
+        if lf.quarantined_at is not None:
+            raise ApiError("the file is in quarantine: restore it (POST /quarantine/restore/) or purge it "
+                           "(POST /quarantine/purge/) instead", code="in_quarantine", status_code=status.HTTP_409_CONFLICT)
+        return Response(s.ForgottenSerializer(local_file_forget(local_file=lf)).data)
 
 
 class LocalFileUploadView(APIView):

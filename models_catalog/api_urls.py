@@ -2,7 +2,7 @@
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from models_catalog import api
+from models_catalog import api, api_actions
 from models_catalog.api_errors import api_not_found
 
 files = api.LocalFileViewSet
@@ -21,6 +21,10 @@ v1 = [
     path("models/<int:pk>/", models.as_view({"get": "retrieve"}), name="model-detail"),
     path("versions/<int:pk>/", api.SourceVersionViewSet.as_view({"get": "retrieve"}), name="version-detail"),
     path("duplicates/", api.DuplicatesView.as_view(), name="duplicates"),
+    path("duplicates/actions/", api_actions.DuplicateActionView.as_view(), name="duplicate-actions"),
+    path("quarantine/", api_actions.QuarantineListView.as_view(), name="quarantine-list"),
+    path("quarantine/restore/", api_actions.QuarantineRestoreView.as_view(), name="quarantine-restore"),
+    path("quarantine/purge/", api_actions.QuarantinePurgeView.as_view(), name="quarantine-purge"),
     path("jobs/", jobs.as_view({"get": "list"}), name="job-list"),
     path("jobs/hf-index/", api.HfIndexJobView.as_view(), name="job-hf-index"),
     path("jobs/hf-verify/", api.HfVerifyJobView.as_view(), name="job-hf-verify"),

@@ -65,6 +65,9 @@ class LocalFile(models.Model):
     # stored because a sort on a value reached through Match could use no index. Written with the
     # Match rows (identity.best_model_names_sync); what pages show comes from the Match rows themselves.
     best_model_name = models.CharField(max_length=500, blank=True, default="")
+    # Set while the file sits in quarantine (a duplicate action moved it; its QuarantineEntry says from
+    # where): `path` is then the quarantine path. Quarantined files are in no duplicate group.
+    quarantined_at = models.DateTimeField(null=True, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -357,6 +360,13 @@ class Job(models.Model):
     class Kind(models.TextChoices):
         HF_INDEX = "hf_index", "index a Hugging Face repo"
         HF_VERIFY = "hf_verify", "verify a download against the Hub"
+        # The duplicate actions (services/file_actions.py): params say which files, result logs each one.
+        HARDLINK = "hardlink", "replace exact copies with hard links"
+        QUARANTINE = "quarantine", "move files into quarantine"
+        RESTORE = "restore", "restore files from quarantine"
+        PURGE = "purge", "delete quarantined files for good"
+
+    FILE_ACTION_KINDS = frozenset({"hardlink", "quarantine", "restore", "purge"})
 
     class Status(models.TextChoices):
         QUEUED = "queued"
@@ -382,6 +392,38 @@ class Job(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in {self.Status.DONE, self.Status.ERROR}
+
+    @property
+    def is_file_action(self) -> bool:
+        return self.kind in self.FILE_ACTION_KINDS
+
+
+class QuarantineEntry(models.Model):
+    """A file a duplicate action moved into quarantine: where it was and where it is now.
+
+    Exists while the file is quarantined: restoring it back deletes the entry, purging deletes the
+    file for good and its LocalFile row (and so this entry) with it.
+    """
+
+    class MovedBy(models.TextChoices):
+        RENAME = "rename", "renamed (same filesystem)"
+        COPY = "copy", "copied, then the original deleted (another filesystem)"
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="quarantine_entries")
+    local_file = models.OneToOneField(LocalFile, on_delete=models.CASCADE, related_name="quarantine")
+    original_path = models.TextField()
+    quarantine_path = models.TextField()
+    size = models.BigIntegerField()
+    moved_by = models.CharField(max_length=8, choices=MovedBy.choices, default=MovedBy.RENAME)
+    job = models.ForeignKey(Job, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["owner", "-created_at", "-id"], name="quarantine_owner_recent")]
+
+    def __str__(self) -> str:
+        return self.original_path
 
 
 class ModelRoot(models.Model):

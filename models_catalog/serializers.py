@@ -216,7 +216,8 @@ class LocalFileListSerializer(_IdentityField, serializers.ModelSerializer):
     class Meta:
         model = LocalFile
         fields = ["id", "name", "path", "host", "origin", "is_folder", "size", "status", "progress_percent", "error",
-                  "format", "safety_verdict", "sha256", "best_match", "identity", "created_at", "hashed_at"]
+                  "format", "safety_verdict", "sha256", "best_match", "identity", "created_at", "hashed_at",
+                  "quarantined_at"]
 
     def get_sha256(self, lf: LocalFile) -> str | None:
         h = getattr(lf, "hashes", None) if _has_hashes(lf) else None
@@ -297,7 +298,7 @@ class LocalFileDetailSerializer(_IdentityField, serializers.ModelSerializer):
         model = LocalFile
         fields = ["id", "name", "path", "host", "origin", "is_folder", "size", "format", "content_id", "precision_id",
                   "analysis_error", "identity", "hashes", "members", "matches", "safety", "fingerprint", "progress",
-                  "created_at", "updated_at", "hashed_at"]
+                  "created_at", "updated_at", "hashed_at", "quarantined_at"]
 
     @extend_schema_field(LocalHashesSerializer(allow_null=True))
     def get_hashes(self, lf: LocalFile) -> dict | None:

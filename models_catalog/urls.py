@@ -1,6 +1,6 @@
 from django.urls import path
 
-from models_catalog import views, views_catalog, views_register, views_tools
+from models_catalog import views, views_actions, views_catalog, views_register, views_tools
 
 app_name = "catalog"
 urlpatterns = [
@@ -15,6 +15,10 @@ urlpatterns = [
     path("duplicates/", views_tools.duplicates, name="duplicates"),
     path("duplicates/export.csv", views_tools.duplicates_export, {"fmt": "csv"}, name="duplicates_csv"),
     path("duplicates/export.json", views_tools.duplicates_export, {"fmt": "json"}, name="duplicates_json"),
+    path("duplicates/actions/<str:action>/", views_actions.duplicate_action, name="duplicate_action"),
+    path("quarantine/", views_actions.quarantine, name="quarantine"),
+    path("quarantine/<str:op>/", views_actions.quarantine_action, name="quarantine_action"),
+    path("actions/jobs/<int:pk>/", views_actions.action_job, name="action_job"),
     path("hf/", views_tools.hf_page, name="hf"),
     path("hf/index/", views_tools.hf_index, name="hf_index"),
     path("hf/verify/", views_tools.hf_verify, name="hf_verify"),

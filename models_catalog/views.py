@@ -83,6 +83,9 @@ def file_detail(request: HttpRequest, pk: int) -> HttpResponse:
 def file_forget(request: HttpRequest, pk: int) -> HttpResponse:
     """Forget the row (and its hashes and matches); an upload's stored copy goes too, a registered file stays."""
     lf = get_object_or_404(visible_files(request.user), pk=pk)
+    if lf.quarantined_at is not None:  # forgetting it would leave the file in the quarantine folder, unlisted
+        messages.error(request, f"{lf.name} is in quarantine: restore it or purge it on the Quarantine page.")
+        return redirect("catalog:file_detail", pk=lf.pk)
     messages.success(request, local_file_forget(local_file=lf).summary)
     return redirect("catalog:file_list")
 

@@ -90,3 +90,12 @@ def local_files_reap() -> None:
     from models_catalog.services.reaper import local_files_reap as reap
 
     reap()
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def run_file_action(job_id: int) -> None:
+    """A duplicate action (hard link, quarantine, restore, purge): every file is checked again when it runs,
+    so a redelivered message only skips what is done."""
+    from models_catalog.services.file_action_jobs import file_action_job_run
+
+    file_action_job_run(job_id=job_id)

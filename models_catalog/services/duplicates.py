@@ -37,6 +37,7 @@ def duplicate_groups(*, owner=None, prefer_precision: str = "lossless") -> list[
     if prefer_precision not in PREFERENCES:
         raise ValueError(f"prefer must be one of {', '.join(PREFERENCES)}")
     files = LocalFile.objects.filter(status=LocalFile.Status.DONE)
+    files = files.filter(quarantined_at__isnull=True)  # quarantined files are in no group
     if owner is not None:
         files = files.filter(owner=owner)
     candidates = files.filter(_shares_a_key(files))

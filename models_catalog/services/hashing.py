@@ -108,7 +108,7 @@ def _hash_row(lf: LocalFile) -> bool:
     except OSError as exc:
         _fail(lf.pk, f"cannot read the file: {exc.strerror or exc}")
         return False
-    refused = _path_problem(lf, path, st)
+    refused = registered_path_problem(lf, path, st)
     if refused:
         _fail(lf.pk, refused)  # nothing about what the path now leads to is stored
         return False
@@ -169,15 +169,17 @@ def _owned_by_a_live_worker(lf: LocalFile) -> bool:
             and (timezone.now() - lf.heartbeat_at).total_seconds() < STALLED_AFTER_SECONDS)
 
 
-def _path_problem(lf: LocalFile, path: Path, st) -> str:
-    """Why a registered path may not be read now, or ''. Checked when the job runs, not only at register:
-    a hostile user may swap a symlink or another file in between."""
+def registered_path_problem(lf: LocalFile, path: Path, st, *, roots: list[Path] | None = None) -> str:
+    """Why a registered path may not be read (or changed) now, or ''. Checked when the job runs, not only
+    at register: a hostile user may swap a symlink or another file in between. `st` is the path's lstat;
+    `roots` defaults to the owner's (pass them when checking many files of one owner).
+    Also asked by the duplicate actions (services/file_actions.py) before they touch a file."""
     if stat.S_ISLNK(st.st_mode):
         return "the path is now a symbolic link (it was a regular file when registered): register it again"
     if lf.origin != LocalFile.Origin.REGISTERED:
         return ""
     try:
-        resolved = resolve_under_roots(path, roots=model_roots_for(lf.owner))
+        resolved = resolve_under_roots(path, roots=model_roots_for(lf.owner) if roots is None else roots)
     except PathRefused as exc:
         return f"no longer allowed: {exc}"
     if resolved != path:

@@ -12,10 +12,12 @@ from django.utils import timezone
 
 from models_catalog.models import LocalFile
 from models_catalog.services.enqueue import QueueUnavailable, enqueue_hashing_many
+from models_catalog.services.file_actions import in_quarantine, quarantine_places
 from models_catalog.services.heartbeat import STALLED_AFTER_SECONDS
 from models_catalog.services.paths import PathRefused, describe_special, model_roots_for, printable, resolve_under_roots
 from workers.discovery import iter_model_units
 
+QUARANTINED = "it is in ModelXRef's quarantine folder: restore it from the Quarantine page instead"
 # A row whose heartbeat is this old lost its worker (see services/heartbeat.py).
 STALLED_AFTER = timedelta(seconds=STALLED_AFTER_SECONDS)
 
@@ -42,6 +44,7 @@ def local_file_register(*, paths: list[str], owner, roots: list[Path] | None = N
     """
     outcome = RegisterOutcome()
     roots = model_roots_for(owner) if roots is None else roots
+    quarantines = quarantine_places()
     units: dict[Path, tuple[os.stat_result, str]] = {}
     for raw in paths:
         try:
@@ -53,6 +56,9 @@ def local_file_register(*, paths: list[str], owner, roots: list[Path] | None = N
         except OSError as exc:
             outcome.refused.append((printable(raw), f"cannot stat: {exc.strerror or exc}"))
             continue
+        if in_quarantine(resolved, places=quarantines):
+            outcome.refused.append((printable(raw), QUARANTINED))
+            continue
         if stat.S_ISDIR(st.st_mode):
             units_found = iter_model_units(
                 resolved,
@@ -60,6 +66,8 @@ def local_file_register(*, paths: list[str], owner, roots: list[Path] | None = N
                 on_skip=lambda p, why: outcome.refused.append((printable(p), why)),
             )
             for unit, unit_st in units_found:
+                if in_quarantine(unit, places=quarantines):  # a quarantine folder inside a root is not walked into the catalog
+                    continue
                 units.setdefault(unit, (unit_st, ""))
         else:
             units.setdefault(resolved, (st, describe_special(st.st_mode) or ""))

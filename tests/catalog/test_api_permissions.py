@@ -7,7 +7,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
-from models_catalog.models import Job, LocalFile
+from models_catalog.models import Job, LocalFile, QuarantineEntry
 from tests.catalog.test_api import _fresh_throttles, catalog_file, error_of, local_file, match, token_client  # noqa: F401
 
 pytestmark = pytest.mark.django_db
@@ -21,6 +21,8 @@ ENDPOINTS = [
     ("get", "/api/v1/models/"), ("get", "/api/v1/models/1/"), ("get", "/api/v1/versions/1/"),
     ("get", "/api/v1/duplicates/"), ("get", "/api/v1/jobs/"), ("get", "/api/v1/jobs/1/"),
     ("post", "/api/v1/jobs/hf-index/"), ("post", "/api/v1/jobs/hf-verify/"),
+    ("post", "/api/v1/duplicates/actions/"), ("get", "/api/v1/quarantine/"),
+    ("post", "/api/v1/quarantine/restore/"), ("post", "/api/v1/quarantine/purge/"),
 ]
 
 
@@ -47,6 +49,16 @@ def world(user, other_user):
     return {"sf": sf, "bob_file": bob_file, "bob_copy": bob_copy, "alice_file": alice_file, "bob_job": bob_job}
 
 
+@pytest.fixture
+def bob_entry(other_user):
+    """A file of Bob's in quarantine."""
+    from django.utils import timezone
+
+    lf = local_file(other_user, "bob-quarantined.safetensors", data=SECRET, quarantined_at=timezone.now())
+    return QuarantineEntry.objects.create(owner=other_user, local_file=lf, size=len(SECRET), quarantine_path=lf.path,
+                                          original_path="/models/bob/bob-quarantined.safetensors")
+
+
 def _text(resp) -> str:
     return resp.content.decode()
 
@@ -63,6 +75,7 @@ READ_ROUTES = [
     "/api/v1/models/{model}/",
     "/api/v1/versions/{version}/",
     "/api/v1/jobs/",
+    "/api/v1/quarantine/",
 ]
 
 
@@ -82,6 +95,26 @@ def test_no_route_shows_another_users_files_paths_or_jobs(user, world, route):
 def test_another_users_object_is_404_not_403(user, world, route):
     resp = token_client(user).get(route.format(bob_file=world["bob_file"].pk, bob_job=world["bob_job"].pk))
     assert resp.status_code == 404 and error_of(resp)["code"] == "not_found"
+
+
+@pytest.mark.parametrize("url,body", [
+    ("/api/v1/duplicates/actions/", {"action": "quarantine", "file_ids": ["{bob_file}"]}),
+    ("/api/v1/duplicates/actions/", {"action": "hardlink", "keeper_id": "{bob_file}", "file_ids": ["{bob_copy}"]}),
+    ("/api/v1/duplicates/actions/", {"action": "hardlink", "group": "{bob_file}", "dry_run": True}),
+    ("/api/v1/quarantine/restore/", {"entry_ids": ["{bob_entry}"]}),
+    ("/api/v1/quarantine/purge/", {"entry_ids": ["{bob_entry}"], "dry_run": True}),
+])
+def test_actions_on_another_users_files_are_404_and_start_nothing(user, world, bob_entry, url, body):
+    ids = {"{bob_file}": world["bob_file"].pk, "{bob_copy}": world["bob_copy"].pk, "{bob_entry}": bob_entry.pk}
+    body = {k: [ids[x] for x in v] if isinstance(v, list) else ids.get(v, v) for k, v in body.items()}
+    resp = token_client(user).post(url, body, format="json")
+    assert resp.status_code == 404 and error_of(resp)["code"] == "not_found"
+    assert "bob-" not in resp.content.decode()
+    assert not Job.objects.filter(owner=user).exists() and QuarantineEntry.objects.filter(pk=bob_entry.pk).exists()
+
+
+def test_no_route_lists_another_users_quarantine(user, bob_entry):
+    assert token_client(user).get("/api/v1/quarantine/").json()["results"] == []
 
 
 def test_another_users_file_cannot_be_deleted(user, world):

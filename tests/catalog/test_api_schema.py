@@ -30,6 +30,8 @@ ROUTES = {
     "/api/v1/models/": {"get"}, "/api/v1/models/{id}/": {"get"}, "/api/v1/versions/{id}/": {"get"},
     "/api/v1/duplicates/": {"get"}, "/api/v1/jobs/": {"get"}, "/api/v1/jobs/{id}/": {"get"},
     "/api/v1/jobs/hf-index/": {"post"}, "/api/v1/jobs/hf-verify/": {"post"},
+    "/api/v1/duplicates/actions/": {"post"}, "/api/v1/quarantine/": {"get"},
+    "/api/v1/quarantine/restore/": {"post"}, "/api/v1/quarantine/purge/": {"post"},
 }
 
 

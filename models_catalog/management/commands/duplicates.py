@@ -3,6 +3,7 @@ import json
 from django.template.defaultfilters import filesizeformat
 
 from models_catalog.management.commands._base import PipeSafeCommand
+from models_catalog.management.commands._file_actions import add_apply_arguments, handle_apply
 from models_catalog.management.commands._owner import cli_owner
 from models_catalog.services.duplicates import PREFERENCES, duplicate_groups
 
@@ -17,8 +18,12 @@ class Command(PipeSafeCommand):
         parser.add_argument("--prefer", default="lossless", choices=PREFERENCES,
                             help="which copy to keep: lossless (default: a highest-precision copy) or a precision; "
                                  "choosing a lower precision says what it discards")
+        add_apply_arguments(parser)  # duplicate actions: --apply hardlink|quarantine [--dry-run] [--yes]
 
     def handle(self, *args, as_json, user, all_users, prefer, **options):
+        if options["apply"] or options["dry_run"] or options["yes"]:  # hook (duplicate actions): models_catalog/management/commands/_file_actions.py
+            return handle_apply(self, action=options["apply"], user=user, all_users=all_users, prefer=prefer,
+                                dry_run=options["dry_run"], yes=options["yes"], as_json=as_json)
         groups = duplicate_groups(owner=None if all_users else cli_owner(user), prefer_precision=prefer)
         if as_json:
             self.stdout.write(json.dumps([g.to_json() for g in groups], indent=2))
