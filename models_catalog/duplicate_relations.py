@@ -91,6 +91,7 @@ class DuplicateGroup:
     reason: str = ""
     warning: str = ""
     evidence: list[str] = field(default_factory=list)
+    keeper_copies: int = 0  # exact copies of the keeper that are not yet hard links of it (what the actions take)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -163,6 +164,7 @@ def explain_group(copies: list[Copy], *, prefer: str = "lossless") -> DuplicateG
                 match, evidence = _relation(c, keeper=keeper, cluster_head=cluster_head, earlier=same_bytes[:i])
                 members.append(Member(c.id, c.name, c.path, c.format, c.precision, c.size, match, evidence,
                                       set_number, _reclaim(match)))
+    keeper_set = members[0].copy_set  # the keeper is listed first
     lossless = sum(m.size for m in members if m.reclaim == "lossless")
     lossy = sum(m.size for m in members if m.reclaim == "lossy")
     model = next((c for c in ranked if c.model), None)
@@ -172,6 +174,7 @@ def explain_group(copies: list[Copy], *, prefer: str = "lossless") -> DuplicateG
         reclaimable_bytes=lossless + lossy, lossless_bytes=lossless, lossy_bytes=lossy,
         reason=_reason(keeper, ranked, prefer), warning=_warning(keeper, ranked),
         evidence=[f"{m.name}: {m.evidence}" for m in members if m.evidence],
+        keeper_copies=sum(1 for m in members if m.copy_set == keeper_set and m.match == "exact copy"),
     )
 
 

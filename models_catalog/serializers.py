@@ -607,6 +607,8 @@ class DuplicateGroupSerializer(serializers.Serializer):
     lossy_bytes = serializers.IntegerField(help_text="freed by deleting precision variants too")
     reason = serializers.CharField()
     warning = serializers.CharField(help_text="what keeping this copy discards ('' when nothing)")
+    keeper_copies = serializers.IntegerField(help_text="exact copies of the keeper not yet hard links of it: "
+                                                       "what the hardlink and quarantine actions take")
     evidence = serializers.ListField(child=serializers.CharField())
 
 

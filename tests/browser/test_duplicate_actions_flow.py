@@ -46,17 +46,26 @@ def test_hard_link_then_quarantine_and_restore_from_the_pages(signed_in_page, we
     shot(page, "02-done")
     assert os.stat(copy).st_ino == os.stat(third).st_ino == os.stat(keeper).st_ino
 
+    page.goto("/duplicates/")  # hard links now: "same file", nothing to free, no actions offered
+    expect(page.locator("table.dups")).to_contain_text("same file")
+    expect(page.locator("table.dups")).to_contain_text("frees nothing")
+    expect(page.get_by_role("link", name="Move exact copies into quarantine…")).to_have_count(0)
+
+    fourth = root / "downloads" / "style (2).safetensors"
+    fourth.write_bytes(keeper.read_bytes())
+    for lf in local_file_register(paths=[str(fourth)], owner=web_user).queued:
+        local_file_hash(local_file_id=lf.pk)
     page.goto("/duplicates/")
     page.get_by_role("link", name="Move exact copies into quarantine…").click()
-    page.get_by_role("button", name="Move 2 files into quarantine").click()
+    page.get_by_role("button", name="Move 1 file into quarantine").click()
     expect(page.locator("#job-status")).to_contain_text("moved into quarantine")
     page.get_by_role("link", name="Open the quarantine").click()
     shot(page, "03-quarantine")
-    page.get_by_label("Choose style (1).safetensors").check()
+    page.get_by_label("Choose style (2).safetensors").check()
     page.get_by_role("button", name="Restore the chosen files…").click()
     expect(page.locator("table.action-items")).to_contain_text("would be put back where it was")
     page.get_by_role("button", name="Restore 1 file").click()
     expect(page.locator("#job-status")).to_contain_text("put back where it was")
-    assert copy.exists() and not third.exists()
-    assert LocalFile.objects.get(name="style (1).safetensors").quarantined_at is None
+    assert fourth.exists() and os.stat(fourth).st_ino != os.stat(keeper).st_ino
+    assert LocalFile.objects.get(name="style (2).safetensors").quarantined_at is None
     assert page_log.errors == [] and page_log.bad_responses == []

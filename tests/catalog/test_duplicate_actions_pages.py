@@ -18,7 +18,7 @@ HARDLINK = "/duplicates/actions/hardlink/"
 
 def test_each_group_offers_the_actions_which_open_the_plan(pair, user):
     html = page(login(user), "/duplicates/")
-    assert f'{HARDLINK}?group={pair["k"].pk}&amp;prefer=fp16' in html
+    assert f'{HARDLINK}?group={pair["k"].pk}&amp;prefer=lossless' in html
     assert f'/duplicates/actions/quarantine/?group={pair["k"].pk}' in html and "/quarantine/" in html
 
 
