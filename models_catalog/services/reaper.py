@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -22,8 +23,9 @@ from models_catalog.services.heartbeat import STALLED_AFTER_SECONDS
 log = logging.getLogger(__name__)
 
 MAX_STAGE_ATTEMPTS = 3
-# A queued row with no message (the broker was down when it was queued) is sent after this.
-UNSENT_AFTER = timedelta(seconds=30)
+# A queued row with no message (the broker was down when it was queued) is sent after this; sooner
+# could race the message its register is about to send. 30 s (MODELXREF_UNSENT_AFTER_SECONDS).
+UNSENT_AFTER = timedelta(seconds=settings.UNSENT_AFTER_SECONDS)
 # A queued row whose message may have died with a worker (the file broker drops what a dead
 # worker had reserved) is sent again after this; a duplicate is a no-op for the stages.
 RESEND_QUEUED_AFTER = timedelta(minutes=30)
