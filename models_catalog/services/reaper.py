@@ -70,8 +70,12 @@ def local_files_reap(*, resend_queued_after: timedelta = RESEND_QUEUED_AFTER) ->
     unsent_ids = list(LocalFile.objects.filter(status=Status.QUEUED).filter(unsent | Q(pk__in=outcome.requeued))
                       .exclude(origin=LocalFile.Origin.PUSHED).values_list("pk", flat=True))
     for pk in unsent_ids:
-        if enqueue_hashing_now(pk):
-            outcome.sent.append(pk)
+        if not enqueue_hashing_now(pk):
+            # The broker went away since this run was delivered: the next run sends the rest.
+            log.warning("reaper: the broker is unreachable; %d queued file(s) wait for it",
+                        len(unsent_ids) - len(outcome.sent))
+            break
+        outcome.sent.append(pk)
     if outcome.requeued or outcome.failed or outcome.sent:
         log.warning("reaper: %d requeued after a dead worker, %d failed, %d messages (re)sent",
                     len(outcome.requeued), len(outcome.failed), len(outcome.sent))
