@@ -11,6 +11,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods
 
+from models_catalog.api_errors import service_down_warning
 from models_catalog.forms import FileFilterForm
 from models_catalog.identity import file_identities
 from models_catalog.models import FileHashes, LocalFile
@@ -18,7 +19,7 @@ from models_catalog.selectors import (
     FILE_SORTS, FileQuery, civitai_lookups_for, file_filter_choices, file_list_page, file_matches, visible_files,
     with_rates,
 )
-from models_catalog.services.upload import UploadRefused, local_file_upload
+from models_catalog.services.upload import UploadRefused, UploadWaitsForQueue, local_file_upload
 from models_catalog.upload_handlers import LimitedTemporaryFileUploadHandler
 
 FILTER_NAMES = ("search", "type", "base_model", "safety", "match", "state", "folder", "status", "origin", "format")
@@ -128,6 +129,11 @@ def _upload_post(request: HttpRequest) -> HttpResponse:
         lf = local_file_upload(uploaded=uploaded, owner=request.user)
     except UploadRefused as exc:
         return _upload_error(request, str(exc), status=413 if "limit" in str(exc) else 400)
+    except UploadWaitsForQueue as exc:
+        # Stored: say that it waits, not "try again" (which would only store a second copy).
+        service_down_warning(exc, f"page {request.path}")
+        lf = exc.local_file
+        messages.warning(request, f"Uploaded {lf.name}, but {exc}.")
     if request.headers.get("Accept", "").startswith("application/json"):
         return JsonResponse({"id": lf.pk, "name": lf.name, "url": lf_url(lf)}, status=201)
     return redirect("catalog:file_detail", pk=lf.pk)
