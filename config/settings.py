@@ -36,6 +36,14 @@ def env_int(name: str, default: int) -> int:
         raise ImproperlyConfigured(f"{name} must be an integer, got {value!r}") from None
 
 
+def env_float(name: str, default: float) -> float:
+    value = os.environ.get(name, "")
+    try:
+        return float(value) if value.strip() else default
+    except ValueError:
+        raise ImproperlyConfigured(f"{name} must be a number, got {value!r}") from None
+
+
 def env_paths(name: str) -> list[Path]:
     return [Path(p).expanduser().resolve() for p in os.environ.get(name, "").split(os.pathsep) if p.strip()]
 
@@ -264,11 +272,28 @@ CIVITAI_MISS_CACHE_SECONDS = env_int("CIVITAI_MISS_CACHE_SECONDS", 24 * 3600)
 CIVITAI_HIT_REFRESH_SECONDS = env_int("CIVITAI_HIT_REFRESH_SECONDS", 7 * 24 * 3600)
 CIVITAI_REQUESTS_PER_SECOND = float(env_str("CIVITAI_REQUESTS_PER_SECOND", "2"))
 CIVITAI_TIMEOUT_SECONDS = float(env_str("CIVITAI_TIMEOUT_SECONDS", "30"))
+
+# --- Nothing stuck (services/heartbeat.py, services/reaper.py) ----------------------------------------
+# How soon a dead worker's rows are queued again, and a row the broker never took is sent. These are the
+# product's values; only the end-to-end fault tests (tests/e2e/test_worker_faults.py) shrink them to
+# seconds so that a killed worker is noticed within a test.
+HEARTBEAT_SECONDS = env_float("MODELXREF_HEARTBEAT_SECONDS", 30.0)
+STALLED_AFTER_SECONDS = env_float("MODELXREF_STALLED_AFTER_SECONDS", 3 * HEARTBEAT_SECONDS)
+REAP_EVERY_SECONDS = env_float("MODELXREF_REAP_EVERY_SECONDS", 60.0)
+UNSENT_AFTER_SECONDS = env_float("MODELXREF_UNSENT_AFTER_SECONDS", 30.0)
+if not 0 < 2 * HEARTBEAT_SECONDS <= STALLED_AFTER_SECONDS:
+    # A live worker beats every HEARTBEAT_SECONDS: a shorter bound would requeue files that are fine.
+    raise ImproperlyConfigured("MODELXREF_STALLED_AFTER_SECONDS must be at least twice MODELXREF_HEARTBEAT_SECONDS "
+                               f"(got {STALLED_AFTER_SECONDS} and {HEARTBEAT_SECONDS})")
+if REAP_EVERY_SECONDS <= 0 or UNSENT_AFTER_SECONDS < 0:
+    raise ImproperlyConfigured("MODELXREF_REAP_EVERY_SECONDS must be positive, MODELXREF_UNSENT_AFTER_SECONDS not negative")
+
 CELERY_BEAT_SCHEDULE_FILENAME = str(DATA_DIR / "celerybeat-schedule")
 CELERY_BEAT_SCHEDULE = {
     "civitai-refresh-stale": {"task": "workers.tasks.civitai_refresh_stale", "schedule": 3600.0},
-    # Nothing stuck: a dead worker's rows are queued again within about two minutes.
-    "local-files-reap": {"task": "workers.tasks.local_files_reap", "schedule": 60.0},
+    # Nothing stuck: a dead worker's rows are queued again within about two and a half minutes
+    # (STALLED_AFTER_SECONDS, then the next run).
+    "local-files-reap": {"task": "workers.tasks.local_files_reap", "schedule": REAP_EVERY_SECONDS},
 }
 
 # --- REST API -----------------------------------------------------------------

@@ -11,6 +11,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods
 
+from models_catalog.api_errors import service_down_warning
 from models_catalog.forms import FileFilterForm
 from models_catalog.identity import file_identities
 from models_catalog.models import FileHashes, LocalFile
@@ -19,7 +20,7 @@ from models_catalog.selectors import (
     with_rates,
 )
 from models_catalog.services.forget import local_file_forget
-from models_catalog.services.upload import UploadRefused, local_file_upload
+from models_catalog.services.upload import Uploaded, UploadRefused, UploadWaitsForQueue, local_file_upload
 from models_catalog.upload_handlers import LimitedTemporaryFileUploadHandler
 
 FILTER_NAMES = ("search", "type", "base_model", "safety", "match", "state", "folder", "status", "origin", "format")
@@ -130,6 +131,11 @@ def _upload_post(request: HttpRequest) -> HttpResponse:
         result = local_file_upload(uploaded=uploaded, owner=request.user)
     except UploadRefused as exc:
         return _upload_error(request, str(exc), status=413 if "limit" in str(exc) else 400)
+    except UploadWaitsForQueue as exc:
+        # Stored: say that it waits, not "try again" (which would only store a second copy).
+        service_down_warning(exc, f"page {request.path}")
+        result = Uploaded(exc.local_file)
+        messages.warning(request, f"Uploaded {exc.local_file.name}, but {exc}.")
     lf = result.local_file
     if result.already_had:
         # Shown on the file page, where both the form's redirect and the upload script's navigation land.

@@ -11,7 +11,9 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_http_methods
 
+from models_catalog.api_errors import service_down_warning
 from models_catalog.forms import RegisterPathForm
+from models_catalog.services.enqueue import QueueUnavailable
 from models_catalog.services.paths import ROOTS_EXAMPLE, model_roots_for, printable, refusal_reason, root_problem
 from models_catalog.services.register import RegisterOutcome, local_file_register
 
@@ -34,6 +36,7 @@ def register_path(request: HttpRequest) -> HttpResponse:
         return render(request, TEMPLATE, {**context, "form": form}, status=400)
     outcome = local_file_register(paths=[form.cleaned_data["path"]], owner=request.user)
     if outcome.queue_error:
+        service_down_warning(QueueUnavailable(outcome.queue_error), f"page {request.path}")
         messages.warning(request, outcome.queue_error)  # the rows are kept; the reaper sends them later
     status = 400 if outcome.refused and not outcome.files else 200
     return render(request, TEMPLATE, {**context, "form": form, "outcome": _outcome_for_page(outcome, user=request.user)}, status=status)

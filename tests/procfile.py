@@ -76,18 +76,28 @@ def _timestamped_copy(stream, log: Path) -> None:
             out.flush()
 
 
-def start_procfile_workers(env: dict, log_dir: Path, *, ready_timeout: float = 90) -> list[Worker]:
-    """Start every Procfile worker line as honcho would (through a shell, in the repo), wait until each is ready."""
-    workers = []
-    for name, command in procfile_workers().items():
-        log = log_dir / f"{name}.log"
-        log.write_text("")
-        # `exec`: the pid is celery's own, so SIGTERM gives it its warm shutdown.
-        proc = subprocess.Popen(["/bin/sh", "-c", f"exec {command}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        copier = threading.Thread(target=_timestamped_copy, args=(proc.stdout, log), daemon=True)
-        copier.start()
-        workers.append(Worker(name, proc, log, copier))
+def start_procfile_process(name: str, env: dict, log_dir: Path) -> Worker:
+    """Start one Procfile line as honcho would (through a shell, in the repo), in a session of its own;
+    its output goes to log_dir/<name>.log. Does not wait for it to be ready."""
+    command = procfile_entries()[name]
+    log = log_dir / f"{name}.log"
+    log.write_text("")
+    # `exec`: the pid is the program's own (celery, gunicorn), so SIGTERM gives it its warm shutdown.
+    proc = subprocess.Popen(["/bin/sh", "-c", f"exec {command}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    copier = threading.Thread(target=_timestamped_copy, args=(proc.stdout, log), daemon=True)
+    copier.start()
+    return Worker(name, proc, log, copier)
+
+
+def start_procfile_workers(env: dict, log_dir: Path, *, ready_timeout: float = 90,
+                           only: tuple[str, ...] | None = None) -> list[Worker]:
+    """Start every Procfile worker line (or the `only` ones), wait until each is ready."""
+    names = list(procfile_workers())
+    unknown = set(only or ()) - set(names)
+    if unknown:
+        raise ValueError(f"no such Procfile worker: {sorted(unknown)}")
+    workers = [start_procfile_process(name, env, log_dir) for name in names if only is None or name in only]
     deadline = time.monotonic() + ready_timeout
     for worker in workers:
         while "ready." not in worker.log_text():
@@ -109,3 +119,29 @@ def stop_workers(workers: list[Worker], *, timeout: float = 30) -> None:
             os.killpg(worker.proc.pid, signal.SIGKILL)  # its own session: the pool children go too
             worker.proc.wait()
         worker.copier.join(timeout=5)
+
+
+def session_pids(worker: Worker) -> list[int]:
+    """The processes still alive in the worker's session: celery, its pool children, an embedded beat."""
+    pids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == worker.proc.pid and fields[0] != "Z":  # a zombie is dead, only not reaped yet
+            pids.append(int(stat.parent.name))
+    return pids
+
+
+def kill_whole(worker: Worker, *, timeout: float = 10) -> None:
+    """kill -9 of the worker and every process it started, at once: no warm shutdown, no message given back,
+    as when the machine loses power or the OOM killer takes the lot."""
+    os.killpg(worker.proc.pid, signal.SIGKILL)  # the worker leads its own session and process group
+    worker.proc.wait(timeout=timeout)
+    deadline = time.monotonic() + timeout
+    while session_pids(worker):  # pool children are reparented to init, which reaps them
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"worker {worker.name}: processes {session_pids(worker)} survived SIGKILL")
+        time.sleep(0.05)
+    worker.copier.join(timeout=5)

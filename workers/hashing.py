@@ -77,6 +77,11 @@ INVOKEAI_MODEL_SUFFIXES = (".ckpt", ".safetensors", ".bin", ".pt", ".pth")
 
 Progress = Callable[[int, int], None]
 
+# Test only: caps the engine's read speed (bytes per second) so that an end-to-end fault test can kill a
+# worker while it is still hashing a file of a few MB (tests/e2e/test_worker_faults.py). Unset or 0: off,
+# which is what every real run has.
+TEST_PACE_ENV = "MODELXREF_TEST_HASH_BYTES_PER_SECOND"
+
 
 class HashingError(Exception):
     """A file or folder could not be hashed; the message says which and why."""
@@ -463,6 +468,24 @@ def _embedded_value(value: Any) -> str | None:
     return value if 0 < len(value) <= EMBEDDED_VALUE_MAX_CHARS else None
 
 
+class _TestPace:
+    """Sleeps so that reading goes no faster than TEST_PACE_ENV bytes per second (test only, see there)."""
+
+    def __init__(self, bytes_per_second: float) -> None:
+        self.bytes_per_second = bytes_per_second
+        self.started = time.monotonic()
+
+    @classmethod
+    def from_env(cls) -> _TestPace | None:
+        rate = float(os.environ.get(TEST_PACE_ENV) or 0)
+        return cls(rate) if rate > 0 else None
+
+    def wait(self, done: int) -> None:
+        delay = self.started + done / self.bytes_per_second - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+
+
 class _ProgressReporter:
     def __init__(self, callback: Progress | None, total: int) -> None:
         self.callback = callback
@@ -500,13 +523,16 @@ def _hash_open_file(
     consumers: list[Any] = [whole, b3] + ([suffix] if suffix else [])
     reader_side = _ReaderSide(size, head)
     reporter = _ProgressReporter(progress, size)
+    pace = _TestPace.from_env()
     # Read at most one byte past the expected size: a growing file is then
     # noticed without chasing it forever.
     limit = size + 1
     if size <= min(buffer_size, INLINE_LIMIT):
-        bytes_read = _pump_inline(fd, consumers, reader_side, reporter, limit=limit, buffer_size=buffer_size)
+        bytes_read = _pump_inline(fd, consumers, reader_side, reporter, limit=limit, buffer_size=buffer_size,
+                                  pace=pace)
     else:
-        bytes_read = _pump_threaded(fd, consumers, reader_side, reporter, limit=limit, buffer_size=buffer_size)
+        bytes_read = _pump_threaded(fd, consumers, reader_side, reporter, limit=limit, buffer_size=buffer_size,
+                                    pace=pace)
     reporter.finish()
     autov1 = None
     if reader_side.autov1 is not None and len(reader_side.autov1) == AUTOV1_LENGTH:
@@ -526,7 +552,8 @@ def _hash_open_file(
 
 
 def _pump_inline(
-    fd: int, consumers: list[Any], reader_side: _ReaderSide, reporter: _ProgressReporter, *, limit: int, buffer_size: int
+    fd: int, consumers: list[Any], reader_side: _ReaderSide, reporter: _ProgressReporter, *, limit: int, buffer_size: int,
+    pace: _TestPace | None = None,
 ) -> int:
     buffer = mmap.mmap(-1, min(buffer_size, limit))
     view = memoryview(buffer)
@@ -543,13 +570,16 @@ def _pump_inline(
             chunk.release()
             total += n
             reporter.tick(total)
+            if pace is not None:
+                pace.wait(total)
     finally:
         _release([view], [buffer])
     return total
 
 
 def _pump_threaded(
-    fd: int, consumers: list[Any], reader_side: _ReaderSide, reporter: _ProgressReporter, *, limit: int, buffer_size: int
+    fd: int, consumers: list[Any], reader_side: _ReaderSide, reporter: _ProgressReporter, *, limit: int, buffer_size: int,
+    pace: _TestPace | None = None,
 ) -> int:
     """The calling thread reads into a ring of buffers; one thread per hasher consumes each buffer in order."""
     ring = [mmap.mmap(-1, buffer_size) for _ in range(RING_DEPTH)]
@@ -596,6 +626,8 @@ def _pump_threaded(
                 inbox.put((index, n, total))
             total += n
             reporter.tick(total)
+            if pace is not None:
+                pace.wait(total)
     finally:
         for inbox in inboxes:
             inbox.put(None)

@@ -1,12 +1,8 @@
 """Queue work only once the row that names it is committed (Zulip's rule)."""
 from __future__ import annotations
 
-import logging
-
 from django.db import transaction
 from django.utils import timezone
-
-log = logging.getLogger(__name__)
 
 # A task costs a broker round trip, a worker hand-off and a database connection: more than hashing
 # a LoRA of a few MB. Small files therefore travel together, as long as a chunk stays quick to
@@ -23,22 +19,31 @@ class QueueUnavailable(Exception):
 def hashing_send(local_file_ids: list[int]) -> None:
     """Hand one hashing message for these rows to the broker now, and record that it went.
     Raises QueueUnavailable (after marking the rows) when the broker is unreachable."""
+    hashing_send_chunks([local_file_ids])
+
+
+def hashing_send_chunks(chunks: list[list[int]]) -> None:
+    """One message per chunk, each recorded as it goes. When the broker is unreachable, this chunk and
+    every later one are marked "waiting for the queue" and QueueUnavailable counts all of them."""
     from models_catalog.models import LocalFile
     from workers.tasks import hash_local_file, hash_local_files
 
-    try:
-        if len(local_file_ids) == 1:
-            hash_local_file.delay(local_file_ids[0])
-        else:
-            hash_local_files.delay(local_file_ids)
-    except Exception as exc:  # kombu wraps every transport failure differently; all mean "not sent"
-        log.warning("broker unreachable, %d file(s) wait for the queue: %s", len(local_file_ids), exc)
-        LocalFile.objects.filter(pk__in=local_file_ids, status=LocalFile.Status.QUEUED).update(
-            enqueued_at=None, error=f"waiting for the queue (the broker is unreachable: {exc}); "
-                                    "it is sent as soon as the broker is back")
-        raise QueueUnavailable(f"the task queue is unreachable ({exc}); {len(local_file_ids)} file(s) "
-                               "stay queued and are sent when it is back") from exc
-    LocalFile.objects.filter(pk__in=local_file_ids).update(enqueued_at=timezone.now())
+    for index, local_file_ids in enumerate(chunks):
+        try:
+            if len(local_file_ids) == 1:
+                hash_local_file.delay(local_file_ids[0])
+            else:
+                hash_local_files.delay(local_file_ids)
+        except Exception as exc:  # kombu wraps every transport failure differently; all mean "not sent"
+            # Not logged here: each caller reports it once, where it is read (the API and pages in the
+            # server's log, the CLI as its error, the reaper in the worker's log).
+            waiting = [pk for chunk in chunks[index:] for pk in chunk]
+            LocalFile.objects.filter(pk__in=waiting, status=LocalFile.Status.QUEUED).update(
+                enqueued_at=None, error=f"waiting for the queue (the broker is unreachable: {exc}); "
+                                        "it is sent as soon as the broker is back")
+            raise QueueUnavailable(f"the task queue is unreachable ({exc}); {len(waiting)} file(s) "
+                                   "stay queued and are sent when it is back") from exc
+        LocalFile.objects.filter(pk__in=local_file_ids).update(enqueued_at=timezone.now())
 
 
 def enqueue_hashing(local_file_id: int) -> None:
@@ -56,8 +61,11 @@ def enqueue_hashing_now(local_file_id: int) -> bool:
 
 def enqueue_hashing_many(*, local_files) -> None:
     """Queue several rows: small files in chunks (one task each), big files and folders alone."""
-    for chunk in hashing_chunks(local_files=local_files):
-        transaction.on_commit(lambda ids=chunk: hashing_send(ids))
+    chunks = hashing_chunks(local_files=local_files)
+    if chunks:
+        # One callback for all of them: when the broker is down, every chunk is marked and counted, not
+        # only the first (Django drops the callbacks after one that raised).
+        transaction.on_commit(lambda: hashing_send_chunks(chunks))
 
 
 def hashing_chunks(*, local_files, max_files: int | None = None, max_bytes: int | None = None) -> list[list[int]]:

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import threading
 
+from django.conf import settings
 from django.db import connection
 from django.utils import timezone
 
@@ -19,9 +20,11 @@ from models_catalog.models import LocalFile
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_SECONDS = 30.0
-# A row whose heartbeat is older than this lost its worker (three missed beats).
-STALLED_AFTER_SECONDS = 3 * HEARTBEAT_SECONDS
+# 30 s (MODELXREF_HEARTBEAT_SECONDS).
+HEARTBEAT_SECONDS = settings.HEARTBEAT_SECONDS
+# A row whose heartbeat is older than this lost its worker: by default three missed beats, 90 s
+# (MODELXREF_STALLED_AFTER_SECONDS).
+STALLED_AFTER_SECONDS = settings.STALLED_AFTER_SECONDS
 
 
 @contextlib.contextmanager

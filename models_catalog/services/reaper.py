@@ -13,6 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -22,8 +23,9 @@ from models_catalog.services.heartbeat import STALLED_AFTER_SECONDS
 log = logging.getLogger(__name__)
 
 MAX_STAGE_ATTEMPTS = 3
-# A queued row with no message (the broker was down when it was queued) is sent after this.
-UNSENT_AFTER = timedelta(seconds=30)
+# A queued row with no message (the broker was down when it was queued) is sent after this; sooner
+# could race the message its register is about to send. 30 s (MODELXREF_UNSENT_AFTER_SECONDS).
+UNSENT_AFTER = timedelta(seconds=settings.UNSENT_AFTER_SECONDS)
 # A queued row whose message may have died with a worker (the file broker drops what a dead
 # worker had reserved) is sent again after this; a duplicate is a no-op for the stages.
 RESEND_QUEUED_AFTER = timedelta(minutes=30)
@@ -68,8 +70,12 @@ def local_files_reap(*, resend_queued_after: timedelta = RESEND_QUEUED_AFTER) ->
     unsent_ids = list(LocalFile.objects.filter(status=Status.QUEUED).filter(unsent | Q(pk__in=outcome.requeued))
                       .exclude(origin=LocalFile.Origin.PUSHED).values_list("pk", flat=True))
     for pk in unsent_ids:
-        if enqueue_hashing_now(pk):
-            outcome.sent.append(pk)
+        if not enqueue_hashing_now(pk):
+            # The broker went away since this run was delivered: the next run sends the rest.
+            log.warning("reaper: the broker is unreachable; %d queued file(s) wait for it",
+                        len(unsent_ids) - len(outcome.sent))
+            break
+        outcome.sent.append(pk)
     if outcome.requeued or outcome.failed or outcome.sent:
         log.warning("reaper: %d requeued after a dead worker, %d failed, %d messages (re)sent",
                     len(outcome.requeued), len(outcome.failed), len(outcome.sent))

@@ -13,12 +13,21 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
 from models_catalog.models import LocalFile
-from models_catalog.services.enqueue import enqueue_hashing
+from models_catalog.services.enqueue import QueueUnavailable, enqueue_hashing
 from models_catalog.services.paths import clean_upload_name
 
 
 class UploadRefused(Exception):
     pass
+
+
+class UploadWaitsForQueue(QueueUnavailable):
+    """The upload is stored and its row committed, but the broker is down: the row waits for the queue
+    and the reaper sends it once the broker is back. Sending the file again would only store it twice."""
+
+    def __init__(self, message: str, *, local_file: LocalFile):
+        super().__init__(message)
+        self.local_file = local_file
 
 
 @dataclass(frozen=True)
@@ -76,10 +85,13 @@ def _store(*, uploaded: UploadedFile, owner) -> LocalFile:
                 out.write(chunk)
     os.chmod(target, 0o600)  # only the account that runs ModelXRef reads uploads
     st = target.stat()
-    with transaction.atomic():
-        lf = LocalFile.objects.create(
-            owner=owner, origin=LocalFile.Origin.UPLOADED, path=str(target), name=name,
-            size=st.st_size, device=st.st_dev, inode=st.st_ino, mtime_ns=st.st_mtime_ns, bytes_total=st.st_size,
-        )
-        enqueue_hashing(lf.pk)
+    try:
+        with transaction.atomic():
+            lf = LocalFile.objects.create(
+                owner=owner, origin=LocalFile.Origin.UPLOADED, path=str(target), name=name,
+                size=st.st_size, device=st.st_dev, inode=st.st_ino, mtime_ns=st.st_mtime_ns, bytes_total=st.st_size,
+            )
+            enqueue_hashing(lf.pk)
+    except QueueUnavailable as exc:  # raised by the send after the commit: the row is there
+        raise UploadWaitsForQueue(str(exc), local_file=lf) from exc
     return lf

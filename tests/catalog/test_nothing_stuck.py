@@ -89,6 +89,26 @@ def test_broker_down_keeps_the_rows_queued_and_the_reaper_sends_them_when_it_is_
     assert all(r.enqueued_at is not None for r in LocalFile.objects.all())
 
 
+@pytest.mark.django_db(transaction=True)
+def test_broker_down_marks_and_counts_every_chunk_of_a_register_not_only_the_first(model_root, user, monkeypatch):
+    from kombu.exceptions import OperationalError
+
+    from models_catalog.services import enqueue
+    from workers import tasks
+
+    def down(*args):
+        raise OperationalError("Connection refused")
+
+    monkeypatch.setattr(tasks.hash_local_file, "delay", down)
+    monkeypatch.setattr(tasks.hash_local_files, "delay", down)
+    monkeypatch.setattr(enqueue, "CHUNK_MAX_FILES", 2)
+    for i in range(5):
+        write_safetensors(model_root / f"m{i}.safetensors", payload=bytes([i]) * 32)
+    outcome = local_file_register(paths=[str(model_root)], owner=user)
+    assert "5 file(s) stay queued" in outcome.queue_error
+    assert all(r.status == "queued" and "waiting for the queue" in r.error for r in LocalFile.objects.all())
+
+
 def test_register_again_resends_a_row_whose_message_never_left(model_root, user, sent, django_capture_on_commit_callbacks):
     lf = _registered(model_root, user)  # no on_commit run: like a broker that was down
     assert LocalFile.objects.get(pk=lf.pk).enqueued_at is None

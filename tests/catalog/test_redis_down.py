@@ -93,13 +93,22 @@ def test_push_answers_503_when_the_broker_is_down(redis_down, user, tmp_path):
     assert_service_unavailable(resp)
 
 
-def test_upload_page_answers_503_page_when_the_broker_is_down(redis_down, user, model_root):
+def test_upload_page_keeps_the_file_and_says_it_waits_when_the_broker_is_down(redis_down, user, model_root):
+    """The upload is stored: the page must not say "try again" (that would store it twice)."""
+    from models_catalog.models import LocalFile
+
     browser = Client()
     browser.force_login(user)
     upload = SimpleUploadedFile("m.safetensors", write_safetensors(model_root / "m.safetensors").read_bytes())
-    resp = browser.post("/upload/", {"file": upload})
-    assert resp.status_code == 503 and resp["Retry-After"] == "30"
-    assert "The task queue is unreachable" in resp.content.decode()
+    resp = browser.post("/upload/", {"file": upload}, follow=True)
+    [row] = LocalFile.objects.filter(origin="uploaded")
+    assert resp.redirect_chain == [(f"/files/{row.pk}/", 302)] and resp.status_code == 200
+    page = resp.content.decode()
+    assert "Uploaded m.safetensors, but the task queue is unreachable" in page and "waiting for the queue" in page
+    assert row.status == "queued" and row.enqueued_at is None and "waiting for the queue" in row.error
+    upload = SimpleUploadedFile("n.safetensors", write_safetensors(model_root / "n.safetensors").read_bytes())
+    resp = browser.post("/upload/", {"file": upload}, HTTP_ACCEPT="application/json")  # the page's own uploader
+    assert resp.status_code == 201 and resp.json()["name"] == "n.safetensors"
 
 
 @pytest.fixture

@@ -96,6 +96,22 @@ def test_small_odd_buffers_straddle_autov1_window_and_header(tmp_path, size, buf
     assert h.autov3_full == hashlib.sha256(data[8 + int.from_bytes(data[:8], "little") :]).hexdigest()
 
 
+@pytest.mark.parametrize("size, buffer_size", [(3 * MiB, 1 * MiB), (512 * 1024, hashing.DEFAULT_BUFFER_SIZE)])
+def test_the_test_only_pace_slows_reading_and_changes_no_hash(tmp_path, monkeypatch, size, buffer_size):
+    """MODELXREF_TEST_HASH_BYTES_PER_SECOND lets the fault tests catch a worker mid-hash; off when unset."""
+    import time
+
+    data = safetensors_bytes(random_bytes(size))
+    path = write(tmp_path, data)
+    monkeypatch.setenv(hashing.TEST_PACE_ENV, str(4 * MiB))
+    started = time.monotonic()
+    h = hash_file(path, buffer_size=buffer_size)
+    assert time.monotonic() - started >= 0.9 * len(data) / (4 * MiB)
+    assert computed(h) == reference_hashes(data)
+    monkeypatch.delenv(hashing.TEST_PACE_ENV)
+    assert hashing._TestPace.from_env() is None
+
+
 @pytest.mark.parametrize("buffer_size", [1, 2, 3, 7, 8, 9, 64])
 def test_tiny_buffers(tmp_path, buffer_size):
     data = safetensors_bytes(random_bytes(3000), {"sshs_model_hash": "AB" * 32})
