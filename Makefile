@@ -42,6 +42,7 @@ bench: venv-dev
 	$(BIN)/python bench/register.py
 	$(BIN)/python bench/identify.py
 	$(BIN)/python bench/file_list.py
+	$(BIN)/python bench/duplicates.py
 	$(BIN)/python bench/hostile_memory.py
 	$(BIN)/python bench/pipeline.py
 
