@@ -53,6 +53,7 @@ class Copy:
     autov3: str = ""
     content_id: str = ""
     precision_id: str = ""
+    bf16_id: str = ""
     host: str = ""
     device: int | None = None
     inode: int | None = None
@@ -106,7 +107,8 @@ def keep_rank(c: Copy, prefer: str = "lossless") -> tuple:
 
 def group_keys(c: Copy) -> list[tuple[str, str]]:
     """What makes two of one owner's copies the same model."""
-    keys = [("sha", c.sha256), ("v3", c.autov3), ("content", c.content_id), ("precision", c.precision_id)]
+    keys = [("sha", c.sha256), ("v3", c.autov3), ("content", c.content_id), ("precision", c.precision_id),
+            ("bf16", c.bf16_id)]
     return [(kind, f"{c.owner_id}:{value}") for kind, value in keys if value]
 
 

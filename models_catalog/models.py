@@ -60,6 +60,8 @@ class LocalFile(models.Model):
     fingerprint = models.JSONField(null=True, blank=True)
     content_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
     precision_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    # The content cast to bf16: links an fp32 model and its bf16 export (precision_id casts to fp16).
+    bf16_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
     analysis_error = models.TextField(blank=True, default="")
     # The model name of the file's best match ("" without one): the key of My files' model sort,
     # stored because a sort on a value reached through Match could use no index. Written with the

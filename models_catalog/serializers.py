@@ -297,7 +297,7 @@ class LocalFileDetailSerializer(_IdentityField, serializers.ModelSerializer):
     class Meta:
         model = LocalFile
         fields = ["id", "name", "path", "host", "origin", "is_folder", "size", "format", "content_id", "precision_id",
-                  "analysis_error", "identity", "hashes", "members", "matches", "safety", "fingerprint", "progress",
+                  "bf16_id", "analysis_error", "identity", "hashes", "members", "matches", "safety", "fingerprint", "progress",
                   "created_at", "updated_at", "hashed_at", "quarantined_at"]
 
     @extend_schema_field(LocalHashesSerializer(allow_null=True))

@@ -56,6 +56,7 @@ def _fingerprint_summary(lf: LocalFile) -> dict | None:
     components = fp.get("components") if isinstance(fp.get("components"), dict) else {}
     return {
         "content_id": fp.get("content_id") or "", "precision_id": fp.get("precision_id") or "",
+        "bf16_id": fp.get("bf16_id") or "",
         "tensors": fp.get("tensors"), "parameters": fp.get("parameters"), "nbytes": fp.get("nbytes"),
         "dtypes": sorted((fp.get("dtypes") or {}).items()) if isinstance(fp.get("dtypes"), dict) else [],
         "components": sorted((name, c) for name, c in components.items() if isinstance(c, dict)),

@@ -63,7 +63,10 @@ def _via_fingerprint(lf: LocalFile) -> list[Candidate]:
     found: list[Candidate] = []
     if not lf.content_id:
         return found
-    related = LocalFile.objects.filter(Q(content_id=lf.content_id) | Q(precision_id=lf.precision_id)).exclude(pk=lf.pk)
+    same = Q(content_id=lf.content_id) | Q(precision_id=lf.precision_id)
+    if lf.bf16_id:
+        same |= Q(bf16_id=lf.bf16_id)
+    related = LocalFile.objects.filter(same).exclude(pk=lf.pk)
     for other in related.filter(matches__kind__in=EXACT_KINDS).distinct():
         shown, via = _through(lf, other)
         if other.content_id == lf.content_id:
@@ -72,7 +75,8 @@ def _via_fingerprint(lf: LocalFile) -> list[Candidate]:
             else:
                 kind, why = Match.Kind.SAME_WEIGHTS, f"same tensors as {shown}, file bytes differ"
         else:
-            kind, why = Match.Kind.PRECISION, f"same weights as {shown} after casting to fp16 (other precision)"
+            cast = "bf16" if lf.bf16_id and other.bf16_id == lf.bf16_id and other.precision_id != lf.precision_id else "fp16"
+            kind, why = Match.Kind.PRECISION, f"same weights as {shown} after casting to {cast} (other precision)"
         for sf in _identified_sources(other):
             found.append(Candidate(sf, kind, f"{why}, which is {sf.name}", via=via))
     return found
@@ -257,12 +261,15 @@ def local_files_rematch(*, local_file_ids: set[int]) -> None:
 def relatives_rematch(*, local_file_ids: set[int]) -> None:
     """Rematch the files without an exact match that share a fingerprint with these
     (they may now reach a source through them). Files without a fingerprint cost one query."""
-    keys = list(LocalFile.objects.filter(pk__in=local_file_ids).exclude(content_id="").values_list("content_id", "precision_id"))
+    keys = list(LocalFile.objects.filter(pk__in=local_file_ids).exclude(content_id="")
+                .values_list("content_id", "precision_id", "bf16_id"))
     if not keys:
         return
     q = Q(pk__in=[])
-    for content_id, precision_id in keys:
+    for content_id, precision_id, bf16_id in keys:
         q |= Q(content_id=content_id) | Q(precision_id=precision_id)
+        if bf16_id:
+            q |= Q(bf16_id=bf16_id)
     exact = Match.objects.filter(kind__in=EXACT_KINDS).values("local_file_id")
     for pk in LocalFile.objects.filter(q).exclude(pk__in=exact).values_list("pk", flat=True):
         local_file_match(local_file_id=pk)

@@ -49,14 +49,19 @@ from pathlib import Path
 import blake3
 import numpy as np
 
+from workers.modelfiles.canonical_forms import canonical_parts
 from workers.modelfiles.safetensors_reader import NUMPY_DTYPES, iter_safetensors_tensors
 from workers.modelfiles.types import ModelFileError, Tensor
 
-FINGERPRINT_VERSION = 1
+# 2: canonical tensor forms (canonical_forms.py) and the bf16 precision id. Version 1 fingerprints
+# (stored rows, older push clients) still load; `manage.py refingerprint` recomputes them.
+FINGERPRINT_VERSION = 2
+READABLE_VERSIONS = frozenset({1, 2})
 DIGEST_BYTES = 16
 _TENSOR_DOMAIN = b"modelxref/tensor/v1\n"
 _SET_DOMAIN = b"modelxref/tensor-multiset/v1\n"
 _CAST_TO_F16 = frozenset({"F32", "F64", "BF16"})
+_CAST_TO_BF16 = frozenset({"F32", "F64"})  # BF16 is already there; F16 / F8 are not cast (they hold less or other bits)
 _CHUNK_ELEMENTS = 1 << 18  # cast in 256K-element pieces: scratch stays in cache
 _THREAD_MIN_BYTES = 4 << 20  # below this, a worker thread costs more than it saves
 
@@ -191,6 +196,7 @@ class TensorDigest:
     nbytes: int  # bytes as stored
     component: str
     precision_nbytes: int  # bytes at the common precision (F16 for cast floats): similarity's weight
+    bf16: str = ""  # hex; the tensor cast to BF16 (== content for non-float, BF16, F16 and F8 tensors)
 
 
 @dataclass(frozen=True)
@@ -200,6 +206,7 @@ class ComponentFingerprint:
     tensors: int
     parameters: int
     nbytes: int
+    bf16_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -212,6 +219,8 @@ class Fingerprint:
     components: dict[str, ComponentFingerprint]
     digests: tuple[TensorDigest, ...] = ()  # empty when loaded from JSON without them
     ignored_tensors: int = 0  # buffers skipped by the ignore rule
+    bf16_id: str = ""  # the content cast to bf16: an fp32 model and its bf16 export share it ("" in version 1)
+    version: int = FINGERPRINT_VERSION
 
     @property
     def nbytes(self) -> int:
@@ -219,22 +228,23 @@ class Fingerprint:
 
     def to_dict(self, *, include_digests: bool = False) -> dict:
         data = {
-            "version": FINGERPRINT_VERSION,
+            "version": self.version,
             "content_id": self.content_id,
             "precision_id": self.precision_id,
+            "bf16_id": self.bf16_id,
             "tensors": self.tensors,
             "parameters": self.parameters,
             "nbytes": self.nbytes,
             "ignored_tensors": self.ignored_tensors,
             "dtypes": dict(sorted(self.dtypes.items())),
             "components": {
-                name: {"content_id": c.content_id, "precision_id": c.precision_id, "tensors": c.tensors,
-                       "parameters": c.parameters, "nbytes": c.nbytes}
+                name: {"content_id": c.content_id, "precision_id": c.precision_id, "bf16_id": c.bf16_id,
+                       "tensors": c.tensors, "parameters": c.parameters, "nbytes": c.nbytes}
                 for name, c in sorted(self.components.items())
             },
         }
         if include_digests:
-            data["digests"] = [[d.content, d.precision, d.nbytes, d.precision_nbytes, d.component]
+            data["digests"] = [[d.content, d.precision, d.nbytes, d.precision_nbytes, d.component, d.bf16]
                                for d in self.digests]
         return data
 
@@ -246,23 +256,25 @@ class Fingerprint:
         try:
             if not isinstance(data, dict):
                 data = json.loads(data)
-            if data.get("version") != FINGERPRINT_VERSION:
+            if data.get("version") not in READABLE_VERSIONS:
                 raise FingerprintError(f"unsupported fingerprint version {data.get('version')!r}")
             components = {
                 str(name): ComponentFingerprint(
                     content_id=str(c["content_id"]), precision_id=str(c["precision_id"]),
-                    tensors=int(c["tensors"]), parameters=int(c["parameters"]), nbytes=int(c["nbytes"]))
+                    tensors=int(c["tensors"]), parameters=int(c["parameters"]), nbytes=int(c["nbytes"]),
+                    bf16_id=str(c.get("bf16_id", "")))
                 for name, c in data["components"].items()
             }
             digests = tuple(
                 TensorDigest(content=str(d[0]), precision=str(d[1]), nbytes=int(d[2]),
-                             precision_nbytes=int(d[3]), component=str(d[4]))
+                             precision_nbytes=int(d[3]), component=str(d[4]), bf16=str(d[5]) if len(d) > 5 else "")
                 for d in data.get("digests", ()))
             return cls(
                 content_id=str(data["content_id"]), precision_id=str(data["precision_id"]),
                 tensors=int(data["tensors"]), parameters=int(data["parameters"]),
                 dtypes={str(k): int(v) for k, v in data["dtypes"].items()},
-                components=components, digests=digests, ignored_tensors=int(data.get("ignored_tensors", 0)))
+                components=components, digests=digests, ignored_tensors=int(data.get("ignored_tensors", 0)),
+                bf16_id=str(data.get("bf16_id", "")), version=int(data["version"]))
         except FingerprintError:
             raise
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
@@ -372,6 +384,43 @@ def _hash_as_f16(header: bytes, flat: np.ndarray, dtype: str) -> str:
     return hasher.hexdigest(length=DIGEST_BYTES)
 
 
+_BF16_CHUNK = _CHUNK_ELEMENTS
+
+
+def _hash_as_bf16(header: bytes, flat: np.ndarray, dtype: str) -> str:
+    """Digest of `flat` (F32 or F64) cast to BF16 with round-to-nearest-even, bit-exact with torch's
+    `.to(torch.bfloat16)` for every non-NaN value; F64 goes through F32 first, as torch's cast of a
+    double tensor does. Every NaN becomes 0x7FC0, sign dropped: torch itself writes 0xFFFF (vectorised
+    path) or 0x7FC0 (scalar path) for the same NaN, so NaN bits say nothing about the weights."""
+    hasher = blake3.blake3(header)
+    chunk = min(flat.size, _BF16_CHUNK)
+    wide = np.empty(chunk, dtype=np.uint32)
+    rounded = np.empty(chunk, dtype=np.uint32)
+    nan = np.empty(chunk, dtype=bool)
+    out = np.empty(chunk, dtype=np.uint16)
+    with np.errstate(all="ignore"):
+        for start in range(0, flat.size, _BF16_CHUNK):
+            piece = flat[start:start + _BF16_CHUNK]
+            k = piece.size
+            bits, r, m, o = wide[:k], rounded[:k], nan[:k], out[:k]
+            if dtype == "F32":
+                np.copyto(bits, piece.view(np.uint32))
+            else:
+                np.copyto(bits.view(np.float32), piece, casting="unsafe")
+            np.right_shift(bits, 16, out=r)
+            np.bitwise_and(r, 1, out=r)
+            np.add(r, 0x7FFF, out=r)
+            np.add(r, bits, out=r)  # NaN inputs may wrap here: replaced just below
+            np.right_shift(r, 16, out=r)
+            np.bitwise_and(bits, 0x7FFFFFFF, out=bits)
+            np.greater(bits, 0x7F800000, out=m)
+            if m.any():
+                r[m] = 0x7FC0
+            np.copyto(o, r, casting="unsafe")
+            hasher.update(o.view(np.uint8))
+    return hasher.hexdigest(length=DIGEST_BYTES)
+
+
 def _tensor_digest(tensor: Tensor, component: str, pool: ThreadPoolExecutor | None) -> TensorDigest:
     flat = _canonical_array(tensor)
     numel = flat.size
@@ -380,19 +429,26 @@ def _tensor_digest(tensor: Tensor, component: str, pool: ThreadPoolExecutor | No
     if tensor.dtype not in _CAST_TO_F16:
         content = _hash_bytes(content_header, flat)
         return TensorDigest(content=content, precision=content, nbytes=nbytes,
-                            component=component, precision_nbytes=nbytes)
+                            component=component, precision_nbytes=nbytes, bf16=content)
     precision_header = _digest_header("F16", tensor.shape)
+    bf16_header = _digest_header("BF16", tensor.shape)
+    cast_bf16 = tensor.dtype in _CAST_TO_BF16
     if pool is not None and nbytes >= _THREAD_MIN_BYTES:
-        # BLAKE3 and numpy casts release the GIL: hash the raw bytes on the
+        # BLAKE3 and numpy casts release the GIL: hash the raw bytes (and the BF16 form) on the
         # worker while this thread casts and hashes the F16 form.
-        future = pool.submit(_hash_bytes, content_header, flat)
+        def raw_and_bf16() -> tuple[str, str]:
+            raw = _hash_bytes(content_header, flat)
+            return raw, _hash_as_bf16(bf16_header, flat, tensor.dtype) if cast_bf16 else raw
+
+        future = pool.submit(raw_and_bf16)
         precision = _hash_as_f16(precision_header, flat, tensor.dtype)
-        content = future.result()
+        content, bf16 = future.result()
     else:
         content = _hash_bytes(content_header, flat)
         precision = _hash_as_f16(precision_header, flat, tensor.dtype)
+        bf16 = _hash_as_bf16(bf16_header, flat, tensor.dtype) if cast_bf16 else content
     return TensorDigest(content=content, precision=precision, nbytes=nbytes,
-                        component=component, precision_nbytes=numel * 2)
+                        component=component, precision_nbytes=numel * 2, bf16=bf16)
 
 
 def _multiset_id(hex_digests: Iterable[str]) -> str:
@@ -469,8 +525,8 @@ def _fingerprint(stream: Iterable[tuple[Tensor, str | None]], *,
             if component is None:
                 ignored += 1
                 continue
-            digest = _tensor_digest(tensor, component, pool)
-            digests.append(digest)
+            for part in canonical_parts(tensor):  # fused attention split, swapped halves, transposes
+                digests.append(_tensor_digest(part, component, pool))
             dtypes[tensor.dtype] += 1
             parameters[component] += math.prod(tensor.shape)
     components: dict[str, ComponentFingerprint] = {}
@@ -478,11 +534,11 @@ def _fingerprint(stream: Iterable[tuple[Tensor, str | None]], *,
         mine = [d for d in digests if d.component == name]
         components[name] = ComponentFingerprint(
             content_id=_multiset_id(d.content for d in mine),
-            precision_id=_multiset_id(d.precision for d in mine),
+            precision_id=_multiset_id(d.precision for d in mine), bf16_id=_multiset_id(d.bf16 for d in mine),
             tensors=len(mine), parameters=parameters[name], nbytes=sum(d.nbytes for d in mine))
     return Fingerprint(
         content_id=_multiset_id(d.content for d in digests),
-        precision_id=_multiset_id(d.precision for d in digests),
+        precision_id=_multiset_id(d.precision for d in digests), bf16_id=_multiset_id(d.bf16 for d in digests),
         tensors=len(digests), parameters=sum(parameters.values()), dtypes=dict(dtypes),
         components=components, digests=tuple(digests), ignored_tensors=ignored)
 

@@ -91,6 +91,8 @@ def _fingerprint(report: dict) -> Section:
         return section
     section.add("content id", fp.get("content_id", "?"))
     section.add("precision id", fp.get("precision_id", "?"))
+    if fp.get("bf16_id"):
+        section.add("bf16 id", fp["bf16_id"])
     tensors = f"{fp.get('tensors', 0):,}"
     if fp.get("ignored_tensors"):
         tensors += f" (and {fp['ignored_tensors']:,} buffers that are not weights, left out)"
