@@ -306,6 +306,6 @@ def read_npy_header(buf, *, start: int = 0, end: int | None = None) -> NpyHeader
         raise ModelFileError("npy: fortran_order must be a bool")
     try:
         dtype = np.dtype(header["descr"])
-    except (TypeError, ValueError, RecursionError) as exc:
+    except (TypeError, ValueError, SyntaxError, RecursionError) as exc:  # numpy parses "a,b" descrs as code
         raise ModelFileError(f"npy: bad descr {header['descr']!r}") from exc
     return NpyHeader(header["descr"], dtype, header["fortran_order"], shape, header_at + header_len)
