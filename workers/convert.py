@@ -85,7 +85,9 @@ class ConvertPlan:
 
     @property
     def metadata(self) -> dict[str, str]:
-        return {**self.selection.metadata, **RESERVED_METADATA}
+        # format=pt only beside other values (transformers refuses metadata without it): a plain state
+        # dict then gets no metadata at all, the bytes safetensors' own save_file would write.
+        return {**self.selection.metadata, **RESERVED_METADATA} if self.selection.metadata else {}
 
     @property
     def tensors(self) -> list[PlannedTensor]:
@@ -146,6 +148,12 @@ def plan_conversion(path: str | os.PathLike, *, dtype: str = "keep", allow_suspi
         return source.plan(dtype)
 
 
+def output_sizes(plan: ConvertPlan) -> dict[str, int]:
+    """The output's size for each --dtype, from one plan (the web page shows all three before you choose)."""
+    return {d: safetensors_layout(((t.name, output_dtype(t.dtype, d), t.shape) for t in plan.tensors),
+                                  plan.metadata).file_size for d in DTYPE_CHOICES}
+
+
 def convert_checkpoint(path: str | os.PathLike, out: str | os.PathLike, *, dtype: str = "keep",
                        allow_suspicious: bool = False, progress: Progress | None = None,
                        expect_content_id: str = "", expect_precision_id: str = "",
@@ -180,6 +188,12 @@ def convert_checkpoint(path: str | os.PathLike, out: str | os.PathLike, *, dtype
                                    expect_precision_id=expect_precision_id)
             source.check_unchanged()
             _link_into_place(temp, out)
+        except ModelFileError as exc:  # a strided view or an npz array that does not read after all
+            _remove(temp)
+            raise ConvertError(f"{source.path.name} cannot be converted: {exc}") from None
+        except OSError as exc:  # a full disk, a folder we may not write
+            _remove(temp)
+            raise ConvertError(f"could not write {out}: {exc.strerror or exc}") from None
         except BaseException:
             _remove(temp)
             raise

@@ -228,20 +228,33 @@ def test_a_cast_keeps_nan_a_nan(tmp_path):
 
 # --- the file it writes ---------------------------------------------------------------------
 
-def test_header_is_sorted_aligned_and_strict(tmp_path):
+def test_output_is_byte_for_byte_what_safetensors_itself_writes(tmp_path):
+    # The same tensors give the same bytes (so the same SHA256) as safetensors.torch.save_file:
+    # a conversion can be recognised as a .safetensors file published elsewhere.
+    from safetensors.torch import save
+
+    state = {**{k: v for k, v in _zoo().items() if k not in ("transposed", "sliced", "expanded")},
+             **sd_checkpoint(), "c64": torch.randn(3, dtype=torch.complex64)}
+    path = tmp_path / "m.pt"
+    torch.save(state, path)
+    result = convert_checkpoint(path, tmp_path / "m.safetensors")
+    assert Path(result.output).read_bytes() == save({k: v.contiguous() for k, v in state.items()})
+
+
+def test_header_is_ordered_aligned_and_padded(tmp_path):
     path = tmp_path / "m.pt"
     torch.save({"z": torch.ones(3, dtype=torch.float16), "a": torch.ones(5, dtype=torch.int8),
-                "m": torch.ones(2, dtype=torch.float64), "epoch": 3}, path)
+                "m": torch.ones(2, dtype=torch.float64), "b": torch.ones(1, dtype=torch.float16), "epoch": 3}, path)
     result = convert_checkpoint(path, tmp_path / "m.safetensors")
     raw = Path(result.output).read_bytes()
     (size,) = struct.unpack("<Q", raw[:8])
-    assert size % 8 == 0
-    text = raw[8:8 + size].decode()
-    header = json.loads(text)
-    assert list(header) == sorted(header)
-    assert text.rstrip() == json.dumps(header, sort_keys=True, separators=(",", ":"))
+    assert size % 8 == 0 and raw[8 + size - 1:8 + size] in (b" ", b"}")
+    header = json.loads(raw[8:8 + size])
+    # __metadata__ first, then the data order: widest dtype first, names sorted within a dtype.
+    assert list(header) == ["__metadata__", "m", "b", "z", "a"]
     for name, info in header.items():
         if name != "__metadata__":
+            assert list(info) == ["dtype", "shape", "data_offsets"]
             itemsize = {"F64": 8, "F16": 2, "I8": 1}[info["dtype"]]
             assert info["data_offsets"][0] % itemsize == 0  # every tensor aligned to its element size
     assert header["__metadata__"] == {"epoch": "3", "format": "pt"}
@@ -410,3 +423,18 @@ def test_command_line_converts_and_refuses(tmp_path):
                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert refused.returncode == 1 and "dangerous" in refused.stderr and "os.system" in refused.stderr
     assert not canary.exists() and not (tmp_path / "bad.safetensors").exists()
+
+
+def test_a_full_disk_is_an_error_in_words_and_leaves_nothing(tmp_path, monkeypatch):
+    import errno
+
+    path = tmp_path / "m.pt"
+    torch.save({"w": torch.ones(4)}, path)
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(convert, "_write_all", full)
+    with pytest.raises(ConvertError, match="No space left on device"):
+        convert_checkpoint(path, tmp_path / "m.safetensors")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.pt"]

@@ -10,9 +10,9 @@ Rules, in the order a person reading a converted file would ask about them:
   by index, as the torch reader names tensors.
 - Plain values (text, numbers, booleans, None, numpy scalars, flat lists of them) anywhere become
   `__metadata__` strings under their dotted names: text as it is, the rest as JSON ("1234",
-  "true", "null", "[0.9, 0.999]"). Everything else (objects of unknown classes, bytes, sets, ...)
-  is dropped and listed, and so are tensors beside the state_dict (optimizer state, callbacks):
-  training state, not weights.
+  "true", "null", "[0.9, 0.999]"), with format=pt beside them. Everything else (objects of
+  unknown classes, bytes, sets, ...) is dropped and listed, and so are tensors beside the
+  state_dict (optimizer state, callbacks): training state, not weights.
 - Refused rather than guessed: two tensors that would get one name, names the strict reader would
   refuse, a checkpoint with no tensor to write.
 """
@@ -36,8 +36,8 @@ from workers.modelfiles.torch_reader import (
 from workers.modelfiles.types import ModelFileError
 
 WRAPPER_KEY = "state_dict"
-# safetensors' torch writer puts format=pt in the metadata, and transformers refuses a file whose
-# metadata lacks it: the converter always writes it, so a source value of that name cannot be kept.
+# transformers refuses a file whose metadata lacks format=pt (save_pretrained writes it): the converter
+# writes it beside any other metadata, so a source value of that name cannot be kept.
 RESERVED_METADATA = {"format": "pt"}
 MAX_METADATA_VALUE = 64 << 10  # characters; real ones (hyper-parameters, versions) are short
 MAX_METADATA_ENTRIES = 10_000  # the strict reader allows 100K; a checkpoint with more is not metadata
