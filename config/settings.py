@@ -222,6 +222,7 @@ CELERY_TASK_ROUTES = {
     "workers.tasks.local_files_reap": {"queue": "lookups"},  # a stuck hashing pool must not block it
     "workers.tasks.hf_index_repo": {"queue": "lookups"},
     "workers.tasks.hf_verify_local_dir": {"queue": "hashing"},
+    "workers.tasks.convert_checkpoint_job": {"queue": "hashing"},  # disk-bound: near the files, like hashing
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
