@@ -39,6 +39,7 @@ test: venv-dev
 bench: venv-dev
 	$(BIN)/python bench/hashing.py
 	$(BIN)/python bench/fingerprint.py
+	$(BIN)/python bench/convert.py
 	$(BIN)/python bench/register.py
 	$(BIN)/python bench/identify.py
 	$(BIN)/python bench/file_list.py

@@ -241,6 +241,7 @@ CELERY_TASK_ROUTES = {
     "workers.tasks.hf_index_repo": {"queue": "lookups"},
     "workers.tasks.hf_verify_local_dir": {"queue": "hashing"},
     "workers.tasks.run_file_action": {"queue": "hashing"},  # duplicate actions re-hash and move files: near the disks
+    "workers.tasks.convert_checkpoint_job": {"queue": "hashing"},  # disk-bound: near the files, like hashing
 }
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 

@@ -35,11 +35,13 @@ from models_catalog.selectors import FileQuery, file_list_page, hash_search, vis
 from models_catalog.services.duplicates import PREFERENCES, duplicate_groups
 from models_catalog.services.huggingface import hf_index_job_create
 from models_catalog.services.forget import local_file_forget
+from models_catalog.services.convert import QuarantineUnavailable, convert_job_create
 from models_catalog.services.hf_verify_job import hf_verify_job_create
 from models_catalog.services.enqueue import QueueUnavailable
 from models_catalog.services.lookup import hash_fields_q, hash_lookup
 from models_catalog.services.paths import PathRefused, refusal_reason
 from models_catalog.services.push import PushRejected, pushed_files_store
+from workers.convert import ConvertError
 from models_catalog.services.register import local_file_register
 from models_catalog.services.tokens import TokenRefused, api_token_create
 from models_catalog.services.upload import UploadRefused, local_file_upload
@@ -271,6 +273,37 @@ class LocalFileRegisterView(BodyLimitMixin, APIView):
         })
 
 
+class LocalFileConvertView(BodyLimitMixin, APIView):
+    """Convert one of your registered pickle checkpoints to safetensors, as a job, without ever running it.
+    The file is scanned again when the job runs: only a `safe` verdict converts (`suspicious` with
+    `allow_suspicious`); the output lands under your model roots, is verified (re-read, tensor by tensor,
+    and by fingerprint) before it appears, and is registered like any file. The job's `result` says what
+    was written, kept as metadata and dropped."""
+
+    parser_classes = [JSONParser]
+
+    @extend_schema(operation_id="files_convert", request=s.ConvertRequestSerializer,
+                   responses={202: s.JobSerializer, **errors(400, 401, 404, 413, 503)}, tags=["files"])
+    def post(self, request, pk: int):
+        # Another user's file is a 404 like everywhere else; staff convert only their own files
+        # (the output goes under the converting user's roots).
+        lf = get_object_or_404(LocalFile.objects.filter(owner=request.user), pk=pk)
+        body = s.ConvertRequestSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        try:
+            job = convert_job_create(owner=request.user, local_file=lf, out=data.get("out") or None, dtype=data["dtype"],
+                                     allow_suspicious=data["allow_suspicious"], original=data["original"])
+        except PathRefused as exc:
+            raise ApiError(refusal_reason(data.get("out") or lf.path, str(exc), user=request.user),
+                           code="path_refused") from None
+        except QuarantineUnavailable as exc:
+            raise ApiError(str(exc), code="not_available") from None
+        except ConvertError as exc:
+            raise ApiError(str(exc), code="not_convertible", detail={"verdict": exc.verdict} if exc.verdict else None) from None
+        return Response(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)
+
+
 class LocalFilePushView(BodyLimitMixin, APIView):
     """Store hashes computed on another machine (the `push` command). A record is a file (`hashes`)
     or a diffusers folder (`"kind": "folder"` and `folder`: its digest and weight-file members), stored
@@ -451,7 +484,7 @@ class DuplicatesView(APIView):
 
 @extend_schema(tags=["jobs"])
 class JobViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.GenericViewSet):
-    """Your longer jobs (index a Hub repo, verify a download) with their progress."""
+    """Your longer jobs (index a Hub repo, verify a download, convert a checkpoint) with their progress."""
 
     queryset = Job.objects.none()  # for the schema; get_queryset picks the rows
     serializer_class = s.JobSerializer

@@ -17,6 +17,7 @@ v1 = [
     path("files/register/", api.LocalFileRegisterView.as_view(), name="file-register"),
     path("files/push/", api.LocalFilePushView.as_view(), name="file-push"),
     path("files/<int:pk>/", files.as_view({"get": "retrieve", "delete": "destroy"}), name="file-detail"),
+    path("files/<int:pk>/convert/", api.LocalFileConvertView.as_view(), name="file-convert"),
     path("models/", models.as_view({"get": "list"}), name="model-list"),
     path("models/<int:pk>/", models.as_view({"get": "retrieve"}), name="model-detail"),
     path("versions/<int:pk>/", api.SourceVersionViewSet.as_view({"get": "retrieve"}), name="version-detail"),

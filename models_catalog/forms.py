@@ -121,3 +121,33 @@ class RegisterPathForm(forms.Form):
 class ApiTokenForm(forms.Form):
     name = forms.CharField(required=False, max_length=100, label="What it is for (optional)",
                            widget=forms.TextInput(attrs={"placeholder": "push from the GPU box"}))
+
+
+class ConvertForm(forms.Form):
+    """Convert to safetensors: the dtype (each with its resulting size), where, and whether a
+    suspicious file may be converted. The page fills the labels from the plan."""
+
+    dtype = forms.ChoiceField(choices=(("keep", "keep the dtypes"), ("fp16", "fp16"), ("bf16", "bf16")),
+                              initial="keep", widget=forms.RadioSelect, label="Precision")
+    out = forms.CharField(required=False, max_length=4096, label="Output file (under your model roots)",
+                          widget=forms.TextInput(attrs={"autocapitalize": "off", "autocomplete": "off",
+                                                        "spellcheck": "false"}))
+    allow_suspicious = forms.BooleanField(required=False, label="Convert it although it is suspicious "
+                                                                "(what lies outside the allowlist is dropped)")
+
+    def __init__(self, *args, sizes: dict[str, int] | None = None, suspicious: bool = False, **kwargs):
+        super().__init__(*args, **kwargs)
+        from django.template.defaultfilters import filesizeformat
+
+        if sizes:
+            self.fields["dtype"].choices = [(value, f"{label} — {filesizeformat(sizes[value])}")
+                                            for value, label in self.fields["dtype"].choices]
+        self.suspicious = suspicious
+        if not suspicious:
+            del self.fields["allow_suspicious"]
+
+    def clean(self):
+        data = super().clean()
+        if self.suspicious and not data.get("allow_suspicious"):
+            self.add_error("allow_suspicious", "this file is suspicious: tick the box to convert it anyway")
+        return data

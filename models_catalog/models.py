@@ -357,11 +357,13 @@ class Match(models.Model):
 
 
 class Job(models.Model):
-    """Longer work started from the web or API (index a Hub repo, verify a download), with progress."""
+    """Longer work started from the web or API (index a Hub repo, verify a download, convert a checkpoint),
+    with progress."""
 
     class Kind(models.TextChoices):
         HF_INDEX = "hf_index", "index a Hugging Face repo"
         HF_VERIFY = "hf_verify", "verify a download against the Hub"
+        CONVERT = "convert", "convert to safetensors"
         # The duplicate actions (services/file_actions.py): params say which files, result logs each one.
         HARDLINK = "hardlink", "replace exact copies with hard links"
         QUARANTINE = "quarantine", "move files into quarantine"

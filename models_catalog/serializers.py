@@ -582,6 +582,25 @@ class HfVerifyRequestSerializer(HfIndexRequestSerializer):
         return _encodable(value)
 
 
+class ConvertRequestSerializer(serializers.Serializer):
+    out = serializers.CharField(max_length=4096, required=False, allow_blank=True,
+                                help_text="the output file on the server, inside your model roots (default: beside "
+                                          "the source, NAME.safetensors, or NAME.fp16.safetensors for a cast); an "
+                                          "existing file is never replaced")
+    dtype = serializers.ChoiceField(choices=["keep", "fp16", "bf16"], default="keep",
+                                    help_text="keep the dtypes, or cast floating tensors to fp16 / bf16 "
+                                              "(round to nearest even, bit-exact with torch)")
+    allow_suspicious = serializers.BooleanField(default=False,
+                                                help_text="convert a file whose verdict is suspicious; what lies "
+                                                          "outside the allowlist is dropped and listed")
+    original = serializers.ChoiceField(choices=["keep", "quarantine"], default="keep",
+                                       help_text="what happens to the source once the output is verified "
+                                                 "(quarantine: not available until the quarantine service is)")
+
+    def validate_out(self, value: str) -> str:
+        return _encodable(value)
+
+
 class DuplicateMemberSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     name = serializers.CharField()

@@ -19,6 +19,7 @@ from models_catalog.selectors import (
     FILE_SORTS, FileQuery, civitai_lookups_for, file_filter_choices, file_list_page, file_matches, visible_files,
     with_rates,
 )
+from models_catalog.services.convert import convert_offered
 from models_catalog.services.forget import local_file_forget
 from models_catalog.services.upload import Uploaded, UploadRefused, UploadWaitsForQueue, local_file_upload
 from models_catalog.upload_handlers import LimitedTemporaryFileUploadHandler
@@ -75,6 +76,7 @@ def file_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "poll": None if identity.is_finished else POLL_PENDING if not lf.is_finished else POLL_IDLE,
         "findings": [x for x in (lf.safety_findings or []) if isinstance(x, dict)],
         "fingerprint": _fingerprint_summary(lf), "matches": file_matches(lf, request.user),
+        "can_convert": convert_offered(lf, request.user),
     }
     template = "models_catalog/_file_status.html" if request.headers.get("HX-Request") else "models_catalog/file_detail.html"
     return render(request, template, context)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from pathlib import Path
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
@@ -141,6 +142,10 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
     if job.kind == job.Kind.HF_VERIFY and result:
         report = {key: result.get(key) or [] for key in ("matched", "mismatched", "missing", "extra", "refused")}
     context = {"job": job, "report": report, "result_json": json.dumps(job.result, indent=2) if job.result else ""}
+    if job.kind == job.Kind.CONVERT:
+        context.update(converted=result if job.status == job.Status.DONE else None,
+                       refused_findings=[x for x in result.get("findings") or [] if isinstance(x, dict)][:50],
+                       source_name=Path(str(job.params.get("source", ""))).name)
     template = "models_catalog/_job_status.html" if request.headers.get("HX-Request") else "models_catalog/job_detail.html"
     return render(request, template, context)
 

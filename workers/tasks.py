@@ -84,6 +84,15 @@ def hf_verify_local_dir(self, job_id: int) -> None:
         raise self.retry(exc=exc, countdown=max(5, min(600, exc.retry_after or 30))) from exc
 
 
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def convert_checkpoint_job(job_id: int) -> None:
+    """Convert a checkpoint to safetensors (a Job). Failures are stored on the job in words; there is
+    nothing to retry: a refused or changed file stays so until the user asks again."""
+    from models_catalog.services.convert import convert_job_run
+
+    convert_job_run(job_id=job_id)
+
+
 @shared_task(ignore_result=True)
 def local_files_reap() -> None:
     """Rows whose worker died, or whose message never reached the broker, are sent again."""

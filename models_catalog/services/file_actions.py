@@ -388,6 +388,22 @@ def _nearest_existing(folder: Path) -> os.stat_result | None:
     return None
 
 
+class QuarantineRefused(Exception):
+    """local_file_quarantine could not move the file; the message says why."""
+
+
+def local_file_quarantine(*, local_file: LocalFile, owner, reason: str = "") -> ActionItem:
+    """Quarantine one file (the converter's --quarantine-original); raises QuarantineRefused with the reason
+    when it is skipped. `reason` is why it goes (e.g. "converted to safetensors: ..."), kept in the report."""
+    if local_file is None:
+        raise QuarantineRefused("the original is not a registered file of yours")
+    [item] = quarantine_files(owner=owner, file_ids=[local_file.pk], dry_run=False).items
+    if item.outcome != DONE:
+        raise QuarantineRefused(f"the original was kept: {item.reason}")
+    item.reason = f"{item.reason} ({reason})" if reason else item.reason
+    return item
+
+
 def quarantine_files(*, owner, file_ids: list[int], dry_run: bool, progress: Progress | None = None) -> ActionReport:
     """Move each file into the quarantine folder, keeping its path relative to its model root; its row
     follows it (path and identity updated, marked quarantined, nothing hashed again) and a

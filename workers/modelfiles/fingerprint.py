@@ -361,27 +361,40 @@ class _F16Caster:
 
 def _hash_as_f16(header: bytes, flat: np.ndarray, dtype: str) -> str:
     """Digest of `flat` cast to F16 (RNE), in chunks so memory stays small."""
-    hasher = blake3.blake3(header)
-    size = flat.size
-    chunk = min(size, _CHUNK_ELEMENTS)
-    caster = _F16Caster(chunk)
-    wide = np.empty(chunk, dtype=np.uint32) if dtype != "F32" else None
-    with np.errstate(all="ignore"):
-        for start in range(0, size, _CHUNK_ELEMENTS):
-            piece = flat[start:start + _CHUNK_ELEMENTS]
-            if dtype == "F32":
-                bits = piece.view(np.uint32)
-            elif dtype == "BF16":
-                bits = wide[:piece.size]
-                np.copyto(bits, piece)
-                bits <<= 16  # BF16 bits are the top half of an F32: exact
-            else:
-                # F64 via F32, the double rounding torch's .half() does: an F64
-                # model, its F32 copy and a torch-made F16 copy then all agree.
-                bits = wide[:piece.size]
-                np.copyto(bits.view(np.float32), piece, casting="unsafe")
-            hasher.update(caster(bits).view(np.uint8))
-    return hasher.hexdigest(length=DIGEST_BYTES)
+    hasher = _F16Hasher(header, dtype, min(flat.size, _CHUNK_ELEMENTS))
+    hasher.update(flat)
+    return hasher.hexdigest()
+
+
+class _F16Hasher:
+    """BLAKE3 of F32/F64/BF16 values cast to F16 bits, fed a flat array in pieces of any size."""
+
+    def __init__(self, header: bytes, dtype: str, chunk: int = _CHUNK_ELEMENTS) -> None:
+        self.hasher = blake3.blake3(header)
+        self.dtype = dtype
+        self.chunk = max(1, chunk)
+        self.caster = _F16Caster(self.chunk)
+        self.wide = np.empty(self.chunk, dtype=np.uint32) if dtype != "F32" else None
+
+    def update(self, flat: np.ndarray) -> None:
+        with np.errstate(all="ignore"):
+            for start in range(0, flat.size, self.chunk):
+                piece = flat[start:start + self.chunk]
+                if self.dtype == "F32":
+                    bits = piece.view(np.uint32)
+                elif self.dtype == "BF16":
+                    bits = self.wide[:piece.size]
+                    np.copyto(bits, piece)
+                    bits <<= 16  # BF16 bits are the top half of an F32: exact
+                else:
+                    # F64 via F32, the double rounding torch's .half() does: an F64
+                    # model, its F32 copy and a torch-made F16 copy then all agree.
+                    bits = self.wide[:piece.size]
+                    np.copyto(bits.view(np.float32), piece, casting="unsafe")
+                self.hasher.update(self.caster(bits).view(np.uint8))
+
+    def hexdigest(self) -> str:
+        return self.hasher.hexdigest(length=DIGEST_BYTES)
 
 
 _BF16_CHUNK = _CHUNK_ELEMENTS
@@ -451,6 +464,40 @@ def _tensor_digest(tensor: Tensor, component: str, pool: ThreadPoolExecutor | No
 def _multiset_id(hex_digests: Iterable[str]) -> str:
     return blake3.blake3(_SET_DOMAIN + "\n".join(sorted(hex_digests)).encode("ascii")).hexdigest(
         length=DIGEST_BYTES)
+
+
+# --- the same digests, a chunk at a time --------------------------------------
+# The converter (workers/convert.py) hashes each tensor as it streams it to disk, so it never
+# holds a whole tensor to learn the digests the catalog will compute for the file it writes.
+
+class TensorHasher:
+    """Content and precision digests of one tensor fed its little-endian C-order values in pieces
+    (flat arrays of the dtype's numpy carry type); equal to `fingerprint_*`'s for the whole tensor.
+    `precision=False` skips the fp16 cast when only the content digest is wanted."""
+
+    def __init__(self, dtype: str, shape: tuple[int, ...], *, precision: bool = True) -> None:
+        self.content = blake3.blake3(_digest_header(dtype, shape))
+        self.skipped = not precision and dtype in _CAST_TO_F16
+        self.cast = precision and dtype in _CAST_TO_F16
+        self.precision = _F16Hasher(_digest_header("F16", shape), dtype) if self.cast else None
+
+    def update(self, flat: np.ndarray) -> None:
+        self.content.update(flat.view(np.uint8))
+        if self.precision is not None:
+            self.precision.update(flat)
+
+    def digests(self) -> tuple[str, str | None]:
+        """(content, precision); precision is None when it was not computed."""
+        content = self.content.hexdigest(length=DIGEST_BYTES)
+        if self.precision is not None:
+            return content, self.precision.hexdigest()
+        # Non-float, F16 and F8 tensors: the precision digest is the content digest.
+        return content, None if self.skipped else content
+
+
+def multiset_id(hex_digests: Iterable[str]) -> str:
+    """`content_id` / `precision_id` of a set of per-tensor digests (order does not matter)."""
+    return _multiset_id(hex_digests)
 
 
 # --- fingerprints ----------------------------------------------------------
@@ -594,5 +641,5 @@ __all__ = [
     "Fingerprint", "ComponentFingerprint", "TensorDigest", "FingerprintError",
     "fingerprint_tensors", "fingerprint_path", "similarity", "shared_components",
     "component_for_key", "is_ignored_key", "SCHEDULE_BUFFERS", "IGNORED_LEAVES", "IGNORED_PREFIXES",
-    "DIFFUSERS_SKIPPED_COMPONENTS", "FINGERPRINT_VERSION",
+    "DIFFUSERS_SKIPPED_COMPONENTS", "FINGERPRINT_VERSION", "TensorHasher", "multiset_id",
 ]

@@ -52,6 +52,15 @@ def sniff(path: str | os.PathLike) -> Format:
     return sniff_head(head, size=size)
 
 
+def sniff_mapped(buf) -> Format:
+    """The format of a file already mapped (or read) as `buf`: the bytes a caller holds open,
+    not whatever a path names by now (the converter reads, scans and checks one open file)."""
+    head = bytes(buf[:HEAD_BYTES])
+    if head.startswith(ZIP_LOCAL_MAGIC):
+        return _zip_kind(buf)
+    return sniff_head(head, size=len(buf))
+
+
 def sniff_head(head: bytes, *, size: int) -> Format:
     """Classify from the first bytes of a file of `size` bytes (zips need `sniff`)."""
     if len(head) < 2:
@@ -306,6 +315,6 @@ def read_npy_header(buf, *, start: int = 0, end: int | None = None) -> NpyHeader
         raise ModelFileError("npy: fortran_order must be a bool")
     try:
         dtype = np.dtype(header["descr"])
-    except (TypeError, ValueError, RecursionError) as exc:
+    except (TypeError, ValueError, SyntaxError, RecursionError) as exc:  # numpy parses "a,b" descrs as code
         raise ModelFileError(f"npy: bad descr {header['descr']!r}") from exc
     return NpyHeader(header["descr"], dtype, header["fortran_order"], shape, header_at + header_len)

@@ -15,7 +15,8 @@ import math
 import mmap
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -94,7 +95,32 @@ def _tensors_by_format(buf, fmt: str, name: str) -> Iterator[Tensor]:
 
 # --- zip checkpoints ---------------------------------------------------------------
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """A torch-zip or torch-legacy checkpoint as read so far: its object graph (inert stand-ins:
+    TensorRef views of StorageRefs) and where each storage's bytes lie. No tensor data is read yet,
+    so a caller (the converter) can plan, then read each tensor when it wants it."""
+    value: object
+    big_endian: bool
+    locate: Callable[[StorageRef], tuple[int, int]]  # storage -> (file offset, bytes the file holds for it)
+
+
+def read_checkpoint(buf, fmt: str) -> Checkpoint:
+    """The object graph and storage locations of a torch-zip or torch-legacy file mapped in `buf`.
+    The caller has scanned the file (a dangerous one must never get here)."""
+    if fmt == "torch-zip":
+        return _zip_checkpoint(buf)
+    if fmt == "torch-legacy":
+        return _legacy_checkpoint(buf)
+    raise ModelFileError(f"{fmt} is not a torch checkpoint with storages")
+
+
 def _zip_tensors(buf) -> Iterator[Tensor]:
+    ckpt = _zip_checkpoint(buf)
+    yield from _tensors_of(ckpt.value, buf, ckpt.locate, big_endian=ckpt.big_endian)
+
+
+def _zip_checkpoint(buf) -> Checkpoint:
     entries = read_zip_directory(buf)
     if not entries or "/" not in entries[0].name:
         raise ModelFileError("torch zip: first entry has no archive prefix")
@@ -117,7 +143,7 @@ def _zip_tensors(buf) -> Iterator[Tensor]:
     def storage_bytes(storage: StorageRef) -> tuple[int, int]:
         return _zip_data(buf, by_name, f"{prefix}/data/{storage.key}")
 
-    yield from _tensors_of(value, buf, storage_bytes, big_endian=big_endian)
+    return Checkpoint(value=value, big_endian=big_endian, locate=storage_bytes)
 
 
 def _zip_data(buf, by_name: dict[str, ZipEntry], name: str) -> tuple[int, int]:
@@ -140,6 +166,11 @@ def _zip_text(buf, by_name, name: str, *, default: str) -> str:
 # --- legacy checkpoints ------------------------------------------------------------
 
 def _legacy_tensors(buf) -> Iterator[Tensor]:
+    ckpt = _legacy_checkpoint(buf)
+    yield from _tensors_of(ckpt.value, buf, ckpt.locate, big_endian=ckpt.big_endian)
+
+
+def _legacy_checkpoint(buf) -> Checkpoint:
     magic, pos = load_restricted(buf, start=0)
     if magic != LEGACY_MAGIC_NUMBER:
         raise ModelFileError("legacy torch: bad magic number")
@@ -177,7 +208,7 @@ def _legacy_tensors(buf) -> Iterator[Tensor]:
             raise ModelFileError(f"legacy torch: storage {storage.key!r} is not in the key list")
         return located[storage.key]
 
-    yield from _tensors_of(value, buf, storage_bytes, big_endian=big_endian)
+    return Checkpoint(value=value, big_endian=big_endian, locate=storage_bytes)
 
 
 def _no_storages(pid):
@@ -199,6 +230,24 @@ def _tensors_of(value, buf, storage_bytes, *, big_endian: bool) -> Iterator[Tens
             raise ModelFileError(f"storage {storage.key!r} is declared twice with different types or sizes")
         start, available = storage_bytes(storage)
         yield _view(buf, name, item, start=start, available=available, big_endian=big_endian)
+
+
+def flatten_tensors(value, prefix: str = ""):
+    """(dotted name, TensorRef or numeric ndarray) of every tensor under `value`, named as
+    iter_torch_tensors names them (the fingerprint sees these names)."""
+    yield from _walk(value, prefix, 0, set(), [MAX_NODES])
+
+
+def numpy_dtype_name(dtype: np.dtype) -> str | None:
+    """The safetensors name of a plain numeric numpy dtype (either byte order), None for others."""
+    if dtype.fields or dtype.hasobject:
+        return None
+    return _FROM_NUMPY.get(dtype.newbyteorder("<").str)
+
+
+def read_npy(buf, start: int, end: int, name: str) -> Tensor:
+    """The .npy array in buf[start:end] as a contiguous little-endian Tensor (a copy)."""
+    return _npy_tensor(buf, start, end, name)
 
 
 def _flatten(value):
@@ -252,8 +301,19 @@ def _key_name(key) -> str:
     return type(key).__name__
 
 
-def _view(buf, name: str, ref: TensorRef, *, start: int, available: int, big_endian: bool) -> Tensor:
-    """Copy the (possibly strided) view `ref` of a storage into a contiguous little-endian array."""
+@dataclass(frozen=True)
+class ViewSpan:
+    """Where a storage view's elements lie: `begin` is the file offset of its first element."""
+    begin: int
+    count: int       # elements in the view
+    item: int        # bytes per element
+    extent: int      # elements from the first to the last one the view reaches, in storage order
+    contiguous: bool  # C-contiguous: its bytes are file[begin:begin + count * item] in order
+
+
+def view_span(name: str, ref: TensorRef, *, start: int, available: int, file_size: int) -> ViewSpan:
+    """Bounds-check the view `ref` of a storage whose bytes start at `start` (`available` of them in
+    the file), with Python ints; raise ModelFileError if it reaches outside its storage."""
     storage = ref.storage
     item = ELEMENT_SIZE.get(ref.dtype)
     if item is None:
@@ -265,19 +325,40 @@ def _view(buf, name: str, ref: TensorRef, *, start: int, available: int, big_end
     if len(size) != len(stride) or offset < 0 or any(n < 0 for n in size) or any(s < 0 for s in stride):
         raise ModelFileError(f"{name}: negative or mismatched size, stride or offset")
     count = math.prod(size)
-    dtype = np.dtype(NUMPY_DTYPE[ref.dtype]).newbyteorder(">" if big_endian else "<")
     if count == 0:
-        return Tensor(name, ref.dtype, tuple(size), np.zeros(size, dtype=dtype.newbyteorder("<")))
+        return ViewSpan(begin=start, count=0, item=item, extent=0, contiguous=True)
     last = offset + sum((n - 1) * s for n, s in zip(size, stride))
     if (last + 1) * item > storage_bytes:
         raise ModelFileError(f"{name}: view reaches past its storage")
-    if count * item > max(len(buf), 1 << 20):
+    if count * item > max(file_size, 1 << 20):
         raise ModelFileError(f"{name}: view is larger than the file (overlapping strides)")
-    base = np.frombuffer(buf, dtype=dtype, count=last - offset + 1, offset=start + offset * item)
+    # C order: each dimension of more than one element steps over all the later ones.
+    expected, contiguous = 1, True
+    for n, s in zip(reversed(size), reversed(stride)):
+        if n != 1 and s != expected:
+            contiguous = False
+        expected *= n
+    return ViewSpan(begin=start + offset * item, count=count, item=item, extent=last - offset + 1,
+                    contiguous=contiguous)
+
+
+def read_view(buf, name: str, ref: TensorRef, *, start: int, available: int, big_endian: bool) -> Tensor:
+    """Copy the (possibly strided) view `ref` of a storage into a contiguous little-endian array."""
+    return _view(buf, name, ref, start=start, available=available, big_endian=big_endian)
+
+
+def _view(buf, name: str, ref: TensorRef, *, start: int, available: int, big_endian: bool) -> Tensor:
+    span = view_span(name, ref, start=start, available=available, file_size=len(buf))
+    size, stride = ref.size, ref.stride
+    item = span.item
+    dtype = np.dtype(NUMPY_DTYPE[ref.dtype]).newbyteorder(">" if big_endian else "<")
+    if span.count == 0:
+        return Tensor(name, ref.dtype, tuple(size), np.zeros(size, dtype=dtype.newbyteorder("<")))
+    base = np.frombuffer(buf, dtype=dtype, count=span.extent, offset=span.begin)
     view = as_strided(base, shape=size, strides=[s * item for s in stride], writeable=False)
     array = np.array(view, dtype=dtype.newbyteorder("<"), order="C", copy=True)
     del base, view  # release the mmap export before the file closes
-    _release_pages(buf, start + offset * item, (last + 1 - offset) * item)
+    _release_pages(buf, span.begin, span.extent * item)
     return Tensor(name, ref.dtype, tuple(size), array)
 
 

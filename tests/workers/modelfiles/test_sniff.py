@@ -138,3 +138,15 @@ def test_npy_header_that_is_code_is_refused():
     raw = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header
     with pytest.raises(ModelFileError):
         read_npy_header(raw)
+
+
+def test_npy_descr_that_numpy_parses_as_code_is_a_model_file_error():
+    # np.dtype(",") raises SyntaxError (numpy reads comma lists of dtypes with its own parser): found by
+    # the fuzz test; every reader error must be a ModelFileError.
+    from workers.modelfiles.types import ModelFileError
+
+    header = b"{'descr': ',', 'fortran_order': False, 'shape': (1,), }"
+    header += b" " * (63 - (10 + len(header)) % 64) + b"\n"
+    raw = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header + b"\x00" * 8
+    with pytest.raises(ModelFileError, match="bad descr"):
+        read_npy_header(raw)
