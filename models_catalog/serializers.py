@@ -263,6 +263,7 @@ class FileListParamsSerializer(serializers.Serializer):
     status = _choice(LocalFile.Status.choices, "pipeline status")
     origin = _choice(LocalFile.Origin.choices, "how the file came")
     format = _choice(LOCAL_FORMATS, "format read from the content")
+    updates = _choice(["newer"], "newer: only files whose Civitai model has a newer version than any you hold")
     sort = _choice(list(FILE_SORTS), "newest (default) | name | size (largest first) | model (model name A-Z, "
                                      "unidentified files after)")
     scope = _choice(list(FILE_SCOPES), "mine (default): your own files, also for staff; all: every file you may "
