@@ -1,12 +1,19 @@
 from django.urls import path
 
-from models_catalog import views, views_actions, views_catalog, views_register, views_tools
+from models_catalog import (
+    views,
+    views_actions,
+    views_catalog,
+    views_register,
+    views_tools,
+)
 
 app_name = "catalog"
 urlpatterns = [
     path("", views.file_list, name="file_list"),
     path("files/<int:pk>/", views.file_detail, name="file_detail"),
     path("files/<int:pk>/forget/", views.file_forget, name="file_forget"),
+    path("files/export-sidecars/", views.export_sidecars, name="export_sidecars"),
     path("upload/", views.upload, name="upload"),
     path("register/", views_register.register_path, name="register"),
     path("catalog/", views_catalog.catalog, name="catalog"),

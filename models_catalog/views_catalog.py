@@ -11,13 +11,7 @@ from models_catalog.forms import CatalogFilterForm, LookupForm
 from models_catalog.identity import IDENTIFYING_KINDS
 from models_catalog.models import Match, SourceModel
 from models_catalog.selectors import (
-    SORTS,
-    CatalogQuery,
-    catalog_page,
-    model_detail,
-    models_of_local_files,
-    my_catalog_choices,
-    source_choices,
+    SORTS, CatalogQuery, catalog_page, model_detail, models_of_local_files, my_catalog_choices, source_choices,
 )
 from models_catalog.services.lookup import hash_lookup
 from models_catalog.updates import model_update

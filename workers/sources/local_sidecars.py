@@ -27,11 +27,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from workers.sources.a1111_diskcache import (
-    SUBSECTIONS,
-    is_a1111_cache_dir,
-    read_a1111_diskcache,
-)
+from workers.sources.a1111_diskcache import SUBSECTIONS, is_a1111_cache_dir, read_a1111_diskcache
 
 MAX_SIDECAR_BYTES = 10 * 1024 * 1024
 # cache.json also holds A1111's "safetensors-metadata" section (tag frequency
