@@ -5,9 +5,10 @@ PURE: no Django, and no diskcache either. A1111 keeps one diskcache per subsecti
 table holds the title as a raw text key and `{"mtime": float, "sha256": hex}` as a *pickled* value
 (diskcache's MODE_PICKLE). diskcache itself would unpickle it with pickle.loads, which runs whatever a
 crafted cache.db names; we read the table with sqlite3 (read-only) and the values with our own
-restricted pickle interpreter (workers.modelfiles.restricted_pickle), which imports nothing and maps
-no global to code: a value naming any global is skipped with a note, as is a value diskcache keeps in
-a separate file (only values over 256 KB, never a hash entry) or in any mode other than pickle.
+restricted pickle interpreter (workers.modelfiles.restricted_pickle), which imports nothing: a global
+outside its allowlist is refused, an allowlisted one becomes an inert stand-in. A refused value, one
+that is not a plain {mtime, sha256} dict, one diskcache keeps in a separate file (only values over
+256 KB, never a hash entry) or in any mode other than pickle is skipped with a note.
 The result has cache.json's shape, so local_sidecars.parse_a1111_cache resolves titles the same way.
 """
 from __future__ import annotations
