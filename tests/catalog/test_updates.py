@@ -204,3 +204,15 @@ def test_default_bases_add_civitai_red_only_to_the_real_civitai(settings):
     settings.CIVITAI_API_BASES = ["https://civitai.red/api/v1"]
     assert civitai_api_bases() == ["https://civitai.red/api/v1"]
     assert civitai_site("https://civitai.red/api/v1") == "https://civitai.red"
+
+
+def test_a_hash_lookup_asks_the_second_site_after_a_miss(civitai, red, user, monkeypatch):
+    from models_catalog.services import lookup as lookup_service
+
+    red_model = red.add_model(id=700_002, name="Only on red")
+    red.add_version(red_model, id=800_002, files=[{"name": "r.safetensors", "hashes": file_hashes(sha256=C)}])
+    monkeypatch.setattr(lookup_service, "civitai_clients", lambda: [client_for(civitai), client_for(red)])
+    results = lookup_service.hash_lookup(text=C, user=user, ask_civitai=True)
+    assert results[0].civitai == "hit"
+    assert SourceModel.objects.get(name="Only on red").site == red.origin
+    assert civitai.count("GET") == 1 and red.count("GET") == 1
