@@ -12,12 +12,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
 from models_catalog.models import CivitaiLookup, FileHashes, LocalFile, Match
+
+if TYPE_CHECKING:
+    from models_catalog.updates import VersionUpdate
 
 # The words for each kind of match: a badge, and a phrase that reads "<phrase> <model>".
 MATCH_BADGES = {
@@ -65,7 +69,7 @@ class FileIdentity:
     problem: str = ""  # why a broken file could not be read, or why a source could not be asked
     other_kinds: tuple[str, ...] = field(default_factory=tuple)
     # A newer Civitai version than any the owner holds (models_catalog.updates), or None.
-    update: object = None
+    update: VersionUpdate | None = None
 
     @property
     def is_finished(self) -> bool:
