@@ -41,30 +41,40 @@ SECTION = "## Identification (Civitai requests)"
 RATE = 20.0  # the stand-in is not civitai.com; the count, not the pace, is measured
 
 
-def measure(name: str, root: Path, fake: FakeCivitai, *, files: int, faults=None) -> dict:
+def measure(name: str, root: Path, fake: FakeCivitai, *, files: int, faults=None, second: FakeCivitai | None = None) -> dict:
+    """`second`: a second (empty) site in CIVITAI_API_BASES, as civitai.red behind civitai.com; its
+    requests are counted apart (it is asked only for what the first one misses)."""
     work = Path(tempfile.mkdtemp(prefix="modelxref-bench-identify-"))
     with configuration("embedded") as extra:
+        if second is not None:
+            extra = {**extra, "CIVITAI_API_BASES": f"{fake.base_url},{second.base_url}"}
         env = base_env(data_dir=work / "data", model_root=root, civitai_base=fake.base_url, rate=RATE, extra=extra)
         manage(env, "migrate", "--noinput")
         manage(env, "ensure_admin")
         workers = start_procfile_workers(env, work)
         try:
             fake.reset_log()
+            if second is not None:
+                second.reset_log()
             if faults:
                 faults(fake)
             started = time.monotonic()
             first = manage(env, "register", str(root), "--wait", "--timeout", "600", timeout=700)
             seconds = time.monotonic() - started
             requests = list(fake.requests)
+            second_requests = list(second.requests) if second is not None else []
             fake.reset_log()
+            if second is not None:
+                second.reset_log()
             manage(env, "register", str(root), "--wait", "--timeout", "600", timeout=700)
-            rerun = len(fake.requests)
+            rerun = len(fake.requests) + (len(second.requests) if second is not None else 0)
         finally:
             stop_workers(workers)
     totals = first.stdout.strip().splitlines()[-1] if first.stdout.strip() else first.stderr[-300:]
     return {"name": name, "files": files, "requests": len(requests), "rerun": rerun, "seconds": seconds,
             "posts": sum(1 for m, p, _ in requests if m == "POST"),
-            "gets": sum(1 for m, _p, _ in requests if m == "GET"), "totals": totals}
+            "gets": sum(1 for m, _p, _ in requests if m == "GET"), "totals": totals,
+            "second": len(second_requests), "second_posts": sum(1 for m, _p, _ in second_requests if m == "POST")}
 
 
 def library_of_33(root: Path) -> dict:
@@ -83,6 +93,22 @@ def one_429_one_html(fake: FakeCivitai) -> None:
     fake.fail_next(1, status=429)
     fake.fail_next(1, status=None)
     fake.fail_next(1, status=200, html=True)
+
+
+def run_second_site_cases() -> list[dict]:
+    """The 1,000-file cases with a second, empty site behind the first (CIVITAI_API_BASES)."""
+    results = []
+    base = Path(tempfile.mkdtemp(prefix="modelxref-bench-identify-two-sites-"))
+    for known_share, label in ((1.0, "1,000 files, all known by SHA256"), (0.8, "1,000 files, 200 unknown safetensors")):
+        with FakeCivitai() as fake, FakeCivitai() as second:
+            root = base / f"lib{int(known_share * 100)}" / "models"
+            library = write_library(root, 1000)
+            seed_fake(fake, library, known_share=known_share)
+            results.append(measure(label + ", two sites", root, fake, files=1000, second=second))
+        r = results[-1]
+        print(f"  {r['name']}: first site {r['requests']} ({r['posts']} POST / {r['gets']} GET), "
+              f"second site {r['second']} ({r['second_posts']} POST), re-run {r['rerun']}", flush=True)
+    return results
 
 
 def run_cases() -> list[dict]:
@@ -123,7 +149,12 @@ def table(results: list[dict]) -> list[str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--write-docs", action="store_true", help=f"rewrite the {SECTION[3:]} section of docs/BENCHMARKS.md")
+    parser.add_argument("--second-site", action="store_true",
+                        help="only the 1,000-file cases, with a second empty site (civitai.red) behind the first")
     args = parser.parse_args()
+    if args.second_site:
+        run_second_site_cases()
+        return 0
     results = run_cases()
     lines = table(results)
     ok = all(r["requests"] <= target_for(r) and r["rerun"] == 0 for r in results)

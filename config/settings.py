@@ -101,6 +101,10 @@ if QUARANTINE_DIR and Path(QUARANTINE_DIR).is_absolute():
     QUARANTINE_DIR = str(Path(QUARANTINE_DIR).expanduser().resolve())
 
 CIVITAI_API_BASE = env_str("CIVITAI_API_BASE", "https://civitai.com/api/v1")
+# Every Civitai API asked, in order: a later one only for what the earlier ones miss (since 2026-04
+# civitai.com serves SFW content only, civitai.red everything). Comma-separated. Unset: CIVITAI_API_BASE,
+# plus https://civitai.red/api/v1 when that is the real civitai.com (a stand-in or proxy stays alone).
+CIVITAI_API_BASES = [b.strip() for b in env_str("CIVITAI_API_BASES").split(",") if b.strip()]
 CIVITAI_API_KEY = env_str("CIVITAI_API_KEY")
 # Off: identify from the local catalog only (offline use; the unit tests).
 CIVITAI_ENABLED = env_bool("CIVITAI_ENABLED", default=True)
@@ -273,6 +277,9 @@ CIVITAI_MISS_CACHE_SECONDS = env_int("CIVITAI_MISS_CACHE_SECONDS", 24 * 3600)
 CIVITAI_HIT_REFRESH_SECONDS = env_int("CIVITAI_HIT_REFRESH_SECONDS", 7 * 24 * 3600)
 CIVITAI_REQUESTS_PER_SECOND = float(env_str("CIVITAI_REQUESTS_PER_SECOND", "2"))
 CIVITAI_TIMEOUT_SECONDS = float(env_str("CIVITAI_TIMEOUT_SECONDS", "30"))
+# How often the hourly refresh asks again for the versions of each model a user holds ("v2.0 available"):
+# GET /models?ids= costs one request per 100 models.
+CIVITAI_UPDATES_CHECK_SECONDS = env_int("CIVITAI_UPDATES_CHECK_SECONDS", 6 * 3600)
 
 # --- Nothing stuck (services/heartbeat.py, services/reaper.py) ----------------------------------------
 # How soon a dead worker's rows are queued again, and a row the broker never took is sent. These are the

@@ -60,6 +60,7 @@ class FileFilterForm(forms.Form):
     status = forms.ChoiceField(required=False, choices=_blank(LocalFile.Status.choices))
     origin = forms.ChoiceField(required=False, choices=_blank(LocalFile.Origin.choices))
     format = forms.ChoiceField(required=False, choices=_blank((f, f) for f in LOCAL_FORMATS))
+    updates = forms.ChoiceField(required=False, choices=_blank([("newer", "a newer version exists")]), label="Updates")
     sort = forms.ChoiceField(required=False, choices=list(FILE_SORTS.items()))
     scope = forms.ChoiceField(required=False, choices=list(FILE_SCOPES.items()), label="Whose")
     cursor = forms.CharField(required=False, max_length=2000, widget=forms.HiddenInput)

@@ -12,12 +12,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 
 from models_catalog.models import CivitaiLookup, FileHashes, LocalFile, Match
+
+if TYPE_CHECKING:
+    from models_catalog.updates import VersionUpdate
 
 # The words for each kind of match: a badge, and a phrase that reads "<phrase> <model>".
 MATCH_BADGES = {
@@ -64,6 +68,8 @@ class FileIdentity:
     waiting_for: str = ""  # e.g. "Civitai rate-limited, retrying at 12:03:10"
     problem: str = ""  # why a broken file could not be read, or why a source could not be asked
     other_kinds: tuple[str, ...] = field(default_factory=tuple)
+    # A newer Civitai version than any the owner holds (models_catalog.updates), or None.
+    update: VersionUpdate | None = None
 
     @property
     def is_finished(self) -> bool:
@@ -96,7 +102,8 @@ class FileIdentity:
 
     def to_json(self) -> dict:
         data = asdict(self)
-        data.update(trained_words=list(self.trained_words), other_kinds=list(self.other_kinds),
+        data.update(update=self.update.to_json() if self.update else None,
+                    trained_words=list(self.trained_words), other_kinds=list(self.other_kinds),
                     badge=self.badge, summary=self.summary, is_finished=self.is_finished)
         return data
 
@@ -112,13 +119,17 @@ def best_match(matches: list[Match]) -> Match | None:
 def file_identities(files, *, viewer) -> dict[int, FileIdentity]:
     """The identity of each file in `files` (LocalFile rows the viewer may see), in a fixed number of queries."""
     from models_catalog.selectors import private_evidence, visible_files
+    from models_catalog.updates import holds_newest
 
     files = list(files)
     ids = [f.pk for f in files]
     if not ids:
         return {}
     by_file: dict[int, list[Match]] = {}
-    for m in Match.objects.filter(local_file_id__in=ids).select_related("source_file__version__model"):
+    # The newest version rides along (a join, a semi-join): the update badge costs no query of its own.
+    matches = (Match.objects.filter(local_file_id__in=ids)
+               .select_related("source_file__version__model__newest_version").annotate(holds_newest=holds_newest()))
+    for m in matches:
         by_file.setdefault(m.local_file_id, []).append(m)
     via_ids = {m.via_id for ms in by_file.values() for m in ms if m.via_id}
     visible_via = set(visible_files(viewer).filter(pk__in=via_ids).values_list("pk", flat=True)) if via_ids else set()
@@ -198,6 +209,8 @@ def state_q(state: str) -> Q:
 
 def _identified(best: Match, matches: list[Match], *, evidence: str) -> FileIdentity:
     """`evidence` has been through the privacy rule: it never names another user's file."""
+    from models_catalog.updates import update_for_match
+
     sf = best.source_file
     version, model = sf.version, sf.version.model
     kinds = sorted({m.kind for m in matches} - {best.kind}, key=lambda k: Match.STRENGTH.get(k, 9))
@@ -208,6 +221,7 @@ def _identified(best: Match, matches: list[Match], *, evidence: str) -> FileIden
         version_id=version.pk, version_name=version.name if model.source == "civitai" else "",
         base_model=version.base_model, source=model.source, source_file_name=sf.name,
         trained_words=tuple(str(w) for w in words[:50]), evidence=evidence, other_kinds=tuple(kinds),
+        update=update_for_match(best),
     )
 
 

@@ -224,6 +224,14 @@ class SourceModel(models.Model):
     nsfw = models.BooleanField(default=False)
     description = models.TextField(blank=True, default="")
     url = models.URLField(max_length=500, blank=True, default="")
+    # Civitai: the site that answered ("https://civitai.com" or "https://civitai.red"), which is where
+    # its links go: since 2026-04 .com serves SFW content only and .red the rest.
+    site = models.CharField(max_length=100, blank=True, default="")
+    # Civitai: the newest published version of the model (set when the whole model is fetched), and
+    # when that was last asked; the Updates filter compares it with the versions a user holds.
+    newest_version = models.ForeignKey("SourceVersion", null=True, blank=True, on_delete=models.SET_NULL,
+                                       related_name="+")
+    versions_checked_at = models.DateTimeField(null=True, blank=True)
     raw = models.JSONField(default=dict, blank=True)
     fetched_at = models.DateTimeField(auto_now=True)
 
@@ -256,9 +264,21 @@ class SourceVersion(models.Model):
     air = models.CharField(max_length=255, blank=True, default="")
     description = models.TextField(blank=True, default="")
     published_at = models.DateTimeField(null=True, blank=True)
+    # Civitai early access: "EarlyAccess" while only paying supporters may download it, until then.
+    availability = models.CharField(max_length=32, blank=True, default="")
+    early_access_ends_at = models.DateTimeField(null=True, blank=True)
+    site = models.CharField(max_length=100, blank=True, default="")  # as SourceModel.site
     url = models.URLField(max_length=500, blank=True, default="")
     raw = models.JSONField(default=dict, blank=True)
     fetched_at = models.DateTimeField(auto_now=True)
+
+    @property
+    def in_early_access(self) -> bool:
+        from django.utils import timezone
+
+        if self.early_access_ends_at is not None:
+            return self.early_access_ends_at > timezone.now()
+        return self.availability == "EarlyAccess"
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["model", "external_id"], name="source_version_unique")]

@@ -346,6 +346,7 @@ class FileQuery:
     status: str = ""
     origin: str = ""
     format: str = ""
+    updates: str = ""  # "newer": only files whose Civitai model has a newer version (models_catalog.updates)
     sort: str = "newest"
     cursor: str = ""
 
@@ -456,6 +457,10 @@ def file_list_queryset(q: FileQuery, *, hash_queries: list[HashQuery] | None = N
         files = files.filter(state_q(q.state))
     if q.folder.strip().rstrip("/"):
         files = files.filter(_in_folder(q.folder.strip().rstrip("/") + "/"))
+    if q.updates:
+        from models_catalog.updates import update_q
+
+        files = files.filter(update_q())
     for name in ("status", "origin", "format"):
         if getattr(q, name):
             files = files.filter(**{name: getattr(q, name)})

@@ -172,6 +172,16 @@ class ProgressSerializer(serializers.Serializer):
     error = serializers.CharField(allow_blank=True)
 
 
+class VersionUpdateSerializer(serializers.Serializer):
+    """A newer Civitai version than any the file's owner holds (models_catalog.updates)."""
+
+    name = serializers.CharField(allow_blank=True)
+    published_at = serializers.DateTimeField(allow_null=True)
+    url = serializers.CharField(allow_blank=True, help_text="the version on the Civitai site that answered")
+    early_access = serializers.BooleanField()
+    early_access_ends_at = serializers.DateTimeField(allow_null=True)
+
+
 class FileIdentitySerializer(serializers.Serializer):
     """What the file is (models_catalog.identity.FileIdentity): the same answer the pages show."""
 
@@ -194,6 +204,8 @@ class FileIdentitySerializer(serializers.Serializer):
     waiting_for = serializers.CharField(allow_blank=True, help_text='e.g. "Civitai (unavailable or rate-limited, retrying at 12:03:10)"')
     problem = serializers.CharField(allow_blank=True, help_text="why a broken file could not be read, or why a source could not be asked")
     other_kinds = serializers.ListField(child=serializers.CharField(), help_text="weaker kinds of match it also has")
+    update = VersionUpdateSerializer(allow_null=True, help_text="a newer version on Civitai, as of the hourly refresh; "
+                                                                "null: none known")
 
 
 class _IdentityField:
@@ -263,6 +275,7 @@ class FileListParamsSerializer(serializers.Serializer):
     status = _choice(LocalFile.Status.choices, "pipeline status")
     origin = _choice(LocalFile.Origin.choices, "how the file came")
     format = _choice(LOCAL_FORMATS, "format read from the content")
+    updates = _choice(["newer"], "newer: only files whose Civitai model has a newer version than any you hold")
     sort = _choice(list(FILE_SORTS), "newest (default) | name | size (largest first) | model (model name A-Z, "
                                      "unidentified files after)")
     scope = _choice(list(FILE_SCOPES), "mine (default): your own files, also for staff; all: every file you may "

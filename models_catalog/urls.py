@@ -8,6 +8,7 @@ urlpatterns = [
     path("files/<int:pk>/", views.file_detail, name="file_detail"),
     path("files/<int:pk>/forget/", views.file_forget, name="file_forget"),
     path("files/<int:pk>/convert/", views_convert.file_convert, name="file_convert"),
+    path("files/export-sidecars/", views.export_sidecars, name="export_sidecars"),
     path("upload/", views.upload, name="upload"),
     path("register/", views_register.register_path, name="register"),
     path("catalog/", views_catalog.catalog, name="catalog"),

@@ -8,6 +8,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods
 
@@ -21,10 +22,12 @@ from models_catalog.selectors import (
 )
 from models_catalog.services.convert import convert_offered
 from models_catalog.services.forget import local_file_forget
+from models_catalog.services.sidecar_export import sidecars_export
 from models_catalog.services.upload import Uploaded, UploadRefused, UploadWaitsForQueue, local_file_upload
 from models_catalog.upload_handlers import LimitedTemporaryFileUploadHandler
 
-FILTER_NAMES = ("search", "type", "base_model", "safety", "match", "state", "folder", "status", "origin", "format")
+FILTER_NAMES = ("search", "type", "base_model", "safety", "match", "state", "folder", "status", "origin", "format",
+                "updates")
 # The first page polls even when nothing on it is pending, so files registered meanwhile (by the
 # CLI, an upload in another tab, a push) show up; quickly while something is being read.
 POLL_PENDING = "every 2s"
@@ -48,6 +51,25 @@ def file_list(request: HttpRequest) -> HttpResponse:
     if request.headers.get("HX-Request"):
         return render(request, "models_catalog/_file_results.html", context)
     return render(request, "models_catalog/file_list.html", context)
+
+
+@login_required
+@require_http_methods(["POST"])
+def export_sidecars(request: HttpRequest) -> HttpResponse:
+    """The folder filter's button: `.civitai.info` beside each identified file of that folder, written
+    now (small JSON files; the service re-checks every path) and reported as a message."""
+    folder = request.POST.get("folder", "").strip()[:4096]
+    outcome = sidecars_export(owner=request.user, folder=folder, force=False)
+    if outcome.error:
+        messages.error(request, f"No sidecars written: {outcome.error}")
+    else:
+        skipped = [r for r in outcome.results if r.action == "skipped"]
+        text = f"{outcome.written} sidecar{'s' if outcome.written != 1 else ''} written in {outcome.folder}"
+        if skipped:
+            text += f"; {len(skipped)} kept or skipped (" + "; ".join(
+                f"{r.path.rsplit('/', 1)[-1]}: {r.why}" for r in skipped[:5]) + (" …" if len(skipped) > 5 else "") + ")"
+        (messages.warning if skipped else messages.success)(request, text)
+    return redirect(f"{reverse('catalog:file_list')}?{urlencode({'folder': folder})}")
 
 
 def _fingerprint_summary(lf: LocalFile) -> dict | None:

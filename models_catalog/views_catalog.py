@@ -8,11 +8,13 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, render
 
 from models_catalog.forms import CatalogFilterForm, LookupForm
+from models_catalog.identity import IDENTIFYING_KINDS
 from models_catalog.models import Match, SourceModel
 from models_catalog.selectors import (
     SORTS, CatalogQuery, catalog_page, model_detail, models_of_local_files, my_catalog_choices, source_choices,
 )
 from models_catalog.services.lookup import hash_lookup
+from models_catalog.updates import model_update
 from workers.hash_query import HashQueryError, parse_hash_query
 
 FILTER_NAMES = ("type", "base_model", "source", "format", "safety", "kind")
@@ -62,8 +64,11 @@ def model_page(request: HttpRequest, pk: int) -> HttpResponse:
             if isinstance(w, str) and w not in words:
                 words.append(w)
     copies = len({c.file.pk for v in versions for f in v.files for c in f.copies})
+    held = [v.version for v in versions
+            if any(c.file.owner_id == request.user.pk and c.match.kind in IDENTIFYING_KINDS for f in v.files for c in f.copies)]
     return render(request, "models_catalog/model_detail.html",
-                  {"model": model, "versions": versions, "trigger_words": words, "copies": copies})
+                  {"model": model, "versions": versions, "trigger_words": words, "copies": copies,
+                   "update": model_update(model, held)})
 
 
 @login_required

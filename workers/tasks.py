@@ -46,7 +46,11 @@ def civitai_lookup_batch(self) -> None:
 def civitai_refresh_stale() -> None:
     from django.conf import settings
 
-    from models_catalog.services.civitai_lookup import civitai_models_complete, civitai_refresh_stale
+    from models_catalog.services.civitai_lookup import (
+        civitai_models_check_updates,
+        civitai_models_complete,
+        civitai_refresh_stale,
+    )
     from models_catalog.services.identify import enqueue_civitai_batch
     from workers.sources.civitai import CivitaiError
 
@@ -56,6 +60,7 @@ def civitai_refresh_stale() -> None:
         enqueue_civitai_batch()
     try:
         civitai_models_complete()
+        civitai_models_check_updates()  # newer versions of what users hold ("v2.0 available")
     except CivitaiError:
         pass  # the next hourly run tries again; nothing was half-written (one transaction per model)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from django.db import transaction
 
 from models_catalog.models import Source, SourceFile, SourceModel, SourceVersion
-from workers.sources.civitai import CivitaiModel, CivitaiVersion
+from workers.sources.civitai import CivitaiModel, CivitaiVersion, parse_datetime
 
 CIVITAI_SITE = "https://civitai.com"
 HF_SITE = "https://huggingface.co"
@@ -36,8 +36,18 @@ def _civitai_file_fields(f) -> dict:
     }
 
 
+def _early_access(raw: dict) -> dict:
+    """Civitai's early-access state of a version: `availability` ("EarlyAccess", "Public", ...) and
+    `earlyAccessEndsAt` (older answers carry only the date)."""
+    availability = raw.get("availability")
+    return {"availability": availability[:32] if isinstance(availability, str) else "",
+            "early_access_ends_at": parse_datetime(raw.get("earlyAccessEndsAt"))}
+
+
 @transaction.atomic
-def civitai_version_store(*, version: CivitaiVersion, model: CivitaiModel | None = None) -> SourceVersion:
+def civitai_version_store(*, version: CivitaiVersion, model: CivitaiModel | None = None,
+                          site: str = CIVITAI_SITE) -> SourceVersion:
+    """`site`: the Civitai site whose API answered; links go there (a .red model is not on .com)."""
     summary = version.model
     model_row, _ = SourceModel.objects.update_or_create(
         source=Source.CIVITAI, external_id=str(version.model_id),
@@ -45,7 +55,8 @@ def civitai_version_store(*, version: CivitaiVersion, model: CivitaiModel | None
             "name": (summary.name or (model.name if model else None) or f"Civitai model {version.model_id}")[:500],
             "type": summary.type or (model.type if model else "") or "",
             "nsfw": summary.nsfw,
-            "url": f"{CIVITAI_SITE}/models/{version.model_id}",
+            "url": f"{site}/models/{version.model_id}",
+            "site": site,
             **({"description": model.description or "", "raw": model.raw} if model else {}),
         },
     )
@@ -58,8 +69,10 @@ def civitai_version_store(*, version: CivitaiVersion, model: CivitaiModel | None
             "air": (version.air or "")[:255],
             "description": version.description or "",
             "published_at": version.published_at,
-            "url": f"{CIVITAI_SITE}/models/{version.model_id}?modelVersionId={version.id}",
+            "url": f"{site}/models/{version.model_id}?modelVersionId={version.id}",
+            "site": site,
             "raw": version.raw,
+            **_early_access(version.raw),
         },
     )
     _store_files(version_row, {(str(f.id) if f.id is not None else f"name:{f.name}"): _civitai_file_fields(f)

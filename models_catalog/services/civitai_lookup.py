@@ -16,10 +16,11 @@ import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import lru_cache
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from models_catalog.models import (
@@ -30,7 +31,7 @@ from models_catalog.models import (
     Source,
     SourceVersion,
 )
-from models_catalog.services.catalog_store import civitai_version_store
+from models_catalog.services.catalog_store import CIVITAI_SITE, civitai_version_store
 from models_catalog.services.matching import local_files_rematch
 from workers.sources.civitai import CivitaiClient, CivitaiError, CivitaiUnavailable
 from workers.sources.http import LocalRateLimiter, RedisRateLimiter, RetryPolicy
@@ -60,6 +61,34 @@ def _rate_limiter():
         # One budget for every worker process and host.
         return RedisRateLimiter(settings.REDIS_URL, "modelxref:ratelimit:civitai", rate, burst=2)
     return LocalRateLimiter(rate, burst=2)
+
+
+CIVITAI_COM_API = "https://civitai.com/api/v1"
+CIVITAI_RED_API = "https://civitai.red/api/v1"
+
+
+def civitai_api_bases() -> list[str]:
+    """The Civitai APIs to ask, in order; a later one is asked only for what the earlier ones missed."""
+    if settings.CIVITAI_API_BASES:
+        return list(settings.CIVITAI_API_BASES)
+    first = settings.CIVITAI_API_BASE
+    # A stand-in or proxy named in CIVITAI_API_BASE stays alone: tests and offline use ask nothing real.
+    return [first, CIVITAI_RED_API] if first.rstrip("/") == CIVITAI_COM_API else [first]
+
+
+def civitai_site(base_url: str, *, index: int = 0) -> str:
+    """The web site whose pages match what `base_url` answered: links to a model go there.
+    A real civitai.* API is its own origin; the first base behind a stand-in or proxy is civitai.com."""
+    parts = urlsplit(base_url)
+    host = (parts.hostname or "").lower()
+    if host.endswith(("civitai.com", "civitai.red")):
+        return f"{parts.scheme}://{parts.netloc}"
+    return CIVITAI_SITE if index == 0 else f"{parts.scheme}://{parts.netloc}"
+
+
+def civitai_clients(**overrides) -> list[CivitaiClient]:
+    """One client per CIVITAI_API_BASES entry, in order (they share the rate limit)."""
+    return [civitai_client(**{**overrides, "base_url": base}) for base in civitai_api_bases()]
 
 
 def civitai_client(**overrides) -> CivitaiClient:
@@ -146,6 +175,9 @@ class LookupRun:
     errors: int = 0
     resolved_values: set[str] = field(default_factory=set)
     wait_seconds: float | None = None  # set when the run chose to wait for files still being hashed
+    # The other Civitai sites, asked only for the first one's misses: (client, site) in order.
+    others: list = field(default_factory=list)
+    site: str = CIVITAI_SITE  # the first client's site
 
 
 def _claimable(now) -> Q:
@@ -212,18 +244,25 @@ def gather_wait() -> float | None:
     return min(GATHER_POLL_SECONDS, max(0.5, (oldest + GATHER_FOR - now).total_seconds()))
 
 
-def civitai_lookup_run(*, client: CivitaiClient | None = None, max_rounds: int = 1000, gather: bool = False) -> LookupRun:
+def civitai_lookup_run(*, client: CivitaiClient | None = None, others: list[CivitaiClient] | None = None,
+                       max_rounds: int = 1000, gather: bool = False) -> LookupRun:
     """Resolve every claimable pending lookup, rematching the files each answer concerns.
 
     With `gather`, first wait (return with `wait_seconds` set) while files are
-    still being hashed, so their SHA256 travel in one request.
+    still being hashed, so their SHA256 travel in one request. `others` (default: the rest of
+    CIVITAI_API_BASES when no client is given) are asked only for what `client` misses.
     Raises CivitaiUnavailable (rows released) to be retried later."""
     run = LookupRun()
     if gather:
         run.wait_seconds = gather_wait()
         if run.wait_seconds is not None:
             return run
-    client = client or civitai_client()
+    if client is None:
+        clients = civitai_clients()
+        client = clients[0]
+        others = clients[1:] if others is None else others
+    run.site = civitai_site(client.base_url)
+    run.others = [(c, civitai_site(c.base_url, index=i)) for i, c in enumerate(others or (), 1)]
     for _ in range(max_rounds):
         now = timezone.now()
         pending_sha256 = CivitaiLookup.objects.filter(_claimable(now), kind=Kind.SHA256)[:BATCH_SIZE + 1].count()
@@ -277,7 +316,30 @@ def _run_sha256_batch(client: CivitaiClient, batch: list[CivitaiLookup], run: Lo
     except CivitaiError as exc:
         _fail_all(batch, exc, run)
         return
-    _store_sha256_answers(batch, {k.upper(): v for k, v in found.items()}, {}, run, time.monotonic() - started)
+    found = {k.upper(): v for k, v in found.items()}
+    sites = {v.id: run.site for v in found.values()}
+    _ask_other_sites(run, batch, found, sites)
+    _store_sha256_answers(batch, found, {}, run, time.monotonic() - started, sites=sites)
+
+
+def _ask_other_sites(run: LookupRun, batch: list[CivitaiLookup], found: dict, sites: dict) -> None:
+    """The first site's misses, asked of the next sites in turn (batch POSTs): a hit adds to `found`
+    (value -> version) and says in `sites` (version id -> site) who answered. One request per 100 misses
+    per further site; hits cost nothing more."""
+    for other, site in run.others:
+        missing = [row.value for row in batch if row.value not in found]
+        if not missing:
+            return
+        try:
+            more = _ask(other, run, batch, other.versions_by_sha256, missing)
+        except CivitaiUnavailable:
+            raise
+        except CivitaiError as exc:
+            log.warning("Civitai at %s failed (%s): its misses stay misses for now", site, exc)
+            continue
+        for value, version in more.items():
+            found[value.upper()] = version
+            sites.setdefault(version.id, site)
 
 
 def _run_sha256_ids(client: CivitaiClient, batch: list[CivitaiLookup], run: LookupRun) -> None:
@@ -324,7 +386,9 @@ def _run_sha256_ids(client: CivitaiClient, batch: list[CivitaiLookup], run: Look
             found[value] = civitai_version
         else:
             kept[value] = stored_version
-    _store_sha256_answers(batch, found, kept, run, time.monotonic() - started)
+    sites = {v.id: run.site for v in found.values()}
+    _ask_other_sites(run, [row for row in batch if row.value not in kept], found, sites)
+    _store_sha256_answers(batch, found, kept, run, time.monotonic() - started, sites=sites)
 
 
 def _fresh_civitai_versions(version_ids: set[int]) -> dict[int, "SourceVersion"]:
@@ -343,7 +407,7 @@ def _fail_all(batch: list[CivitaiLookup], exc: CivitaiError, run: LookupRun) -> 
     run.errors += len(batch)
 
 
-def _store_sha256_answers(batch, found: dict, held: dict, run: LookupRun, duration: float) -> None:
+def _store_sha256_answers(batch, found: dict, held: dict, run: LookupRun, duration: float, *, sites: dict) -> None:
     """One transaction per batch: answers, versions, the rematch and the AutoV3 requests they lead to,
     so nobody ever sees a file whose answer is stored but whose match is not."""
     stored = {}  # one version often answers many hashes: store it once
@@ -353,7 +417,7 @@ def _store_sha256_answers(batch, found: dict, held: dict, run: LookupRun, durati
             version = found.get(row.value)
             if version is not None:
                 if version.id not in stored:
-                    stored[version.id] = civitai_version_store(version=version)
+                    stored[version.id] = civitai_version_store(version=version, site=sites.get(version.id, run.site))
                 _finish(row, state=State.HIT, version=stored[version.id], duration=duration)
                 run.hits += 1
             elif row.value in held:
@@ -394,13 +458,23 @@ def _run_single(client: CivitaiClient, row: CivitaiLookup, run: LookupRun) -> No
         _finish(row, state=State.ERROR, error=str(exc))
         run.errors += 1
         return
+    site = run.site
+    for other, other_site in run.others:  # the first site's miss, asked of the next ones (one GET each)
+        if version is not None:
+            break
+        try:
+            version, site = _ask(other, run, [row], other.version_by_hash, row.value), other_site
+        except CivitaiUnavailable:
+            raise
+        except CivitaiError as exc:
+            log.warning("Civitai at %s failed (%s)", other_site, exc)
     duration = time.monotonic() - started
     with transaction.atomic():
         if version is None:
             _finish(row, state=State.MISS, duration=duration)
             run.misses += 1
         else:
-            _finish(row, state=State.HIT, version=civitai_version_store(version=version), duration=duration)
+            _finish(row, state=State.HIT, version=civitai_version_store(version=version, site=site), duration=duration)
             run.hits += 1
         run.resolved_values.add(row.value)
         _rematch_for_values([row.value])
@@ -423,21 +497,59 @@ def civitai_models_complete(*, client: CivitaiClient | None = None, limit: int =
     """Fetch whole models (description, tags, every version and file) for Civitai models known only
     from a by-hash answer. Runs on the hourly schedule, not during identification, so identifying a
     library costs only the by-hash requests. Returns how many models were completed."""
-    from models_catalog.models import Source, SourceModel
+    from models_catalog.models import SourceModel
 
-    ids = [int(x) for x in SourceModel.objects.filter(source=Source.CIVITAI, raw={}).values_list("external_id", flat=True)[:limit]
-           if str(x).isdigit()]
-    if not ids:
+    rows = SourceModel.objects.filter(source=Source.CIVITAI, raw={})[:limit]
+    return _models_refresh(rows, client=client)
+
+
+def civitai_models_check_updates(*, client: CivitaiClient | None = None, limit: int = 2000) -> int:
+    """Ask again, every CIVITAI_UPDATES_CHECK_SECONDS, for the versions of the Civitai models some local
+    file is identified as: a newer published version (or one in early access) shows as an update.
+    One GET /models?ids= per 100 models. Returns how many models were checked."""
+    from models_catalog.identity import IDENTIFYING_KINDS
+    from models_catalog.models import SourceModel
+
+    due = timezone.now() - timedelta(seconds=settings.CIVITAI_UPDATES_CHECK_SECONDS)
+    held = Match.objects.filter(kind__in=IDENTIFYING_KINDS, source_file__version__model__source=Source.CIVITAI)
+    rows = (SourceModel.objects.filter(pk__in=held.values("source_file__version__model_id"))
+            .filter(Q(versions_checked_at__isnull=True) | Q(versions_checked_at__lt=due))
+            .order_by(F("versions_checked_at").asc(nulls_first=True), "pk")[:limit])
+    return _models_refresh(rows, client=client)
+
+
+def _models_refresh(rows, *, client: CivitaiClient | None) -> int:
+    """Fetch `rows` (SourceModels) whole from the site that answered for each, store every version and
+    mark the newest published one. Models a site no longer lists keep what we knew (checked all the same)."""
+    from models_catalog.models import SourceModel
+
+    rows = [r for r in rows if str(r.external_id).isdigit()]
+    if not rows:
         return 0
-    client = client or civitai_client()
+    if client is not None:
+        by_site = {None: (client, civitai_site(client.base_url), rows)}
+    else:
+        clients = civitai_clients()
+        sites = {civitai_site(c.base_url, index=i): c for i, c in enumerate(clients)}
+        by_site = {}
+        for row in rows:
+            # A model only the later site answered for is unknown to the first one: ask where it lives.
+            site = row.site if row.site in sites else next(iter(sites))
+            by_site.setdefault(site, (sites[site], site, []))[2].append(row)
     done = 0
-    for start in range(0, len(ids), 100):
-        for model in client.models(ids[start:start + 100]):
-            with transaction.atomic():
-                for version in model.versions:
-                    civitai_version_store(version=version, model=model)
-                if not model.versions:
+    for site_client, site, site_rows in by_site.values():
+        ids = [int(r.external_id) for r in site_rows]
+        for start in range(0, len(ids), 100):
+            chunk = ids[start:start + 100]
+            for model in site_client.models(chunk):
+                with transaction.atomic():
+                    stored = [civitai_version_store(version=version, model=model, site=site)
+                              for version in model.versions]
+                    newest = max(stored, key=lambda v: (v.published_at is not None, v.published_at or 0, v.pk),
+                                 default=None)
                     SourceModel.objects.filter(source=Source.CIVITAI, external_id=str(model.id)).update(
-                        description=model.description or "", raw=model.raw)
-            done += 1
+                        description=model.description or "", raw=model.raw, newest_version=newest)
+                done += 1
+            SourceModel.objects.filter(source=Source.CIVITAI, external_id__in=[str(i) for i in chunk]).update(
+                versions_checked_at=timezone.now())
     return done

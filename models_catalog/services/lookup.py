@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from models_catalog.models import CivitaiLookup, FileHashes, FolderMember, SourceFile
 from models_catalog.services.catalog_store import civitai_version_store
-from models_catalog.services.civitai_lookup import civitai_client, is_fresh
+from models_catalog.services.civitai_lookup import civitai_clients, civitai_site, is_fresh
 from workers.hash_query import HashQuery, parse_hash_query
 from workers.sources.civitai import CivitaiError
 
@@ -139,12 +139,17 @@ def _ask_civitai(query: HashQuery, client) -> str:
     if is_fresh(row, timezone.now()):
         return f"cached {row.state}"
     started = time.monotonic()
+    version, site = None, ""
     try:
-        version = (client or civitai_client()).version_by_hash(value)
+        # Each CIVITAI_API_BASES site in turn, the next only after a miss (civitai.red holds what .com hides).
+        for index, each in enumerate([client] if client else civitai_clients()):
+            version, site = each.version_by_hash(value), civitai_site(each.base_url, index=index)
+            if version is not None:
+                break
     except CivitaiError as exc:
         CivitaiLookup.objects.filter(pk=row.pk).update(state=CivitaiLookup.State.ERROR, last_error=str(exc))
         return f"error: {exc}"
-    stored = civitai_version_store(version=version) if version else None
+    stored = civitai_version_store(version=version, site=site) if version else None
     CivitaiLookup.objects.filter(pk=row.pk).update(
         state=CivitaiLookup.State.HIT if version else CivitaiLookup.State.MISS, version=stored,
         checked_at=timezone.now(), duration_ms=int((time.monotonic() - started) * 1000), last_error="",

@@ -216,11 +216,14 @@ class FakeCivitai:
         status: str = "Published",
         published_at: str | datetime | None = None,
         files: list[dict[str, Any]] | None = None,
+        early_access_ends_at: datetime | None = None,
     ) -> int:
         """Add a version; each file dict's keys override realistic defaults.
 
         Without `published_at`, each new version is published one day after the
-        previous one, so insertion order is publication order.
+        previous one, so insertion order is publication order. Adding a version to a model
+        a client already knows is how a test publishes "a newer version"; with
+        `early_access_ends_at` it is in early access until then (availability EarlyAccess).
         """
         with self._lock:
             if model_id not in self._models:
@@ -247,7 +250,7 @@ class FakeCivitai:
                 "base_model_type": base_model_type, "trained_words": list(trained_words),
                 "description": description, "status": status,
                 "published": moment, "created": moment - timedelta(minutes=3),
-                "files": built_files,
+                "files": built_files, "early_access_ends_at": early_access_ends_at,
             }
             self._models[model_id]["version_ids"].append(version_id)
             return version_id
@@ -381,8 +384,9 @@ class FakeCivitai:
             "trainingDetails": None,
             "baseModel": v["base_model"],
             "baseModelType": v["base_model_type"],
-            "earlyAccessEndsAt": None,
-            "earlyAccessConfig": None,
+            "availability": "EarlyAccess" if v.get("early_access_ends_at") else "Public",
+            "earlyAccessEndsAt": _iso(v["early_access_ends_at"]) if v.get("early_access_ends_at") else None,
+            "earlyAccessConfig": {"timeframe": 7} if v.get("early_access_ends_at") else None,
             "description": v["description"],
             "uploadType": "Created",
             "usageControl": "Download",

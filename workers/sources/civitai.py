@@ -213,6 +213,9 @@ def _datetime(value: Any) -> datetime | None:
         return None
 
 
+parse_datetime = _datetime  # for callers reading fields this module does not model (earlyAccessEndsAt)
+
+
 def _malformed(what: str, data: Any) -> CivitaiError:
     snippet = repr(data)
     if len(snippet) > 200:

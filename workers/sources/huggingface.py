@@ -25,8 +25,8 @@ from huggingface_hub import HfApi
 from huggingface_hub.errors import (
     DisabledRepoError,
     GatedRepoError,
-    HFValidationError,
     HfHubHTTPError,
+    HFValidationError,
     OfflineModeIsEnabled,
     RemoteEntryNotFoundError,
     RepositoryNotFoundError,

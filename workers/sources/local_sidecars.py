@@ -5,7 +5,8 @@ PURE: no Django. Reads only small JSON files that tools write next to models:
 - A1111/Forge `cache.json` (`"hashes"` -> SHA256, `"hashes-addnet"` -> full
   AutoV3, keyed by titles `checkpoint/<path under Stable-diffusion>`,
   `lora/<file stem>`, `textual_inversion/<file stem>`; A1111 >= 1.7 moved the
-  cache to a diskcache folder, which we do not read);
+  cache to a diskcache folder `cache/` beside `models/`, read by a1111_diskcache.py
+  without unpickling anything);
 - SD Civitai Helper `<stem>.civitai.info` (Civitai's version JSON; `{}` = "not on Civitai");
 - Stability Matrix `<stem>.cm-info.json` (ConnectedModelInfo);
 - sd-civitai-browser-plus `<stem>.json` (`sha256`, `modelId`, maybe `modelVersionId`).
@@ -25,6 +26,8 @@ import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+
+from workers.sources.a1111_diskcache import SUBSECTIONS, is_a1111_cache_dir, read_a1111_diskcache
 
 MAX_SIDECAR_BYTES = 10 * 1024 * 1024
 # cache.json also holds A1111's "safetensors-metadata" section (tag frequency
@@ -442,8 +445,13 @@ def find_sidecar_hashes(root: Path) -> tuple[list[ImportedHashes], list[tuple[Pa
     real_root = root.resolve()
     results: list[ImportedHashes] = []
     errors: list[tuple[Path, str]] = []
+    cache_dirs: list[Path] = []
     for path in _walk_files(root):
         name = path.name.lower()
+        if name == "cache.db" and not path.is_symlink() and path.parent.name in SUBSECTIONS \
+                and is_a1111_cache_dir(path.parent.parent) and path.parent.parent not in cache_dirs:
+            cache_dirs.append(path.parent.parent)
+            continue
         is_cache = name == "cache.json" and (path.parent / "models").is_dir()
         if not (is_cache or name.endswith((CIVITAI_INFO_SUFFIX, ".json"))):
             continue
@@ -473,6 +481,16 @@ def find_sidecar_hashes(root: Path) -> tuple[list[ImportedHashes], list[tuple[Pa
             errors.append((path, str(exc)))
         except OSError as exc:
             errors.append((path, f"cannot read: {exc.strerror or exc}"))
+    for cache_dir in cache_dirs:
+        notes = []
+        try:
+            data = read_a1111_diskcache(cache_dir, problems=notes)
+            results.extend(parse_a1111_cache(data, models_dir=cache_dir.parent / "models", problems=notes))
+        except SidecarError as exc:
+            errors.append((cache_dir, str(exc)))
+        except OSError as exc:
+            errors.append((cache_dir, f"cannot read: {exc.strerror or exc}"))
+        errors.extend((cache_dir, note) for note in notes)
     return results, errors
 
 
