@@ -27,12 +27,15 @@ Names never enter a digest. They are used for two things only:
 digests, so tensor order, key names, and the split into files or components
 do not matter.
 
-Known gaps (the converted tensors are transformed, not just renamed or
-reshaped, so their digests differ): OpenCLIP text encoders (SD 2.x
-cond_stage_model.model.*, SDXL conditioner.embedders.1.*) have fused
-in_proj q/k/v weights that diffusers splits into three, and a transposed
-text_projection. Those components do not match across formats; the UNet
-and VAE still do, and `similarity` reports the share that matches.
+Conversions that change tensors (fused q/k/v split by diffusers, Flux's
+fused single-block linear1, swapped shift/scale halves, OpenCLIP's transposed
+text_projection) are undone before digesting: `canonical_forms.canonical_parts`
+replaces such a tensor by its canonical parts, chosen from its name by one
+rule table per family. A third digest per float tensor, `bf16`, casts F32/F64
+to BF16 (round-to-nearest-even, bit-exact with torch): `bf16_id` links an fp32
+model and its bf16 export, which `precision_id` (an fp16 cast) cannot.
+Not linked yet: fp8 (e4m3fn / scaled fp8) variants; SD 2.x text encoders, whose
+diffusers conversion also drops the last layer.
 """
 from __future__ import annotations
 
