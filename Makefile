@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: run test venv venv-dev migrate bench clean
+.PHONY: run test test-fast venv venv-dev migrate bench clean
 
 # A stamp per requirements file: reinstall only when the file changes.
 $(BIN)/.stamp-runtime: requirements.txt
@@ -34,6 +34,10 @@ run: migrate
 
 test: venv-dev
 	$(BIN)/python -m pytest
+
+# The edit loop: everything but the end-to-end, browser and long generated-input tests (`make test` runs all).
+test-fast: venv-dev
+	$(BIN)/python -m pytest -m "not e2e and not browser and not slow"
 
 # All benchmarks; each prints its table (docs/BENCHMARKS.md holds the last measured ones).
 bench: venv-dev

@@ -125,6 +125,7 @@ def _fuzz(operation, mode, token: str, seen: dict):
     return run
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", MODES, ids=lambda m: m.value)
 def test_api_never_answers_with_a_server_error(seeded, mode):
     schema = schemathesis.openapi.from_wsgi("/api/schema/", _InProcessWSGI())

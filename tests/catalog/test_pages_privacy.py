@@ -51,7 +51,12 @@ def test_bobs_objects_are_404_for_alice(user, world, method, url):
 def test_lists_show_only_alices_things(user, world):
     alice = login(user)
     for url in ("/", "/hf/", "/duplicates/", "/duplicates/export.csv", "/duplicates/export.json", "/catalog/"):
-        _no_bob(alice.get(url).content.decode())
+        resp = alice.get(url)
+        assert resp.status_code == 200, url  # an error page would pass the absence checks below
+        _no_bob(resp.content.decode())
+    # ... and the lists do show Alice's own things (an empty page would pass too).
+    assert "alice.ckpt" in alice.get("/").content.decode()
+    assert "Shared Model" in alice.get("/catalog/").content.decode()
 
 
 def test_catalog_mine_counts_only_alices_copies(user, world):

@@ -1,5 +1,4 @@
 import gc
-import importlib.util
 import json
 import random
 import weakref
@@ -33,7 +32,6 @@ from workers.modelfiles.fingerprint import (
 from workers.modelfiles.safetensors_reader import iter_safetensors_tensors
 from workers.modelfiles.types import ModelFileError, Tensor
 
-HAS_TORCH_READER = importlib.util.find_spec("workers.modelfiles.torch_reader") is not None
 
 
 def _expected_digest(value: torch.Tensor) -> str:
@@ -296,7 +294,6 @@ def test_unrelated_models_score_zero(tmp_path):
     assert similarity(_fp(tmp_path, sd_weights(0), "a.safetensors"), _fp(tmp_path, sd_weights(5), "b.safetensors")) < 0.01
 
 
-@pytest.mark.skipif(not HAS_TORCH_READER, reason="workers.modelfiles.torch_reader not written yet")
 @pytest.mark.parametrize("zipfile", [True, False], ids=["zip", "legacy"])
 def test_torch_checkpoint_shares_content_id(tmp_path, zipfile):
     state = sd_checkpoint()
@@ -307,7 +304,6 @@ def test_torch_checkpoint_shares_content_id(tmp_path, zipfile):
     assert fingerprint_path(path).content_id == _fp(tmp_path, state).content_id
 
 
-@pytest.mark.skipif(not HAS_TORCH_READER, reason="workers.modelfiles.torch_reader not written yet")
 def test_diffusers_folder_with_bin_weights(tmp_path):
     state = sd_checkpoint()
     root = write_diffusers_folder(tmp_path / "d", state)

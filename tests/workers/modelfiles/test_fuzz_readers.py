@@ -17,6 +17,8 @@ from workers.modelfiles.sniff import sniff
 from workers.modelfiles.torch_reader import iter_torch_tensors
 from workers.modelfiles.types import ModelFileError
 
+pytestmark = pytest.mark.slow
+
 MAX_PEAK_BYTES = 64 << 20
 
 
