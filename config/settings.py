@@ -58,15 +58,15 @@ def env_proxy_header(name: str) -> tuple[str, str] | None:
 
 
 DEBUG = env_bool("DEBUG", default=False)
-# `make run` and tests must work with no setup, so DEBUG-less runs without a
-# key are refused only when the app is clearly deployed (not under the venv
-# dev server): we require SECRET_KEY unless DEBUG or MODELXREF_DEV is set.
+# `make run` and tests must work with no setup, so MODELXREF_DEV defaults to true and a missing
+# key falls back to a fixed dev key. A deployment says MODELXREF_DEV=false (docker-compose.yml
+# does); then a missing SECRET_KEY refuses to start.
 SECRET_KEY = env_str("SECRET_KEY")
 if not SECRET_KEY:
     if DEBUG or env_bool("MODELXREF_DEV", default=True):
         SECRET_KEY = "modelxref-dev-only-insecure-key"
     else:
-        raise ImproperlyConfigured("SECRET_KEY is required unless DEBUG=true")
+        raise ImproperlyConfigured("SECRET_KEY is required when MODELXREF_DEV=false (a deployment)")
 
 ALLOWED_HOSTS = [h for h in env_str("ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",") if h]
 

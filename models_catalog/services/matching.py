@@ -137,14 +137,6 @@ def _share(mine: list[ComponentRow], shared_names: set[str], their_total: int) -
     return shared_bytes / max(sum(c.nbytes for c in mine), their_total, 1), shared
 
 
-def component_share(a: LocalFile, b: LocalFile) -> tuple[float, list[str]]:
-    """Share of tensor bytes in common, judged per component (content or precision id equal)."""
-    ca, cb = fingerprint_components(a.fingerprint), {c.name: c for c in fingerprint_components(b.fingerprint)}
-    names = {c.name for c in ca if c.name in cb and (c.precision_id == cb[c.name].precision_id
-                                                      or c.content_id == cb[c.name].content_id)}
-    return _share(ca, names, sum(c.nbytes for c in cb.values()))
-
-
 def _partial(lf: LocalFile, already: set[int]) -> list[Candidate]:
     """Files identified exactly that share a component with `lf`, found through the
     component indexes: the work grows with the files that share, not with all files.

@@ -137,18 +137,6 @@ class CivitaiVersion:
     download_url: str | None
     raw: dict = field(repr=False, compare=False)
 
-    @property
-    def primary_file(self) -> CivitaiFile | None:
-        for f in self.files:
-            if f.primary:
-                return f
-        return None
-
-    def files_with_hash(self, value: str) -> tuple[CivitaiFile, ...]:
-        """Files whose hashes of any kind equal `value` (case-insensitive)."""
-        wanted = value.upper()
-        return tuple(f for f in self.files if wanted in f.hashes.values())
-
 
 @dataclass(frozen=True)
 class CivitaiModel:

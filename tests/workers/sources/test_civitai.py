@@ -202,11 +202,11 @@ def test_version_and_model_parse_the_real_shapes(fake_civitai):
     assert version.trained_words == ("toadstyle",)
     assert version.air == f"urn:air:flux1:lora:civitai:{mid}@{v1}"
     assert version.published_at is not None and version.published_at.tzinfo is not None
-    primary = version.primary_file
+    [primary] = [f for f in version.files if f.primary]
     assert (primary.name, primary.format, primary.fp, primary.size_kind, primary.size_kb) == (
         "toad.safetensors", "SafeTensor", "fp16", "pruned", 167938.88)
     assert version.files[1].format == "PickleTensor" and not version.files[1].primary
-    assert version.files_with_hash("0000ABCD") == (primary,)
+    assert "0000ABCD" in primary.hashes.values()
     assert version.raw["id"] == v1
 
     model = client.model(mid)
