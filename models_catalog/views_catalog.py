@@ -62,8 +62,23 @@ def model_page(request: HttpRequest, pk: int) -> HttpResponse:
             if isinstance(w, str) and w not in words:
                 words.append(w)
     copies = len({c.file.pk for v in versions for f in v.files for c in f.copies})
+    _with_version_extras(versions, model=model, user=request.user)
     return render(request, "models_catalog/model_detail.html",
                   {"model": model, "versions": versions, "trigger_words": words, "copies": copies})
+
+
+def _with_version_extras(versions, *, model, user) -> None:
+    """Each version's previews, and what to paste to use it (NAME: my copy's name, else the published one)."""
+    from models_catalog.preview_selectors import previews_for_versions
+    from models_catalog.prompt_usage import prompt_usage
+    from models_catalog.services.preferences import nsfw_max_level_for
+
+    previews = previews_for_versions([v.version.pk for v in versions], nsfw_max_level=nsfw_max_level_for(user))
+    for v in versions:
+        v.previews = previews.get(v.version.pk, [])
+        mine = next((c.file.name for f in v.files for c in f.copies if c.file.owner_id == user.pk), "")
+        primary = next((f.file.name for f in v.files if f.file.primary), v.files[0].file.name if v.files else "")
+        v.usage = prompt_usage(file_name=mine or primary, trained_words=v.version.trained_words, model_type=model.type)
 
 
 @login_required

@@ -88,3 +88,12 @@ function setupUpload() {
   });
 }
 document.addEventListener("DOMContentLoaded", setupUpload);
+
+// Previews above the viewer's NSFW level are blurred (CSS) until clicked; a click shows that one only.
+document.addEventListener("click", (event) => {
+  const figure = event.target.closest(".preview.nsfw-blur");
+  if (!figure) return;
+  event.preventDefault();
+  figure.classList.remove("nsfw-blur");
+  figure.querySelector("button.unblur")?.remove();
+});
