@@ -261,7 +261,7 @@ class FakeCivitai:
     def _build_image(self, version_id: int, n: int, spec: dict[str, Any]) -> dict[str, Any]:
         fmt = spec.get("format", "png")
         width, height = spec.get("width", 48), spec.get("height", 64)
-        data = generated_image(fmt=fmt, width=width, height=height, color=spec.get("color", (200, 80 + 40 * n, 60)))
+        data = generated_image(fmt=fmt, width=width, height=height, color=tuple(spec.get("color", (200, 80 + 40 * n, 60))))
         path = f"/images/{version_id}/{n}.{'jpeg' if fmt == 'jpeg' else 'png'}"
         self.raw_responses[path] = (200, {"Content-Type": f"image/{fmt}"}, data)
         return {"url": path, "nsfwLevel": spec.get("nsfw_level", 1),
