@@ -16,6 +16,7 @@ from models_catalog.models import SourceImage
 @dataclass(frozen=True)
 class Preview:
     url: str  # our thumbnail view ("" when not downloaded: the page shows a placeholder)
+    placeholder_url: str  # the blurhash decoded ("" without one): what a blurred image shows until clicked
     blurred: bool
     nsfw_level: int
     width: int | None
@@ -36,6 +37,7 @@ def previews_for_versions(version_ids, *, nsfw_max_level: int, per_version: int 
         done = row.state == SourceImage.State.DONE and bool(row.thumb_name)
         out.setdefault(row.version_id, []).append(Preview(
             url=reverse("catalog:preview_image", args=[row.pk]) if done else "",
+            placeholder_url=reverse("catalog:preview_placeholder", args=[row.pk]) if row.blurhash else "",
             # Unknown level (0) counts as above any threshold but "show everything".
             blurred=(row.nsfw_level or 32) > nsfw_max_level, nsfw_level=row.nsfw_level,
             width=row.width, height=row.height, state=row.state, error=row.error, meta=row.meta or {},

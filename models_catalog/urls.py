@@ -26,5 +26,6 @@ urlpatterns = [
     path("tokens/", views_tools.tokens, name="tokens"),
     path("settings/", views_previews.user_settings, name="settings"),
     path("previews/<int:pk>.webp", views_previews.preview_image, name="preview_image"),
+    path("previews/<int:pk>/blur.png", views_previews.preview_placeholder, name="preview_placeholder"),
     path("files/<int:pk>/preview.webp", views_previews.file_preview, name="file_preview"),
 ]

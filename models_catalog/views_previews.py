@@ -11,6 +11,7 @@ from models_catalog.selectors import visible_files
 from models_catalog.services.local_previews import local_preview_thumb
 from models_catalog.services.preferences import NSFW_LEVELS, nsfw_max_level_for, nsfw_max_level_set
 from models_catalog.services.previews import thumb_path
+from workers.sources.images import ImageRefused, blurhash_png
 
 
 def _thumb_response(path) -> FileResponse:
@@ -28,6 +29,20 @@ def preview_image(request: HttpRequest, pk: int) -> HttpResponse:
     if path is None:
         raise Http404("no thumbnail")
     return _thumb_response(path)
+
+
+@login_required
+def preview_placeholder(request: HttpRequest, pk: int) -> HttpResponse:
+    """A blurred image's stand-in, decoded from Civitai's blurhash (32 x 32): shows colours, not content."""
+    row = get_object_or_404(SourceImage.objects.only("blurhash"), pk=pk)
+    try:
+        data = blurhash_png(row.blurhash)
+    except ImageRefused:
+        raise Http404("no blurhash") from None
+    response = HttpResponse(data, content_type="image/png")
+    response["Cache-Control"] = "private, max-age=86400"
+    response["X-Content-Type-Options"] = "nosniff"
+    return response
 
 
 @login_required

@@ -19,7 +19,8 @@ def _identified_lora(owner) -> LocalFile:
     for position, (level, color) in enumerate([(1, (30, 90, 220)), (16, (220, 40, 40))]):
         name = thumb_write(thumbnail_make(generated_image(width=300, height=400, color=color)).data)
         SourceImage.objects.create(version=version, position=position, url=f"https://image.civitai.com/{position}.jpeg",
-                                   nsfw_level=level, width=300, height=400, state="done", thumb_name=name)
+                                   nsfw_level=level, width=300, height=400, state="done", thumb_name=name,
+                                   blurhash="LEHV6nWB2yk8pyo0adR*.7kCMdnj")
     lf = LocalFile.objects.create(owner=owner, origin="registered", path="/m/blue_style.safetensors",
                                   name="blue_style.safetensors", size=10, status="done", safety_verdict="safe")
     Match.objects.create(local_file=lf, source_file=sf, kind="exact", evidence="SHA256 equal")
@@ -38,9 +39,13 @@ def test_preview_shown_and_nsfw_blurred_until_clicked(signed_in_page, web_user, 
         page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=figure.locator("img").element_handle())
     assert "blur" not in safe.locator("img").evaluate("img => getComputedStyle(img).filter")
     assert "blur" in nsfw.locator("img").evaluate("img => getComputedStyle(img).filter")
+    # Until clicked, the NSFW one is its blurhash (32 x 32): the image itself is not even fetched.
+    assert nsfw.locator("img").evaluate("img => [img.src.endsWith('/blur.png'), img.naturalWidth]") == [True, 32]
     expect(page.locator("[data-usage=a1111]")).to_have_attribute("data-copy", "<lora:blue_style:1>, bluestyle")
     shot(page, "blurred")
     nsfw.click()
     expect(nsfw).not_to_have_class("preview nsfw-blur")
     assert nsfw.locator("img").evaluate("img => getComputedStyle(img).filter") == "none"
+    page.wait_for_function("img => img.complete && img.naturalWidth > 32", arg=nsfw.locator("img").element_handle())
+    assert nsfw.locator("img").evaluate("img => img.src").endswith(".webp")
     shot(page, "shown")

@@ -121,7 +121,9 @@ def test_nsfw_threshold_is_per_user_and_set_on_the_settings_page(civitai, model_
         page = client.get(f"/files/{lf.pk}/").content.decode()
         assert page.count('class="preview nsfw-blur"') == blurred, page
     model_page = alice.get(f"/models/{version_of(lf).model_id}/").content.decode()
-    assert model_page.count('class="preview nsfw-blur"') == 2 and model_page.count("/previews/") == 3
+    assert model_page.count('class="preview nsfw-blur"') == 2 and model_page.count('.webp"') == 3
+    # A blurred image shows its blurhash; the thumbnail's URL waits in data-full for the click.
+    assert model_page.count('/blur.png" data-full="/previews/') == 2
     assert alice.post("/settings/", {"nsfw_max_level": "3"}).status_code == 302  # not a Civitai level
     assert 'option value="1" selected' in alice.get("/settings/").content.decode()
 
@@ -193,3 +195,18 @@ def test_preview_view_needs_a_sign_in_and_a_downloaded_thumbnail(civitai, model_
     assert Client().get(f"/previews/{row.pk}.webp").status_code == 302
     response = client.get(f"/previews/{row.pk}.webp")
     assert response.status_code == 200 and "private" in response["Cache-Control"]
+
+
+def test_the_blurhash_placeholder_is_a_tiny_png_and_a_bad_hash_is_a_404(civitai, model_root, user, previews_on):
+    lf = identified(civitai, model_root, user, images=IMAGES[:1])
+    row = version_of(lf).images.get()
+    client = Client()
+    client.force_login(user)
+    response = client.get(f"/previews/{row.pk}/blur.png")
+    assert response.status_code == 200 and response.content[:4] == b"\x89PNG"
+    from PIL import Image
+    import io
+    assert Image.open(io.BytesIO(response.content)).size == (32, 32)
+    SourceImage.objects.filter(pk=row.pk).update(blurhash="not-a-hash")
+    assert client.get(f"/previews/{row.pk}/blur.png").status_code == 404
+    assert Client().get(f"/previews/{row.pk}/blur.png").status_code == 302

@@ -138,3 +138,22 @@ def thumbnail_make(data: bytes, *, max_px: int = 512, max_pixels: int = MAX_PIXE
     buf = io.BytesIO()
     out.save(buf, format="WEBP", quality=80, method=4)
     return Thumbnail(data=buf.getvalue(), width=out.width, height=out.height)
+
+
+def blurhash_png(value: str, *, size: int = 32) -> bytes:
+    """Civitai's blurhash as a tiny PNG: what a blurred preview shows, so the image itself is fetched
+    by the browser only once the viewer clicks it. Refuses a malformed hash."""
+    import blurhash
+    from PIL import Image
+
+    if not value or len(value) > 100:
+        raise ImageRefused("no usable blurhash")
+    try:
+        rows = blurhash.decode(value, size, size)
+    except (ValueError, IndexError) as exc:
+        raise ImageRefused(f"malformed blurhash: {exc}") from exc
+    img = Image.new("RGB", (size, size))
+    img.putdata([tuple(int(max(0, min(255, c))) for c in px[:3]) for row in rows for px in row])
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
