@@ -49,3 +49,17 @@ def test_preview_shown_and_nsfw_blurred_until_clicked(signed_in_page, web_user, 
     page.wait_for_function("img => img.complete && img.naturalWidth > 32", arg=nsfw.locator("img").element_handle())
     assert nsfw.locator("img").evaluate("img => img.src").endswith(".webp")
     shot(page, "shown")
+
+
+def test_my_files_row_has_a_cover_thumbnail_and_usage_buttons_at_phone_width(signed_in_page, web_user, browser_data,
+                                                                            settings, shot):
+    settings.PREVIEW_DIR = browser_data / "previews"
+    _identified_lora(web_user)
+    page = signed_in_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page.goto("/")
+    thumb = page.locator("#file-rows img.row-thumb")
+    expect(thumb).to_have_count(1)
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=thumb.element_handle())
+    expect(page.locator("#file-rows [data-usage=a1111]")).to_have_attribute("data-copy", "<lora:blue_style:1>, bluestyle")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    shot(page, "my-files")
