@@ -210,3 +210,23 @@ def test_the_blurhash_placeholder_is_a_tiny_png_and_a_bad_hash_is_a_404(civitai,
     SourceImage.objects.filter(pk=row.pk).update(blurhash="not-a-hash")
     assert client.get(f"/previews/{row.pk}/blur.png").status_code == 404
     assert Client().get(f"/previews/{row.pk}/blur.png").status_code == 302
+
+
+def test_the_hourly_refresh_sends_lost_downloads_and_gives_up_after_max_attempts(civitai, model_root, user,
+                                                                                 previews_on, monkeypatch):
+    from models_catalog.services import previews as previews_service
+    from workers import tasks
+
+    lf = identified(civitai, model_root, user, images=IMAGES[:1])  # on_commit never ran: as if the broker was down
+    version = version_of(lf)
+    assert previews_retry_due() == [version.pk]
+    sent = []
+    monkeypatch.setattr(tasks.download_previews, "delay", lambda vid, retry: sent.append((vid, retry)))
+    monkeypatch.setattr(previews_service.transaction, "on_commit", lambda fn: fn())
+    from models_catalog.services import civitai_lookup
+    monkeypatch.setattr(civitai_lookup, "civitai_models_complete", lambda: None)
+    tasks.civitai_refresh_stale()
+    assert sent == [(version.pk, True)]
+    SourceImage.objects.filter(version=version).update(state="failed", attempts=previews_service.MAX_ATTEMPTS,
+                                                       attempted_at=timezone.now() - timedelta(days=1))
+    assert previews_retry_due() == []
