@@ -86,6 +86,7 @@ SECURE_PROXY_SSL_HEADER = env_proxy_header("SECURE_PROXY_SSL_HEADER")
 # Every piece of runtime state lives under the data dir.
 DATA_DIR = Path(env_str("MODELXREF_DATA_DIR", str(BASE_DIR / "var"))).expanduser().resolve()
 UPLOAD_DIR = DATA_DIR / "uploads"
+PREVIEW_DIR = DATA_DIR / "previews"  # re-encoded thumbnails only; served by a login-checked view
 HASH_CACHE_PATH = DATA_DIR / "hash-cache.sqlite3"
 MODEL_ROOTS = env_paths("MODELXREF_MODEL_ROOTS")
 MAX_UPLOAD_BYTES = env_int("MAX_UPLOAD_BYTES", 64 * 1024**3)
@@ -108,6 +109,14 @@ CIVITAI_API_BASES = [b.strip() for b in env_str("CIVITAI_API_BASES").split(",") 
 CIVITAI_API_KEY = env_str("CIVITAI_API_KEY")
 # Off: identify from the local catalog only (offline use; the unit tests).
 CIVITAI_ENABLED = env_bool("CIVITAI_ENABLED", default=True)
+# Preview images (issue #12): only these hosts are fetched from, redirects included, so a version's
+# images[] cannot make the worker fetch from anywhere else (an internal address, another site).
+PREVIEW_IMAGE_HOSTS = [h.strip().lower() for h in env_str("MODELXREF_PREVIEW_IMAGE_HOSTS", "image.civitai.com").split(",")
+                       if h.strip()]
+PREVIEWS_PER_VERSION = env_int("MODELXREF_PREVIEWS_PER_VERSION", 3)
+# Civitai's width=450 JPEGs are ~100 KB; 10 MB leaves room for originals and refuses anything absurd.
+PREVIEW_MAX_BYTES = env_int("MODELXREF_PREVIEW_MAX_BYTES", 10 * 1024 * 1024)
+PREVIEW_THUMB_PX = env_int("MODELXREF_PREVIEW_THUMB_PX", 512)
 HF_ENDPOINT = env_str("HF_ENDPOINT", "https://huggingface.co")
 HF_TOKEN = env_str("HF_TOKEN")
 
@@ -243,6 +252,7 @@ CELERY_TASK_ROUTES = {
     "workers.tasks.civitai_refresh_stale": {"queue": "lookups"},
     "workers.tasks.local_files_reap": {"queue": "lookups"},  # a stuck hashing pool must not block it
     "workers.tasks.hf_index_repo": {"queue": "lookups"},
+    "workers.tasks.download_previews": {"queue": "lookups"},  # network, not disks
     "workers.tasks.hf_verify_local_dir": {"queue": "hashing"},
     "workers.tasks.run_file_action": {"queue": "hashing"},  # duplicate actions re-hash and move files: near the disks
     "workers.tasks.convert_checkpoint_job": {"queue": "hashing"},  # disk-bound: near the files, like hashing
@@ -259,7 +269,7 @@ LOGGING = {
 
 def ensure_data_dirs() -> None:
     # Private: the data dir holds the database, uploads and broker messages (config/data_dir.py).
-    make_private_dirs(DATA_DIR, UPLOAD_DIR, STATIC_ROOT, Path(FILE_UPLOAD_TEMP_DIR), DATA_DIR / "cache", BROKER_DIR,
+    make_private_dirs(DATA_DIR, UPLOAD_DIR, STATIC_ROOT, Path(FILE_UPLOAD_TEMP_DIR), DATA_DIR / "cache", BROKER_DIR, PREVIEW_DIR,
                       BROKER_DIR / "queue", BROKER_DIR / "control", BROKER_DIR / "processed")
     if DATABASES["default"]["ENGINE"].endswith("sqlite3") and DATABASES["default"]["NAME"] not in ("", ":memory:"):
         make_private_file(Path(DATABASES["default"]["NAME"]))

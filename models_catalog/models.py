@@ -507,3 +507,50 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"
+
+
+# --- Preview images and per-user display settings (issue #12) ---------------
+
+
+class SourceImage(models.Model):
+    """One of a Civitai version's images[]: what Civitai says of it, and our re-encoded thumbnail.
+
+    Only a thumbnail we re-encoded ourselves is kept (never the downloaded bytes); `state` says
+    whether it is there, and a failure keeps its reason so pages can say why there is no image.
+    """
+
+    class State(models.TextChoices):
+        LISTED = "listed", "listed (not downloaded)"  # beyond PREVIEWS_PER_VERSION, or not asked yet
+        DONE = "done", "downloaded"
+        FAILED = "failed", "failed"
+
+    version = models.ForeignKey(SourceVersion, on_delete=models.CASCADE, related_name="images")
+    position = models.PositiveIntegerField()  # order in Civitai's images[]: the first is the cover
+    url = models.URLField(max_length=1000)
+    nsfw_level = models.PositiveIntegerField(default=0)  # Civitai's 1 PG, 2 PG-13, 4 R, 8 X, 16 XXX; 0 unknown
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    blurhash = models.CharField(max_length=100, blank=True, default="")
+    meta = models.JSONField(default=dict, blank=True)  # generation parameters, capped (catalog_store)
+    state = models.CharField(max_length=16, choices=State.choices, default=State.LISTED)
+    error = models.TextField(blank=True, default="")
+    attempts = models.PositiveIntegerField(default=0)
+    attempted_at = models.DateTimeField(null=True, blank=True)
+    thumb_name = models.CharField(max_length=100, blank=True, default="")  # file name under PREVIEW_DIR
+
+    class Meta:
+        ordering = ["version", "position"]
+        constraints = [models.UniqueConstraint(fields=["version", "position"], name="source_image_unique")]
+
+    def __str__(self) -> str:
+        return self.url
+
+
+class UserPreferences(models.Model):
+    """Display settings of one user; a missing row means the defaults."""
+
+    DEFAULT_NSFW_MAX_LEVEL = 1  # Civitai's PG: anything above is blurred until clicked
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="preferences")
+    # Images with a Civitai nsfwLevel above this are shown blurred; 0 blurs every image.
+    nsfw_max_level = models.PositiveIntegerField(default=DEFAULT_NSFW_MAX_LEVEL)

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from models_catalog import views, views_actions, views_catalog, views_convert, views_register, views_tools
+from models_catalog import views, views_actions, views_catalog, views_convert, views_previews, views_register, views_tools
 
 app_name = "catalog"
 urlpatterns = [
@@ -26,4 +26,8 @@ urlpatterns = [
     path("hf/verify/", views_tools.hf_verify, name="hf_verify"),
     path("jobs/<int:pk>/", views_tools.job_detail, name="job_detail"),
     path("tokens/", views_tools.tokens, name="tokens"),
+    path("settings/", views_previews.user_settings, name="settings"),
+    path("previews/<int:pk>.webp", views_previews.preview_image, name="preview_image"),
+    path("previews/<int:pk>/blur.png", views_previews.preview_placeholder, name="preview_placeholder"),
+    path("files/<int:pk>/preview.webp", views_previews.file_preview, name="file_preview"),
 ]

@@ -16,6 +16,8 @@ from models_catalog.api_errors import service_down_warning
 from models_catalog.forms import FileFilterForm
 from models_catalog.identity import file_identities
 from models_catalog.models import FileHashes, LocalFile
+from models_catalog.preview_selectors import previews_for_versions
+from models_catalog.prompt_usage import prompt_usage
 from models_catalog.selectors import (
     FILE_SORTS, FileQuery, civitai_lookups_for, file_filter_choices, file_list_page, file_matches, visible_files,
     with_rates,
@@ -40,6 +42,7 @@ def file_list(request: HttpRequest) -> HttpResponse:
     params = form.cleaned_or_defaults()
     page = file_list_page(FileQuery(user=request.user, **params))
     with_rates([row.file for row in page.rows])
+    _with_row_extras(page.rows, user=request.user)
     keep = {k: v for k, v in params.items() if v and k != "cursor" and v != getattr(FileQuery, k, None)}
     poll = POLL_PENDING if page.pending else POLL_IDLE if page.is_first else None
     context = {
@@ -72,6 +75,32 @@ def export_sidecars(request: HttpRequest) -> HttpResponse:
     return redirect(f"{reverse('catalog:file_list')}?{urlencode({'folder': folder})}")
 
 
+def _with_row_extras(rows, *, user) -> None:
+    """Each row's cover thumbnail and prompt text: two queries for the page, whatever its length."""
+    from models_catalog.services.preferences import nsfw_max_level_for
+
+    covers = previews_for_versions([r.identity.version_id for r in rows],
+                                   nsfw_max_level=nsfw_max_level_for(user), per_version=1) if rows else {}
+    for row in rows:
+        found = covers.get(row.identity.version_id) or []
+        row.cover = found[0] if found else None
+        row.usage = prompt_usage(file_name=row.file.name, trained_words=row.identity.trained_words,
+                                 model_type=row.identity.model_type)
+
+
+def _file_previews(lf: LocalFile, identity, user) -> dict:
+    from models_catalog.services.local_previews import local_preview_candidate
+    from models_catalog.services.preferences import nsfw_max_level_for
+
+    previews = previews_for_versions([identity.version_id], nsfw_max_level=nsfw_max_level_for(user))
+    return {
+        "previews": previews.get(identity.version_id, []),
+        # Only a stat here: the thumbnail is made when the browser asks for it.
+        "local_preview_url": reverse("catalog:file_preview", args=[lf.pk]) if local_preview_candidate(local_file=lf) else "",
+        "usage": prompt_usage(file_name=lf.name, trained_words=identity.trained_words, model_type=identity.model_type),
+    }
+
+
 def _fingerprint_summary(lf: LocalFile) -> dict | None:
     fp = lf.fingerprint if isinstance(lf.fingerprint, dict) else None
     if not fp:
@@ -99,6 +128,7 @@ def file_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "findings": [x for x in (lf.safety_findings or []) if isinstance(x, dict)],
         "fingerprint": _fingerprint_summary(lf), "matches": file_matches(lf, request.user),
         "can_convert": convert_offered(lf, request.user),
+        **_file_previews(lf, identity, request.user),
     }
     template = "models_catalog/_file_status.html" if request.headers.get("HX-Request") else "models_catalog/file_detail.html"
     return render(request, template, context)

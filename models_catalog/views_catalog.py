@@ -66,9 +66,24 @@ def model_page(request: HttpRequest, pk: int) -> HttpResponse:
     copies = len({c.file.pk for v in versions for f in v.files for c in f.copies})
     held = [v.version for v in versions
             if any(c.file.owner_id == request.user.pk and c.match.kind in IDENTIFYING_KINDS for f in v.files for c in f.copies)]
+    _with_version_extras(versions, model=model, user=request.user)
     return render(request, "models_catalog/model_detail.html",
                   {"model": model, "versions": versions, "trigger_words": words, "copies": copies,
                    "update": model_update(model, held)})
+
+
+def _with_version_extras(versions, *, model, user) -> None:
+    """Each version's previews, and what to paste to use it (NAME: my copy's name, else the published one)."""
+    from models_catalog.preview_selectors import previews_for_versions
+    from models_catalog.prompt_usage import prompt_usage
+    from models_catalog.services.preferences import nsfw_max_level_for
+
+    previews = previews_for_versions([v.version.pk for v in versions], nsfw_max_level=nsfw_max_level_for(user))
+    for v in versions:
+        v.previews = previews.get(v.version.pk, [])
+        mine = next((c.file.name for f in v.files for c in f.copies if c.file.owner_id == user.pk), "")
+        primary = next((f.file.name for f in v.files if f.file.primary), v.files[0].file.name if v.files else "")
+        v.usage = prompt_usage(file_name=mine or primary, trained_words=v.version.trained_words, model_type=model.type)
 
 
 @login_required

@@ -56,6 +56,9 @@ def civitai_refresh_stale() -> None:
 
     if not settings.CIVITAI_ENABLED:
         return
+    from models_catalog.services.previews import enqueue_previews, previews_retry_due
+
+    enqueue_previews(version_ids=previews_retry_due(), retry_failed=True)
     if civitai_refresh_stale():  # stale answers, old errors, or pending rows whose run was lost
         enqueue_civitai_batch()
     try:
@@ -63,6 +66,15 @@ def civitai_refresh_stale() -> None:
         civitai_models_check_updates()  # newer versions of what users hold ("v2.0 available")
     except CivitaiError:
         pass  # the next hourly run tries again; nothing was half-written (one transaction per model)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def download_previews(version_id: int, retry_failed: bool = False) -> None:
+    """Thumbnails of a version's first images; failures are stored on the rows, not raised (the hourly
+    refresh tries them again), so this task has no retry policy of its own."""
+    from models_catalog.services.previews import version_previews_download
+
+    version_previews_download(version_id=version_id, retry_failed=retry_failed)
 
 
 @shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=10)

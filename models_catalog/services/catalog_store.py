@@ -9,6 +9,7 @@ from __future__ import annotations
 from django.db import transaction
 
 from models_catalog.models import Source, SourceFile, SourceModel, SourceVersion
+from models_catalog.services.previews import enqueue_previews, version_images_store
 from workers.sources.civitai import CivitaiModel, CivitaiVersion, parse_datetime
 
 CIVITAI_SITE = "https://civitai.com"
@@ -77,6 +78,11 @@ def civitai_version_store(*, version: CivitaiVersion, model: CivitaiModel | None
     )
     _store_files(version_row, {(str(f.id) if f.id is not None else f"name:{f.name}"): _civitai_file_fields(f)
                                for f in version.files})
+    version_images_store(version_row=version_row, images=version.images)
+    if model is None:
+        # An answer to a hash (identification): fetch its previews once committed. The hourly
+        # whole-model refresh (model given) stores listings only; previews_retry_due covers the rest.
+        enqueue_previews(version_ids=[version_row.pk])
     return version_row
 
 

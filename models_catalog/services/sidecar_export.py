@@ -19,6 +19,7 @@ import stat
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from django.conf import settings
 from django.db.models import Q
 
 from models_catalog.identity import IDENTIFYING_KINDS, best_match
@@ -38,9 +39,31 @@ MAX_PREVIEW_BYTES = 16 * 1024 * 1024
 
 
 def preview_for_version(version: SourceVersion) -> Path | None:
-    """The stored preview thumbnail of `version`, or None. The hook the preview images work wires to
-    its stored thumbnails; until then there is none and no `.preview.png` is written."""
-    return None
+    """A PNG of `version`'s tamest downloaded preview (lowest NSFW level, then Civitai's order), or None
+    when none is downloaded. A1111 / Forge / ComfyUI read `.preview.png`; our thumbnails are WebP, so
+    the PNG is made once from our own re-encoded thumbnail (never from downloaded bytes)."""
+    from models_catalog.models import SourceImage
+
+    image = (SourceImage.objects.filter(version=version, state=SourceImage.State.DONE).exclude(thumb_name="")
+             .order_by("nsfw_level", "position").first())
+    return _png_of(settings.PREVIEW_DIR / image.thumb_name) if image else None
+
+
+def _png_of(thumb: Path) -> Path | None:
+    png = thumb.with_suffix(".png")
+    if png.exists():
+        return png
+    try:
+        from PIL import Image
+
+        with Image.open(thumb) as im:
+            tmp = png.with_name(f".{png.name}.tmp")
+            im.save(tmp, format="PNG")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, png)
+    except (OSError, ValueError):
+        return None
+    return png
 
 
 @dataclass

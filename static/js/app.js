@@ -88,3 +88,15 @@ function setupUpload() {
   });
 }
 document.addEventListener("DOMContentLoaded", setupUpload);
+
+// Previews above the viewer's NSFW level show their blurhash under a CSS blur; the image itself is fetched
+// only when clicked, and a click shows that one only.
+document.addEventListener("click", (event) => {
+  const figure = event.target.closest(".preview.nsfw-blur");
+  if (!figure) return;
+  event.preventDefault();
+  const img = figure.querySelector("img[data-full]");
+  if (img) { img.src = img.dataset.full; img.removeAttribute("data-full"); }
+  figure.classList.remove("nsfw-blur");
+  figure.querySelector("button.unblur")?.remove();
+});

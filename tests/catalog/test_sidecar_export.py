@@ -149,3 +149,21 @@ def test_the_folder_button_on_my_files_exports_with_csrf(identified, user):
     assert "2 sidecars written" in response.content.decode()
     assert (folder / "style.civitai.info").exists()
     assert client.post("/files/export-sidecars/", {"folder": str(folder)}).status_code == 403  # no token
+
+
+def test_the_tamest_downloaded_thumbnail_becomes_the_preview_png(identified, user, settings, tmp_path):
+    from PIL import Image
+
+    from models_catalog.models import SourceImage, SourceVersion
+
+    folder, files = identified
+    settings.PREVIEW_DIR = tmp_path / "previews"
+    settings.PREVIEW_DIR.mkdir()
+    version = SourceVersion.objects.get(files__matches__local_file=files[0])
+    for position, (level, colour) in enumerate([(4, "red"), (1, "blue")]):
+        Image.new("RGB", (8, 8), colour).save(settings.PREVIEW_DIR / f"t{position}.webp", format="WEBP", lossless=True)
+        SourceImage.objects.create(version=version, position=position, url=f"https://image.civitai.com/{position}.png",
+                                   nsfw_level=level, state=SourceImage.State.DONE, thumb_name=f"t{position}.webp")
+    sidecars_export(owner=user, folder=folder)
+    with Image.open(folder / "style.preview.png") as written:
+        assert written.format == "PNG" and written.convert("RGB").getpixel((0, 0)) == (0, 0, 255)  # the PG one

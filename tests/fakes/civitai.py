@@ -118,6 +118,7 @@ class FakeCivitai:
         self._next_file_id = 300_001
         self._faults: list[_Fault] = []
         self._delay = 0.0
+        self.raw_responses: dict[str, tuple[int, dict[str, str], bytes]] = {}  # images and hostile answers
         self.batch_nulls = False  # put a null entry into POST by-hash answers, as the real one may
         self.requests: list[tuple[str, str, Any]] = []
         self.request_headers: list[dict[str, str]] = []
@@ -217,8 +218,12 @@ class FakeCivitai:
         published_at: str | datetime | None = None,
         files: list[dict[str, Any]] | None = None,
         early_access_ends_at: datetime | None = None,
+        images: list[dict[str, Any]] | None = None,
     ) -> int:
         """Add a version; each file dict's keys override realistic defaults.
+
+        `images`: dicts with optional nsfw_level (1), format ("png" | "jpeg"), color, width, height,
+        meta; each is a small generated picture served at {origin}/images/{version}/{n}.{ext}.
 
         Without `published_at`, each new version is published one day after the
         previous one, so insertion order is publication order. Adding a version to a model
@@ -251,9 +256,27 @@ class FakeCivitai:
                 "description": description, "status": status,
                 "published": moment, "created": moment - timedelta(minutes=3),
                 "files": built_files, "early_access_ends_at": early_access_ends_at,
+                "images": [self._build_image(version_id, n, spec) for n, spec in enumerate(images or [])],
             }
             self._models[model_id]["version_ids"].append(version_id)
             return version_id
+
+    def _build_image(self, version_id: int, n: int, spec: dict[str, Any]) -> dict[str, Any]:
+        fmt = spec.get("format", "png")
+        width, height = spec.get("width", 48), spec.get("height", 64)
+        data = generated_image(fmt=fmt, width=width, height=height, color=tuple(spec.get("color", (200, 80 + 40 * n, 60))))
+        path = f"/images/{version_id}/{n}.{'jpeg' if fmt == 'jpeg' else 'png'}"
+        self.raw_responses[path] = (200, {"Content-Type": f"image/{fmt}"}, data)
+        return {"url": path, "nsfwLevel": spec.get("nsfw_level", 1),
+                "width": width, "height": height, "hash": spec.get("blurhash", FAKE_BLURHASH), "type": "image",
+                "meta": spec.get("meta", {"seed": 1234 + n, "steps": 20, "sampler": "Euler"})}
+
+    def serve_raw(self, path: str, *, status: int = 200, headers: dict[str, str] | None = None,
+                  body: bytes = b"") -> str:
+        """Answer GET `path` with exactly this (hostile images, redirects); returns its URL."""
+        with self._lock:
+            self.raw_responses[path] = (status, dict(headers or {}), body)
+        return self.origin + path
 
     def _build_file(self, version_id: int, spec: dict[str, Any]) -> dict[str, Any]:
         file_id = self._next_file_id
@@ -296,7 +319,7 @@ class FakeCivitai:
                 for snake, camel in (("id", "id"), ("name", "name"), ("base_model", "baseModel"),
                                      ("base_model_type", "baseModelType"), ("trained_words", "trainedWords"),
                                      ("description", "description"), ("status", "status"),
-                                     ("published_at", "publishedAt"), ("files", "files")):
+                                     ("published_at", "publishedAt"), ("files", "files"), ("images", "images")):
                     if snake in version:
                         kwargs[snake] = version[snake]
                     elif camel in version:
@@ -397,7 +420,8 @@ class FakeCivitai:
         if not nested:
             out["model"] = {"name": model["name"], "type": model["type"], "nsfw": model["nsfw"], "poi": model["poi"]}
         out["files"] = [self._render_file(f) for f in v["files"]]
-        out["images"] = []
+        out["images"] = [dict(img, url=img["url"] if img["url"].startswith("http") else self.origin + img["url"])
+                         for img in v.get("images", [])]
         out["downloadUrl"] = f"https://civitai.com/api/download/models/{v['id']}"
         return out
 
@@ -432,6 +456,8 @@ class FakeCivitai:
         split = urlsplit(raw_path)
         path = split.path.rstrip("/") or "/"
         query = parse_qs(split.query)
+        if method == "GET" and split.path in self.raw_responses:
+            return self.raw_responses[split.path]
         if not path.startswith(API_PREFIX + "/"):
             return _html(404, HTML_404)
         route = path[len(API_PREFIX):]
@@ -537,6 +563,23 @@ class FakeCivitai:
         if self.batch_nulls:
             out.insert(0, None)
         return _json(200, out)
+
+
+FAKE_BLURHASH = "LEHV6nWB2yk8pyo0adR*.7kCMdnj"
+
+
+def generated_image(*, fmt: str = "png", width: int = 48, height: int = 64,
+                    color: tuple[int, int, int] = (200, 80, 60)) -> bytes:
+    """A small picture made here (a colour and a stripe), so tests and the demo need no real images."""
+    import io
+
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGB", (width, height), color)
+    ImageDraw.Draw(img).rectangle([0, height // 3, width, height // 2], fill=(20, 20, 20))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG" if fmt == "jpeg" else "PNG")
+    return buf.getvalue()
 
 
 def _json(status: int, payload: Any, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:

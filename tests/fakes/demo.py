@@ -252,6 +252,7 @@ def run() -> int:
         "MODELXREF_DATA_DIR": str(data_dir), "MODELXREF_MODEL_ROOTS": str(models),
         "CIVITAI_ENABLED": "true", "CIVITAI_API_BASE": civitai_base, "CIVITAI_API_KEY": "",
         "HF_ENDPOINT": hf_endpoint, "HF_TOKEN": "", "HF_HUB_DISABLE_TELEMETRY": "1",
+        "MODELXREF_PREVIEW_IMAGE_HOSTS": "127.0.0.1",  # the stand-in serves the demo's preview images
         "HOST": host, "PORT": str(web_port), "PYTHONUNBUFFERED": "1",
     })
     procs = Processes(demo_dir)

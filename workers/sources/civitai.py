@@ -111,6 +111,17 @@ class CivitaiFile:
 
 
 @dataclass(frozen=True)
+class CivitaiImage:
+    url: str
+    nsfw_level: int  # 0 when Civitai gave none
+    width: int | None
+    height: int | None
+    blurhash: str | None
+    type: str | None  # image | video
+    meta: dict  # generation parameters as given (callers cap what they store)
+
+
+@dataclass(frozen=True)
 class CivitaiModelSummary:
     id: int
     name: str | None
@@ -136,6 +147,7 @@ class CivitaiVersion:
     files: tuple[CivitaiFile, ...]
     download_url: str | None
     raw: dict = field(repr=False, compare=False)
+    images: tuple[CivitaiImage, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -302,7 +314,30 @@ def parse_version(
         files=files,
         download_url=_str(data.get("downloadUrl")),
         raw=data,
+        images=parse_images(data.get("images")),
     )
+
+
+def parse_images(data: Any) -> tuple[CivitaiImage, ...]:
+    """A version's images[]; entries that are not objects with an http(s) url are skipped, not fatal:
+    a broken preview list must not lose the identification that came with it."""
+    if not isinstance(data, list):
+        return ()
+    out = []
+    for item in data:
+        if not isinstance(item, dict):
+            continue
+        url = _str(item.get("url"))
+        if not url or not url.lower().startswith(("https://", "http://")):
+            continue
+        meta = item.get("meta")
+        out.append(CivitaiImage(
+            url=url, nsfw_level=max(0, _int(item.get("nsfwLevel")) or 0),
+            width=_int(item.get("width")), height=_int(item.get("height")),
+            blurhash=_str(item.get("hash")), type=_str(item.get("type")),
+            meta=meta if isinstance(meta, dict) else {},
+        ))
+    return tuple(out)
 
 
 def parse_model(data: Any) -> CivitaiModel:
