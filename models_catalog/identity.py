@@ -27,7 +27,7 @@ MATCH_BADGES = {
 MATCH_PHRASES = {
     "exact": "exact copy of", "renamed": "renamed copy of", "same-weights": "same weights as",
     "converted": "converted copy of", "precision": "precision variant of", "partial": "shares components with",
-    "short-hash": "only a short hash agrees with",
+    "short-hash": "only a short hash agrees with", "manual": "linked by you to",
 }
 # Kinds strong enough to say "this file IS that model"; partial and short-hash only relate it.
 IDENTIFYING_KINDS = ("exact", "renamed", "same-weights", "converted", "precision")
@@ -64,6 +64,9 @@ class FileIdentity:
     waiting_for: str = ""  # e.g. "Civitai rate-limited, retrying at 12:03:10"
     problem: str = ""  # why a broken file could not be read, or why a source could not be asked
     other_kinds: tuple[str, ...] = field(default_factory=tuple)
+    # What an unknown file says about itself ("LoRA for SDXL: my_style_v3", LocalFile.described_as):
+    # its name in lists until a source knows it.
+    described_as: str = ""
 
     @property
     def is_finished(self) -> bool:
@@ -92,7 +95,8 @@ class FileIdentity:
             return f"waiting for {self.waiting_for}" if self.waiting_for else "waiting for Civitai"
         if self.state == IdentityState.BROKEN:
             return f"broken: {self.problem}" if self.problem else "broken"
-        return "unknown" + (f" ({self.problem})" if self.problem else "")
+        named = f"unknown {self.described_as}" if self.described_as else "unknown"
+        return named + (f" ({self.problem})" if self.problem else "")
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -140,7 +144,7 @@ def file_identities(files, *, viewer) -> dict[int, FileIdentity]:
             out[f.pk] = FileIdentity(state=IdentityState.BROKEN, problem=f.analysis_error or "the data could not be read")
         else:
             problem = civitai[f.pk][1] if f.pk in civitai else ""
-            out[f.pk] = FileIdentity(state=IdentityState.UNKNOWN, problem=problem)
+            out[f.pk] = FileIdentity(state=IdentityState.UNKNOWN, problem=problem, described_as=f.described_as)
     return out
 
 

@@ -404,7 +404,7 @@ def hash_search(text: str) -> list[HashQuery]:
 
 
 def _file_search_ids(files: QuerySet[LocalFile], text: str, queries: list[HashQuery]) -> QuerySet:
-    """Ids of files whose name, path or matched model name contains `text`, or whose hashes (or a
+    """Ids of files whose name, path, self-description words or matched model name contains `text`, or whose hashes (or a
     folder member's) are one of `queries`: a UNION of index-served sets, not one OR (see catalog_queryset)."""
     candidates = [c for query in queries for c in query.candidates]
     parts = []
@@ -412,6 +412,9 @@ def _file_search_ids(files: QuerySet[LocalFile], text: str, queries: list[HashQu
     # indexes are asked, and the search stays an index lookup whatever the library size.
     if not candidates or not all(len(q.candidates[0].value) == 64 or ":" in q.text for q in queries):
         parts += [files.filter(Q(name__icontains=text) | Q(path__icontains=text)).order_by().values("pk"),
+                  # What the file says about itself (title, output name, top tags): its own
+                  # trigram index (migration 0014), so a part of its own in the UNION.
+                  files.filter(described_words__icontains=text).order_by().values("pk"),
                   Match.objects.filter(source_file__version__model__name__icontains=text).order_by().values("local_file_id")]
     if candidates:
         parts.append(FileHashes.objects.filter(hash_fields_q(candidates, True)).order_by().values("local_file_id"))
