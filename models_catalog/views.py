@@ -22,6 +22,7 @@ from models_catalog.selectors import (
 from models_catalog.services.forget import local_file_forget
 from models_catalog.services.upload import Uploaded, UploadRefused, UploadWaitsForQueue, local_file_upload
 from models_catalog.upload_handlers import LimitedTemporaryFileUploadHandler
+from workers.modelfiles.self_description import SelfDescription
 
 FILTER_NAMES = ("search", "type", "base_model", "safety", "match", "state", "folder", "status", "origin", "format")
 # The first page polls even when nothing on it is pending, so files registered meanwhile (by the
@@ -74,6 +75,7 @@ def file_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "poll": None if identity.is_finished else POLL_PENDING if not lf.is_finished else POLL_IDLE,
         "findings": [x for x in (lf.safety_findings or []) if isinstance(x, dict)],
         "fingerprint": _fingerprint_summary(lf), "matches": file_matches(lf, request.user),
+        "described": SelfDescription.from_json(lf.self_description),
     }
     template = "models_catalog/_file_status.html" if request.headers.get("HX-Request") else "models_catalog/file_detail.html"
     return render(request, template, context)
