@@ -22,7 +22,7 @@ from models_catalog.models import CivitaiLookup, FileHashes, LocalFile, Match
 # The words for each kind of match: a badge, and a phrase that reads "<phrase> <model>".
 MATCH_BADGES = {
     "exact": "exact copy", "renamed": "renamed copy", "same-weights": "same weights", "converted": "converted",
-    "precision": "precision variant", "partial": "partial", "short-hash": "short hash only",
+    "precision": "precision variant", "partial": "partial", "short-hash": "short hash only", "manual": "linked by you",
 }
 MATCH_PHRASES = {
     "exact": "exact copy of", "renamed": "renamed copy of", "same-weights": "same weights as",
@@ -43,7 +43,7 @@ class IdentityState:
 
     FINISHED = (IDENTIFIED, RELATED, UNKNOWN, BROKEN)
     # What a list can filter on (see state_q); WAITING files count as UNKNOWN there.
-    FILTERS = {IDENTIFIED: "identified", RELATED: "related only (partial or short hash)",
+    FILTERS = {IDENTIFIED: "identified", RELATED: "related only (partial, short hash or linked by you)",
                UNKNOWN: "not identified", WORKING: "still being read", BROKEN: "broken (could not be read)"}
 
 
@@ -115,14 +115,14 @@ def best_match(matches: list[Match]) -> Match | None:
 
 def file_identities(files, *, viewer) -> dict[int, FileIdentity]:
     """The identity of each file in `files` (LocalFile rows the viewer may see), in a fixed number of queries."""
-    from models_catalog.selectors import private_evidence, visible_files
+    from models_catalog.selectors import private_evidence, shown_matches, visible_files
 
     files = list(files)
     ids = [f.pk for f in files]
     if not ids:
         return {}
     by_file: dict[int, list[Match]] = {}
-    for m in Match.objects.filter(local_file_id__in=ids).select_related("source_file__version__model"):
+    for m in Match.objects.filter(shown_matches(viewer), local_file_id__in=ids).select_related("source_file__version__model"):
         by_file.setdefault(m.local_file_id, []).append(m)
     via_ids = {m.via_id for ms in by_file.values() for m in ms if m.via_id}
     visible_via = set(visible_files(viewer).filter(pk__in=via_ids).values_list("pk", flat=True)) if via_ids else set()

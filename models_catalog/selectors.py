@@ -44,6 +44,12 @@ def visible_files(user) -> QuerySet[LocalFile]:
     return LocalFile.objects.filter(owner=user)
 
 
+def shown_matches(user) -> Q:
+    """THE rule for which Match rows may be shown to `user` about the files they see: a hand-made
+    (manual) link is its owner's own statement, so even staff see it only on their own files."""
+    return ~Q(kind=Match.Kind.MANUAL) | Q(local_file__owner_id=user.pk)
+
+
 def visible_jobs(user) -> QuerySet[Job]:
     return Job.objects.filter(owner=user)
 
@@ -277,7 +283,7 @@ def model_detail(model: SourceModel, user) -> list[VersionView]:
     versions = list(model.versions.all())
     files = list(SourceFile.objects.filter(version__model=model).order_by("-primary", "name", "id"))
     visible = visible_files(user)
-    matches = list(Match.objects.filter(source_file__in=files, local_file__in=visible)
+    matches = list(Match.objects.filter(shown_matches(user), source_file__in=files, local_file__in=visible)
                    .select_related("local_file", "via").order_by("local_file__name", "id"))
     visible_ids = set(visible.filter(pk__in={m.via_id for m in matches if m.via_id}).values_list("pk", flat=True))
     copies: dict[int, list[LocalCopy]] = {}
@@ -296,7 +302,7 @@ def model_detail(model: SourceModel, user) -> list[VersionView]:
 
 def file_matches(lf: LocalFile, user) -> list[tuple[Match, str, LocalFile | None]]:
     """A local file's matches with evidence safe to show to `user`."""
-    matches = list(Match.objects.filter(local_file=lf).select_related("source_file__version__model", "via"))
+    matches = list(Match.objects.filter(shown_matches(user), local_file=lf).select_related("source_file__version__model", "via"))
     matches.sort(key=lambda m: (Match.STRENGTH.get(m.kind, 9), m.pk))
     via_ids = {m.via_id for m in matches if m.via_id}
     visible_ids = set(visible_files(user).filter(pk__in=via_ids).values_list("pk", flat=True))

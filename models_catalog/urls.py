@@ -1,12 +1,13 @@
 from django.urls import path
 
-from models_catalog import views, views_actions, views_catalog, views_register, views_tools
+from models_catalog import views, views_actions, views_catalog, views_links, views_register, views_tools
 
 app_name = "catalog"
 urlpatterns = [
     path("", views.file_list, name="file_list"),
     path("files/<int:pk>/", views.file_detail, name="file_detail"),
     path("files/<int:pk>/forget/", views.file_forget, name="file_forget"),
+    path("files/<int:pk>/link/", views_links.file_link, name="file_link"),
     path("upload/", views.upload, name="upload"),
     path("register/", views_register.register_path, name="register"),
     path("catalog/", views_catalog.catalog, name="catalog"),

@@ -77,6 +77,7 @@ def file_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "fingerprint": _fingerprint_summary(lf), "matches": file_matches(lf, request.user),
         "described": SelfDescription.from_json(lf.self_description),
     }
+    context["manual_link"] = next((m for m, _, _ in context["matches"] if m.kind == "manual"), None)
     template = "models_catalog/_file_status.html" if request.headers.get("HX-Request") else "models_catalog/file_detail.html"
     return render(request, template, context)
 
