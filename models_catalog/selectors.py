@@ -409,7 +409,7 @@ def hash_search(text: str) -> list[HashQuery]:
         return []
 
 
-def _file_search_ids(files: QuerySet[LocalFile], text: str, queries: list[HashQuery]) -> QuerySet:
+def _file_search_ids(files: QuerySet[LocalFile], text: str, queries: list[HashQuery], *, viewer) -> QuerySet:
     """Ids of files whose name, path, self-description words or matched model name contains `text`, or whose hashes (or a
     folder member's) are one of `queries`: a UNION of index-served sets, not one OR (see catalog_queryset)."""
     candidates = [c for query in queries for c in query.candidates]
@@ -421,7 +421,8 @@ def _file_search_ids(files: QuerySet[LocalFile], text: str, queries: list[HashQu
                   # What the file says about itself (title, output name, top tags): its own
                   # trigram index (migration 0014), so a part of its own in the UNION.
                   files.filter(described_words__icontains=text).order_by().values("pk"),
-                  Match.objects.filter(source_file__version__model__name__icontains=text).order_by().values("local_file_id")]
+                  Match.objects.filter(shown_matches(viewer), source_file__version__model__name__icontains=text)
+                  .order_by().values("local_file_id")]
     if candidates:
         parts.append(FileHashes.objects.filter(hash_fields_q(candidates, True)).order_by().values("local_file_id"))
         parts.append(FolderMember.objects.filter(hash_fields_q(candidates, True)).order_by().values("folder_id"))
@@ -450,17 +451,19 @@ def file_list_queryset(q: FileQuery, *, hash_queries: list[HashQuery] | None = N
     text = q.search.strip()
     if text:
         queries = hash_search(text) if hash_queries is None else hash_queries
-        files = files.filter(pk__in=_file_search_ids(files, text, queries))
+        files = files.filter(pk__in=_file_search_ids(files, text, queries, viewer=q.user))
     if q.type:
-        files = files.filter(pk__in=Match.objects.filter(source_file__version__model__type__iexact=q.type)
+        files = files.filter(pk__in=Match.objects.filter(shown_matches(q.user), source_file__version__model__type__iexact=q.type)
                              .values("local_file_id"))
     if q.base_model:
-        files = files.filter(pk__in=Match.objects.filter(source_file__version__base_model__iexact=q.base_model)
+        files = files.filter(pk__in=Match.objects.filter(shown_matches(q.user), source_file__version__base_model__iexact=q.base_model)
                              .values("local_file_id"))
     if q.safety:
         files = files.filter(safety_verdict=q.safety)
     if q.match:
         files = files.filter(kind_q(q.match))
+        if q.match == Match.Kind.MANUAL:  # another user's hand links are theirs alone, staff included
+            files = files.filter(owner=q.user)
     if q.state:
         files = files.filter(state_q(q.state))
     if q.folder.strip().rstrip("/"):

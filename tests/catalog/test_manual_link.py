@@ -100,3 +100,38 @@ def test_bad_links_are_refused_in_the_error_format(unknown_lora, user, client):
         answer = client.post(f"/api/v1/files/{unknown_lora.pk}/link/", {"url": url}, content_type="application/json")
         assert answer.status_code == 400, url
         assert answer.json()["error"]["code"] == "bad_link"
+
+
+def test_a_manual_link_is_never_byte_exact_evidence(unknown_lora, user, client, model_root, sent_for_hashing, settings):
+    import shutil
+
+    from models_catalog.services.duplicates import duplicate_groups
+    from models_catalog.services.hashing import local_files_hash
+    from models_catalog.services.register import local_file_register
+
+    copy = model_root / "copy_of_lora.safetensors"
+    shutil.copyfile(unknown_lora.path, copy)
+    local_file_register(paths=[str(copy)], owner=user)
+    local_files_hash(local_file_ids=sent_for_hashing)
+    client.force_login(user)
+    assert client.post(f"/api/v1/files/{unknown_lora.pk}/link/", {"url": "https://civitai.com/models/77?modelVersionId=88"},
+                       content_type="application/json").status_code == 201
+    [group] = duplicate_groups(owner=user)
+    assert group.model is None and group.model_id is None  # the group names a model only from exact / renamed
+    # The copy with the same bytes does not inherit the owner's statement.
+    assert not Match.objects.filter(local_file__path=str(copy)).exists()
+
+
+def test_staff_listing_everyone_cannot_find_other_users_hand_links(unknown_lora, user, other_user, client, settings):
+    settings.CIVITAI_ENABLED = False
+    client.force_login(user)
+    client.post(f"/api/v1/files/{unknown_lora.pk}/link/", {"url": "https://civitai.com/models/77?modelVersionId=88"},
+                content_type="application/json")
+    mine = client.get("/api/v1/files/", {"match": "manual"}).json()["results"]
+    assert [f["id"] for f in mine] == [unknown_lora.pk]
+    other_user.is_staff = True
+    other_user.save()
+    client.force_login(other_user)
+    for params in ({"match": "manual", "scope": "all"}, {"search": "Civitai model 77", "scope": "all"}):
+        assert client.get("/api/v1/files/", params).json()["results"] == [], params
+    assert [f["id"] for f in client.get("/api/v1/files/", {"scope": "all"}).json()["results"]] == [unknown_lora.pk]
