@@ -106,3 +106,9 @@ def test_describe_files_backfills_rows_analysed_before_descriptions(unknown_lora
     call_command("describe_files", stdout=out)
     assert "1/1 files read, 1 described" in out.getvalue()
     assert LocalFile.objects.get(pk=unknown_lora.pk).described_as == "LoRA for SDXL: my_style_v3"
+
+
+def test_lookup_of_my_unknown_file_names_it(unknown_lora, user):
+    out = io.StringIO()
+    call_command("lookup", unknown_lora.hashes.sha256, "--offline", "--user", user.username, stdout=out)
+    assert "unknown LoRA for SDXL: my_style_v3" in out.getvalue()
