@@ -31,7 +31,7 @@ from rest_framework.views import APIView
 from models_catalog import serializers as s
 from models_catalog.api_errors import ApiError
 from models_catalog.models import Job, LocalFile, Match, Source, SourceFile, SourceModel, SourceVersion
-from models_catalog.selectors import FileQuery, file_list_page, hash_search, visible_files
+from models_catalog.selectors import FileQuery, file_list_page, hash_search, shown_matches, visible_files
 from models_catalog.services.duplicates import PREFERENCES, duplicate_groups
 from models_catalog.services.huggingface import hf_index_job_create
 from models_catalog.services.forget import local_file_forget
@@ -166,7 +166,8 @@ class LocalFileViewSet(BodyLimitMixin, mixins.ListModelMixin, mixins.RetrieveMod
     def get_queryset(self):
         qs = visible_files(self.request.user).select_related("hashes")
         return qs.prefetch_related(
-            "members", Prefetch("matches", queryset=Match.objects.select_related("source_file__version__model", "via")),
+            "members", Prefetch("matches", queryset=Match.objects.filter(shown_matches(self.request.user))
+                                .select_related("source_file__version__model", "via")),
         )
 
     def get_serializer_class(self):

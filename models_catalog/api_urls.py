@@ -2,7 +2,7 @@
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from models_catalog import api, api_actions
+from models_catalog import api, api_actions, api_links
 from models_catalog.api_errors import api_not_found
 
 files = api.LocalFileViewSet
@@ -18,6 +18,7 @@ v1 = [
     path("files/push/", api.LocalFilePushView.as_view(), name="file-push"),
     path("files/<int:pk>/", files.as_view({"get": "retrieve", "delete": "destroy"}), name="file-detail"),
     path("files/<int:pk>/convert/", api.LocalFileConvertView.as_view(), name="file-convert"),
+    path("files/<int:pk>/link/", api_links.LocalFileLinkView.as_view(), name="file-link"),
     path("models/", models.as_view({"get": "list"}), name="model-list"),
     path("models/<int:pk>/", models.as_view({"get": "retrieve"}), name="model-detail"),
     path("versions/<int:pk>/", api.SourceVersionViewSet.as_view({"get": "retrieve"}), name="version-detail"),

@@ -26,12 +26,12 @@ if TYPE_CHECKING:
 # The words for each kind of match: a badge, and a phrase that reads "<phrase> <model>".
 MATCH_BADGES = {
     "exact": "exact copy", "renamed": "renamed copy", "same-weights": "same weights", "converted": "converted",
-    "precision": "precision variant", "partial": "partial", "short-hash": "short hash only",
+    "precision": "precision variant", "partial": "partial", "short-hash": "short hash only", "manual": "linked by you",
 }
 MATCH_PHRASES = {
     "exact": "exact copy of", "renamed": "renamed copy of", "same-weights": "same weights as",
     "converted": "converted copy of", "precision": "precision variant of", "partial": "shares components with",
-    "short-hash": "only a short hash agrees with",
+    "short-hash": "only a short hash agrees with", "manual": "linked by you to",
 }
 # Kinds strong enough to say "this file IS that model"; partial and short-hash only relate it.
 IDENTIFYING_KINDS = ("exact", "renamed", "same-weights", "converted", "precision")
@@ -47,7 +47,7 @@ class IdentityState:
 
     FINISHED = (IDENTIFIED, RELATED, UNKNOWN, BROKEN)
     # What a list can filter on (see state_q); WAITING files count as UNKNOWN there.
-    FILTERS = {IDENTIFIED: "identified", RELATED: "related only (partial or short hash)",
+    FILTERS = {IDENTIFIED: "identified", RELATED: "related only (partial, short hash or linked by you)",
                UNKNOWN: "not identified", WORKING: "still being read", BROKEN: "broken (could not be read)"}
 
 
@@ -70,6 +70,9 @@ class FileIdentity:
     other_kinds: tuple[str, ...] = field(default_factory=tuple)
     # A newer Civitai version than any the owner holds (models_catalog.updates), or None.
     update: VersionUpdate | None = None
+    # What an unknown file says about itself ("LoRA for SDXL: my_style_v3", LocalFile.described_as):
+    # its name in lists until a source knows it.
+    described_as: str = ""
 
     @property
     def is_finished(self) -> bool:
@@ -98,7 +101,8 @@ class FileIdentity:
             return f"waiting for {self.waiting_for}" if self.waiting_for else "waiting for Civitai"
         if self.state == IdentityState.BROKEN:
             return f"broken: {self.problem}" if self.problem else "broken"
-        return "unknown" + (f" ({self.problem})" if self.problem else "")
+        named = f"unknown {self.described_as}" if self.described_as else "unknown"
+        return named + (f" ({self.problem})" if self.problem else "")
 
     def to_json(self) -> dict:
         data = asdict(self)
@@ -118,7 +122,7 @@ def best_match(matches: list[Match]) -> Match | None:
 
 def file_identities(files, *, viewer) -> dict[int, FileIdentity]:
     """The identity of each file in `files` (LocalFile rows the viewer may see), in a fixed number of queries."""
-    from models_catalog.selectors import private_evidence, visible_files
+    from models_catalog.selectors import private_evidence, shown_matches, visible_files
     from models_catalog.updates import holds_newest
 
     files = list(files)
@@ -127,7 +131,7 @@ def file_identities(files, *, viewer) -> dict[int, FileIdentity]:
         return {}
     by_file: dict[int, list[Match]] = {}
     # The newest version rides along (a join, a semi-join): the update badge costs no query of its own.
-    matches = (Match.objects.filter(local_file_id__in=ids)
+    matches = (Match.objects.filter(shown_matches(viewer), local_file_id__in=ids)
                .select_related("source_file__version__model__newest_version").annotate(holds_newest=holds_newest()))
     for m in matches:
         by_file.setdefault(m.local_file_id, []).append(m)
@@ -151,7 +155,7 @@ def file_identities(files, *, viewer) -> dict[int, FileIdentity]:
             out[f.pk] = FileIdentity(state=IdentityState.BROKEN, problem=f.analysis_error or "the data could not be read")
         else:
             problem = civitai[f.pk][1] if f.pk in civitai else ""
-            out[f.pk] = FileIdentity(state=IdentityState.UNKNOWN, problem=problem)
+            out[f.pk] = FileIdentity(state=IdentityState.UNKNOWN, problem=problem, described_as=f.described_as)
     return out
 
 

@@ -24,6 +24,8 @@ class ReportRow:
     def what(self) -> str:
         if self.identity.what:
             return self.identity.what
+        if self.identity.state == IdentityState.UNKNOWN and self.identity.described_as:
+            return f"unknown {self.identity.described_as}"  # what the file says about itself
         return {"broken": "unreadable", "working": "(still being read)", "waiting": "(asking Civitai)"}.get(
             self.identity.state, "unknown")
 

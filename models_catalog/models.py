@@ -63,6 +63,14 @@ class LocalFile(models.Model):
     # The content cast to bf16: links an fp32 model and its bf16 export (precision_id casts to fp16).
     bf16_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
     analysis_error = models.TextField(blank=True, default="")
+    # What the file says about itself (header metadata, type/base guess with evidence): see
+    # workers/modelfiles/self_description.py. `described_as` is its one-line label ("LoRA for SDXL:
+    # my_style_v3"), a column so identity names unknown files without loading the JSON;
+    # `described_words` (title, output name, top tags) is what My files' search matches, indexed
+    # by a trigram index on PostgreSQL (migration 0014).
+    self_description = models.JSONField(null=True, blank=True)
+    described_as = models.CharField(max_length=300, blank=True, default="")
+    described_words = models.CharField(max_length=1000, blank=True, default="")
     # The model name of the file's best match ("" without one): the key of My files' model sort,
     # stored because a sort on a value reached through Match could use no index. Written with the
     # Match rows (identity.best_model_names_sync); what pages show comes from the Match rows themselves.
@@ -360,8 +368,12 @@ class Match(models.Model):
         PRECISION = "precision", "same weights, other precision"
         PARTIAL = "partial", "shares components"
         SHORT_HASH = "short-hash", "only a short hash agrees (weak)"
+        # The owner's own statement ("this file is that version"), no evidence from the bytes:
+        # weakest but explicit, never byte-exact, and never shown to anyone but the owner.
+        MANUAL = "manual", "linked by you"
 
-    STRENGTH = {"exact": 0, "renamed": 0, "same-weights": 1, "converted": 2, "precision": 3, "partial": 4, "short-hash": 5}
+    STRENGTH = {"exact": 0, "renamed": 0, "same-weights": 1, "converted": 2, "precision": 3, "partial": 4,
+                "short-hash": 5, "manual": 6}
 
     local_file = models.ForeignKey(LocalFile, on_delete=models.CASCADE, related_name="matches")
     source_file = models.ForeignKey(SourceFile, on_delete=models.CASCADE, related_name="matches")

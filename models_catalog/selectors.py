@@ -44,6 +44,12 @@ def visible_files(user) -> QuerySet[LocalFile]:
     return LocalFile.objects.filter(owner=user)
 
 
+def shown_matches(user) -> Q:
+    """THE rule for which Match rows may be shown to `user` about the files they see: a hand-made
+    (manual) link is its owner's own statement, so even staff see it only on their own files."""
+    return ~Q(kind=Match.Kind.MANUAL) | Q(local_file__owner_id=user.pk)
+
+
 def visible_jobs(user) -> QuerySet[Job]:
     return Job.objects.filter(owner=user)
 
@@ -277,7 +283,7 @@ def model_detail(model: SourceModel, user) -> list[VersionView]:
     versions = list(model.versions.all())
     files = list(SourceFile.objects.filter(version__model=model).order_by("-primary", "name", "id"))
     visible = visible_files(user)
-    matches = list(Match.objects.filter(source_file__in=files, local_file__in=visible)
+    matches = list(Match.objects.filter(shown_matches(user), source_file__in=files, local_file__in=visible)
                    .select_related("local_file", "via").order_by("local_file__name", "id"))
     visible_ids = set(visible.filter(pk__in={m.via_id for m in matches if m.via_id}).values_list("pk", flat=True))
     copies: dict[int, list[LocalCopy]] = {}
@@ -296,7 +302,7 @@ def model_detail(model: SourceModel, user) -> list[VersionView]:
 
 def file_matches(lf: LocalFile, user) -> list[tuple[Match, str, LocalFile | None]]:
     """A local file's matches with evidence safe to show to `user`."""
-    matches = list(Match.objects.filter(local_file=lf).select_related("source_file__version__model", "via"))
+    matches = list(Match.objects.filter(shown_matches(user), local_file=lf).select_related("source_file__version__model", "via"))
     matches.sort(key=lambda m: (Match.STRENGTH.get(m.kind, 9), m.pk))
     via_ids = {m.via_id for m in matches if m.via_id}
     visible_ids = set(visible_files(user).filter(pk__in=via_ids).values_list("pk", flat=True))
@@ -404,8 +410,8 @@ def hash_search(text: str) -> list[HashQuery]:
         return []
 
 
-def _file_search_ids(files: QuerySet[LocalFile], text: str, queries: list[HashQuery]) -> QuerySet:
-    """Ids of files whose name, path or matched model name contains `text`, or whose hashes (or a
+def _file_search_ids(files: QuerySet[LocalFile], text: str, queries: list[HashQuery], *, viewer) -> QuerySet:
+    """Ids of files whose name, path, self-description words or matched model name contains `text`, or whose hashes (or a
     folder member's) are one of `queries`: a UNION of index-served sets, not one OR (see catalog_queryset)."""
     candidates = [c for query in queries for c in query.candidates]
     parts = []
@@ -413,7 +419,11 @@ def _file_search_ids(files: QuerySet[LocalFile], text: str, queries: list[HashQu
     # indexes are asked, and the search stays an index lookup whatever the library size.
     if not candidates or not all(len(q.candidates[0].value) == 64 or ":" in q.text for q in queries):
         parts += [files.filter(Q(name__icontains=text) | Q(path__icontains=text)).order_by().values("pk"),
-                  Match.objects.filter(source_file__version__model__name__icontains=text).order_by().values("local_file_id")]
+                  # What the file says about itself (title, output name, top tags): its own
+                  # trigram index (migration 0014), so a part of its own in the UNION.
+                  files.filter(described_words__icontains=text).order_by().values("pk"),
+                  Match.objects.filter(shown_matches(viewer), source_file__version__model__name__icontains=text)
+                  .order_by().values("local_file_id")]
     if candidates:
         parts.append(FileHashes.objects.filter(hash_fields_q(candidates, True)).order_by().values("local_file_id"))
         parts.append(FolderMember.objects.filter(hash_fields_q(candidates, True)).order_by().values("folder_id"))
@@ -442,17 +452,19 @@ def file_list_queryset(q: FileQuery, *, hash_queries: list[HashQuery] | None = N
     text = q.search.strip()
     if text:
         queries = hash_search(text) if hash_queries is None else hash_queries
-        files = files.filter(pk__in=_file_search_ids(files, text, queries))
+        files = files.filter(pk__in=_file_search_ids(files, text, queries, viewer=q.user))
     if q.type:
-        files = files.filter(pk__in=Match.objects.filter(source_file__version__model__type__iexact=q.type)
+        files = files.filter(pk__in=Match.objects.filter(shown_matches(q.user), source_file__version__model__type__iexact=q.type)
                              .values("local_file_id"))
     if q.base_model:
-        files = files.filter(pk__in=Match.objects.filter(source_file__version__base_model__iexact=q.base_model)
+        files = files.filter(pk__in=Match.objects.filter(shown_matches(q.user), source_file__version__base_model__iexact=q.base_model)
                              .values("local_file_id"))
     if q.safety:
         files = files.filter(safety_verdict=q.safety)
     if q.match:
         files = files.filter(kind_q(q.match))
+        if q.match == Match.Kind.MANUAL:  # another user's hand links are theirs alone, staff included
+            files = files.filter(owner=q.user)
     if q.state:
         files = files.filter(state_q(q.state))
     if q.folder.strip().rstrip("/"):

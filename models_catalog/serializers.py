@@ -188,7 +188,8 @@ class FileIdentitySerializer(serializers.Serializer):
     state = serializers.ChoiceField(choices=["identified", "related", "working", "waiting", "unknown", "broken"])
     is_finished = serializers.BooleanField(help_text="false while it is read or a Civitai answer is awaited")
     match_kind = serializers.CharField(allow_blank=True, help_text="the strongest match: exact, renamed, same-weights, "
-                                                                   "converted, precision, partial, short-hash; empty: none")
+                                                                   "converted, precision, partial, short-hash, manual "
+                                                                   "(linked by you); empty: none")
     badge = serializers.CharField(help_text='e.g. "renamed copy", "converted", "precision variant", "unknown"')
     summary = serializers.CharField(help_text='e.g. "renamed copy of Hidden Base Model v1.0 (file hiddenBase_v10.safetensors)"')
     model_id = serializers.IntegerField(allow_null=True, help_text="catalog model id (GET /api/v1/models/{id}/)")
@@ -206,6 +207,34 @@ class FileIdentitySerializer(serializers.Serializer):
     other_kinds = serializers.ListField(child=serializers.CharField(), help_text="weaker kinds of match it also has")
     update = VersionUpdateSerializer(allow_null=True, help_text="a newer version on Civitai, as of the hourly refresh; "
                                                                 "null: none known")
+    described_as = serializers.CharField(allow_blank=True, help_text='what an unknown file says about itself, e.g. '
+                                                                     '"LoRA for SDXL: my_style_v3" (summary: "unknown ...")')
+
+
+class SelfDescriptionSerializer(serializers.Serializer):
+    """What the file says about itself (workers/modelfiles/self_description.py), values capped."""
+
+    type_guess = serializers.CharField(help_text="checkpoint, LoRA, LyCORIS, VAE, embedding, diffusers or unknown")
+    base_guess = serializers.CharField(help_text="SD 1.x, SD 2.x, SDXL, SD3, Flux or unknown")
+    evidence = serializers.ListField(child=serializers.CharField(), help_text="why the guesses")
+    label = serializers.CharField(allow_blank=True, help_text='e.g. "LoRA for SDXL: my_style_v3"')
+    title = serializers.CharField(allow_blank=True, help_text="modelspec.title, else ss_output_name")
+    output_name = serializers.CharField(allow_blank=True)
+    architecture = serializers.CharField(allow_blank=True)
+    author = serializers.CharField(allow_blank=True)
+    date = serializers.CharField(allow_blank=True)
+    description = serializers.CharField(allow_blank=True)
+    base_model_version = serializers.CharField(allow_blank=True)
+    sd_model_name = serializers.CharField(allow_blank=True)
+    network_module = serializers.CharField(allow_blank=True)
+    network_dim = serializers.CharField(allow_blank=True)
+    network_alpha = serializers.CharField(allow_blank=True)
+    resolution = serializers.CharField(allow_blank=True)
+    num_epochs = serializers.CharField(allow_blank=True)
+    epoch = serializers.CharField(allow_blank=True)
+    training_started_at = serializers.CharField(allow_blank=True)
+    top_tags = serializers.ListField(child=serializers.ListField(), help_text="[[tag, count], ...] most frequent first")
+    capped = serializers.ListField(child=serializers.CharField(), help_text="values cut or skipped, and why")
 
 
 class _IdentityField:
@@ -306,12 +335,13 @@ class LocalFileDetailSerializer(_IdentityField, serializers.ModelSerializer):
     safety = serializers.SerializerMethodField()
     fingerprint = serializers.SerializerMethodField()
     progress = serializers.SerializerMethodField()
+    self_description = SelfDescriptionSerializer(allow_null=True, read_only=True)
 
     class Meta:
         model = LocalFile
         fields = ["id", "name", "path", "host", "origin", "is_folder", "size", "format", "content_id", "precision_id",
-                  "bf16_id", "analysis_error", "identity", "hashes", "members", "matches", "safety", "fingerprint", "progress",
-                  "created_at", "updated_at", "hashed_at", "quarantined_at"]
+                  "bf16_id", "analysis_error", "identity", "hashes", "members", "matches", "safety", "fingerprint",
+                  "progress", "self_description", "created_at", "updated_at", "hashed_at", "quarantined_at"]
 
     @extend_schema_field(LocalHashesSerializer(allow_null=True))
     def get_hashes(self, lf: LocalFile) -> dict | None:

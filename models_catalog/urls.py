@@ -1,6 +1,8 @@
 from django.urls import path
 
-from models_catalog import views, views_actions, views_catalog, views_convert, views_previews, views_register, views_tools
+from models_catalog import (
+    views, views_actions, views_catalog, views_convert, views_links, views_previews, views_register, views_tools,
+)
 
 app_name = "catalog"
 urlpatterns = [
@@ -9,6 +11,7 @@ urlpatterns = [
     path("files/<int:pk>/forget/", views.file_forget, name="file_forget"),
     path("files/<int:pk>/convert/", views_convert.file_convert, name="file_convert"),
     path("files/export-sidecars/", views.export_sidecars, name="export_sidecars"),
+    path("files/<int:pk>/link/", views_links.file_link, name="file_link"),
     path("upload/", views.upload, name="upload"),
     path("register/", views_register.register_path, name="register"),
     path("catalog/", views_catalog.catalog, name="catalog"),

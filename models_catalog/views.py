@@ -27,6 +27,7 @@ from models_catalog.services.forget import local_file_forget
 from models_catalog.services.sidecar_export import sidecars_export
 from models_catalog.services.upload import Uploaded, UploadRefused, UploadWaitsForQueue, local_file_upload
 from models_catalog.upload_handlers import LimitedTemporaryFileUploadHandler
+from workers.modelfiles.self_description import SelfDescription
 
 FILTER_NAMES = ("search", "type", "base_model", "safety", "match", "state", "folder", "status", "origin", "format",
                 "updates")
@@ -129,7 +130,9 @@ def file_detail(request: HttpRequest, pk: int) -> HttpResponse:
         "fingerprint": _fingerprint_summary(lf), "matches": file_matches(lf, request.user),
         "can_convert": convert_offered(lf, request.user),
         **_file_previews(lf, identity, request.user),
+        "described": SelfDescription.from_json(lf.self_description),
     }
+    context["manual_link"] = next((m for m, _, _ in context["matches"] if m.kind == "manual"), None)
     template = "models_catalog/_file_status.html" if request.headers.get("HX-Request") else "models_catalog/file_detail.html"
     return render(request, template, context)
 

@@ -23,6 +23,34 @@ from workers.modelfiles.types import Finding
 log = logging.getLogger(__name__)
 
 
+def description_fields(description: dict | None) -> dict:
+    """The LocalFile columns a self-description fills (the JSON, its label, its search words)."""
+    from workers.modelfiles.self_description import SelfDescription
+
+    parsed = SelfDescription.from_json(description)
+    if parsed is None:
+        return {"self_description": None, "described_as": "", "described_words": ""}
+    return {"self_description": description, "described_as": parsed.label[:300],
+            "described_words": parsed.search_words[:1000]}
+
+
+def local_file_describe(*, local_file_id: int) -> bool:
+    """Describe a finished file again from its bytes (the `describe_files` backfill). Returns whether
+    a description was stored. Compare-and-set on the status: a file re-analysed meanwhile is left alone."""
+    from workers.modelfiles.analyse import describe_path
+    from workers.modelfiles.types import ModelFileError
+
+    lf = LocalFile.objects.filter(pk=local_file_id, status=LocalFile.Status.DONE).only("id", "path").first()
+    if lf is None:
+        return False
+    try:
+        description = describe_path(Path(lf.path))
+    except (ModelFileError, OSError):
+        return False
+    return bool(LocalFile.objects.filter(pk=lf.pk, status=LocalFile.Status.DONE).update(
+        **description_fields(description)))
+
+
 def local_file_analyse(*, local_file_id: int) -> None:
     lf = LocalFile.objects.filter(pk=local_file_id).first()
     if lf is None or lf.status != LocalFile.Status.ANALYSING:
@@ -50,6 +78,7 @@ def local_file_analyse(*, local_file_id: int) -> None:
             fingerprint=result.fingerprint, analysis_error=result.error,
             content_id=fingerprint.get("content_id") or "", precision_id=fingerprint.get("precision_id") or "",
             bf16_id=fingerprint.get("bf16_id") or "",
+            **description_fields(result.self_description),
         )
         if updated:  # only the writer that won the compare-and-set replaces the component rows
             local_components_sync(local_file_id=lf.pk, fingerprint=result.fingerprint)

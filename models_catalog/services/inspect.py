@@ -36,6 +36,7 @@ def inspect_path(*, path: Path) -> dict:
     report["format"] = analysis.format
     report["safety"] = {"verdict": analysis.verdict, "findings": analysis.findings, "globals": analysis.globals_seen}
     report["fingerprint"] = analysis.fingerprint
+    report["self_description"] = analysis.self_description
     if analysis.error:
         report["analysis_error"] = analysis.error
     report["registered"] = [_stored(lf) for lf in LocalFile.objects.filter(path=str(resolved)).select_related("owner")]

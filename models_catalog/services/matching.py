@@ -221,9 +221,11 @@ def local_file_match_loaded(*, local_file: LocalFile) -> list[Match]:
         best.setdefault((c.source_file.pk, c.kind), c)
     # No savepoint: the callers' transaction (analysis, identify, a Civitai answer) is the unit.
     with transaction.atomic(savepoint=False):
-        Match.objects.filter(local_file=lf).delete()
+        # A link the owner made by hand (kind manual) is their statement, not ours to redo: it stays.
+        Match.objects.filter(local_file=lf).exclude(kind=Match.Kind.MANUAL).delete()
         if not best:  # nothing to name: skip reading the matches back
-            LocalFile.objects.filter(pk=lf.pk).exclude(best_model_name="").update(best_model_name="")
+            LocalFile.objects.filter(pk=lf.pk).exclude(best_model_name="").exclude(
+                pk__in=Match.objects.filter(kind=Match.Kind.MANUAL).values("local_file_id")).update(best_model_name="")
             return []
         created = Match.objects.bulk_create(
             Match(local_file=lf, source_file=c.source_file, kind=c.kind, evidence=c.evidence[:2000], via=c.via, share=c.share)

@@ -26,6 +26,7 @@ pytestmark = pytest.mark.django_db
 ROUTES = {
     "/api/v1/auth/token/": {"post"}, "/api/v1/lookup/": {"get", "post"},
     "/api/v1/files/": {"get"}, "/api/v1/files/{id}/": {"get", "delete"}, "/api/v1/files/upload/": {"post"},
+    "/api/v1/files/{id}/link/": {"post", "delete"},
     "/api/v1/files/register/": {"post"}, "/api/v1/files/push/": {"post"}, "/api/v1/files/{id}/convert/": {"post"},
     "/api/v1/models/": {"get"}, "/api/v1/models/{id}/": {"get"}, "/api/v1/versions/{id}/": {"get"},
     "/api/v1/duplicates/": {"get"}, "/api/v1/jobs/": {"get"}, "/api/v1/jobs/{id}/": {"get"},

@@ -193,7 +193,8 @@ def test_json_form_is_the_raw_report(model_root, user):
     out = io.StringIO()
     call_command("inspect", str(model), "--json", stdout=out)
     report = json.loads(out.getvalue())
-    assert list(report) == ["path", "hashes", "hash_cache_hit", "format", "safety", "fingerprint", "registered"]
+    assert list(report) == ["path", "hashes", "hash_cache_hit", "format", "safety", "fingerprint", "self_description",
+                            "registered"]
     assert report["hashes"]["SHA256"] == hashlib.sha256(model.read_bytes()).hexdigest().upper()
     assert report["safety"] == {"verdict": "safe", "findings": [], "globals": []}
     [row] = report["registered"]

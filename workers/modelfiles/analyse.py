@@ -22,6 +22,7 @@ class Analysis:
     globals_seen: list[str] = field(default_factory=list)
     fingerprint: dict | None = None
     error: str = ""
+    self_description: dict | None = None  # see workers/modelfiles/self_description.py
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -63,9 +64,11 @@ def analyse_path(path: Path, *, member_paths: list[str] | None = None, progress=
     """`member_paths`: a folder's weight files (relative), as the hash engine listed them.
     `progress(done, total)`: called as tensor bytes are read (see fingerprint_path)."""
     from workers.modelfiles.fingerprint import fingerprint_path
+    from workers.modelfiles.self_description import TensorEvidence
     from workers.modelfiles.sniff import sniff
 
     result = Analysis()
+    evidence = TensorEvidence()
     try:
         result.format = sniff(path)
     except ModelFileError as exc:
@@ -84,7 +87,9 @@ def analyse_path(path: Path, *, member_paths: list[str] | None = None, progress=
         result.error = result.error or f"no tensor fingerprint for format {result.format}"
     else:
         try:
-            result.fingerprint = fingerprint_path(path, progress=progress).to_dict()
+            # safetensors names come from the header (below); other formats are seen as they stream past.
+            observe = None if result.format == "safetensors" else evidence.observe
+            result.fingerprint = fingerprint_path(path, progress=progress, observe=observe).to_dict()
         except UnsupportedModelFile as exc:
             result.error = f"no tensor fingerprint: {exc}"
         except ModelFileError as exc:
@@ -93,4 +98,48 @@ def analyse_path(path: Path, *, member_paths: list[str] | None = None, progress=
             # tensors, storages the file does not hold): damaged, whatever the container or its pickles say.
             result.verdict = worst(result.verdict, "unreadable")
             result.findings.append(asdict(Finding("unreadable", "tensor data", path.name, str(exc))))
+    result.self_description = describe_analysed(path, fmt=result.format, evidence=evidence)
     return result
+
+
+def describe_analysed(path: Path, *, fmt: str, evidence) -> dict | None:
+    """The self-description from what analysis saw, plus a safetensors header (read again: it is
+    small, and it holds the names and shapes even when the data could not be fingerprinted)."""
+    from workers.modelfiles.safetensors_reader import read_safetensors_header
+    from workers.modelfiles.self_description import TensorEvidence, describe
+
+    metadata = None
+    if fmt == "safetensors":
+        try:
+            header = read_safetensors_header(path)
+        except ModelFileError:
+            return describe(metadata=None, evidence=evidence, fmt=fmt).to_json()
+        metadata, evidence = header.metadata, TensorEvidence()
+        for entry in header.tensors:
+            evidence.observe(entry.name, entry.shape)
+    try:
+        return describe(metadata=metadata, evidence=evidence, fmt=fmt).to_json()
+    except Exception:  # a description is a nicety: it must never fail the analysis
+        return None
+
+
+def describe_path(path: Path) -> dict | None:
+    """Describe a file already analysed (the `describe_files` backfill): names and shapes only.
+    Pickle formats go through the restricted reader, which refuses dangerous files; nothing runs."""
+    from workers.modelfiles.fingerprint import fingerprint_path
+    from workers.modelfiles.self_description import TensorEvidence
+    from workers.modelfiles.sniff import sniff
+
+    fmt = sniff(path)
+    evidence = TensorEvidence()
+    try:
+        if fmt in ("torch-zip", "torch-legacy", "torch-tar", "pickle", "npy", "npz"):
+            from workers.modelfiles.torch_reader import iter_torch_tensors
+
+            for tensor in iter_torch_tensors(path):  # views over the mapped file: no tensor data is read
+                evidence.observe(tensor.name, tensor.shape)
+        elif fmt == "diffusers":
+            fingerprint_path(path, observe=evidence.observe)  # the readers' one walk of a folder
+    except ModelFileError:
+        pass  # what was seen before the error is still evidence
+    return describe_analysed(path, fmt=fmt, evidence=evidence)

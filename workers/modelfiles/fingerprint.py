@@ -513,7 +513,8 @@ def fingerprint_tensors(tensors: Iterable[Tensor], *,
 
 
 def fingerprint_path(path: str | os.PathLike, *, variant: str | None = None,
-                     progress: Callable[[int, int], None] | None = None) -> Fingerprint:
+                     progress: Callable[[int, int], None] | None = None,
+                     observe: Callable[[str, tuple[int, ...]], None] | None = None) -> Fingerprint:
     """Fingerprint a safetensors file, a pickle-based torch checkpoint or a diffusers folder.
 
     The format is sniffed from content; anything else raises ModelFileError.
@@ -521,17 +522,25 @@ def fingerprint_path(path: str | os.PathLike, *, variant: str | None = None,
     name, and `variant` picks the weight variant (see read_diffusers_folder).
     `progress(done, total)` is called after each tensor with the tensor bytes read so far and the
     file's size (0 for a folder: its members are found as it goes).
+    `observe(name, shape)` sees every tensor as it streams past (the self-description's evidence),
+    so nothing is read twice.
     """
     from workers.modelfiles.sniff import sniff
 
     p = Path(path)
     kind = sniff(p)
     if kind == "diffusers":
-        return _fingerprint(_diffusers_stream(p, variant=variant), progress=progress, total=0)
+        return _fingerprint(_observed(_diffusers_stream(p, variant=variant), observe), progress=progress, total=0)
     if variant is not None:
         raise FingerprintError("variant= applies to diffusers folders only")
     stream = ((t, None if is_ignored_key(t.name) else component_for_key(t.name)) for t in _iter_file_tensors(p, kind))
-    return _fingerprint(stream, progress=progress, total=p.stat().st_size)
+    return _fingerprint(_observed(stream, observe), progress=progress, total=p.stat().st_size)
+
+
+def _observed(stream: Iterable[tuple[Tensor, str | None]], observe) -> Iterable[tuple[Tensor, str | None]]:
+    if observe is None:
+        return stream
+    return ((observe(t.name, t.shape), (t, c))[1] for t, c in stream)
 
 
 def _iter_file_tensors(path: Path, kind: str) -> Iterator[Tensor]:

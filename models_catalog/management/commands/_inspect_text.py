@@ -46,6 +46,7 @@ def inspect_sections(report: dict) -> list[Section]:
         return [what]
     sections = [what]
     _describe(what, report, hashes, is_folder)
+    sections.append(_self_description(report))
     sections.append(_fingerprint(report))
     sections.append(_folder_hashes(report, hashes) if is_folder else _file_hashes(report, hashes))
     sections.append(_catalog(report, hashes, is_folder))
@@ -81,6 +82,35 @@ def finding_in_words(finding: dict) -> str:
     where = f" (at {finding['where']})" if finding.get("where") else ""
     why = f": {finding['why']}" if finding.get("why") else ""
     return f"{finding.get('severity', '?')}: {finding.get('what', '?')}{why}{where}"
+
+
+def _self_description(report: dict) -> Section:
+    section = Section("What the file says about itself (header metadata, tensor names)")
+    d = report.get("self_description")
+    if not isinstance(d, dict):
+        section.add("description", "none (the file could not be read that far)")
+        return section
+    guess = str(d.get("type_guess") or "unknown")
+    if d.get("base_guess") and d.get("base_guess") != "unknown":
+        guess += f" for {d['base_guess']}"
+    section.add("looks like", guess)
+    if d.get("evidence"):
+        section.add("because", "\n".join(str(e) for e in d["evidence"]))
+    for label, key in (("title", "title"), ("author", "author"), ("date", "date"), ("network", "network_module"),
+                       ("dim / alpha", None), ("resolution", "resolution"), ("epochs", None),
+                       ("trained on", "sd_model_name")):
+        if key is None and label == "dim / alpha":
+            value = " / ".join(x for x in (d.get("network_dim"), d.get("network_alpha")) if x)
+        elif key is None:
+            value = " of ".join(x for x in (d.get("epoch"), d.get("num_epochs")) if x)
+        else:
+            value = d.get(key) or ""
+        if value:
+            section.add(label, str(value))  # the command makes every line printable
+    tags = [t for t in d.get("top_tags") or [] if isinstance(t, list) and len(t) == 2]
+    if tags:
+        section.add("top tags", ", ".join(f"{t} ({n})" for t, n in tags[:10]))
+    return section
 
 
 def _fingerprint(report: dict) -> Section:
