@@ -12,7 +12,9 @@ from models_catalog.models import (
     QuarantineEntry,
     SourceFile,
     SourceModel,
+    SourceImage,
     SourceVersion,
+    UserPreferences,
 )
 
 
@@ -123,3 +125,19 @@ class QuarantineEntryAdmin(admin.ModelAdmin):
 
     def has_delete_permission(self, request, obj=None):
         return False  # the file would stay in the quarantine folder with nothing pointing at it: purge it
+
+
+@admin.register(SourceImage)
+class SourceImageAdmin(admin.ModelAdmin):
+    """Preview images of catalog versions: their download state and why one failed."""
+
+    list_display = ("version", "position", "nsfw_level", "state", "attempts", "attempted_at")
+    list_filter = ("state", "nsfw_level")
+    search_fields = ("url", "error")
+    raw_id_fields = ("version",)
+
+
+@admin.register(UserPreferences)
+class UserPreferencesAdmin(admin.ModelAdmin):
+    list_display = ("user", "nsfw_max_level")
+    raw_id_fields = ("user",)
