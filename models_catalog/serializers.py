@@ -244,7 +244,12 @@ class _IdentityField:
     @extend_schema_field(FileIdentitySerializer)
     def get_identity(self, lf: LocalFile) -> dict:
         identities = self.context.get("identities") or {}
-        identity = identities.get(lf.pk) or file_identities([lf], viewer=_requester(self.context))[lf.pk]
+        identity = identities.get(lf.pk)
+        if identity is None:  # computed once per file even when two fields need it
+            cache = self.__dict__.setdefault("_identities", {})
+            if lf.pk not in cache:
+                cache[lf.pk] = file_identities([lf], viewer=_requester(self.context))[lf.pk]
+            identity = cache[lf.pk]
         return identity.to_json()
 
 
@@ -327,8 +332,20 @@ class SafetySerializer(serializers.Serializer):
     findings = serializers.ListField(child=serializers.JSONField())
 
 
+class PreviewSerializer(serializers.Serializer):
+    url = serializers.CharField(allow_blank=True, help_text="our re-encoded thumbnail (sign-in needed); '' until downloaded")
+    placeholder_url = serializers.CharField(allow_blank=True, help_text="the blurhash as a tiny PNG; '' without one")
+    blurred = serializers.BooleanField(help_text="above your NSFW level (Settings): show the placeholder until asked")
+    nsfw_level = serializers.IntegerField(help_text="Civitai's 1 PG, 2 PG-13, 4 R, 8 X, 16 XXX; 0 unknown")
+    width = serializers.IntegerField(allow_null=True)
+    height = serializers.IntegerField(allow_null=True)
+    state = serializers.CharField(help_text="listed (not downloaded), done or failed")
+    error = serializers.CharField(allow_blank=True, help_text="why a download failed (retried hourly)")
+
+
 class LocalFileDetailSerializer(_IdentityField, serializers.ModelSerializer):
     identity = serializers.SerializerMethodField()
+    previews = serializers.SerializerMethodField()
     hashes = serializers.SerializerMethodField()
     members = FolderMemberSerializer(many=True, read_only=True)
     matches = serializers.SerializerMethodField()
@@ -341,7 +358,21 @@ class LocalFileDetailSerializer(_IdentityField, serializers.ModelSerializer):
         model = LocalFile
         fields = ["id", "name", "path", "host", "origin", "is_folder", "size", "format", "content_id", "precision_id",
                   "bf16_id", "analysis_error", "identity", "hashes", "members", "matches", "safety", "fingerprint",
-                  "progress", "self_description", "created_at", "updated_at", "hashed_at", "quarantined_at"]
+                  "progress", "self_description", "previews", "created_at", "updated_at", "hashed_at",
+                  "quarantined_at"]
+
+    @extend_schema_field(PreviewSerializer(many=True))
+    def get_previews(self, lf: LocalFile) -> list:
+        """The identified version's first preview images, as the file page shows them."""
+        from models_catalog.preview_selectors import previews_for_versions
+        from models_catalog.services.preferences import nsfw_max_level_for
+
+        version_id = self.get_identity(lf).get("version_id")
+        if version_id is None:
+            return []
+        viewer = _requester(self.context)
+        found = previews_for_versions([version_id], nsfw_max_level=nsfw_max_level_for(viewer))
+        return PreviewSerializer(found.get(version_id, []), many=True).data
 
     @extend_schema_field(LocalHashesSerializer(allow_null=True))
     def get_hashes(self, lf: LocalFile) -> dict | None:

@@ -230,3 +230,25 @@ def test_the_hourly_refresh_sends_lost_downloads_and_gives_up_after_max_attempts
     SourceImage.objects.filter(version=version).update(state="failed", attempts=previews_service.MAX_ATTEMPTS,
                                                        attempted_at=timezone.now() - timedelta(days=1))
     assert previews_retry_due() == []
+
+
+def test_the_api_file_detail_lists_the_versions_previews_blurred_by_the_viewers_level(user):
+    from rest_framework.test import APIClient
+
+    from models_catalog.models import FileHashes, LocalFile, Match, SourceFile, SourceImage, SourceModel, SourceVersion
+
+    model = SourceModel.objects.create(source="civitai", external_id="77", name="Pics")
+    version = SourceVersion.objects.create(model=model, external_id="770", name="v1")
+    sf = SourceFile.objects.create(version=version, external_id="7700", name="p.safetensors", sha256="a" * 64)
+    lf = LocalFile.objects.create(owner=user, origin="registered", path="/m/p.safetensors", name="p.safetensors",
+                                  status="done", size=1)
+    FileHashes.objects.create(local_file=lf, size=1, sha256="a" * 64)
+    Match.objects.create(local_file=lf, source_file=sf, kind="exact", evidence="SHA256 equal")
+    SourceImage.objects.create(version=version, position=0, url="https://image.civitai.com/0.png", nsfw_level=1,
+                               state="done", thumb_name="t0.webp")
+    SourceImage.objects.create(version=version, position=1, url="https://image.civitai.com/1.png", nsfw_level=8)
+    api = APIClient()
+    api.force_authenticate(user)
+    previews = api.get(f"/api/v1/files/{lf.pk}/").json()["previews"]
+    assert [(p["nsfw_level"], p["blurred"], p["state"]) for p in previews] == [(1, False, "done"), (8, True, "listed")]
+    assert previews[0]["url"].endswith(".webp") and previews[1]["url"] == ""
