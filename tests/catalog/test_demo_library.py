@@ -71,3 +71,13 @@ def test_rebuilding_rewrites_nothing(lib):
     again = build_demo_library(lib.root)
     assert {p: p.stat().st_mtime_ns for p in lib.root.rglob("*") if p.is_file()} == before
     assert again.civitai_seed == lib.civitai_seed
+
+
+def test_the_demo_refuses_one_port_for_two_servers(monkeypatch, tmp_path):
+    from tests.fakes import demo
+
+    monkeypatch.setenv("MODELXREF_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("PORT", "8765")
+    monkeypatch.delenv("DEMO_CIVITAI_PORT", raising=False)
+    with pytest.raises(demo.DemoError, match="must differ"):
+        demo.run()

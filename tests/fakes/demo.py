@@ -234,6 +234,8 @@ def run() -> int:
     models = demo_dir / "models"
     demo_dir.mkdir(parents=True, exist_ok=True)
 
+    if len({web_port, civitai_port, hf_port}) < 3:  # each would find the port free before the others start
+        raise DemoError(f"PORT={web_port}, DEMO_CIVITAI_PORT={civitai_port} and DEMO_HF_PORT={hf_port} must differ")
     for what, h, port, var in (("FakeCivitai", "127.0.0.1", civitai_port, "DEMO_CIVITAI_PORT"),
                                ("FakeHub", "127.0.0.1", hf_port, "DEMO_HF_PORT"),
                                ("the web server", host, web_port, "PORT")):
