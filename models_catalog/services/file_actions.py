@@ -564,15 +564,8 @@ def restore_files(*, owner, entry_ids: list[int], dry_run: bool = False, progres
     ids = list(dict.fromkeys(entry_ids))
     entries = _own_entries(owner, ids)
     roots = model_roots_for(owner)
-    for n, eid in enumerate(ids):
-        _tick(progress, n, len(ids), f"checking entry {eid}", report)
-        entry = entries.get(eid)
-        if entry is None:
-            report.items.append(_entry_item(SKIPPED, NOT_YOUR_ENTRY, None, eid))
-            continue
-        report.items.append(_restore_one(entry, owner=owner, roots=roots, dry_run=dry_run))
-    _tick(progress, len(ids), len(ids), "finished", report)
-    return report
+    return _each_entry(report, ids=ids, entries=entries, progress=progress,
+                       act=lambda entry: _restore_one(entry, owner=owner, roots=roots, dry_run=dry_run))
 
 
 def _restore_one(entry: QuarantineEntry, *, owner, roots: list[Path], dry_run: bool) -> ActionItem:
@@ -622,13 +615,17 @@ def purge_quarantine(*, owner, entry_ids: list[int] | None = None, dry_run: bool
     entries = _own_entries(owner, entry_ids)
     ids = list(dict.fromkeys(entry_ids)) if entry_ids is not None else list(entries)
     roots = model_roots_for(owner)
+    return _each_entry(report, ids=ids, entries=entries, progress=progress,
+                       act=lambda entry: _purge_one(entry, owner=owner, roots=roots, dry_run=dry_run))
+
+
+def _each_entry(report: ActionReport, *, ids: list[int], entries: dict, progress: Progress | None,
+                act) -> ActionReport:
+    """Run `act` on each of the owner's entries in `ids`, in order; another user's (or no) entry is skipped."""
     for n, eid in enumerate(ids):
         _tick(progress, n, len(ids), f"checking entry {eid}", report)
         entry = entries.get(eid)
-        if entry is None:
-            report.items.append(_entry_item(SKIPPED, NOT_YOUR_ENTRY, None, eid))
-            continue
-        report.items.append(_purge_one(entry, owner=owner, roots=roots, dry_run=dry_run))
+        report.items.append(act(entry) if entry is not None else _entry_item(SKIPPED, NOT_YOUR_ENTRY, None, eid))
     _tick(progress, len(ids), len(ids), "finished", report)
     return report
 

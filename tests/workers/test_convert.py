@@ -20,6 +20,7 @@ from safetensors.torch import load_file
 
 from tests.workers.modelfiles import hostile
 from tests.workers.modelfiles.builders import sd_checkpoint, write_safetensors
+from tests.workers.modelfiles.tensor_zoo import benign_tensors
 from workers import convert
 from workers.convert import ConvertError, convert_checkpoint, plan_conversion
 from workers.modelfiles.fingerprint import fingerprint_path
@@ -75,14 +76,7 @@ def round_trip(source: Path, tmp_path: Path, **kwargs):
 # --- every benign shape the reader's tests build ----------------------------------------------
 
 def _zoo() -> dict:
-    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
-    return {"f32": torch.randn(3, 5), "f16": torch.randn(4).half(), "bf16": torch.randn(2, 3).bfloat16(),
-            "f64": torch.randn(2).double(), "i64": torch.arange(-3, 3), "i32": torch.tensor([1, -2], dtype=torch.int32),
-            "i16": torch.tensor([7], dtype=torch.int16), "i8": torch.tensor([-8], dtype=torch.int8),
-            "u8": torch.tensor([200], dtype=torch.uint8), "bool": torch.tensor([True, False, True]),
-            "f8": torch.randn(4).to(torch.float8_e4m3fn), "u16": torch.tensor([65535], dtype=torch.uint16),
-            "transposed": base.t(), "sliced": base[1:3, ::2], "shared": base, "scalar": torch.tensor(3.5),
-            "empty": torch.zeros(0, 3), "expanded": torch.ones(3, 1).expand(3, 4)}
+    return benign_tensors()
 
 
 @pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
