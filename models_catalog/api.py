@@ -35,7 +35,7 @@ from models_catalog.selectors import FileQuery, file_list_page, hash_search, sho
 from models_catalog.services.duplicates import PREFERENCES, duplicate_groups
 from models_catalog.services.huggingface import hf_index_job_create
 from models_catalog.services.forget import local_file_forget
-from models_catalog.services.convert import QuarantineUnavailable, convert_job_create
+from models_catalog.services.convert import convert_job_create
 from models_catalog.services.hf_verify_job import hf_verify_job_create
 from models_catalog.services.enqueue import QueueUnavailable
 from models_catalog.services.lookup import hash_fields_q, hash_lookup
@@ -298,8 +298,6 @@ class LocalFileConvertView(BodyLimitMixin, APIView):
         except PathRefused as exc:
             raise ApiError(refusal_reason(data.get("out") or lf.path, str(exc), user=request.user),
                            code="path_refused") from None
-        except QuarantineUnavailable as exc:
-            raise ApiError(str(exc), code="not_available") from None
         except ConvertError as exc:
             raise ApiError(str(exc), code="not_convertible", detail={"verdict": exc.verdict} if exc.verdict else None) from None
         return Response(s.JobSerializer(job).data, status=status.HTTP_202_ACCEPTED)

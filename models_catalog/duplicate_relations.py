@@ -36,6 +36,13 @@ VERDICT_RANK = {"safe": 0, "": 1, "suspicious": 2, "unreadable": 2, "dangerous":
 PREFERENCES = ("lossless", "fp32", "bf16", "fp16")
 
 LOSSLESS_RELATIONS = ("exact copy", "same weights", "converted")
+PRECISION_NAMES = {"F16": "fp16", "BF16": "bf16", "F32": "fp32", "F64": "fp64", "F8_E4M3": "fp8", "F8_E5M2": "fp8"}
+
+
+def precision_of(dtypes) -> str:
+    """The dominant floating dtype of a fingerprint's `dtypes` (dtype -> tensor count); '' when unread."""
+    floats = {k: v for k, v in dtypes.items() if k in PRECISION_NAMES} if isinstance(dtypes, dict) else {}
+    return PRECISION_NAMES[max(floats, key=floats.get)] if floats else ""
 
 
 @dataclass(frozen=True)

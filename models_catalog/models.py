@@ -108,12 +108,18 @@ class LocalFile(models.Model):
         return self.status in {self.Status.DONE, self.Status.ERROR}
 
     @property
+    def stored_hashes(self) -> FileHashes | None:
+        """Its FileHashes row, or None before it is hashed (the reverse one-to-one raises instead)."""
+        try:
+            return self.hashes
+        except FileHashes.DoesNotExist:
+            return None
+
+    @property
     def has_engine_hashes(self) -> bool:
         """Hashed here (or known for free from an HF cache). Imported or pushed values do not count."""
-        try:
-            return self.hashes.source in (FileHashes.Source.ENGINE, FileHashes.Source.HF_CACHE)
-        except FileHashes.DoesNotExist:
-            return False
+        h = self.stored_hashes
+        return h is not None and h.source in (FileHashes.Source.ENGINE, FileHashes.Source.HF_CACHE)
 
     @property
     def stage_bytes_done(self) -> int:

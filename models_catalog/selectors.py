@@ -19,7 +19,7 @@ from models_catalog.identity import FileIdentity, IdentityState, file_identities
 from models_catalog.models import (
     FileHashes, FolderMember, Job, LocalFile, Match, Source, SourceFile, SourceModel, SourceVersion,
 )
-from models_catalog.services.duplicates import precision_of
+from models_catalog.duplicate_relations import precision_of
 from models_catalog.services.lookup import hash_fields_q
 from workers.hash_query import HashQuery, HashQueryError, parse_hash_query
 
@@ -219,7 +219,8 @@ def _rows_for(models: list[SourceModel], user) -> list[CatalogRow]:
         worst = -1
         for lf_id in sorted(ids):
             lf = files[lf_id]
-            label = " ".join(p for p in (lf.format, precision_of(lf)) if p)
+            dtypes = lf.fingerprint.get("dtypes") if isinstance(lf.fingerprint, dict) else None
+            label = " ".join(p for p in (lf.format, precision_of(dtypes)) if p)
             if label and label not in row.formats:
                 row.formats.append(label)
             if VERDICT_RANK.get(lf.safety_verdict, -1) > worst:

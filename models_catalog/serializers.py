@@ -266,7 +266,7 @@ class LocalFileListSerializer(_IdentityField, serializers.ModelSerializer):
                   "quarantined_at"]
 
     def get_sha256(self, lf: LocalFile) -> str | None:
-        h = getattr(lf, "hashes", None) if _has_hashes(lf) else None
+        h = lf.stored_hashes
         return (h.sha256.upper() or None) if h else None
 
     def get_best_match(self, lf: LocalFile) -> str | None:
@@ -319,14 +319,6 @@ class FileListParamsSerializer(serializers.Serializer):
                                          help_text="rows per page (larger values are capped at 200)")
 
 
-def _has_hashes(lf: LocalFile) -> bool:
-    try:
-        lf.hashes
-    except FileHashes.DoesNotExist:
-        return False
-    return True
-
-
 class SafetySerializer(serializers.Serializer):
     verdict = serializers.CharField(allow_blank=True, help_text="safe, suspicious, dangerous, unreadable, or empty (not scanned yet)")
     findings = serializers.ListField(child=serializers.JSONField())
@@ -376,7 +368,8 @@ class LocalFileDetailSerializer(_IdentityField, serializers.ModelSerializer):
 
     @extend_schema_field(LocalHashesSerializer(allow_null=True))
     def get_hashes(self, lf: LocalFile) -> dict | None:
-        return LocalHashesSerializer(lf.hashes).data if _has_hashes(lf) else None
+        h = lf.stored_hashes
+        return LocalHashesSerializer(h).data if h is not None else None
 
     @extend_schema_field(FileMatchSerializer(many=True))
     def get_matches(self, lf: LocalFile) -> list:

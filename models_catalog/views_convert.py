@@ -17,7 +17,7 @@ from django.views.decorators.http import require_http_methods
 from models_catalog.forms import ConvertForm
 from models_catalog.models import LocalFile
 from models_catalog.services.convert import (
-    QuarantineUnavailable, checkpoint_plan, convert_default_output, convert_job_create,
+    checkpoint_plan, convert_default_output, convert_job_create,
 )
 from models_catalog.services.paths import PathRefused, printable, refusal_reason
 from workers.convert import DTYPE_CHOICES, ConvertError
@@ -52,7 +52,7 @@ def file_convert(request: HttpRequest, pk: int) -> HttpResponse:
                                      allow_suspicious=data.get("allow_suspicious", False))
         except PathRefused as exc:
             form.add_error("out", refusal_reason(data["out"] or lf.path, str(exc), user=request.user))
-        except (ConvertError, QuarantineUnavailable) as exc:
+        except ConvertError as exc:
             form.add_error(None, str(exc))
         else:
             messages.success(request, f"Converting {lf.name} to {job.params['out']} in the background.")

@@ -46,7 +46,6 @@ def duplicates(request: HttpRequest) -> HttpResponse:
     page = Paginator(groups, GROUPS_PER_PAGE).get_page(request.GET.get("page"))
     return render(request, "models_catalog/duplicates.html", {
         "form": form, "prefer": prefer, "groups": groups, "page": page,
-        "reclaimable": sum(g.reclaimable_bytes for g in groups),
         "lossless": sum(g.lossless_bytes for g in groups), "lossy": sum(g.lossy_bytes for g in groups),
     })
 

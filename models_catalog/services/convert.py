@@ -9,7 +9,6 @@ queue a job (`convert_job_create` -> workers.tasks.convert_checkpoint_job -> `co
 """
 from __future__ import annotations
 
-import importlib
 import os
 import time
 from collections.abc import Callable
@@ -27,15 +26,7 @@ from workers.convert import (
 )
 
 ORIGINAL_CHOICES = ("keep", "quarantine")
-# The quarantine action (QuarantineEntry, services/file_actions.py) is being built on another
-# branch. Until it is merged, --quarantine-original is refused up front, before any work.
-QUARANTINE_MODULE = "models_catalog.services.file_actions"
-QUARANTINE_FUNCTION = "local_file_quarantine"
 PROGRESS_EVERY = 1.0  # seconds between a job's progress writes
-
-
-class QuarantineUnavailable(Exception):
-    """--quarantine-original was asked for, and this installation has no quarantine service yet."""
 
 
 @dataclass
@@ -84,24 +75,13 @@ def convert_source_resolve(*, owner, path: str) -> Path:
     return source
 
 
-# --- the quarantine hook ----------------------------------------------------------------------
+# --- the original, once the output is verified -----------------------------------------------
 
 def quarantine_service() -> Callable:
-    """The quarantine action of services/file_actions.py, or QuarantineUnavailable.
+    """The quarantine action --quarantine-original hands the source to (services/file_actions.py)."""
+    from models_catalog.services.file_actions import local_file_quarantine
 
-    Wire it at merge: it is called as `local_file_quarantine(local_file=..., owner=..., reason=...)`
-    once the converted file is verified and registered (see `_quarantine_original`)."""
-    try:
-        module = importlib.import_module(QUARANTINE_MODULE)
-    except ImportError:
-        module = None
-    service = getattr(module, QUARANTINE_FUNCTION, None)
-    if service is None:
-        raise QuarantineUnavailable(
-            "--quarantine-original is not available yet: this installation has no quarantine service "
-            f"({QUARANTINE_MODULE}.{QUARANTINE_FUNCTION}); convert with --keep-original (the default) and "
-            "move the original yourself")
-    return service
+    return local_file_quarantine
 
 
 def _quarantine_original(*, owner, source: Path, converted: LocalFile | None) -> None:
@@ -130,13 +110,11 @@ def checkpoint_convert(*, owner, path: str, out: str | None = None, dtype: str =
     """Convert `path` (under the owner's roots) to `out` (default beside it, also under the roots),
     register the output and, with original="quarantine", hand the original to the quarantine.
 
-    Raises PathRefused, ConvertError or QuarantineUnavailable; on any of them nothing is written."""
+    Raises PathRefused or ConvertError; on either nothing is written."""
     if dtype not in DTYPE_CHOICES:
         raise ConvertError(f"unknown dtype {dtype!r}: one of {', '.join(DTYPE_CHOICES)}")
     if original not in ORIGINAL_CHOICES:
         raise ConvertError(f"unknown original handling {original!r}: keep or quarantine")
-    if original == "quarantine":
-        quarantine_service()  # refused before any work, not after the conversion
     source = convert_source_resolve(owner=owner, path=path)
     target = convert_output_resolve(owner=owner, source=source, out=out, dtype=dtype)
     expected = _catalog_ids(owner=owner, source=source, dtype=dtype)
@@ -191,8 +169,7 @@ def convert_offered(lf: LocalFile, user) -> bool:
 def convert_job_create(*, owner, local_file: LocalFile, out: str | None = None, dtype: str = "keep",
                        allow_suspicious: bool = False, original: str = "keep") -> Job:
     """Check what can be checked now (whose file, where the output goes, the verdict on record,
-    the quarantine), then queue the conversion. Raises PathRefused, ConvertError or
-    QuarantineUnavailable."""
+    then queue the conversion. Raises PathRefused or ConvertError."""
     from workers.tasks import convert_checkpoint_job
 
     if local_file.owner_id != owner.pk:
@@ -205,8 +182,6 @@ def convert_job_create(*, owner, local_file: LocalFile, out: str | None = None, 
         raise ConvertError(f"unknown dtype {dtype!r}: one of {', '.join(DTYPE_CHOICES)}")
     if original not in ORIGINAL_CHOICES:
         raise ConvertError(f"unknown original handling {original!r}: keep or quarantine")
-    if original == "quarantine":
-        quarantine_service()
     _refuse_by_record(local_file, allow_suspicious=allow_suspicious)
     source = convert_source_resolve(owner=owner, path=local_file.path)
     target = convert_output_resolve(owner=owner, source=source, out=out, dtype=dtype)
@@ -254,7 +229,7 @@ def convert_job_run(*, job_id: int) -> None:
                                      allow_suspicious=p.get("allow_suspicious", False),
                                      original=p.get("original", "keep"), progress=progress,
                                      temp_name=f".{Path(p['out']).name}.job{job.pk}.partial")
-    except (ConvertError, PathRefused, QuarantineUnavailable) as exc:
+    except (ConvertError, PathRefused) as exc:
         result = None
         if isinstance(exc, ConvertError) and exc.verdict:
             result = {"verdict": exc.verdict, "findings": [

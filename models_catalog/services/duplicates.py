@@ -10,26 +10,16 @@ from __future__ import annotations
 
 from django.db.models import Count, Q, QuerySet
 
-from models_catalog.duplicate_relations import PREFERENCES, Copy, DuplicateGroup, Member, duplicate_groups_of
+from models_catalog.duplicate_relations import (
+    PREFERENCES, Copy, DuplicateGroup, Member, duplicate_groups_of, precision_of,
+)
 from models_catalog.models import LocalFile, Match
 
 __all__ = ["PREFERENCES", "DuplicateGroup", "Member", "duplicate_groups", "precision_of"]
 
-PRECISION_NAMES = {"F16": "fp16", "BF16": "bf16", "F32": "fp32", "F64": "fp64", "F8_E4M3": "fp8", "F8_E5M2": "fp8"}
 # Where a group key lives; each one is indexed (see the models' db_index / indexes). AutoV3 is not one:
 # equal tensor data gives equal content_id, and its GROUP BY was a sixth of the time on PostgreSQL.
 KEY_FIELDS = ("hashes__sha256", "hashes__folder_digest", "content_id", "precision_id", "bf16_id")
-
-
-def precision_of(lf_or_dtypes) -> str:
-    """The dominant floating dtype, by tensor count ('' when the file was not read)."""
-    dtypes = lf_or_dtypes
-    if isinstance(lf_or_dtypes, LocalFile):
-        dtypes = (lf_or_dtypes.fingerprint or {}).get("dtypes") if isinstance(lf_or_dtypes.fingerprint, dict) else None
-    floats = {k: v for k, v in (dtypes or {}).items() if k in PRECISION_NAMES} if isinstance(dtypes, dict) else {}
-    if not floats:
-        return ""
-    return PRECISION_NAMES[max(floats, key=floats.get)]
 
 
 def duplicate_groups(*, owner=None, prefer_precision: str = "lossless") -> list[DuplicateGroup]:

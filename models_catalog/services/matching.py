@@ -207,7 +207,7 @@ def local_file_match(*, local_file_id: int) -> list[Match]:
 def local_file_match_loaded(*, local_file: LocalFile) -> list[Match]:
     """local_file_match for a row already loaded with select_related("hashes")."""
     lf = local_file
-    h = getattr(lf, "hashes", None) if _has_hashes(lf) else None
+    h = lf.stored_hashes
     if h is None:
         return []
     candidates = _by_full_hash(lf, h)
@@ -233,14 +233,6 @@ def local_file_match_loaded(*, local_file: LocalFile) -> list[Match]:
         )
         best_model_names_sync(local_file_ids=[lf.pk])  # My files' model sort key, with the matches
         return created
-
-
-def _has_hashes(lf: LocalFile) -> bool:
-    try:
-        lf.hashes
-    except LocalFile.hashes.RelatedObjectDoesNotExist:
-        return False
-    return True
 
 
 def local_files_rematch(*, local_file_ids: set[int]) -> None:

@@ -5,7 +5,7 @@ from django.core.management.base import CommandError
 
 from models_catalog.management.commands._base import PipeSafeCommand
 from models_catalog.management.commands._owner import cli_owner
-from models_catalog.services.convert import QuarantineUnavailable, checkpoint_convert
+from models_catalog.services.convert import checkpoint_convert
 from models_catalog.services.paths import PathRefused
 from workers.convert import (
     DTYPE_CHOICES, ConvertError, describe_refusal, describe_result, plain_progress, terminal_progress,
@@ -43,12 +43,11 @@ class Command(PipeSafeCommand):
         else:
             progress = plain_progress(self.stderr)
         try:
-            # --quarantine-original without a quarantine service is refused before any work.
             outcome = checkpoint_convert(owner=owner, path=path, out=out, dtype=dtype, allow_suspicious=allow_suspicious,
                                          original=original, progress=progress)
         except ConvertError as exc:
             raise CommandError("\n".join(describe_refusal(exc))) from None
-        except (PathRefused, QuarantineUnavailable) as exc:
+        except PathRefused as exc:
             raise CommandError(str(exc)) from None
         finally:
             if close:
