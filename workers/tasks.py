@@ -29,6 +29,7 @@ def identify_local_file(local_file_id: int) -> None:
 @shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=None)
 def civitai_lookup_batch(self) -> None:
     from models_catalog.services.identify import batch_run_started, civitai_batch_and_rematch, enqueue_civitai_batch
+    from models_catalog.services.jobs import retry_countdown
     from workers.sources.civitai import CivitaiUnavailable
 
     batch_run_started()
@@ -37,7 +38,7 @@ def civitai_lookup_batch(self) -> None:
         run = civitai_batch_and_rematch(gather=not self.request.is_eager)
     except CivitaiUnavailable as exc:
         # The claimed lookups went back to pending with a not-before time; come back then.
-        raise self.retry(exc=exc, countdown=max(5, min(600, exc.retry_after or 30))) from exc
+        raise self.retry(exc=exc, countdown=retry_countdown(exc)) from exc
     if run.wait_seconds is not None:
         enqueue_civitai_batch(countdown=run.wait_seconds)  # files of the same batch are still being hashed
 
@@ -80,25 +81,27 @@ def download_previews(version_id: int, retry_failed: bool = False) -> None:
 @shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=10)
 def hf_index_repo(self, job_id: int) -> None:
     from models_catalog.services.huggingface import hf_index_job_run
-    from workers.sources.huggingface import HuggingFaceError
+    from models_catalog.services.jobs import is_transient, retry_countdown
 
     try:
         hf_index_job_run(job_id=job_id)
-    except HuggingFaceError as exc:
-        if not exc.retryable:
+    except Exception as exc:
+        if not is_transient(exc):
             raise
-        raise self.retry(exc=exc, countdown=max(5, min(600, exc.retry_after or 30))) from exc
+        raise self.retry(exc=exc, countdown=retry_countdown(exc)) from exc
 
 
 @shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=10)
 def hf_verify_local_dir(self, job_id: int) -> None:
     from models_catalog.services.hf_verify_job import hf_verify_job_run
-    from workers.sources.huggingface import HuggingFaceError
+    from models_catalog.services.jobs import is_transient, retry_countdown
 
     try:
         hf_verify_job_run(job_id=job_id)
-    except HuggingFaceError as exc:
-        raise self.retry(exc=exc, countdown=max(5, min(600, exc.retry_after or 30))) from exc
+    except Exception as exc:
+        if not is_transient(exc):
+            raise
+        raise self.retry(exc=exc, countdown=retry_countdown(exc)) from exc
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 from django.db import transaction
 
 from models_catalog.models import Job, LocalFile
+from models_catalog.services.jobs import JobFailed, job_run, job_update
 from models_catalog.services.paths import PathRefused, model_roots_for, printable, resolve_under_roots
 from models_catalog.services.register import local_file_register
 from workers.convert import (
@@ -207,21 +208,22 @@ def _refuse_by_record(lf: LocalFile, *, allow_suspicious: bool) -> None:
 
 
 def convert_job_run(*, job_id: int) -> None:
-    """The job's work; a redelivered message re-runs it from the start (the temporary file of a
-    killed run has the job's name and is replaced), a finished job is left alone."""
-    job = Job.objects.filter(pk=job_id, kind=Job.Kind.CONVERT).select_related("owner").first()
-    if job is None or job.is_finished:
-        return
+    """The job's work; a message redelivered after its worker died re-runs it from the start (the
+    temporary file of a killed run has the job's name and is replaced), a running or finished job
+    is left alone (services/jobs.py)."""
+    if Job.objects.filter(pk=job_id, kind=Job.Kind.CONVERT).exists():
+        job_run(job_id=job_id, starting="scanning the checkpoint", work=_convert)
+
+
+def _convert(job: Job) -> tuple[str, dict]:
     p = job.params
-    Job.objects.filter(pk=job.pk).update(status=Job.Status.RUNNING, message="scanning the checkpoint",
-                                         progress_done=0, progress_total=0)
     last = [0.0]
 
     def progress(done: int, total: int, stage: str) -> None:
         now = time.monotonic()
         if now - last[0] >= PROGRESS_EVERY or done >= total:
             last[0] = now
-            Job.objects.filter(pk=job.pk).update(progress_done=done, progress_total=total, message=stage)
+            job_update(job.pk, progress_done=done, progress_total=total, message=stage)
 
     try:
         # Paths re-checked at use time: the file, or the owner's roots, may have changed since.
@@ -234,12 +236,7 @@ def convert_job_run(*, job_id: int) -> None:
         if isinstance(exc, ConvertError) and exc.verdict:
             result = {"verdict": exc.verdict, "findings": [
                 {"severity": f.severity, "what": f.what, "where": f.where, "why": f.why} for f in exc.findings[:50]]}
-        Job.objects.filter(pk=job.pk).update(status=Job.Status.ERROR, message=str(exc), result=result)
-        return
-    except Exception as exc:
-        Job.objects.filter(pk=job.pk).update(status=Job.Status.ERROR,
-                                             message=f"internal error: {type(exc).__name__}: {exc}"[:2000])
-        raise
+        raise JobFailed(str(exc), result=result) from exc
     res = outcome.result
     summary = f"wrote {res.output} ({res.plan.output_size:,} bytes, {len(res.plan.tensors)} tensors), verified"
     if outcome.queue_error:
@@ -248,8 +245,7 @@ def convert_job_run(*, job_id: int) -> None:
         summary += "; the original is in quarantine"
     elif outcome.quarantine_error:
         summary += f"; {outcome.quarantine_error}"
-    Job.objects.filter(pk=job.pk).update(
-        status=Job.Status.DONE, message=summary, progress_done=res.plan.source_tensor_bytes + res.plan.output_size,
-        progress_total=res.plan.source_tensor_bytes + res.plan.output_size,
-        result={**res.to_json(), "output_file_id": outcome.output_file.pk if outcome.output_file else None,
-                "quarantined": outcome.quarantined, "quarantine_error": outcome.quarantine_error})
+    total = res.plan.source_tensor_bytes + res.plan.output_size
+    job_update(job.pk, progress_done=total, progress_total=total)
+    return summary, {**res.to_json(), "output_file_id": outcome.output_file.pk if outcome.output_file else None,
+                     "quarantined": outcome.quarantined, "quarantine_error": outcome.quarantine_error}

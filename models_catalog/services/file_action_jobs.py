@@ -17,6 +17,7 @@ from django.db import transaction
 from models_catalog.models import Job
 from models_catalog.services import file_actions
 from models_catalog.services.enqueue import QueueUnavailable
+from models_catalog.services.jobs import job_run, job_update
 
 log = logging.getLogger(__name__)
 
@@ -69,9 +70,7 @@ class _JobProgress:
         if now - self.last < PROGRESS_EVERY_SECONDS:
             return
         self.last = now
-        Job.objects.filter(pk=self.job_id).update(
-            progress_done=done, progress_total=total, message=message,
-            result={"partial": True, "items": [asdict(i) for i in items]})
+        job_update(self.job_id, progress_done=done, progress_total=total, message=message, result={"partial": True, "items": [asdict(i) for i in items]})
 
 
 def file_action_job_run(*, job_id: int) -> None:
@@ -83,16 +82,15 @@ def file_action_job_run(*, job_id: int) -> None:
     kwargs = {n: params.get(n) for n in names}
     optional = {"entry_ids"} if job.kind == Job.Kind.PURGE else set()  # purge: None is every quarantined file
     if any(v is None for n, v in kwargs.items() if n not in optional):
-        Job.objects.filter(pk=job.pk).update(status=Job.Status.ERROR, message=f"missing parameters: {', '.join(names)}")
+        Job.objects.filter(pk=job.pk, status=Job.Status.QUEUED).update(status=Job.Status.ERROR, message=f"missing parameters: {', '.join(names)}")
         return
-    Job.objects.filter(pk=job.pk).update(status=Job.Status.RUNNING, message="checking the files")
-    try:
-        report = service(owner=job.owner, dry_run=bool(params.get("dry_run")), progress=_JobProgress(job.pk), **kwargs)
-    except Exception as exc:
-        log.exception("file action job %s failed", job.pk)
-        Job.objects.filter(pk=job.pk).update(status=Job.Status.ERROR,
-                                            message=f"internal error ({type(exc).__name__}): {exc}")
-        raise
-    Job.objects.filter(pk=job.pk).update(
-        status=Job.Status.DONE, message=report.summary(), progress_done=len(report.items),
-        progress_total=len(report.items), result=report.to_json())
+    job_run(job_id=job.pk, starting="checking the files", work=_run_action)
+
+
+def _run_action(job: Job) -> tuple[str, dict]:
+    service, names = RUNNERS[job.kind]
+    params = job.params or {}
+    report = service(owner=job.owner, dry_run=bool(params.get("dry_run")), progress=_JobProgress(job.pk),
+                     **{n: params.get(n) for n in names})
+    job_update(job.pk, progress_done=len(report.items), progress_total=len(report.items))
+    return report.summary(), report.to_json()

@@ -29,20 +29,30 @@ STALLED_AFTER_SECONDS = settings.STALLED_AFTER_SECONDS
 
 @contextlib.contextmanager
 def heartbeat(local_file_id: int, *, every: float = HEARTBEAT_SECONDS):
+    def beat():
+        LocalFile.objects.filter(
+            pk=local_file_id, status__in=(LocalFile.Status.HASHING, LocalFile.Status.ANALYSING),
+        ).update(heartbeat_at=timezone.now())
+
+    with beating(beat, name=f"heartbeat-{local_file_id}", every=every):
+        yield
+
+
+@contextlib.contextmanager
+def beating(beat, *, name: str, every: float = HEARTBEAT_SECONDS):
+    """Call `beat()` every `every` seconds from a thread while the block runs (jobs use it too)."""
     stop = threading.Event()
 
-    def beat():
+    def loop():
         try:
             while not stop.wait(every):
-                LocalFile.objects.filter(
-                    pk=local_file_id, status__in=(LocalFile.Status.HASHING, LocalFile.Status.ANALYSING),
-                ).update(heartbeat_at=timezone.now())
+                beat()
         except Exception:  # a missed beat only makes the reaper act sooner; never break the stage
-            log.exception("heartbeat of local file %s failed", local_file_id)
+            log.exception("%s failed", name)
         finally:
             connection.close()  # this thread's own connection
 
-    thread = threading.Thread(target=beat, name=f"heartbeat-{local_file_id}", daemon=True)
+    thread = threading.Thread(target=loop, name=name, daemon=True)
     thread.start()
     try:
         yield

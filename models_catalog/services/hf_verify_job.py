@@ -10,7 +10,8 @@ from django.db import transaction
 
 from models_catalog.models import Job
 from models_catalog.services.hashing import hash_cache
-from models_catalog.services.paths import model_roots_for, resolve_under_roots
+from models_catalog.services.jobs import JobFailed, job_run, job_update
+from models_catalog.services.paths import PathRefused, model_roots_for, resolve_under_roots
 from workers.hash_cache import hash_file_cached
 from workers.sources.hf_verify import VerifyError, exit_status, verify_local_dir
 from workers.sources.huggingface import HuggingFaceError, index_repo
@@ -28,24 +29,22 @@ def hf_verify_job_create(*, owner, repo_id: str, local_dir: str, revision: str |
 
 
 def hf_verify_job_run(*, job_id: int) -> None:
-    job = Job.objects.filter(pk=job_id).select_related("owner").first()
-    if job is None or job.status == Job.Status.DONE:
-        return
+    job_run(job_id=job_id, starting="asking the Hub for the file list", work=_verify)
+
+
+def _verify(job: Job) -> tuple[str, dict]:
     p = job.params
-    Job.objects.filter(pk=job.pk).update(status=Job.Status.RUNNING, message="asking the Hub for the file list")
     try:
         # Re-checked: the folder, or the owner's roots, may have changed since.
         folder = resolve_under_roots(p["local_dir"], roots=model_roots_for(job.owner))
         index = index_repo(repo_id=p["repo_id"], revision=p.get("revision"), repo_type=p.get("repo_type", "model"),
                            endpoint=settings.HF_ENDPOINT or None, token=settings.HF_TOKEN or None)
+    except PathRefused as exc:
+        raise JobFailed(str(exc)) from exc
     except HuggingFaceError as exc:
-        Job.objects.filter(pk=job.pk).update(status=Job.Status.QUEUED if exc.retryable else Job.Status.ERROR, message=str(exc))
         if exc.retryable:
             raise
-        return
-    except Exception as exc:  # PathRefused and friends: explained, final
-        Job.objects.filter(pk=job.pk).update(status=Job.Status.ERROR, message=str(exc))
-        return
+        raise JobFailed(str(exc)) from exc
     state_path = settings.DATA_DIR / "verify" / f"job-{job.pk}.json"
     state_path.parent.mkdir(parents=True, exist_ok=True)
     last = [0.0]
@@ -53,17 +52,14 @@ def hf_verify_job_run(*, job_id: int) -> None:
     def progress(done: int, total: int, current) -> None:
         if time.monotonic() - last[0] >= 1.0:
             last[0] = time.monotonic()
-            Job.objects.filter(pk=job.pk).update(progress_done=done, progress_total=total, message=f"hashing {current}")
+            job_update(job.pk, progress_done=done, progress_total=total, message=f"hashing {current}")
 
     try:
         report = verify_local_dir(index=index, local_dir=Path(folder), state_path=state_path, progress=progress,
                                   sha256_of=lambda path: hash_file_cached(Path(path), cache=hash_cache())[0].sha256)
     except VerifyError as exc:
-        Job.objects.filter(pk=job.pk).update(status=Job.Status.ERROR, message=str(exc))
-        return
+        raise JobFailed(str(exc)) from exc
     summary = (f"{len(report.matched)} matched, {len(report.mismatched)} mismatched, "
                f"{len(report.missing)} missing, {len(report.extra)} extra")
-    Job.objects.filter(pk=job.pk).update(
-        status=Job.Status.DONE, message=summary, progress_done=report.hashed_bytes, progress_total=report.hashed_bytes,
-        result={"revision": index.revision, "exit_status": exit_status(report), **asdict(report)},
-    )
+    job_update(job.pk, progress_done=report.hashed_bytes, progress_total=report.hashed_bytes)
+    return summary, {"revision": index.revision, "exit_status": exit_status(report), **asdict(report)}

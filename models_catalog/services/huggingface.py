@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 
 from models_catalog.models import FileHashes, Job, SourceVersion
 from models_catalog.services.catalog_store import hf_repo_store
+from models_catalog.services.jobs import JobFailed, job_run, job_update
 from models_catalog.services.matching import local_files_rematch
 from workers.sources.huggingface import HuggingFaceError, index_repo
 
@@ -35,22 +35,20 @@ def hf_index_job_create(*, owner, repo_id: str, revision: str | None, repo_type:
 
 
 def hf_index_job_run(*, job_id: int) -> None:
-    job = Job.objects.filter(pk=job_id).first()
-    if job is None or job.status == Job.Status.DONE:
-        return
-    Job.objects.filter(pk=job.pk).update(status=Job.Status.RUNNING, message="asking the Hub")
+    job_run(job_id=job_id, starting="asking the Hub", work=_index, explain_transient=_explain)
+
+
+def _index(job: Job) -> tuple[str, dict]:
     try:
         version = hf_repo_index(**job.params)
     except HuggingFaceError as exc:
-        status = Job.Status.QUEUED if exc.retryable else Job.Status.ERROR
-        Job.objects.filter(pk=job.pk).update(status=status, message=_explain(exc))
-        raise
+        if exc.retryable:
+            raise
+        raise JobFailed(_explain(exc)) from exc
     files = version.files.count()
-    Job.objects.filter(pk=job.pk).update(
-        status=Job.Status.DONE, progress_done=files, progress_total=files, updated_at=timezone.now(),
-        message=f"indexed {files} files at {version.external_id[:12]}",
-        result={"source_version_id": version.pk, "model_id": version.model_id, "files": files},
-    )
+    job_update(job.pk, progress_done=files, progress_total=files)
+    return (f"indexed {files} files at {version.external_id[:12]}",
+            {"source_version_id": version.pk, "model_id": version.model_id, "files": files})
 
 
 def _explain(exc: HuggingFaceError) -> str:
