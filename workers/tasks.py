@@ -28,8 +28,9 @@ def identify_local_file(local_file_id: int) -> None:
 
 @shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=None)
 def civitai_lookup_batch(self) -> None:
-    from models_catalog.services.identify import batch_run_started, civitai_batch_and_rematch, enqueue_civitai_batch
+    from models_catalog.services.identify import civitai_batch_and_rematch
     from models_catalog.services.jobs import retry_countdown
+    from models_catalog.services.pipeline import batch_gathering, batch_run_started
     from workers.sources.civitai import CivitaiUnavailable
 
     batch_run_started()
@@ -40,7 +41,7 @@ def civitai_lookup_batch(self) -> None:
         # The claimed lookups went back to pending with a not-before time; come back then.
         raise self.retry(exc=exc, countdown=retry_countdown(exc)) from exc
     if run.wait_seconds is not None:
-        enqueue_civitai_batch(countdown=run.wait_seconds)  # files of the same batch are still being hashed
+        batch_gathering(wait_seconds=run.wait_seconds)  # files of the same batch are still being hashed
 
 
 @shared_task(ignore_result=True)
@@ -52,13 +53,12 @@ def civitai_refresh_stale() -> None:
         civitai_models_complete,
         civitai_refresh_stale,
     )
-    from models_catalog.services.identify import enqueue_civitai_batch
+    from models_catalog.services.pipeline import enqueue_civitai_batch, enqueue_previews
+    from models_catalog.services.previews import previews_retry_due
     from workers.sources.civitai import CivitaiError
 
     if not settings.CIVITAI_ENABLED:
         return
-    from models_catalog.services.previews import enqueue_previews, previews_retry_due
-
     enqueue_previews(version_ids=previews_retry_due(), retry_failed=True)
     if civitai_refresh_stale():  # stale answers, old errors, or pending rows whose run was lost
         enqueue_civitai_batch()

@@ -69,7 +69,7 @@ def local_file_analyse(*, local_file_id: int) -> None:
                           findings=[asdict(Finding("unreadable", "analysis", "", f"internal error: {exc}"))],
                           error=f"internal error while reading the file ({type(exc).__name__}): {exc}")
     fingerprint = result.fingerprint or {}
-    from models_catalog.services.identify import local_file_identify
+    from models_catalog.services.pipeline import file_analysed
 
     with transaction.atomic():
         updated = LocalFile.objects.filter(pk=lf.pk, status=LocalFile.Status.ANALYSING).update(
@@ -84,4 +84,4 @@ def local_file_analyse(*, local_file_id: int) -> None:
             local_components_sync(local_file_id=lf.pk, fingerprint=result.fingerprint)
             # Matching from the catalog (no network) in the same transaction: a file is never seen
             # "done" without its matches or its requested Civitai lookups.
-            local_file_identify(local_file_id=lf.pk)
+            file_analysed(local_file_id=lf.pk)

@@ -9,7 +9,8 @@ from __future__ import annotations
 from django.db import transaction
 
 from models_catalog.models import Source, SourceFile, SourceModel, SourceVersion
-from models_catalog.services.previews import enqueue_previews, version_images_store
+from models_catalog.services.pipeline import versions_stored
+from models_catalog.services.previews import version_images_store
 from workers.sources.civitai import CivitaiModel, CivitaiVersion, parse_datetime
 
 CIVITAI_SITE = "https://civitai.com"
@@ -82,7 +83,7 @@ def civitai_version_store(*, version: CivitaiVersion, model: CivitaiModel | None
     if model is None:
         # An answer to a hash (identification): fetch its previews once committed. The hourly
         # whole-model refresh (model given) stores listings only; previews_retry_due covers the rest.
-        enqueue_previews(version_ids=[version_row.pk])
+        versions_stored(version_ids=[version_row.pk])
     return version_row
 
 

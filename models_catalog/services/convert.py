@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from django.db import transaction
 
 from models_catalog.models import Job, LocalFile
+from models_catalog.services.pipeline import enqueue_job
 from models_catalog.services.jobs import JobFailed, job_run, job_update
 from models_catalog.services.paths import PathRefused, model_roots_for, printable, resolve_under_roots
 from models_catalog.services.register import local_file_register
@@ -171,8 +171,6 @@ def convert_job_create(*, owner, local_file: LocalFile, out: str | None = None, 
                        allow_suspicious: bool = False, original: str = "keep") -> Job:
     """Check what can be checked now (whose file, where the output goes, the verdict on record,
     then queue the conversion. Raises PathRefused or ConvertError."""
-    from workers.tasks import convert_checkpoint_job
-
     if local_file.owner_id != owner.pk:
         raise ConvertError("only the file's owner can convert it")
     if local_file.origin == LocalFile.Origin.PUSHED:
@@ -189,7 +187,7 @@ def convert_job_create(*, owner, local_file: LocalFile, out: str | None = None, 
     job = Job.objects.create(owner=owner, kind=Job.Kind.CONVERT, message="queued", params={
         "local_file_id": local_file.pk, "source": str(source), "out": str(target), "dtype": dtype,
         "allow_suspicious": allow_suspicious, "original": original})
-    transaction.on_commit(lambda: convert_checkpoint_job.delay(job.pk))
+    enqueue_job(job)
     return job
 
 

@@ -1,7 +1,7 @@
-"""Queue work only once the row that names it is committed (Zulip's rule)."""
+"""Hashing messages on their way to the broker: which files travel together, the send and its record.
+When they are sent is services/pipeline.py's business."""
 from __future__ import annotations
 
-from django.db import transaction
 from django.utils import timezone
 
 # A task costs a broker round trip, a worker hand-off and a database connection: more than hashing
@@ -44,28 +44,6 @@ def hashing_send_chunks(chunks: list[list[int]]) -> None:
             raise QueueUnavailable(f"the task queue is unreachable ({exc}); {len(waiting)} file(s) "
                                    "stay queued and are sent when it is back") from exc
         LocalFile.objects.filter(pk__in=local_file_ids).update(enqueued_at=timezone.now())
-
-
-def enqueue_hashing(local_file_id: int) -> None:
-    transaction.on_commit(lambda: hashing_send([local_file_id]))
-
-
-def enqueue_hashing_now(local_file_id: int) -> bool:
-    """For the reaper: send at once (no transaction to wait for). False when the broker is down."""
-    try:
-        hashing_send([local_file_id])
-    except QueueUnavailable:
-        return False
-    return True
-
-
-def enqueue_hashing_many(*, local_files) -> None:
-    """Queue several rows: small files in chunks (one task each), big files and folders alone."""
-    chunks = hashing_chunks(local_files=local_files)
-    if chunks:
-        # One callback for all of them: when the broker is down, every chunk is marked and counted, not
-        # only the first (Django drops the callbacks after one that raised).
-        transaction.on_commit(lambda: hashing_send_chunks(chunks))
 
 
 def hashing_chunks(*, local_files, max_files: int | None = None, max_bytes: int | None = None) -> list[list[int]]:

@@ -12,12 +12,11 @@ import logging
 import time
 from dataclasses import asdict
 
-from django.db import transaction
 
 from models_catalog.models import Job
 from models_catalog.services import file_actions
-from models_catalog.services.enqueue import QueueUnavailable
 from models_catalog.services.jobs import job_run, job_update
+from models_catalog.services.pipeline import enqueue_job
 
 log = logging.getLogger(__name__)
 
@@ -43,19 +42,8 @@ def file_action_job_create(*, owner, kind: str, params: dict, dry_run: bool, inl
         file_action_job_run(job_id=job.pk)
         job.refresh_from_db()
     else:
-        transaction.on_commit(lambda: _send(job.pk))
+        enqueue_job(job)
     return job
-
-
-def _send(job_id: int) -> None:
-    from workers.tasks import run_file_action
-
-    try:
-        run_file_action.delay(job_id)
-    except Exception as exc:  # kombu wraps every transport failure differently; all mean "not sent"
-        Job.objects.filter(pk=job_id, status=Job.Status.QUEUED).update(
-            status=Job.Status.ERROR, message=f"the task queue is unreachable ({exc}): nothing was changed; start it again")
-        raise QueueUnavailable(f"the task queue is unreachable ({exc}); the action was not started") from exc
 
 
 class _JobProgress:

@@ -304,6 +304,6 @@ def _store_hf_cache_file(lf: LocalFile, cached, identity: dict) -> None:
 
 
 def _after_hashing(local_file_id: int) -> None:
-    from models_catalog.services.analysis import local_file_analyse
+    from models_catalog.services.pipeline import file_hashed
 
-    local_file_analyse(local_file_id=local_file_id)
+    file_hashed(local_file_id=local_file_id)

@@ -6,10 +6,10 @@ from dataclasses import asdict
 from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
 
 from models_catalog.models import Job
 from models_catalog.services.hashing import hash_cache
+from models_catalog.services.pipeline import enqueue_job
 from models_catalog.services.jobs import JobFailed, job_run, job_update
 from models_catalog.services.paths import PathRefused, model_roots_for, resolve_under_roots
 from workers.hash_cache import hash_file_cached
@@ -19,12 +19,10 @@ from workers.sources.huggingface import HuggingFaceError, index_repo
 
 def hf_verify_job_create(*, owner, repo_id: str, local_dir: str, revision: str | None = None, repo_type: str = "model") -> Job:
     """Raises models_catalog.services.paths.PathRefused if local_dir is not under the owner's model roots."""
-    from workers.tasks import hf_verify_local_dir
-
     folder = resolve_under_roots(local_dir, roots=model_roots_for(owner))
     job = Job.objects.create(owner=owner, kind=Job.Kind.HF_VERIFY, params={
         "repo_id": repo_id, "local_dir": str(folder), "revision": revision or None, "repo_type": repo_type})
-    transaction.on_commit(lambda: hf_verify_local_dir.delay(job.pk))
+    enqueue_job(job)
     return job
 
 

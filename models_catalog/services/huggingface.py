@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db import transaction
 
 from models_catalog.models import FileHashes, Job, SourceVersion
 from models_catalog.services.catalog_store import hf_repo_store
+from models_catalog.services.pipeline import enqueue_job
 from models_catalog.services.jobs import JobFailed, job_run, job_update
 from models_catalog.services.matching import local_files_rematch
 from workers.sources.huggingface import HuggingFaceError, index_repo
@@ -26,11 +26,9 @@ def hf_repo_index(*, repo_id: str, revision: str | None = None, repo_type: str =
 
 
 def hf_index_job_create(*, owner, repo_id: str, revision: str | None, repo_type: str) -> Job:
-    from workers.tasks import hf_index_repo
-
     job = Job.objects.create(owner=owner, kind=Job.Kind.HF_INDEX,
                              params={"repo_id": repo_id, "revision": revision or None, "repo_type": repo_type})
-    transaction.on_commit(lambda: hf_index_repo.delay(job.pk))
+    enqueue_job(job)
     return job
 
 

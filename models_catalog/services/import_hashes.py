@@ -9,7 +9,7 @@ from pathlib import Path
 from django.db import transaction
 
 from models_catalog.models import FileHashes, LocalFile
-from models_catalog.services.identify import enqueue_identify
+from models_catalog.services.pipeline import enqueue_identify
 from models_catalog.services.paths import PathRefused, model_roots_for, resolve_under_roots
 from workers.sources.local_sidecars import ImportedHashes, find_sidecar_hashes
 

@@ -146,24 +146,3 @@ def previews_retry_due() -> list[int]:
     held = SourceVersion.objects.filter(files__matches__isnull=False).values("pk")
     unsent = first.filter(state=SourceImage.State.LISTED, version_id__in=held)
     return sorted(set(failed.values_list("version_id", flat=True)) | set(unsent.values_list("version_id", flat=True)))
-
-
-def enqueue_previews(*, version_ids, retry_failed: bool = False) -> None:
-    """Queue downloads after commit; a broker that is down only delays them to the hourly refresh."""
-    ids = sorted(set(version_ids))
-    if not retry_failed:  # nothing to fetch: no message (the whole-model refresh stores hundreds)
-        ids = sorted(set(SourceImage.objects.filter(
-            version_id__in=ids, state=SourceImage.State.LISTED, position__lt=settings.PREVIEWS_PER_VERSION,
-        ).values_list("version_id", flat=True)))
-    if not ids:
-        return
-
-    def send() -> None:
-        from workers.tasks import download_previews
-        for vid in ids:
-            try:
-                download_previews.delay(vid, retry_failed)
-            except Exception:  # kombu raises several types; the listing stays and is retried later
-                log.warning("preview download for version %s not queued (broker unreachable?)", vid)
-
-    transaction.on_commit(send)

@@ -13,7 +13,7 @@ from django.db import transaction
 
 from models_catalog.models import FileHashes, FolderMember, LocalFile
 from models_catalog.services.hashing import folder_hashes_store, hash_fields
-from models_catalog.services.identify import enqueue_identify
+from models_catalog.services.pipeline import enqueue_identify
 from models_catalog.services.matching import local_components_sync
 from models_catalog.services.paths import printable
 from workers.hashing import WEIGHT_SUFFIXES, FolderHashes, HashesFormatError

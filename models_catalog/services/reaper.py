@@ -50,7 +50,7 @@ def stalled_rows(now=None):
 
 def local_files_reap(*, resend_queued_after: timedelta = RESEND_QUEUED_AFTER) -> ReapOutcome:
     """Requeue rows whose worker died, fail those that died too often, send unsent messages."""
-    from models_catalog.services.enqueue import enqueue_hashing_now
+    from models_catalog.services.pipeline import enqueue_hashing_now
 
     now = timezone.now()
     outcome = ReapOutcome()

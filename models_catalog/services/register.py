@@ -11,7 +11,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from models_catalog.models import LocalFile
-from models_catalog.services.enqueue import QueueUnavailable, enqueue_hashing_many
+from models_catalog.services.pipeline import QueueUnavailable, enqueue_hashing_many
 from models_catalog.services.file_actions import in_quarantine, quarantine_places
 from models_catalog.services.heartbeat import STALLED_AFTER_SECONDS
 from models_catalog.services.paths import PathRefused, describe_special, model_roots_for, printable, resolve_under_roots

@@ -13,7 +13,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
 from models_catalog.models import LocalFile
-from models_catalog.services.enqueue import QueueUnavailable, enqueue_hashing
+from models_catalog.services.pipeline import QueueUnavailable, enqueue_hashing
 from models_catalog.services.paths import clean_upload_name
 
 

@@ -25,7 +25,7 @@ def civitai(fake_civitai, settings, monkeypatch):
     settings.CIVITAI_API_BASE = fake_civitai.base_url
     from models_catalog.services import identify
 
-    monkeypatch.setattr(identify, "enqueue_civitai_batch", lambda: None)  # tests run the batch themselves
+    monkeypatch.setattr(identify, "lookups_requested", lambda: None)  # tests run the batch themselves
     return fake_civitai
 
 

@@ -27,7 +27,7 @@ def civitai(fake_civitai, settings, monkeypatch):
     settings.CIVITAI_UPDATES_CHECK_SECONDS = 0
     from models_catalog.services import identify
 
-    monkeypatch.setattr(identify, "enqueue_civitai_batch", lambda: None)
+    monkeypatch.setattr(identify, "lookups_requested", lambda: None)
     return fake_civitai
 
 
