@@ -14,6 +14,7 @@ from models_catalog.services.civitai_lookup import LookupRun, civitai_lookup_run
 from models_catalog.services.matching import EXACT_KINDS, local_file_match_loaded, relatives_rematch
 from models_catalog.services.pipeline import lookups_requested
 
+
 def local_file_identify(*, local_file_id: int, ask_civitai: bool | None = None) -> list[Match]:
     """Match from what the catalog knows; if no exact match, request Civitai lookups.
     A new exact match also rematches the files that reach a source through this one."""
