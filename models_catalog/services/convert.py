@@ -15,11 +15,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from models_catalog.models import Job, LocalFile
-from models_catalog.services.pipeline import enqueue_job
 from models_catalog.services.jobs import JobFailed, job_run, job_update
 from models_catalog.services.paths import PathRefused, model_roots_for, printable, resolve_under_roots
+from models_catalog.services.pipeline import enqueue_job
 from models_catalog.services.register import local_file_register
 from workers.convert import (
     CONVERTIBLE, DTYPE_CHOICES, ConvertError, ConvertPlan, ConvertResult, convert_checkpoint, output_sizes,

@@ -9,9 +9,9 @@ from django.conf import settings
 
 from models_catalog.models import Job
 from models_catalog.services.hashing import hash_cache
-from models_catalog.services.pipeline import enqueue_job
 from models_catalog.services.jobs import JobFailed, job_run, job_update
 from models_catalog.services.paths import PathRefused, model_roots_for, resolve_under_roots
+from models_catalog.services.pipeline import enqueue_job
 from workers.hash_cache import hash_file_cached
 from workers.sources.hf_verify import VerifyError, exit_status, verify_local_dir
 from workers.sources.huggingface import HuggingFaceError, index_repo
