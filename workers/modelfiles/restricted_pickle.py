@@ -1,4 +1,7 @@
-"""A restricted pickle reader: our own small interpreter, not pickle.Unpickler.
+"""A restricted pickle reader: the inert hook of our opcode machine, not pickle.Unpickler.
+
+pickle_machine decodes and keeps the stack, MARKs and memo exactly as for the scanner;
+this module only says what values are.
 
 Like torch's weights-only unpickler, but nothing a file names is ever imported:
 every GLOBAL / STACK_GLOBAL is an exact (module, name) match against
