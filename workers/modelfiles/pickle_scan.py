@@ -1,26 +1,23 @@
 """Find what a pickle would import and call, without ever unpickling it.
 
 Three parts, read top to bottom:
-1. `iter_ops`: our own opcode decoder (bounded lines, arguments, op counts).
-   It is never stricter than CPython: if we stop at a byte, CPython stops there too.
-2. The policy: an allowlist of globals a weights file needs; a deny table that
+1. The policy: an allowlist of globals a weights file needs; a deny table that
    only explains WHY something outside it is dangerous.
-3. A symbolic walk (stack, metastack, memo) that resolves every GLOBAL /
-   STACK_GLOBAL / INST operand, even when fetched from the memo past decoys,
-   and notices calls and mutations; then `scan_path`, which finds every pickle
-   in a file: zip entries by content, consecutive pickles, tails, tar members,
-   .npy object arrays, and pickles hiding at byte 0 of other formats.
+2. The symbolic hook of the opcode machine (pickle_machine: decoding, FRAMEs, stack,
+   MARKs, memo, shared with the restricted reader): values are what the scan needs to
+   know of them, so every GLOBAL / STACK_GLOBAL / INST operand is resolved, even when
+   fetched from the memo past decoys, and calls and mutations are noticed. A pickle
+   whose FRAMEs readers disagree on is walked again as _pickle.c reads a file.
+3. `scan_path`, which finds every pickle in a file: zip entries by content,
+   consecutive pickles, tails, tar members, .npy object arrays, and pickles hiding at
+   byte 0 of other formats.
 
 PURE: no Django, no torch; nothing here imports a name read from a file.
 """
 from __future__ import annotations
 
-import _compat_pickle
-import codecs
 import mmap
 import os
-import pickletools
-import struct
 import tarfile
 import zlib
 from collections.abc import Iterator
@@ -28,23 +25,17 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workers.modelfiles.pickle_machine import (  # the decoder's names are imported from here too
+    MAX_MARK_DEPTH as MAX_MARK_DEPTH, MAX_MEMO, MAX_OPS, MAX_STACK, FrameCheck, Memo as Memo, PickleLimitError,
+    PickleMachine, PickleStreamError, PickleTruncated as PickleTruncated, CFileReads, count_bytes, iter_ops,
+    iter_ops_c_file, parse_memo_key as parse_memo_key, resolve_global as resolve_global,
+)
 from workers.modelfiles.sniff import (
-    HEAD_BYTES, HIGHEST_PICKLE_PROTOCOL, MAX_NPY_HEADER, NPY_MAGIC, ZipEntry, describe_unknown,
+    HEAD_BYTES, MAX_NPY_HEADER, NPY_MAGIC, ZipEntry, describe_unknown,
     looks_like_pickle, read_npy_header, read_zip_directory, read_zip_entry, read_zip_local, sniff,
 )
-from workers.modelfiles.types import INCOMPLETE, Finding, ModelFileError, SafetyReport, TruncatedFileError
+from workers.modelfiles.types import Finding, ModelFileError, SafetyReport
 
-MAX_OPS = 20_000_000          # a large LLM data.pkl has a few million
-MAX_MEMO = 5_000_000
-# The pickler recurses once per nesting level, so real pickles nest less deep than
-# Python's recursion limit (~1000); CPython's unpickler itself has no limit.
-MAX_MARK_DEPTH = 100_000
-# Values on the stack at once (all MARK levels). Picklers batch containers by 1000, so only a
-# flat tuple this long gets near it; the cap keeps the walk's stack under ~40 MB.
-MAX_STACK = 5_000_000
-MAX_NAME_LINE = 1 << 16       # GLOBAL/INST/PERSID/number lines; longer names cannot be imported
-MAX_SCANNED_STR = 1 << 16     # longer strings are "not statically known"
-MAX_KEPT_BYTES = 1 << 30      # largest argument handed to the restricted reader
 # Largest deflated zip entry we inflate (in memory) to scan it. torch never deflates its
 # entries; re-zipped checkpoints have data.pkl files of a few MB. Bigger entries, declared or
 # found while inflating, are reported as too large to analyse instead of costing memory.
@@ -52,368 +43,10 @@ MAX_INFLATE = 128 << 20
 MAX_FINDINGS = 200
 MAX_GLOBALS_SEEN = 10_000     # distinct names listed per file; real checkpoints use a few dozen
 _SEVERITY_RANK = {"safe": 0, "suspicious": 1, "unreadable": 2, "dangerous": 3}
+_iter_ops_c_file = iter_ops_c_file  # the name the FRAME tests know it by
 
 
-# --- 1. opcode decoder -------------------------------------------------------
-
-class PickleStreamError(ModelFileError):
-    """The byte stream stops being a pickle at `pos` (CPython would stop there too)."""
-
-    def __init__(self, message: str, pos: int):
-        super().__init__(f"{message} at byte {pos}")
-        self.pos = pos
-
-
-class PickleTruncated(PickleStreamError, TruncatedFileError):
-    """The data ends in the middle of an instruction."""
-
-    def __init__(self, message: str, pos: int):
-        ModelFileError.__init__(self, message)  # "at byte N" would only distract from "incomplete download"
-        self.pos = pos
-
-
-class PickleLimitError(PickleStreamError):
-    """One of OUR caps was hit: CPython would go on, so what follows is unanalysed."""
-
-
-_OPCODES = {op.code.encode("latin-1")[0]: op for op in pickletools.opcodes}
-_FRAME = 0x95
-_STOP = 0x2E
-_FIXED = {"uint1": "<B", "uint2": "<H", "int4": "<i", "uint4": "<I", "uint8": "<Q", "float8": ">d"}
-_SIZED = {  # argument kind -> (length prefix format, value kind)
-    "string1": ("<B", "str"), "string4": ("<i", "str"),
-    "bytes1": ("<B", "bytes"), "bytes4": ("<I", "bytes"), "bytes8": ("<Q", "bytes"),
-    "bytearray8": ("<Q", "bytes"),
-    "unicodestring1": ("<B", "utf8"), "unicodestring4": ("<I", "utf8"), "unicodestring8": ("<Q", "utf8"),
-    "long1": ("<B", "long"), "long4": ("<i", "long"),
-}
-
-
-@dataclass(frozen=True)
-class FrameAnomaly:
-    """A FRAME that pickle.py and _pickle.c do not read alike (or that no pickler writes)."""
-    pos: int
-    what: str
-    why: str
-
-
-class FrameCheck:
-    """FRAME bookkeeping over the byte-by-byte reading, as pickle.py's _Unframer keeps it.
-
-    Three readers matter, and they agree exactly when every frame is well formed:
-    - pickle.py reads a frame into a buffer: an opcode argument that runs past the frame's
-      end, or a new FRAME before the current one is used up, is an error; a FRAME longer
-      than the rest of the data just holds the rest (it reads on);
-    - _pickle.c over bytes in memory ignores frames once it has checked that all of the
-      frame's bytes exist (a FRAME longer than the data stops it);
-    - _pickle.c over a file object (torch.load reads data.pkl through io.BytesIO) keeps the
-      frame in its buffer, and a read that does not fit in what is left of it throws that
-      rest away and reads from the file after the frame: another pickle (`_iter_ops_c_file`).
-    Well-formed means: each FRAME's bytes exist, no opcode with its argument crosses a
-    frame's end, no FRAME starts inside another, and the pickle does not stop before its
-    last frame ends (else loaders disagree where the next pickle starts). Anything else is
-    an anomaly: `strict` raises at the first one (the restricted reader), otherwise they are
-    collected and the walk goes on as far as any reader would.
-    """
-
-    def __init__(self, data_end: int, *, strict: bool, base: int = 0):
-        self.data_end = data_end
-        self.strict = strict
-        self.base = base                  # byte numbers in messages count from here (the entry)
-        self.end: int | None = None       # end of the current frame, None outside frames
-        self.anomalies: list[FrameAnomaly] = []
-        self.c_file_differs = False       # _pickle.c reading a file may see other opcodes
-        self.next_starts: set[int] = set()  # where readers other than ours start the next pickle
-
-    def _anomaly(self, pos: int, what: str, why: str) -> None:
-        if self.strict:
-            raise PickleStreamError(f"{what}: {why}", pos)
-        if len(self.anomalies) < MAX_FINDINGS:
-            self.anomalies.append(FrameAnomaly(pos, what, why))
-
-    def step(self, code: int, name: str, arg, pos: int, next_pos: int) -> None:
-        end = self.end
-        if end is not None:
-            if pos >= end:        # used up: pickle.py reads on from the data after the frame
-                self.end = end = None
-            elif next_pos > end:
-                self._anomaly(pos, "opcode straddles a FRAME boundary",
-                              f"{name} at byte {pos - self.base} reads {_bytes(next_pos - end)} past the end "
-                              f"of its FRAME (byte {end - self.base}): pickle.py refuses it, and _pickle.c "
-                              "reading a file skips the rest of the frame and reads other bytes as this argument")
-                self.c_file_differs = True
-                self.end = end = None
-        if code == _FRAME:
-            remaining = self.data_end - next_pos
-            if end is not None and next_pos < end:
-                self._anomaly(pos, "FRAME inside a FRAME",
-                              f"a new FRAME starts {_bytes(end - next_pos)} before the current one ends: "
-                              "pickle.py refuses it, and _pickle.c reading a file may skip those bytes")
-                self.c_file_differs = True
-            if arg > remaining:
-                self._anomaly(pos, "FRAME longer than the data",
-                              f"the FRAME claims {_bytes(arg)} but only {remaining} remain: _pickle.c stops "
-                              "here while pickle.py reads on (and imports what follows)")
-                self.end = self.data_end
-            else:
-                self.end = next_pos + arg
-        elif code == _STOP and end is not None and end > next_pos:
-            self._anomaly(pos, "FRAME runs past STOP",
-                          f"the pickle stops {_bytes(end - next_pos)} before its FRAME ends: loaders disagree "
-                          "about where the next pickle in the file starts")
-            self.next_starts.add(end)
-
-
-def _bytes(n: int) -> str:
-    return "1 byte" if n == 1 else f"{n} bytes"
-
-
-def iter_ops(buf, *, start: int = 0, end: int | None = None, keep_bytes: bool = False,
-             max_ops: int = MAX_OPS, frames: FrameCheck | None = None) -> Iterator[tuple[str, object, int]]:
-    """Yield (opcode name, argument, offset) up to and including STOP, byte by byte.
-
-    Text arguments of INT/LONG/FLOAT/GET/PUT come back as raw `bytes` lines (the
-    consumer parses them); strings longer than MAX_SCANNED_STR come back as None
-    unless `keep_bytes`; bytes arguments come back as None unless `keep_bytes`.
-    FRAMEs are checked by `frames` (default: a strict FrameCheck that raises on any anomaly).
-    """
-    end = len(buf) if end is None else end
-    if frames is None:
-        frames = FrameCheck(end, strict=True, base=start)
-    no_frame = end + 1  # no op ends past `end`: outside frames the check below never fires
-    frame_end = no_frame if frames.end is None else frames.end
-    pos = start
-    for _ in range(max_ops):
-        if pos >= end:
-            raise PickleStreamError("pickle ends without STOP", pos)
-        code = buf[pos]
-        info = _OPCODES.get(code)
-        if info is None:
-            raise PickleStreamError(f"invalid opcode {code:#04x}", pos)
-        arg, next_pos = _read_arg(buf, info, pos + 1, end, keep_bytes)
-        if next_pos > frame_end or code == _FRAME or code == _STOP:  # ops well inside a frame: nothing to do
-            frames.step(code, info.name, arg, pos, next_pos)
-            frame_end = no_frame if frames.end is None else frames.end
-        yield info.name, arg, pos
-        if code == _STOP:
-            return
-        pos = next_pos
-    raise PickleLimitError(f"more than {max_ops} opcodes", pos)
-
-
-def _read_arg(buf, info, pos: int, end: int, keep_bytes: bool):
-    kind = info.arg.name if info.arg else None
-    if kind is None:
-        return None, pos
-    if kind in _FIXED:
-        fmt = _FIXED[kind]
-        size = struct.calcsize(fmt)
-        if pos + size > end:
-            raise PickleTruncated(f"truncated: the pickle ends inside a {info.name} instruction — {INCOMPLETE}", pos)
-        return struct.unpack(fmt, buf[pos:pos + size])[0], pos + size
-    if kind in _SIZED:
-        return _read_sized(buf, info, kind, pos, end, keep_bytes)
-    if kind in ("stringnl", "unicodestringnl"):  # data strings: CPython reads any length
-        newline = buf.find(b"\n", pos, end)
-        if newline < 0:
-            raise PickleStreamError("text argument without a newline", pos)
-        if newline - pos > (MAX_KEPT_BYTES if keep_bytes else MAX_SCANNED_STR):
-            if keep_bytes:
-                raise PickleLimitError(f"{info.name} argument larger than we read", pos)
-            return None, newline + 1
-        line, pos = bytes(buf[pos:newline]), newline + 1
-    else:
-        line, pos = _read_line(buf, pos, end)
-    if kind == "stringnl_noescape_pair":
-        second, pos = _read_line(buf, pos, end)
-        try:
-            return (line.decode("utf-8"), second.decode("utf-8")), pos
-        except UnicodeDecodeError as exc:
-            raise PickleStreamError(f"{info.name} names are not UTF-8", pos) from exc
-    if kind == "stringnl_noescape":
-        return line.decode("latin-1"), pos
-    try:
-        if kind == "stringnl":
-            if len(line) < 2 or line[:1] != line[-1:] or line[:1] not in (b"'", b'"'):
-                raise PickleStreamError("STRING argument is not quoted", pos)
-            return _as_str(codecs.escape_decode(line[1:-1])[0]), pos
-        if kind == "unicodestringnl":
-            return line.decode("raw-unicode-escape"), pos
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise PickleStreamError(f"bad {info.name} argument: {exc}", pos) from exc
-    return line, pos  # decimalnl_short, decimalnl_long, floatnl: parsed by the consumer
-
-
-def _read_sized(buf, info, kind: str, pos: int, end: int, keep_bytes: bool):
-    len_fmt, value_kind = _SIZED[kind]
-    len_size = struct.calcsize(len_fmt)
-    if pos + len_size > end:
-        raise PickleTruncated(f"truncated: the pickle ends inside a {info.name} instruction — {INCOMPLETE}", pos)
-    n = struct.unpack(len_fmt, buf[pos:pos + len_size])[0]
-    pos += len_size
-    if n < 0 or pos + n > end:
-        raise PickleStreamError(f"{info.name} of {n} bytes runs past the data", pos)
-    if value_kind == "long":
-        if n > MAX_SCANNED_STR and not keep_bytes:
-            return None, pos + n
-        return int.from_bytes(buf[pos:pos + n], "little", signed=True), pos + n
-    if not keep_bytes and (value_kind == "bytes" or n > MAX_SCANNED_STR):
-        return None, pos + n
-    if n > MAX_KEPT_BYTES:
-        raise PickleLimitError(f"{info.name} of {n} bytes is larger than we read", pos)
-    raw = bytes(buf[pos:pos + n])
-    if value_kind == "bytes":
-        return raw, pos + n
-    if value_kind == "str":
-        return _as_str(raw), pos + n
-    try:
-        return raw.decode("utf-8", "surrogatepass"), pos + n
-    except UnicodeDecodeError as exc:
-        raise PickleStreamError(f"{info.name} is not UTF-8", pos) from exc
-
-
-def _read_line(buf, pos: int, end: int) -> tuple[bytes, int]:
-    newline = buf.find(b"\n", pos, min(end, pos + MAX_NAME_LINE))
-    if newline < 0:
-        raise PickleStreamError("text argument without a newline", pos)
-    return bytes(buf[pos:newline]), newline + 1
-
-
-def _as_str(raw: bytes) -> str:
-    """Protocol 0-2 byte strings as torch decodes them (utf-8), leniently."""
-    try:
-        return raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return raw.decode("latin-1")
-
-
-def parse_memo_key(line: bytes, pos: int) -> int:
-    try:
-        return int(line.decode("latin-1"), 10)
-    except ValueError as exc:
-        raise PickleStreamError("bad memo key", pos) from exc
-
-
-# --- _pickle.c reading a file object -------------------------------------------
-
-class _CFileReads:
-    """Where _pickle.c's Unpickler takes each read from when it reads a file object that has
-    no peek() (torch.load hands it io.BytesIO(data.pkl)), or a FRAME larger than its 128 KiB
-    prefetch (Modules/_pickle.c: load_frame, _Unpickler_Read, _Unpickler_ReadInto,
-    _Unpickler_Readline). FRAME reads the frame's bytes into its buffer and rewinds; a read
-    that does not fit in what is left of the buffer replaces the buffer with bytes read from
-    the file, i.e. from after the frame, and the rest of the frame is never read. Only the
-    BINBYTES/BYTEARRAY8 payloads (readinto) use the rest and continue from the file.
-    Without anomalies this is the byte-by-byte reading."""
-
-    def __init__(self, buf, pos: int, end: int):
-        self.buf, self.pos, self.end = buf, pos, end
-        self.buffered_to = pos          # the file position; == pos when nothing is buffered
-        self.skipped: list[tuple[int, int]] = []
-
-    def _from_file(self) -> int:
-        if self.buffered_to > self.pos:
-            self.skipped.append((self.pos, self.buffered_to))
-        return self.buffered_to
-
-    def _check(self, at: int, n: int) -> None:
-        if n < 0 or at + n > self.end:
-            raise PickleStreamError("pickle data was truncated", at)
-
-    def read(self, n: int) -> int:
-        """Start of the n bytes an _Unpickler_Read gets."""
-        if self.pos + n <= self.buffered_to:
-            at = self.pos
-        else:
-            at = self._from_file()
-            self.buffered_to = at + n
-        self._check(at, n)
-        self.pos = at + n
-        return at
-
-    def readinto(self, n: int) -> int:
-        at = self.pos
-        self._check(at, n)
-        self.pos = at + n
-        self.buffered_to = max(self.buffered_to, self.pos)
-        return at
-
-    def readline(self, limit: int | None) -> tuple[int, int]:
-        """(start, end) of a line without its newline; `limit` caps name lines as the decoder does."""
-        if self.pos < self.buffered_to:
-            newline = self.buf.find(b"\n", self.pos, self.buffered_to)
-            if newline >= 0:
-                at, self.pos = self.pos, newline + 1
-                return at, newline
-        at = self._from_file()
-        stop = self.end if limit is None else min(self.end, at + limit)
-        newline = self.buf.find(b"\n", at, stop)
-        if newline < 0:
-            raise PickleStreamError("text argument without a newline", at)
-        self.pos = self.buffered_to = newline + 1
-        return at, newline
-
-    def frame(self, length: int) -> None:
-        if self.pos + length <= self.buffered_to:
-            return  # already buffered: _pickle.c only rewinds
-        at = self._from_file()
-        if at + length > self.end:
-            raise PickleStreamError(f"FRAME of {length} bytes runs past the data", at)
-        self.pos, self.buffered_to = at, at + length
-
-
-def _iter_ops_c_file(buf, *, start: int, end: int, max_ops: int = MAX_OPS,
-                     reads: _CFileReads | None = None) -> Iterator[tuple[str, object, int]]:
-    """Like `iter_ops` (scanner arguments only), but as `_CFileReads` says _pickle.c reads a file."""
-    reads = reads or _CFileReads(buf, start, end)
-    for _ in range(max_ops):
-        pos = reads.read(1)
-        code = buf[pos]
-        info = _OPCODES.get(code)
-        if info is None:
-            raise PickleStreamError(f"invalid opcode {code:#04x}", pos)
-        arg = _c_file_arg(buf, info, reads)
-        yield info.name, arg, pos
-        if code == _STOP:
-            return
-    raise PickleLimitError(f"more than {max_ops} opcodes", reads.pos)
-
-
-def _c_file_arg(buf, info, reads: _CFileReads):
-    """The argument from the bytes _pickle.c reads for it, decoded by `_read_arg`."""
-    kind = info.arg.name if info.arg else None
-    if kind is None:
-        return None
-    if kind in _FIXED:
-        size = struct.calcsize(_FIXED[kind])
-        at = reads.read(size)
-        value = struct.unpack(_FIXED[kind], buf[at:at + size])[0]
-        if info.name == "FRAME":
-            reads.frame(value)
-        return value
-    if kind in _SIZED:
-        len_fmt, value_kind = _SIZED[kind]
-        len_size = struct.calcsize(len_fmt)
-        at = reads.read(len_size)
-        prefix = bytes(buf[at:at + len_size])
-        n = struct.unpack(len_fmt, prefix)[0]
-        data_at = reads.readinto(n) if value_kind == "bytes" else reads.read(n)
-        if value_kind == "bytes" or n > MAX_SCANNED_STR:
-            return None  # what the byte-by-byte decoder returns for these too
-        local = prefix + bytes(buf[data_at:data_at + n])
-        return _read_arg(local, info, 0, len(local), False)[0]
-    data_line = kind in ("stringnl", "unicodestringnl")
-    at, newline = reads.readline(None if data_line else MAX_NAME_LINE)
-    if data_line and newline - at > MAX_SCANNED_STR:
-        return None
-    local = bytes(buf[at:newline + 1])
-    if kind == "stringnl_noescape_pair":
-        at2, newline2 = reads.readline(MAX_NAME_LINE)
-        local += bytes(buf[at2:newline2 + 1])
-    return _read_arg(local, info, 0, len(local), False)[0]
-
-
-# --- 2. policy ---------------------------------------------------------------
+# --- 1. policy ---------------------------------------------------------------
 
 TORCH_STORAGE_DTYPES = {
     "DoubleStorage": "F64", "FloatStorage": "F32", "HalfStorage": "F16", "BFloat16Storage": "BF16",
@@ -488,14 +121,6 @@ _DANGEROUS_NAMES = {
 _MODULE_WHY = {module: why for why, modules in _DANGEROUS_MODULES.items() for module in modules}
 
 
-def resolve_global(module: str, name: str, *, protocol: int) -> tuple[str, str]:
-    """(module, name) as CPython resolves them: fix_imports maps Python 2 names below protocol 3."""
-    if protocol < 3:
-        if (module, name) in _compat_pickle.NAME_MAPPING:
-            return _compat_pickle.NAME_MAPPING[(module, name)]
-        return _compat_pickle.IMPORT_MAPPING.get(module, module), name
-    return module, name
-
 
 def classify_global(module: str, name: str) -> tuple[str, str]:
     """(severity, why) for referencing the global `module.name`."""
@@ -514,7 +139,7 @@ def classify_global(module: str, name: str) -> tuple[str, str]:
     return "suspicious", "not in the allowlist (importing its module runs that module's code)"
 
 
-# --- 3. symbolic walk --------------------------------------------------------
+# --- 2. symbolic hook --------------------------------------------------------
 
 @dataclass(frozen=True)
 class _Global:
@@ -534,66 +159,6 @@ class _Made:
 
 _OTHER = object()        # any value whose identity does not matter to the scan
 _UNKNOWN_GLOBAL = object()
-_STRING_OPS = {"STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE",
-               "SHORT_BINUNICODE", "BINUNICODE8"}
-_PUSH_OTHER = {"INT", "BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "FLOAT",
-               "BINFLOAT", "NONE", "NEWTRUE", "NEWFALSE", "BINBYTES", "SHORT_BINBYTES",
-               "BINBYTES8", "BYTEARRAY8", "EMPTY_LIST", "EMPTY_TUPLE", "EMPTY_DICT",
-               "EMPTY_SET", "PERSID", "NEXT_BUFFER"}
-_FROM_MARK = {"LIST", "TUPLE", "DICT", "FROZENSET"}
-_MUTATORS = {"APPEND": 1, "SETITEM": 2, "APPENDS": None, "SETITEMS": None, "ADDITEMS": None, "BUILD": 1}
-
-
-class Memo:
-    """The unpickler's memo (PUT/GET/MEMOIZE), bounded in memory.
-
-    Picklers number memo entries 0, 1, 2, ..., so a list holds them at 8 bytes an entry
-    (a dict costs ~100: 5M entries would be ~500 MB). Keys at or past MAX_MEMO go to a
-    small dict; the scanner reports them (CPython sizes its memo array by the key).
-    """
-    __slots__ = ("items", "count", "far")
-    _EMPTY = object()
-    MAX_FAR = 10_000
-
-    def __init__(self) -> None:
-        self.items: list = []
-        self.count = 0                   # entries set, as CPython's memo_len (MEMOIZE's key)
-        self.far: dict[int, object] = {}
-
-    def __len__(self) -> int:
-        return self.count
-
-    def put(self, key: int, value, pos: int) -> None:
-        if key < 0:
-            raise PickleStreamError("negative memo key", pos)
-        items = self.items
-        if key < len(items):
-            if items[key] is Memo._EMPTY:
-                self._grow(pos)
-            items[key] = value
-        elif key < MAX_MEMO:
-            self._grow(pos)
-            if key > len(items):
-                items.extend([Memo._EMPTY] * (key - len(items)))
-            items.append(value)
-        else:
-            if key not in self.far:
-                if len(self.far) >= Memo.MAX_FAR:
-                    raise PickleLimitError(f"more than {Memo.MAX_FAR} memo keys past {MAX_MEMO}", pos)
-                self._grow(pos)
-            self.far[key] = value
-
-    def _grow(self, pos: int) -> None:
-        if self.count >= MAX_MEMO:
-            raise PickleLimitError(f"memo grows past {MAX_MEMO} entries", pos)
-        self.count += 1
-
-    def get(self, key: int, pos: int):
-        items = self.items
-        value = items[key] if 0 <= key < len(items) else self.far.get(key, Memo._EMPTY)
-        if value is Memo._EMPTY:
-            raise PickleStreamError(f"memo key {key} not found", pos)
-        return value
 
 
 @dataclass
@@ -610,7 +175,6 @@ class _Stream:
     globals: set[str] = field(default_factory=set)
     end: int | None = None          # offset after STOP
     error: PickleStreamError | None = None
-    ops: int = 0
     next_starts: set[int] = field(default_factory=set)  # where other readers start the next pickle
     dropped: str | None = None
     _keys: set[tuple] = field(default_factory=set)
@@ -643,52 +207,35 @@ class _Stream:
             self.globals.add(name)
 
 
-class _Walker:
+class _Symbolic:
+    """The machine's symbolic hook: a value is a `_Global`, the `_Made` result of calling
+    one, a string the pickle spells out, or `_OTHER`. Globals are listed and classified;
+    calling an unknown global, a computed callee, or mutating a global are findings.
+    Nothing is refused: the walk goes as far as CPython would."""
+    refused = frozenset()
+
     def __init__(self, stream: _Stream, *, why_suffix: str = ""):
         self.s = stream
-        self.stack: list = []
-        self.metastack: list[list] = []
-        self.below = 0                  # values held by the stacks under the MARKs
-        self.memo = Memo()
-        self.protocol = 0
         self.why_suffix = why_suffix    # says which reader's reading a finding comes from
 
     def add(self, severity: str, what: str, pos: int, why: str) -> None:
         self.s.add(severity, what, pos, why + self.why_suffix)
 
-    def check_stack(self, pos: int) -> None:
-        if self.below + len(self.stack) > MAX_STACK:
-            raise PickleLimitError(f"more than {MAX_STACK} values on the stack", pos)
+    def literal(self, op: str, arg, pos: int):
+        # Text is the only literal a global can be built from (STACK_GLOBAL); the decoder
+        # hands text as str (None past MAX_SCANNED_STR), numbers and bytes as other types.
+        return arg if type(arg) is str else _OTHER
 
-    def pop(self, pos: int):
-        if not self.stack:
-            raise PickleStreamError("stack underflow", pos)
-        return self.stack.pop()
+    def collect(self, op: str, items: list, pos: int):
+        return _OTHER
 
-    def pop_mark(self, pos: int) -> list:
-        if not self.metastack:
-            raise PickleStreamError("no MARK to pop to", pos)
-        items, self.stack = self.stack, self.metastack.pop()
-        self.below -= len(self.stack)
-        return items
+    def add_to(self, op: str, target, items: list, pos: int) -> None:
+        self._mutate(target, op, pos)
 
-    def top(self, pos: int):
-        if not self.stack:
-            raise PickleStreamError("stack underflow", pos)
-        return self.stack[-1]
+    def build(self, target, state, pos: int) -> None:
+        self._mutate(target, "BUILD", pos)
 
-    def memoize(self, key: int, pos: int) -> None:
-        if key >= MAX_MEMO:
-            self.add("dangerous", f"memo index {key}", pos,
-                     "CPython sizes its memo array by the index: a memory-exhaustion attack on the loader")
-        self.memo.put(key, self.top(pos), pos)
-
-    def reference(self, module, name, op: str, pos: int):
-        if not isinstance(module, str) or not isinstance(name, str):
-            self.add("dangerous", f"{op} with operands not statically known", pos,
-                     "the imported name is computed at load time, so it cannot be checked")
-            return _UNKNOWN_GLOBAL
-        module, name = resolve_global(module, name, protocol=self.protocol)
+    def find(self, module: str, name: str, op: str, pos: int):
         found = _Global(module, name)
         self.s.saw(found.full)
         severity, why = classify_global(module, name)
@@ -696,7 +243,13 @@ class _Walker:
             self.add(severity, found.full, pos, why)
         return found
 
-    def call(self, callee, op: str, pos: int) -> _Made:
+    def computed_global(self, op: str, pos: int):
+        self.add("dangerous", f"{op} with operands not statically known", pos,
+                 "the imported name is computed at load time, so it cannot be checked")
+        return _UNKNOWN_GLOBAL
+
+    def call(self, op: str, callee, args, kwargs, pos: int) -> _Made:
+        op = "NEWOBJ" if op == "NEWOBJ_EX" else op
         if callee is _UNKNOWN_GLOBAL:
             pass  # already reported as dangerous
         elif not isinstance(callee, _Global):
@@ -709,90 +262,29 @@ class _Walker:
                          "calls an unknown global with arguments (runs its code)")
         return _Made(callee)
 
-    def mutate(self, target, op: str, pos: int) -> None:
+    def persistent(self, op: str, pid, pos: int):
+        return _OTHER
+
+    def extension(self, op: str, code: int, pos: int):
+        self.add("dangerous", f"{op} {code}", pos, "extension-registry code: the global depends on the loading process")
+        return _UNKNOWN_GLOBAL
+
+    def buffer(self, op: str, pos: int):
+        return _OTHER
+
+    def memo_key(self, key: int, pos: int) -> None:
+        if key >= MAX_MEMO:
+            self.add("dangerous", f"memo index {key}", pos,
+                     "CPython sizes its memo array by the index: a memory-exhaustion attack on the loader")
+
+    def refuse(self, op: str, pos: int):
+        raise AssertionError("the scanner refuses no opcode")
+
+    def _mutate(self, target, op: str, pos: int) -> None:
         if isinstance(target, _Global) or target is _UNKNOWN_GLOBAL:
             name = target.full if isinstance(target, _Global) else "an unknown global"
             self.add("dangerous", f"{op} on {name}", pos,
                      "changes a module, class or function in the loading process")
-
-    def step(self, op: str, arg, pos: int) -> None:  # noqa: C901 - one branch per opcode family
-        if op in _STRING_OPS:
-            self.stack.append(arg if arg is not None else _OTHER)
-        elif op in _PUSH_OTHER:
-            self.stack.append(_OTHER)
-        elif op == "MARK":
-            if len(self.metastack) >= MAX_MARK_DEPTH:
-                raise PickleLimitError("MARKs nested too deep", pos)
-            self.below += len(self.stack)
-            self.metastack.append(self.stack)
-            self.stack = []
-            self.check_stack(pos)
-        elif op in _FROM_MARK:
-            self.pop_mark(pos)
-            self.stack.append(_OTHER)
-        elif op in ("TUPLE1", "TUPLE2", "TUPLE3"):
-            for _ in range(int(op[-1])):
-                self.pop(pos)
-            self.stack.append(_OTHER)
-        elif op in _MUTATORS:
-            count = _MUTATORS[op]
-            if count is None:
-                self.pop_mark(pos)
-            else:
-                for _ in range(count):
-                    self.pop(pos)
-            self.mutate(self.top(pos), op, pos)
-        elif op == "POP":
-            if self.stack:
-                self.stack.pop()
-            else:
-                self.pop_mark(pos)
-        elif op == "POP_MARK":
-            self.pop_mark(pos)
-        elif op == "DUP":
-            self.stack.append(self.top(pos))
-        elif op in ("GET", "BINGET", "LONG_BINGET"):
-            key = parse_memo_key(arg, pos) if op == "GET" else arg
-            self.stack.append(self.memo.get(key, pos))
-        elif op in ("PUT", "BINPUT", "LONG_BINPUT"):
-            self.memoize(parse_memo_key(arg, pos) if op == "PUT" else arg, pos)
-        elif op == "MEMOIZE":
-            self.memoize(len(self.memo), pos)
-        elif op == "GLOBAL":
-            self.stack.append(self.reference(arg[0], arg[1], op, pos))
-        elif op == "STACK_GLOBAL":
-            name, module = self.pop(pos), self.pop(pos)
-            self.stack.append(self.reference(module, name, op, pos))
-        elif op == "INST":
-            callee = self.reference(arg[0], arg[1], op, pos)
-            self.pop_mark(pos)
-            self.stack.append(self.call(callee, op, pos))
-        elif op == "OBJ":
-            items = self.pop_mark(pos)
-            if not items:
-                raise PickleStreamError("OBJ without a class", pos)
-            self.stack.append(self.call(items[0], op, pos))
-        elif op in ("REDUCE", "NEWOBJ"):
-            self.pop(pos)
-            self.stack.append(self.call(self.pop(pos), op, pos))
-        elif op == "NEWOBJ_EX":
-            self.pop(pos)
-            self.pop(pos)
-            self.stack.append(self.call(self.pop(pos), "NEWOBJ", pos))
-        elif op in ("EXT1", "EXT2", "EXT4"):
-            self.add("dangerous", f"{op} {arg}", pos,
-                     "extension-registry code: the global depends on the loading process")
-            self.stack.append(_UNKNOWN_GLOBAL)
-        elif op == "BINPERSID":
-            self.pop(pos)
-            self.stack.append(_OTHER)
-        elif op == "PROTO":
-            if arg > HIGHEST_PICKLE_PROTOCOL:
-                raise PickleStreamError(f"unsupported pickle protocol {arg}", pos)
-            self.protocol = arg
-        elif op == "STOP":
-            self.pop(pos)
-        # FRAME (bounds checked by the decoder) and READONLY_BUFFER change nothing we track
 
 
 def scan_stream(buf, *, start: int = 0, end: int | None = None, where: str = "",
@@ -807,7 +299,7 @@ def scan_stream(buf, *, start: int = 0, end: int | None = None, where: str = "",
     end = len(buf) if end is None else end
     stream = _Stream(where, start if base is None else base)
     frames = FrameCheck(end, strict=False, base=stream.base)
-    _walk(iter_ops(buf, start=start, end=end, max_ops=MAX_OPS, frames=frames), _Walker(stream), stream)
+    _walk(iter_ops(buf, start=start, end=end, max_ops=MAX_OPS, frames=frames), _Symbolic(stream), stream)
     for anomaly in frames.anomalies:
         stream.add("dangerous", anomaly.what, anomaly.pos, anomaly.why)
     stream.next_starts |= frames.next_starts
@@ -816,30 +308,24 @@ def scan_stream(buf, *, start: int = 0, end: int | None = None, where: str = "",
     return stream
 
 
-def _walk(ops: Iterator[tuple[str, object, int]], walker: _Walker, stream: _Stream) -> None:
+def _walk(ops: Iterator[tuple[str, object, int]], hook: _Symbolic, stream: _Stream) -> None:
     try:
-        for op, arg, pos in ops:
-            stream.ops += 1
-            walker.step(op, arg, pos)
-            if op == "STOP":
-                stream.end = pos + 1
-            elif not stream.ops & 0xFFFF:
-                walker.check_stack(pos)
+        _, stream.end = PickleMachine(hook, max_stack=MAX_STACK).run(ops)
     except PickleStreamError as exc:
         stream.error = exc
 
 
 def _walk_c_file_reading(buf, start: int, end: int, stream: _Stream) -> None:
     """Walk the pickle as _pickle.c reads it from a file; its findings join `stream`'s."""
-    reads = _CFileReads(buf, start, end)
+    reads = CFileReads(buf, start, end)
     other = _Stream(stream.where, stream.base)
-    walker = _Walker(other, why_suffix=" (as _pickle.c reads it from a file)")
-    _walk(_iter_ops_c_file(buf, start=start, end=end, reads=reads), walker, other)
+    hook = _Symbolic(other, why_suffix=" (as _pickle.c reads it from a file)")
+    _walk(iter_ops_c_file(buf, start=start, end=end, max_ops=MAX_OPS, reads=reads), hook, other)
     if not reads.skipped:
         return  # it read every byte in order: the same pickle
     first, last = reads.skipped[0]
     stream.add("dangerous", "pickle readers disagree", first,
-               f"_pickle.c reading this from a file skips {_bytes(last - first)} at byte {first - stream.base} "
+               f"_pickle.c reading this from a file skips {count_bytes(last - first)} at byte {first - stream.base} "
                "(the rest of a FRAME) and so runs other opcodes than pickle.py or a byte-by-byte "
                "reading: each loader can be shown a different pickle")
     stream.extend(other)
@@ -847,7 +333,7 @@ def _walk_c_file_reading(buf, start: int, end: int, stream: _Stream) -> None:
         stream.next_starts.add(reads.buffered_to)
 
 
-# --- 4. every pickle in a file -----------------------------------------------
+# --- 3. every pickle in a file -----------------------------------------------
 
 class _Report:
     """Findings of a whole file, deduplicated (one per what/entry/why) and capped."""
@@ -1129,3 +615,4 @@ def _scan_tar(buf, path: Path, report: _Report) -> None:
         _scan_chain(buf, start, end, where, report, required=int(member.name in ("pickle", "sys_info")))
     report.add("dangerous", "torch tar checkpoint", path.name,
                "its storages/tensors records mix pickles with raw bytes we do not follow: not fully analysed")
+

@@ -1,4 +1,7 @@
-"""A restricted pickle reader: our own small interpreter, not pickle.Unpickler.
+"""A restricted pickle reader: the inert hook of our opcode machine, not pickle.Unpickler.
+
+pickle_machine decodes and keeps the stack, MARKs and memo exactly as for the scanner;
+this module only says what values are.
 
 Like torch's weights-only unpickler, but nothing a file names is ever imported:
 every GLOBAL / STACK_GLOBAL is an exact (module, name) match against
@@ -19,11 +22,8 @@ from typing import Callable
 
 import numpy as np
 
-from workers.modelfiles.pickle_scan import (
-    INERT_BUILTINS, MAX_MARK_DEPTH, TORCH_DTYPES, TORCH_STORAGE_DTYPES, Memo, classify_global, iter_ops,
-    parse_memo_key, resolve_global,
-)
-from workers.modelfiles.sniff import HIGHEST_PICKLE_PROTOCOL
+from workers.modelfiles.pickle_machine import PickleMachine, iter_ops
+from workers.modelfiles.pickle_scan import INERT_BUILTINS, TORCH_DTYPES, TORCH_STORAGE_DTYPES, classify_global
 from workers.modelfiles.types import ModelFileError, UnsupportedModelFile
 
 _STORAGE_KEY = re.compile(r"[0-9A-Za-z_.\-]{1,128}")
@@ -371,82 +371,79 @@ def _int_tuple(values) -> bool:
     return isinstance(values, (tuple, list)) and len(values) <= 64 and all(_is_int(v) for v in values)
 
 
-# --- the interpreter -------------------------------------------------------------
+# --- the inert hook ---------------------------------------------------------------
 
 def load_restricted(buf, *, start: int = 0, end: int | None = None,
                     persistent_load: Callable[[object], object] = storage_from_persistent_id,
                     ) -> tuple[object, int]:
     """Interpret one pickle from `start`; return (value, offset after STOP).
 
-    Raises ModelFileError for anything outside the allowlist or malformed.
+    Raises ModelFileError for anything outside the allowlist or malformed; FRAMEs are
+    checked strictly (any anomaly the scanner reports is refused here).
     """
-    machine = _Machine(persistent_load)
+    machine = PickleMachine(_Inert(persistent_load), max_values=MAX_VALUES)
     try:
-        for op, arg, pos in iter_ops(buf, start=start, end=end, keep_bytes=True):
-            if op == "STOP":
-                return machine.pop(pos), pos + 1
-            machine.step(op, arg, pos)
+        return machine.run(iter_ops(buf, start=start, end=end, keep_bytes=True))
     except (TypeError, ValueError, KeyError, IndexError, AttributeError, OverflowError,
             RecursionError, MemoryError) as exc:
         detail = "" if isinstance(exc, KeyError) else f": {str(exc)[:200]}"  # KeyError's str is a repr
         raise ModelFileError(f"restricted pickle: {type(exc).__name__}{detail}") from exc
-    raise ModelFileError("restricted pickle: no STOP")  # iter_ops raises first; kept for clarity
 
 
-class _Machine:
+def _parse_int(line: bytes) -> int:
+    text = line.decode("latin-1").strip()
+    try:
+        return int(text, 0)
+    except ValueError:
+        return int(text, 10)  # leading zeros
+
+
+def _int_line(line: bytes):
+    text = line.strip()
+    return text == b"01" if text in (b"00", b"01") else _parse_int(text)  # protocol 0 spells bools 00/01
+
+
+# Literal opcodes whose value is not the decoded argument itself.
+_LITERALS: dict[str, Callable] = {
+    "BYTEARRAY8": bytearray,
+    "INT": _int_line,
+    "LONG": lambda line: _parse_int(line.rstrip(b"L")),
+    "FLOAT": lambda line: float(line.decode("latin-1")),
+    "NONE": lambda _: None, "NEWTRUE": lambda _: True, "NEWFALSE": lambda _: False,
+    "EMPTY_LIST": lambda _: [], "EMPTY_TUPLE": lambda _: (), "EMPTY_DICT": lambda _: {}, "EMPTY_SET": lambda _: set(),
+}
+_COLLECT: dict[str, Callable[[list], object]] = {
+    "LIST": lambda items: items,  # the machine hands over a list of its own
+    "TUPLE": tuple, "TUPLE1": tuple, "TUPLE2": tuple, "TUPLE3": tuple, "FROZENSET": frozenset,
+    "DICT": lambda items: dict(zip(items[::2], items[1::2], strict=True)),
+}
+
+
+class _Inert:
+    """The machine's inert hook: real plain values, allowlisted globals as their stand-ins,
+    unknown-but-harmless classes as `OpaqueClass`/`Opaque` records; the rest raises."""
+    # never in a weights file; INST/OBJ/EXT* name or call globals in ways torch never writes
+    refused = frozenset({"INST", "OBJ", "EXT1", "EXT2", "EXT4", "PERSID", "NEXT_BUFFER", "READONLY_BUFFER"})
+
     def __init__(self, persistent_load):
-        self.stack: list = []
-        self.metastack: list[list] = []
-        self.memo = Memo()
-        self.protocol = 0
         self.persistent_load = persistent_load
-        self.values_left = MAX_VALUES
 
-    def push(self, value) -> None:
-        self.stack.append(value)
+    def literal(self, op: str, arg, pos: int):
+        convert = _LITERALS.get(op)
+        return arg if convert is None else convert(arg)
 
-    def made(self, pos: int) -> None:
-        """Count a value the step creates: memory stays bounded whatever the opcodes."""
-        self.values_left -= 1
-        if self.values_left < 0:
-            raise ModelFileError(f"restricted pickle: more than {MAX_VALUES} values (byte {pos})")
+    def collect(self, op: str, items: list, pos: int):
+        return _COLLECT[op](items)
 
-    def pop(self, pos: int):
-        if not self.stack:
-            raise ModelFileError(f"restricted pickle: stack underflow at byte {pos}")
-        return self.stack.pop()
-
-    def pop_mark(self, pos: int) -> list:
-        if not self.metastack:
-            raise ModelFileError(f"restricted pickle: no MARK at byte {pos}")
-        items, self.stack = self.stack, self.metastack.pop()
-        return items
-
-    def top(self, pos: int):
-        if not self.stack:
-            raise ModelFileError(f"restricted pickle: stack underflow at byte {pos}")
-        return self.stack[-1]
-
-    def find(self, module, name, pos: int):
-        if not isinstance(module, str) or not isinstance(name, str):
-            raise ModelFileError(f"restricted pickle: global operands are not strings at byte {pos}")
-        module, name = resolve_global(module, name, protocol=self.protocol)
-        full = f"{module}.{name}"
-        if full in STAND_INS:
-            return STAND_INS[full]
-        severity, why = classify_global(module, name)
-        if severity == "suspicious":
-            return OpaqueClass(module, name)
-        raise ModelFileError(f"restricted pickle: global {full} refused ({why})")
-
-    def call(self, callee, args, pos: int):
-        if not isinstance(args, tuple):
-            raise ModelFileError(f"restricted pickle: call arguments are not a tuple at byte {pos}")
-        if isinstance(callee, OpaqueClass):
-            return Opaque(callee.module, callee.name, args)
-        if callable(callee) and callee in _CALLABLE_STAND_INS:
-            return callee(*args)
-        raise ModelFileError(f"restricted pickle: cannot call {type(callee).__name__} at byte {pos}")
+    def add_to(self, op: str, target, items: list, pos: int) -> None:
+        if op in ("APPEND", "APPENDS"):
+            _extend(target, items, pos)
+        elif op == "ADDITEMS":
+            if not isinstance(target, set):
+                raise ModelFileError("restricted pickle: ADDITEMS on a non-set")
+            target.update(items)
+        else:
+            _setitems(target, items, pos)
 
     def build(self, target, state, pos: int) -> None:
         if isinstance(target, Opaque):
@@ -456,137 +453,60 @@ class _Machine:
         else:
             raise ModelFileError(f"restricted pickle: BUILD on {type(target).__name__} at byte {pos}")
 
-    def step(self, op: str, arg, pos: int) -> None:  # noqa: C901 - one branch per opcode family
-        push = self.push  # not self.stack.append: MARK and pop_mark replace self.stack
-        if op in _CREATES:
-            self.made(pos)
-        if op in ("STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE",
-                  "SHORT_BINUNICODE", "BINUNICODE8", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8",
-                  "BININT", "BININT1", "BININT2", "LONG1", "LONG4", "BINFLOAT"):
-            push(arg)
-        elif op == "BYTEARRAY8":
-            push(bytearray(arg))
-        elif op == "INT":
-            text = arg.strip()
-            push(text == b"01" if text in (b"00", b"01") else _parse_int(text))
-        elif op == "LONG":
-            push(_parse_int(arg.rstrip(b"L")))
-        elif op == "FLOAT":
-            push(float(arg.decode("latin-1")))
-        elif op in ("NONE", "NEWTRUE", "NEWFALSE"):
-            push({"NONE": None, "NEWTRUE": True, "NEWFALSE": False}[op])
-        elif op in ("EMPTY_LIST", "EMPTY_TUPLE", "EMPTY_DICT", "EMPTY_SET"):
-            push({"EMPTY_LIST": list, "EMPTY_TUPLE": tuple, "EMPTY_DICT": dict, "EMPTY_SET": set}[op]())
-        elif op == "MARK":
-            if len(self.metastack) >= MAX_MARK_DEPTH:
-                raise ModelFileError("restricted pickle: MARKs nested too deep")
-            self.metastack.append(self.stack)
-            self.stack = []
-        elif op in ("LIST", "TUPLE", "FROZENSET"):
-            push({"LIST": list, "TUPLE": tuple, "FROZENSET": frozenset}[op](self.pop_mark(pos)))
-        elif op == "DICT":
-            items = self.pop_mark(pos)
-            push(dict(zip(items[::2], items[1::2], strict=True)))
-        elif op in ("TUPLE1", "TUPLE2", "TUPLE3"):
-            n = int(op[-1])
-            if len(self.stack) < n:
-                raise ModelFileError(f"restricted pickle: stack underflow at byte {pos}")
-            items = tuple(self.stack[-n:])
-            del self.stack[-n:]
-            push(items)
-        elif op == "APPEND":
-            value = self.pop(pos)
-            self._extend(self.top(pos), [value], pos)
-        elif op == "APPENDS":
-            items = self.pop_mark(pos)
-            self._extend(self.top(pos), items, pos)
-        elif op == "SETITEM":
-            value, key = self.pop(pos), self.pop(pos)
-            self._setitems(self.top(pos), [key, value], pos)
-        elif op == "SETITEMS":
-            items = self.pop_mark(pos)
-            self._setitems(self.top(pos), items, pos)
-        elif op == "ADDITEMS":
-            items = self.pop_mark(pos)
-            target = self.top(pos)
-            if not isinstance(target, set):
-                raise ModelFileError("restricted pickle: ADDITEMS on a non-set")
-            target.update(items)
-        elif op == "POP":
-            if self.stack:
-                self.stack.pop()
-            else:
-                self.pop_mark(pos)
-        elif op == "POP_MARK":
-            self.pop_mark(pos)
-        elif op == "DUP":
-            push(self.top(pos))
-        elif op in ("GET", "BINGET", "LONG_BINGET"):
-            key = parse_memo_key(arg, pos) if op == "GET" else arg
-            push(self.memo.get(key, pos))
-        elif op in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
-            key = len(self.memo) if op == "MEMOIZE" else parse_memo_key(arg, pos) if op == "PUT" else arg
-            self.memo.put(key, self.top(pos), pos)
-        elif op == "GLOBAL":
-            push(self.find(arg[0], arg[1], pos))
-        elif op == "STACK_GLOBAL":
-            name, module = self.pop(pos), self.pop(pos)
-            push(self.find(module, name, pos))
-        elif op in ("REDUCE", "NEWOBJ"):
-            args = self.pop(pos)
-            push(self.call(self.pop(pos), args, pos))
-        elif op == "NEWOBJ_EX":
-            kwargs, args = self.pop(pos), self.pop(pos)
-            if kwargs:
-                raise ModelFileError("restricted pickle: NEWOBJ_EX with keyword arguments")
-            push(self.call(self.pop(pos), args, pos))
-        elif op == "BUILD":
-            state = self.pop(pos)
-            self.build(self.top(pos), state, pos)
-        elif op == "BINPERSID":
-            push(self.persistent_load(self.pop(pos)))
-        elif op == "PROTO":
-            if arg > HIGHEST_PICKLE_PROTOCOL:
-                raise ModelFileError(f"restricted pickle: protocol {arg}")
-            self.protocol = arg
-        elif op == "FRAME":
-            pass
-        else:  # INST, OBJ, EXT*, PERSID, buffers: never in a weights file
-            raise ModelFileError(f"restricted pickle: opcode {op} is not allowed (byte {pos})")
+    def find(self, module: str, name: str, op: str, pos: int):
+        full = f"{module}.{name}"
+        if full in STAND_INS:
+            return STAND_INS[full]
+        severity, why = classify_global(module, name)
+        if severity == "suspicious":
+            return OpaqueClass(module, name)
+        raise ModelFileError(f"restricted pickle: global {full} refused ({why})")
 
-    @staticmethod
-    def _extend(target, items, pos: int) -> None:
-        if isinstance(target, list):
-            target.extend(items)
-        elif isinstance(target, Opaque):
-            target.list.extend(items)
-        else:
-            raise ModelFileError(f"restricted pickle: append to {type(target).__name__} at byte {pos}")
+    def computed_global(self, op: str, pos: int):
+        raise ModelFileError(f"restricted pickle: global operands are not strings at byte {pos}")
 
-    @staticmethod
-    def _setitems(target, items, pos: int) -> None:
-        if len(items) % 2:
-            raise ModelFileError(f"restricted pickle: odd SETITEMS at byte {pos}")
-        if isinstance(target, Opaque):
-            target = target.items
-        if not isinstance(target, dict):
-            raise ModelFileError(f"restricted pickle: set item on {type(target).__name__} at byte {pos}")
-        for key, value in zip(items[::2], items[1::2]):
-            target[key] = value
+    def call(self, op: str, callee, args, kwargs, pos: int):
+        if kwargs:
+            raise ModelFileError("restricted pickle: NEWOBJ_EX with keyword arguments")
+        if not isinstance(args, tuple):
+            raise ModelFileError(f"restricted pickle: call arguments are not a tuple at byte {pos}")
+        if isinstance(callee, OpaqueClass):
+            return Opaque(callee.module, callee.name, args)
+        if callable(callee) and callee in _CALLABLE_STAND_INS:
+            return callee(*args)
+        raise ModelFileError(f"restricted pickle: cannot call {type(callee).__name__} at byte {pos}")
+
+    def persistent(self, op: str, pid, pos: int):
+        return self.persistent_load(pid)
+
+    def extension(self, op: str, code: int, pos: int):
+        self.refuse(op, pos)
+
+    def buffer(self, op: str, pos: int):
+        self.refuse(op, pos)
+
+    def memo_key(self, key: int, pos: int) -> None:
+        pass  # Memo bounds its own size
+
+    def refuse(self, op: str, pos: int):
+        raise ModelFileError(f"restricted pickle: opcode {op} is not allowed (byte {pos})")
 
 
-_CREATES = frozenset({
-    "STRING", "BINSTRING", "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE", "BINUNICODE8",
-    "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BYTEARRAY8", "BININT", "BININT2", "LONG1", "LONG4",
-    "BINFLOAT", "INT", "LONG", "FLOAT", "EMPTY_LIST", "EMPTY_TUPLE", "EMPTY_DICT", "EMPTY_SET",
-    "LIST", "TUPLE", "DICT", "FROZENSET", "TUPLE1", "TUPLE2", "TUPLE3", "REDUCE", "NEWOBJ",
-    "NEWOBJ_EX", "BINPERSID", "MARK",
-})
+def _extend(target, items, pos: int) -> None:
+    if isinstance(target, list):
+        target.extend(items)
+    elif isinstance(target, Opaque):
+        target.list.extend(items)
+    else:
+        raise ModelFileError(f"restricted pickle: append to {type(target).__name__} at byte {pos}")
 
 
-def _parse_int(line: bytes) -> int:
-    text = line.decode("latin-1").strip()
-    try:
-        return int(text, 0)
-    except ValueError:
-        return int(text, 10)  # leading zeros
+def _setitems(target, items, pos: int) -> None:
+    if len(items) % 2:
+        raise ModelFileError(f"restricted pickle: odd SETITEMS at byte {pos}")
+    if isinstance(target, Opaque):
+        target = target.items
+    if not isinstance(target, dict):
+        raise ModelFileError(f"restricted pickle: set item on {type(target).__name__} at byte {pos}")
+    for key, value in zip(items[::2], items[1::2]):
+        target[key] = value
