@@ -14,7 +14,7 @@ Families: SD 1.x, SD 2.x, SDXL, SDXL refiner, SD3, Flux (dev and schnell share e
 and shape except dev's guidance_in, which some dev derivatives drop, so both are "Flux"), unknown.
 A standalone VAE or text encoder serves several families (the same CLIP-L is in SD 1.x, SDXL and
 Flux; the 16-channel VAE shape in SD3 and Flux), so its family stays "unknown" and its kind says
-what it is.
+what it is. Dtypes are not evidence: every family ships in fp32, bf16, fp16 and fp8.
 """
 from __future__ import annotations
 
