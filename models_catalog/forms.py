@@ -10,6 +10,8 @@ from models_catalog.selectors import (
     FILE_MATCH_KINDS, FILE_SCOPES, FILE_SORTS, FILE_STATES, LOCAL_FORMATS, SORTS, VERDICTS, FileQuery,
 )
 
+from workers.modelfiles.architecture import FAMILIES, KINDS
+
 REPO_TYPES = (("model", "model"), ("dataset", "dataset"), ("space", "space"))
 # The Hub's rule: one optional namespace, then a name of letters, digits, '-', '_' and '.'.
 REPO_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}$")
@@ -60,6 +62,8 @@ class FileFilterForm(forms.Form):
     status = forms.ChoiceField(required=False, choices=_blank(LocalFile.Status.choices))
     origin = forms.ChoiceField(required=False, choices=_blank(LocalFile.Origin.choices))
     format = forms.ChoiceField(required=False, choices=_blank((f, f) for f in LOCAL_FORMATS))
+    family = forms.ChoiceField(required=False, choices=_blank((f, f) for f in FAMILIES), label="Family (tensors)")
+    kind = forms.ChoiceField(required=False, choices=_blank(KINDS.items()), label="Kind (tensors)")
     updates = forms.ChoiceField(required=False, choices=_blank([("newer", "a newer version exists")]), label="Updates")
     sort = forms.ChoiceField(required=False, choices=list(FILE_SORTS.items()))
     scope = forms.ChoiceField(required=False, choices=list(FILE_SCOPES.items()), label="Whose")

@@ -71,6 +71,12 @@ class LocalFile(models.Model):
     self_description = models.JSONField(null=True, blank=True)
     described_as = models.CharField(max_length=300, blank=True, default="")
     described_words = models.CharField(max_length=1000, blank=True, default="")
+    # Family and kind from the tensor names and shapes (workers/modelfiles/architecture.py): the JSON
+    # keeps the evidence; the two columns are what My files and the API filter on (?family=SDXL).
+    # None: analysed before detection existed (`manage.py refingerprint` reads those files again).
+    architecture = models.JSONField(null=True, blank=True)
+    architecture_family = models.CharField(max_length=32, blank=True, default="", db_index=True)
+    architecture_kind = models.CharField(max_length=32, blank=True, default="", db_index=True)
     # The model name of the file's best match ("" without one): the key of My files' model sort,
     # stored because a sort on a value reached through Match could use no index. Written with the
     # Match rows (identity.best_model_names_sync); what pages show comes from the Match rows themselves.
@@ -102,6 +108,14 @@ class LocalFile(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+    @property
+    def architecture_label(self) -> str:
+        """'SDXL · LoRA (kohya)', 'text encoder (T5-XXL)', '' (not detected, or nothing known)."""
+        from workers.modelfiles.architecture import KINDS
+
+        parts = [p for p in (self.architecture_family, KINDS.get(self.architecture_kind, "")) if p and p != "unknown"]
+        return " · ".join(parts)
 
     @property
     def is_finished(self) -> bool:

@@ -353,6 +353,8 @@ class FileQuery:
     status: str = ""
     origin: str = ""
     format: str = ""
+    family: str = ""  # architecture family from the tensors (SD 1.x, SDXL, Flux, ...): LocalFile.architecture_family
+    kind: str = ""  # architecture kind (checkpoint, lora_kohya, t5xxl, ...): LocalFile.architecture_kind
     updates: str = ""  # "newer": only files whose Civitai model has a newer version (models_catalog.updates)
     sort: str = "newest"
     cursor: str = ""
@@ -477,6 +479,9 @@ def file_list_queryset(q: FileQuery, *, hash_queries: list[HashQuery] | None = N
     for name in ("status", "origin", "format"):
         if getattr(q, name):
             files = files.filter(**{name: getattr(q, name)})
+    for name in ("family", "kind"):
+        if getattr(q, name):
+            files = files.filter(**{f"architecture_{name}": getattr(q, name)})
     return files
 
 

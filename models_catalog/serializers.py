@@ -19,6 +19,7 @@ from models_catalog.selectors import (
     FILE_MATCH_KINDS, FILE_SCOPES, FILE_SORTS, FILE_STATES, LOCAL_FORMATS, PAGE_SIZE, VERDICTS,
 )
 from models_catalog.services.forget import STORED_COPY_WORDS
+from workers.modelfiles.architecture import FAMILIES, KINDS
 
 # --- hashes -------------------------------------------------------------------
 
@@ -214,7 +215,8 @@ class FileIdentitySerializer(serializers.Serializer):
 class SelfDescriptionSerializer(serializers.Serializer):
     """What the file says about itself (workers/modelfiles/self_description.py), values capped."""
 
-    type_guess = serializers.CharField(help_text="checkpoint, LoRA, LyCORIS, VAE, embedding, diffusers or unknown")
+    type_guess = serializers.CharField(help_text="checkpoint, LoRA, LyCORIS, VAE, embedding, text encoder, diffusers "
+                                                 "or unknown")
     base_guess = serializers.CharField(help_text="SD 1.x, SD 2.x, SDXL, SD3, Flux or unknown")
     evidence = serializers.ListField(child=serializers.CharField(), help_text="why the guesses")
     label = serializers.CharField(allow_blank=True, help_text='e.g. "LoRA for SDXL: my_style_v3"')
@@ -237,6 +239,18 @@ class SelfDescriptionSerializer(serializers.Serializer):
     capped = serializers.ListField(child=serializers.CharField(), help_text="values cut or skipped, and why")
 
 
+class ArchitectureSerializer(serializers.Serializer):
+    """Family and kind from the tensor names and shapes (workers/modelfiles/architecture.py)."""
+
+    family = serializers.CharField(help_text=f"{', '.join(FAMILIES)}")
+    kind = serializers.CharField(help_text=f"{', '.join(KINDS)}")
+    kind_label = serializers.CharField(help_text='the kind in words, e.g. "LoRA (kohya)", "text encoder (T5-XXL)"')
+    label = serializers.CharField(allow_blank=True, help_text='e.g. "LoRA (kohya) for SDXL"')
+    evidence = serializers.ListField(child=serializers.CharField(), help_text="which tensor names and shapes decided")
+    encoders = serializers.ListField(child=serializers.CharField(), help_text="text encoders present: clip_l, clip_h, "
+                                                                               "clip_g, t5xxl, t5")
+
+
 class _IdentityField:
     """`identity` of a LocalFile serializer: from context["identities"] (one batch for a whole page),
     else computed for this one file."""
@@ -254,6 +268,10 @@ class _IdentityField:
 
 
 class LocalFileListSerializer(_IdentityField, serializers.ModelSerializer):
+    family = serializers.CharField(source="architecture_family", read_only=True,
+                                   help_text="family from the tensors (SD 1.x, SDXL, Flux, ...); '' before detection")
+    kind = serializers.CharField(source="architecture_kind", read_only=True,
+                                 help_text="kind from the tensors (checkpoint, lora_kohya, vae, t5xxl, ...)")
     sha256 = serializers.SerializerMethodField()
     best_match = serializers.SerializerMethodField()
     identity = serializers.SerializerMethodField()
@@ -262,8 +280,8 @@ class LocalFileListSerializer(_IdentityField, serializers.ModelSerializer):
     class Meta:
         model = LocalFile
         fields = ["id", "name", "path", "host", "origin", "is_folder", "size", "status", "progress_percent", "error",
-                  "format", "safety_verdict", "sha256", "best_match", "identity", "created_at", "hashed_at",
-                  "quarantined_at"]
+                  "format", "family", "kind", "safety_verdict", "sha256", "best_match", "identity", "created_at",
+                  "hashed_at", "quarantined_at"]
 
     def get_sha256(self, lf: LocalFile) -> str | None:
         h = lf.stored_hashes
@@ -309,6 +327,8 @@ class FileListParamsSerializer(serializers.Serializer):
     status = _choice(LocalFile.Status.choices, "pipeline status")
     origin = _choice(LocalFile.Origin.choices, "how the file came")
     format = _choice(LOCAL_FORMATS, "format read from the content")
+    family = _choice(FAMILIES, "family from the tensor names and shapes, e.g. SDXL, Flux")
+    kind = _choice(list(KINDS), "kind from the tensors, e.g. checkpoint, lora_kohya, vae, t5xxl")
     updates = _choice(["newer"], "newer: only files whose Civitai model has a newer version than any you hold")
     sort = _choice(list(FILE_SORTS), "newest (default) | name | size (largest first) | model (model name A-Z, "
                                      "unidentified files after)")
@@ -345,12 +365,14 @@ class LocalFileDetailSerializer(_IdentityField, serializers.ModelSerializer):
     fingerprint = serializers.SerializerMethodField()
     progress = serializers.SerializerMethodField()
     self_description = SelfDescriptionSerializer(allow_null=True, read_only=True)
+    architecture = ArchitectureSerializer(allow_null=True, read_only=True,
+                                          help_text="null: analysed before detection (manage.py refingerprint)")
 
     class Meta:
         model = LocalFile
         fields = ["id", "name", "path", "host", "origin", "is_folder", "size", "format", "content_id", "precision_id",
                   "bf16_id", "analysis_error", "identity", "hashes", "members", "matches", "safety", "fingerprint",
-                  "progress", "self_description", "previews", "created_at", "updated_at", "hashed_at",
+                  "progress", "self_description", "architecture", "previews", "created_at", "updated_at", "hashed_at",
                   "quarantined_at"]
 
     @extend_schema_field(PreviewSerializer(many=True))

@@ -30,7 +30,7 @@ from models_catalog.upload_handlers import LimitedTemporaryFileUploadHandler
 from workers.modelfiles.self_description import SelfDescription
 
 FILTER_NAMES = ("search", "type", "base_model", "safety", "match", "state", "folder", "status", "origin", "format",
-                "updates")
+                "family", "kind", "updates")
 # The first page polls even when nothing on it is pending, so files registered meanwhile (by the
 # CLI, an upload in another tab, a push) show up; quickly while something is being read.
 POLL_PENDING = "every 2s"

@@ -34,6 +34,16 @@ def description_fields(description: dict | None) -> dict:
             "described_words": parsed.search_words[:1000]}
 
 
+def architecture_fields(architecture: dict | None) -> dict:
+    """The LocalFile columns the architecture detector fills (the JSON, its family and kind)."""
+    from workers.modelfiles.architecture import Architecture
+
+    parsed = Architecture.from_json(architecture)
+    if parsed is None:
+        return {"architecture": None, "architecture_family": "", "architecture_kind": ""}
+    return {"architecture": parsed.to_json(), "architecture_family": parsed.family, "architecture_kind": parsed.kind}
+
+
 def local_file_describe(*, local_file_id: int) -> bool:
     """Describe a finished file again from its bytes (the `describe_files` backfill). Returns whether
     a description was stored. Compare-and-set on the status: a file re-analysed meanwhile is left alone."""
@@ -78,7 +88,7 @@ def local_file_analyse(*, local_file_id: int) -> None:
             fingerprint=result.fingerprint, analysis_error=result.error,
             content_id=fingerprint.get("content_id") or "", precision_id=fingerprint.get("precision_id") or "",
             bf16_id=fingerprint.get("bf16_id") or "",
-            **description_fields(result.self_description),
+            **description_fields(result.self_description), **architecture_fields(result.architecture),
         )
         if updated:  # only the writer that won the compare-and-set replaces the component rows
             local_components_sync(local_file_id=lf.pk, fingerprint=result.fingerprint)

@@ -37,6 +37,7 @@ def inspect_path(*, path: Path) -> dict:
     report["safety"] = {"verdict": analysis.verdict, "findings": analysis.findings, "globals": analysis.globals_seen}
     report["fingerprint"] = analysis.fingerprint
     report["self_description"] = analysis.self_description
+    report["architecture"] = analysis.architecture
     if analysis.error:
         report["analysis_error"] = analysis.error
     report["registered"] = [_stored(lf) for lf in LocalFile.objects.filter(path=str(resolved)).select_related("owner")]

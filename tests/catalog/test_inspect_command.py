@@ -66,6 +66,9 @@ def test_text_form_is_sections_of_words_and_aligned_hashes(model_root):
     assert f"  size          {len(data) / 1024:.1f} KiB ({len(data):,} bytes)" in what
     assert "  safety        safe: nothing in it can run code when it is loaded" in what
 
+    described = section(text, "What the file says about itself")
+    assert "  architecture  LoRA (kohya)" in described  # no attn2 keys: the family stays unknown
+
     fingerprint = section(text, "Tensor fingerprint")
     assert "  tensors       12" in fingerprint
     assert "  dtypes        F16 x8, F32 x4" in fingerprint
@@ -194,7 +197,8 @@ def test_json_form_is_the_raw_report(model_root, user):
     call_command("inspect", str(model), "--json", stdout=out)
     report = json.loads(out.getvalue())
     assert list(report) == ["path", "hashes", "hash_cache_hit", "format", "safety", "fingerprint", "self_description",
-                            "registered"]
+                            "architecture", "registered"]
+    assert (report["architecture"]["family"], report["architecture"]["kind"]) == ("unknown", "unknown")  # one U8 "w"
     assert report["hashes"]["SHA256"] == hashlib.sha256(model.read_bytes()).hexdigest().upper()
     assert report["safety"] == {"verdict": "safe", "findings": [], "globals": []}
     [row] = report["registered"]

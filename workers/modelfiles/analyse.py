@@ -23,6 +23,7 @@ class Analysis:
     fingerprint: dict | None = None
     error: str = ""
     self_description: dict | None = None  # see workers/modelfiles/self_description.py
+    architecture: dict | None = None  # family and kind with evidence: workers/modelfiles/architecture.py
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -98,13 +99,28 @@ def analyse_path(path: Path, *, member_paths: list[str] | None = None, progress=
             # tensors, storages the file does not hold): damaged, whatever the container or its pickles say.
             result.verdict = worst(result.verdict, "unreadable")
             result.findings.append(asdict(Finding("unreadable", "tensor data", path.name, str(exc))))
-    result.self_description = describe_analysed(path, fmt=result.format, evidence=evidence)
+    result.self_description, result.architecture = describe_and_detect(path, fmt=result.format, evidence=evidence)
+    if result.fingerprint and result.architecture:
+        _rename_components(result.fingerprint, result.architecture)
     return result
 
 
-def describe_analysed(path: Path, *, fmt: str, evidence) -> dict | None:
-    """The self-description from what analysis saw, plus a safetensors header (read again: it is
-    small, and it holds the names and shapes even when the data could not be fingerprinted)."""
+def _rename_components(fingerprint: dict, architecture: dict) -> None:
+    """Put components the key names misplace where the shapes say (architecture.component_renames)."""
+    from workers.modelfiles.architecture import Architecture, component_renames
+
+    arch = Architecture.from_json(architecture)
+    components = fingerprint.get("components") or {}
+    for old, new in (component_renames(arch) if arch else {}).items():
+        if old in components and new not in components:
+            components[new] = components.pop(old)
+    fingerprint["components"] = dict(sorted(components.items()))
+
+
+def describe_and_detect(path: Path, *, fmt: str, evidence) -> tuple[dict | None, dict | None]:
+    """The self-description and the architecture from what analysis saw, plus a safetensors header
+    (read again: it is small, and it holds the names and shapes even when the data could not be
+    fingerprinted). Both come from the same detector, so they never disagree."""
     from workers.modelfiles.safetensors_reader import read_safetensors_header
     from workers.modelfiles.self_description import TensorEvidence, describe
 
@@ -113,14 +129,24 @@ def describe_analysed(path: Path, *, fmt: str, evidence) -> dict | None:
         try:
             header = read_safetensors_header(path)
         except ModelFileError:
-            return describe(metadata=None, evidence=evidence, fmt=fmt).to_json()
-        metadata, evidence = header.metadata, TensorEvidence()
-        for entry in header.tensors:
-            evidence.observe(entry.name, entry.shape)
+            header = None
+        if header is not None:
+            metadata, evidence = header.metadata, TensorEvidence()
+            for entry in header.tensors:
+                evidence.observe(entry.name, entry.shape)
     try:
-        return describe(metadata=metadata, evidence=evidence, fmt=fmt).to_json()
-    except Exception:  # a description is a nicety: it must never fail the analysis
-        return None
+        architecture = evidence.decide(fmt).to_json()
+    except Exception:  # a guess is a nicety: it must never fail the analysis
+        architecture = None
+    try:
+        return describe(metadata=metadata, evidence=evidence, fmt=fmt).to_json(), architecture
+    except Exception:
+        return None, architecture
+
+
+def describe_analysed(path: Path, *, fmt: str, evidence) -> dict | None:
+    """The self-description alone (see describe_and_detect)."""
+    return describe_and_detect(path, fmt=fmt, evidence=evidence)[0]
 
 
 def describe_path(path: Path) -> dict | None:

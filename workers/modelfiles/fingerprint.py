@@ -138,6 +138,10 @@ _UNET_SEGMENTS = frozenset({
     "time_embedding", "add_embedding", "class_embedding", "encoder_hid_proj",
 })
 _VAE_SEGMENTS = frozenset({"encoder", "decoder", "quant_conv", "post_quant_conv"})
+# ComfyUI all-in-one checkpoints (Flux, SD3): text_encoders.<name>.transformer.* -> component.
+_COMFY_TEXT_ENCODERS = {"clip_l": "text_encoder", "clip_g": "text_encoder_2", "t5xxl": "t5xxl"}
+# Keys of a bare HF T5EncoderModel (the text_encoder_2 of Flux, text_encoder_3 of SD3).
+_T5_PREFIXES = ("encoder.block.", "encoder.final_layer_norm.", "encoder.embed_tokens.", "shared.")
 _EMBEDDER_RE = re.compile(r"^conditioner\.embedders\.\d+\.(?P<kind>transformer|model)\.")
 
 
@@ -145,7 +149,7 @@ def component_for_key(name: str) -> str:
     """Which model part a single-file key belongs to.
 
     Returns "unet", "transformer", "vae", "text_encoder", "text_encoder_2",
-    "lora" or "other". Names follow the diffusers subfolders of the same
+    "t5xxl", "lora" or "other". Names follow the diffusers subfolders of the same
     pipeline, so a checkpoint's components line up with a converted folder's:
     - SD 1.x/2.x: model.diffusion_model.* unet, first_stage_model.* vae,
       cond_stage_model.* text_encoder;
@@ -155,8 +159,13 @@ def component_for_key(name: str) -> str:
       diffusers folder calls it text_encoder_2);
     - Flux / SD3 (DiT blocks, bare or under model.diffusion_model.) transformer;
       vae.* / ae.* and bare encoder./decoder. VAE keys vae;
-      ComfyUI text_encoders.clip_l.* text_encoder, clip_g.* and t5xxl.*
-      text_encoder_2 (Flux's slot for T5; SD3 calls it text_encoder_3);
+      ComfyUI all-in-one text_encoders.clip_l.* text_encoder (the CLIP-L slot of
+      SD 1.x, SDXL and Flux alike, so one standalone clip_l file matches all three),
+      clip_g.* text_encoder_2 (SDXL's and SD3's bigG slot);
+    - T5 is "t5xxl" wherever it is (bare encoder.block.* / shared.* of a standalone
+      t5xxl file, text_encoders.t5xxl.*, a diffusers folder's text_encoder_2 (Flux)
+      or text_encoder_3 (SD3): see `component_for_folder_key`), because its diffusers
+      slot differs between families while the weights do not;
     - LoRA / LyCORIS keys (lora_unet_*, lora_te*_*, *.lora_down.*, *.lora_A.*,
       ...) are one "lora" component: a LoRA file is an adapter, and none of
       its tensors can match a base model's.
@@ -175,19 +184,32 @@ def component_for_key(name: str) -> str:
         return "text_encoder" if m["kind"] == "transformer" else "text_encoder_2"
     if name.startswith("text_encoders."):
         kind = name.split(".", 2)[1] if name.count(".") >= 2 else ""
-        return "text_encoder" if kind == "clip_l" else "text_encoder_2" if kind in ("clip_g", "t5xxl") else "other"
+        return _COMFY_TEXT_ENCODERS.get(kind, "other")
     first = name.split(".", 1)[0]
     if first in _DIT_SEGMENTS:
         return "transformer"
-    if name.startswith(("encoder.block.", "shared.")):  # bare T5 encoder
-        return "text_encoder_2"
+    if _is_t5_key(name):  # bare T5 encoder
+        return "t5xxl"
     if first in _VAE_SEGMENTS:
         return "vae"
     if first in _UNET_SEGMENTS:
         return "unet"
-    if first == "text_model":  # bare HF CLIP text model
+    if first in ("text_model", "text_projection"):  # bare HF CLIP text model (WithProjection keeps the projection)
         return "text_encoder"
     return "other"
+
+
+def _is_t5_key(name: str) -> bool:
+    return name.startswith(_T5_PREFIXES)
+
+
+def component_for_folder_key(folder: str, name: str) -> str:
+    """A diffusers folder's component for a tensor of its `folder` subfolder: the subfolder's name,
+    except a T5 encoder, which is "t5xxl" whichever slot holds it (Flux's text_encoder_2, SD3's
+    text_encoder_3), so it matches a standalone t5xxl file and an all-in-one checkpoint's."""
+    if folder.startswith("text_encoder") and _is_t5_key(_strip_wrappers(name)):
+        return "t5xxl"
+    return folder
 
 
 # --- results ---------------------------------------------------------------
@@ -563,7 +585,7 @@ def _diffusers_stream(root: Path, *, variant: str | None) -> Iterator[tuple[Tens
             continue
         for weight_file in component.weight_files:
             for tensor in _iter_file_tensors(weight_file, sniff(weight_file)):
-                yield tensor, None if is_ignored_key(tensor.name) else component.name
+                yield tensor, None if is_ignored_key(tensor.name) else component_for_folder_key(component.name, tensor.name)
 
 
 def _fingerprint(stream: Iterable[tuple[Tensor, str | None]], *,
@@ -652,6 +674,6 @@ def shared_components(a: Fingerprint, b: Fingerprint) -> list[str]:
 __all__ = [
     "Fingerprint", "ComponentFingerprint", "TensorDigest", "FingerprintError",
     "fingerprint_tensors", "fingerprint_path", "similarity", "shared_components",
-    "component_for_key", "is_ignored_key", "SCHEDULE_BUFFERS", "IGNORED_LEAVES", "IGNORED_PREFIXES",
+    "component_for_key", "component_for_folder_key", "is_ignored_key", "SCHEDULE_BUFFERS", "IGNORED_LEAVES", "IGNORED_PREFIXES",
     "DIFFUSERS_SKIPPED_COMPONENTS", "FINGERPRINT_VERSION", "TensorHasher", "multiset_id",
 ]

@@ -4,7 +4,8 @@ Two sources, both read without running anything:
 - safetensors `__metadata__` (kohya `ss_*`, `modelspec.*`): strings the file's author wrote.
   They are hostile input: every kept value is cut to a cap, the whole result stays under
   MAX_TOTAL_CHARS, and the one nested value we parse (ss_tag_frequency) is size-capped first.
-- tensor names and shapes, seen one at a time as the fingerprint streams them (`TensorEvidence`),
+- tensor names and shapes, seen one at a time as the fingerprint streams them, judged by the
+  architecture detector (workers/modelfiles/architecture.py; `TensorEvidence` is its old name here),
   so a pickle checkpoint is described from what the restricted reader gives, never by loading it.
 
 The type and base-model guesses come with their evidence: a guess nobody can check is worse than none.
@@ -17,6 +18,8 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 
+from workers.modelfiles.architecture import LORA_KINDS, TEXT_ENCODER_KINDS, Architecture, ArchitectureDetector
+
 MAX_VALUE_CHARS = 300  # one kept text value (titles, names, dates)
 MAX_DESCRIPTION_CHARS = 1000  # modelspec.description
 MAX_TAG_FREQUENCY_CHARS = 2 << 20  # larger ss_tag_frequency values are not parsed at all
@@ -25,68 +28,17 @@ TOP_TAGS = 20
 MAX_TOTAL_CHARS = 16_000  # the stored JSON, whatever the header held
 MAX_EVIDENCE = 12
 
-TYPES = ("checkpoint", "LoRA", "LyCORIS", "VAE", "embedding", "diffusers", "unknown")
+TYPES = ("checkpoint", "LoRA", "LyCORIS", "VAE", "embedding", "text encoder", "diffusers", "unknown")
 BASES = ("SD 1.x", "SD 2.x", "SDXL", "SD3", "Flux", "unknown")
 
-# Cross-attention context width -> base: the text encoder's output the UNet attends to.
-_CONTEXT_DIMS = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL"}
-_VAE_PREFIXES = ("encoder.", "decoder.", "quant_conv.", "post_quant_conv.")
+# The tensor-based guesses are the architecture detector's (one answer for the whole app); this module
+# keeps the metadata-based ones and maps the detector's words onto the type / base vocabulary above.
+TensorEvidence = ArchitectureDetector
 
-
-@dataclass
-class TensorEvidence:
-    """Counts of tell-tale tensor names, kept as the tensors stream past (constant memory)."""
-
-    tensors: int = 0
-    lora: int = 0
-    lycoris: int = 0
-    embedding: int = 0
-    vae_only: bool = True
-    flux: int = 0
-    sd3: int = 0
-    sdxl: int = 0
-    sd2: int = 0
-    sd1: int = 0
-    unet: int = 0
-    context_dims: dict[int, int] = field(default_factory=dict)
-    embedding_width: int = 0
-
-    def observe(self, name: str, shape: tuple[int, ...]) -> None:
-        self.tensors += 1
-        n = name[:512]
-        if "lora_down" in n or "lora_up" in n or "lora_A" in n or "lora_B" in n:
-            self.lora += 1
-        if "hada_w" in n or "lokr_w" in n or ".hada_" in n or ".lokr_" in n:
-            self.lycoris += 1
-        if n in ("emb_params", "clip_l", "clip_g") or n.startswith("string_to_param"):
-            self.embedding += 1
-            if len(shape) == 2 and n != "clip_g":
-                self.embedding_width = int(shape[1])
-            if n in ("clip_l", "clip_g"):
-                self.sdxl += 1
-        if not n.startswith(_VAE_PREFIXES):
-            self.vae_only = False
-        if "double_blocks" in n or "single_blocks" in n or "single_transformer_blocks" in n:
-            self.flux += 1
-        if "joint_blocks" in n:
-            self.sd3 += 1
-        if (n.startswith("conditioner.embedders.1") or "diffusion_model.label_emb" in n
-                or n.startswith(("lora_te2_", "lora_te1_")) or "add_embedding.linear" in n):
-            self.sdxl += 1
-        if n.startswith("cond_stage_model.model.transformer") or "cond_stage_model.model.text_projection" in n:
-            self.sd2 += 1  # OpenCLIP ViT-H text encoder
-        if n.startswith("cond_stage_model.transformer.text_model"):
-            self.sd1 += 1  # OpenAI CLIP ViT-L text encoder
-        if "diffusion_model." in n or n.startswith("lora_unet_") or "down_blocks" in n:
-            self.unet += 1
-        # attn2 keys project the text context: their input width names the text encoder.
-        if ("attn2" in n and ("to_k" in n or "to_v" in n) and len(shape) == 2
-                and "lora_up" not in n and "lora_B" not in n):
-            dim = int(shape[1])
-            self.context_dims[dim] = self.context_dims.get(dim, 0) + 1
-
-    def to_json(self) -> dict:
-        return asdict(self)
+_TYPE_OF_KIND = {"checkpoint": "checkpoint", "unet": "checkpoint", "transformer": "checkpoint", "vae": "VAE",
+                 "lycoris": "LyCORIS", "embedding": "embedding", "diffusers": "diffusers",
+                 **{k: "LoRA" for k in LORA_KINDS}, **{k: "text encoder" for k in TEXT_ENCODER_KINDS}}
+_BASE_OF_FAMILY = {"SDXL refiner": "SDXL"}  # Civitai files refiners under SDXL
 
 
 @dataclass
@@ -223,45 +175,14 @@ def _type_from_metadata(out: SelfDescription) -> tuple[str, str]:
     return "unknown", ""
 
 
-def _type_from_tensors(ev: TensorEvidence, fmt: str) -> tuple[str, str]:
-    if fmt == "diffusers":
-        return "diffusers", "a diffusers folder (model_index.json and component folders)"
-    if not ev.tensors:
-        return "unknown", ""
-    if ev.lycoris:
-        return "LyCORIS", f"{ev.lycoris} LyCORIS tensors (hada_/lokr_)"
-    if ev.lora:
-        return "LoRA", f"{ev.lora} LoRA tensors (lora_down/lora_up or lora_A/lora_B)"
-    if ev.embedding and ev.tensors <= 4:
-        return "embedding", "textual-inversion tensors (emb_params / string_to_param / clip_l, clip_g)"
-    if ev.vae_only:
-        return "VAE", "only encoder / decoder / quant_conv tensors"
-    if ev.unet or ev.flux or ev.sd3:
-        return "checkpoint", f"a full denoiser ({ev.tensors} tensors)"
-    return "unknown", ""
+def _guesses_from_tensors(arch: Architecture) -> tuple[tuple[str, str], tuple[str, str]]:
+    """((type, why), (base, why)) in this module's vocabulary, from the detector's answer."""
+    kind = _TYPE_OF_KIND.get(arch.kind, "unknown")
+    base = _BASE_OF_FAMILY.get(arch.family, arch.family)
+    return (kind, arch.kind_why if kind != "unknown" else ""), (base, arch.family_why if base != "unknown" else "")
 
 
-def _base_from_tensors(ev: TensorEvidence) -> tuple[str, str]:
-    if ev.flux:
-        return "Flux", f"{ev.flux} Flux transformer tensors (double_blocks / single_blocks)"
-    if ev.sd3:
-        return "SD3", f"{ev.sd3} SD3 MMDiT tensors (joint_blocks)"
-    if ev.sdxl:
-        return "SDXL", f"{ev.sdxl} SDXL tensors (second text encoder / label_emb / clip_g)"
-    if ev.context_dims:
-        dim = max(ev.context_dims, key=ev.context_dims.get)
-        if dim in _CONTEXT_DIMS:
-            return _CONTEXT_DIMS[dim], f"cross-attention context width {dim}"
-    if ev.sd2:
-        return "SD 2.x", "OpenCLIP text encoder keys (cond_stage_model.model.transformer)"
-    if ev.sd1:
-        return "SD 1.x", "CLIP ViT-L text encoder keys (cond_stage_model.transformer.text_model)"
-    if ev.embedding_width in _CONTEXT_DIMS:
-        return _CONTEXT_DIMS[ev.embedding_width], f"embedding vectors {ev.embedding_width} wide"
-    return "unknown", ""
-
-
-def describe(*, metadata: dict | None, evidence: TensorEvidence | None, fmt: str = "") -> SelfDescription:
+def describe(*, metadata: dict | None, evidence: ArchitectureDetector | None, fmt: str = "") -> SelfDescription:
     """The description of one file from its header metadata (may be None) and its tensor evidence."""
     meta = metadata if isinstance(metadata, dict) else {}
     out = SelfDescription()
@@ -283,17 +204,16 @@ def describe(*, metadata: dict | None, evidence: TensorEvidence | None, fmt: str
     if isinstance(meta.get("ss_tag_frequency"), str):
         out.top_tags = top_tags(meta["ss_tag_frequency"], out)
 
-    ev = evidence or TensorEvidence()
-    kind, why = _type_from_tensors(ev, fmt)
+    arch = (evidence or ArchitectureDetector()).decide(fmt)
+    (kind, why), (base, base_why) = _guesses_from_tensors(arch)
     meta_kind, meta_why = _type_from_metadata(out)
     if kind == "unknown" or (kind == "LoRA" and meta_kind == "LyCORIS"):  # LoCon keeps lora_ names
         kind, why = (meta_kind, meta_why) if meta_kind != "unknown" else (kind, why)
-    base, base_why = _base_from_tensors(ev)
     meta_base, meta_base_why = _base_from_metadata(out)
     if base == "unknown":
         base, base_why = meta_base, meta_base_why
     out.type_guess, out.base_guess = kind, base
-    out.evidence = [w for w in (why, base_why) if w]
+    out.evidence = [w for w in (why, "" if base_why and base_why in why else base_why) if w]
     for extra in (meta_why, meta_base_why):
         if extra and extra not in out.evidence:
             out.evidence.append(extra)

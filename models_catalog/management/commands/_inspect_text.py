@@ -94,6 +94,9 @@ def _self_description(report: dict) -> Section:
     if d.get("base_guess") and d.get("base_guess") != "unknown":
         guess += f" for {d['base_guess']}"
     section.add("looks like", guess)
+    arch = report.get("architecture")
+    if isinstance(arch, dict) and arch.get("label"):
+        section.add("architecture", str(arch["label"]))
     if d.get("evidence"):
         section.add("because", "\n".join(str(e) for e in d["evidence"]))
     for label, key in (("title", "title"), ("author", "author"), ("date", "date"), ("network", "network_module"),

@@ -1,4 +1,5 @@
-"""Recompute tensor fingerprints made by an older fingerprint version (or all of them with --all).
+"""Recompute tensor fingerprints made by an older fingerprint version, or without an architecture
+(family / kind, and the per-family component names that came with it), or all of them with --all.
 
 Fingerprint version 2 digests canonical tensor forms (fused attention split, swapped halves,
 transposed projections) and adds the bf16 id, so SDXL / SD3 / Flux conversions and bf16 copies are
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 
 from django.core.management.base import CommandError
+from django.db.models import Q
 from tqdm import tqdm
 
 from models_catalog.management.commands._base import PipeSafeCommand
@@ -21,7 +23,8 @@ from workers.modelfiles.fingerprint import FINGERPRINT_VERSION
 
 
 class Command(PipeSafeCommand):
-    help = "Read finished files again whose tensor fingerprint is older than this version (or every one: --all)."
+    help = ("Read finished files again whose tensor fingerprint is older than this version or that have no "
+            "architecture yet (or every one: --all).")
 
     def add_arguments(self, parser):
         parser.add_argument("--all", action="store_true", dest="every", help="every finished file, whatever its version")
@@ -35,10 +38,15 @@ class Command(PipeSafeCommand):
         if not all_users:
             files = files.filter(owner=cli_owner(user))
         if not every:
-            files = files.exclude(fingerprint__version=FINGERPRINT_VERSION).exclude(fingerprint__isnull=True)
+            # Rows analysed before the architecture detector have no family yet, and those holding a T5
+            # encoder or a bare CLIP projection have component names that changed (text_encoder_2 ->
+            # t5xxl, text_projection now in text_encoder): reading them again refreshes both.
+            files = files.exclude(fingerprint__isnull=True).filter(
+                ~Q(fingerprint__version=FINGERPRINT_VERSION) | Q(architecture__isnull=True))
         ids = list(files.order_by("pk").values_list("pk", flat=True))
         if dry_run:
-            self.stdout.write(f"{len(ids)} file(s) would be read again (fingerprint version {FINGERPRINT_VERSION})")
+            self.stdout.write(f"{len(ids)} file(s) would be read again (fingerprint version {FINGERPRINT_VERSION}, "
+                              "architecture detection)")
             return
         done, skipped = 0, []
         for pk in tqdm(ids, desc="re-fingerprinting", unit="file", file=self.stderr._out, disable=not ids):
