@@ -7,7 +7,6 @@ import os
 import secrets
 import subprocess
 import sys
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
