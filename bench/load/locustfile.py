@@ -50,7 +50,7 @@ class LibraryUser(HttpUser):
     def _get(self, url, name, headers):
         with self.client.get(url, name=name, headers=headers, allow_redirects=False, catch_response=True) as r:
             if r.status_code != 200:
-                r.failure(f"{r.status_code}: {r.text[:200]}")
+                r.failure(f"{r.status_code}: {r.error!r}" if r.status_code == 0 else f"{r.status_code}: {r.text[:200]}")
 
     def _hashes(self):
         return random.choice(self.sample["hashes"])
