@@ -9,7 +9,8 @@ from pathlib import Path
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.core.serializers.json import DjangoJSONEncoder
+from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
@@ -54,27 +55,48 @@ CSV_COLUMNS = ("group", "model", "keep", "relation", "copy_set", "reclaim", "nam
                "size_bytes", "group_reclaimable_bytes", "group_lossless_bytes", "why_keep", "evidence")
 
 
+EXPORT_ROWS_PER_CHUNK = 500
+
+
 @login_required
-def duplicates_export(request: HttpRequest, fmt: str) -> HttpResponse:
+def duplicates_export(request: HttpRequest, fmt: str) -> StreamingHttpResponse:
+    """Streamed: the body goes out a chunk at a time, never built whole (thousands of groups at 1M files)."""
     _, prefer = _prefer(request)
     groups = duplicate_groups(owner=request.user, prefer_precision=prefer)
     if fmt == "json":
-        body = {"prefer_precision": prefer, "reclaimable_bytes": sum(g.reclaimable_bytes for g in groups),
-                "lossless_bytes": sum(g.lossless_bytes for g in groups), "lossy_bytes": sum(g.lossy_bytes for g in groups),
-                "groups": [g.to_json() for g in groups]}
-        response = JsonResponse(body, json_dumps_params={"indent": 2})
+        response = StreamingHttpResponse(_json_chunks(groups, prefer), content_type="application/json")
     else:
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(CSV_COLUMNS)
-        for n, g in enumerate(groups, 1):
-            for m in g.members:
-                writer.writerow([n, g.model or "", "yes" if m.id == g.keep_id else "no", m.match, m.copy_set, m.reclaim,
-                                 _csv_safe(m.name), _csv_safe(m.path), m.format, m.precision, m.size,
-                                 g.reclaimable_bytes, g.lossless_bytes, g.reason, _csv_safe(m.evidence)])
-        response = HttpResponse(out.getvalue(), content_type="text/csv; charset=utf-8")
+        response = StreamingHttpResponse(_csv_chunks(groups), content_type="text/csv; charset=utf-8")
     response["Content-Disposition"] = f'attachment; filename="modelxref-duplicates.{fmt}"'
     return response
+
+
+def _csv_chunks(groups):
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    rows = 0
+    for n, g in enumerate(groups, 1):
+        for m in g.members:
+            writer.writerow([n, g.model or "", "yes" if m.id == g.keep_id else "no", m.match, m.copy_set, m.reclaim,
+                             _csv_safe(m.name), _csv_safe(m.path), m.format, m.precision, m.size,
+                             g.reclaimable_bytes, g.lossless_bytes, g.reason, _csv_safe(m.evidence)])
+            rows += 1
+            if rows % EXPORT_ROWS_PER_CHUNK == 0:
+                yield out.getvalue()
+                out.seek(0)
+                out.truncate()
+    yield out.getvalue()
+
+
+def _json_chunks(groups, prefer: str):
+    # The document JsonResponse wrote, one group at a time: the totals first, then the groups' array.
+    head = {"prefer_precision": prefer, "reclaimable_bytes": sum(g.reclaimable_bytes for g in groups),
+            "lossless_bytes": sum(g.lossless_bytes for g in groups), "lossy_bytes": sum(g.lossy_bytes for g in groups)}
+    yield json.dumps(head, cls=DjangoJSONEncoder, indent=2)[:-2] + ',\n  "groups": ['
+    for n, g in enumerate(groups):
+        yield ("," if n else "") + "\n" + json.dumps(g.to_json(), cls=DjangoJSONEncoder, indent=2)
+    yield "\n  ]\n}\n"
 
 
 def _csv_safe(value: str) -> str:

@@ -53,7 +53,7 @@ def test_lists_show_only_alices_things(user, world):
     for url in ("/", "/hf/", "/duplicates/", "/duplicates/export.csv", "/duplicates/export.json", "/catalog/"):
         resp = alice.get(url)
         assert resp.status_code == 200, url  # an error page would pass the absence checks below
-        _no_bob(resp.content.decode())
+        _no_bob(resp.getvalue().decode())
     # ... and the lists do show Alice's own things (an empty page would pass too).
     assert "alice.ckpt" in alice.get("/").content.decode()
     assert "Shared Model" in alice.get("/catalog/").content.decode()

@@ -134,7 +134,7 @@ def test_duplicates_csv_export_follows_precision_choice(alice, user, dup_world, 
     resp = alice.get("/duplicates/export.csv", {"prefer": prefer})
     assert resp.status_code == 200 and resp["Content-Type"].startswith("text/csv")
     assert "attachment" in resp["Content-Disposition"]
-    rows = list(csv.DictReader(io.StringIO(resp.content.decode())))
+    rows = list(csv.DictReader(io.StringIO(resp.getvalue().decode())))
     assert {r["path"] for r in rows} == {lf.path for lf in dup_world.values()}
     assert [r["path"] for r in rows if r["keep"] == "yes"] == [dup_world[keeper].path]
     assert {r["precision"] for r in rows} == {"fp16", "fp32"}
@@ -142,7 +142,7 @@ def test_duplicates_csv_export_follows_precision_choice(alice, user, dup_world, 
 
 def test_duplicates_json_export_is_the_service_result(alice, user, dup_world):
     resp = alice.get("/duplicates/export.json", {"prefer": "fp32"})
-    body = json.loads(resp.content)
+    body = json.loads(resp.getvalue())
     groups = duplicate_groups(owner=user, prefer_precision="fp32")
     assert body["groups"] == [g.to_json() for g in groups]
     assert body["reclaimable_bytes"] == sum(g.reclaimable_bytes for g in groups) > 0
@@ -151,7 +151,7 @@ def test_duplicates_json_export_is_the_service_result(alice, user, dup_world):
 def test_duplicates_csv_cell_cannot_become_a_formula(alice, user):
     for name in ("=HYPERLINK(1).safetensors", "b.safetensors"):
         seed_local(user, name, data=b"same")
-    rows = list(csv.DictReader(io.StringIO(alice.get("/duplicates/export.csv").content.decode())))
+    rows = list(csv.DictReader(io.StringIO(alice.get("/duplicates/export.csv").getvalue().decode())))
     assert "'=HYPERLINK(1).safetensors" in {r["name"] for r in rows}
 
 
