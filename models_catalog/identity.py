@@ -122,7 +122,7 @@ def best_match(matches: list[Match]) -> Match | None:
 
 def file_identities(files, *, viewer) -> dict[int, FileIdentity]:
     """The identity of each file in `files` (LocalFile rows the viewer may see), in a fixed number of queries."""
-    from models_catalog.selectors import private_evidence, shown_matches, visible_files
+    from models_catalog.selectors import local_files_visible_to, private_evidence, shown_matches
     from models_catalog.updates import holds_newest
 
     files = list(files)
@@ -136,7 +136,7 @@ def file_identities(files, *, viewer) -> dict[int, FileIdentity]:
     for m in matches:
         by_file.setdefault(m.local_file_id, []).append(m)
     via_ids = {m.via_id for ms in by_file.values() for m in ms if m.via_id}
-    visible_via = set(visible_files(viewer).filter(pk__in=via_ids).values_list("pk", flat=True)) if via_ids else set()
+    visible_via = set(local_files_visible_to(user=viewer).filter(pk__in=via_ids).values_list("pk", flat=True)) if via_ids else set()
     unmatched_done = [f.pk for f in files if f.pk not in by_file and f.status == LocalFile.Status.DONE]
     civitai = civitai_states(unmatched_done)
 

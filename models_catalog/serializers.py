@@ -16,7 +16,7 @@ from rest_framework import serializers
 from models_catalog.identity import file_identities
 from models_catalog.models import FileHashes, FolderMember, Job, LocalFile, Match, SourceFile, SourceModel, SourceVersion
 from models_catalog.selectors import (
-    FILE_MATCH_KINDS, FILE_SCOPES, FILE_SORTS, FILE_STATES, LOCAL_FORMATS, PAGE_SIZE, VERDICTS,
+    FILE_MATCH_KINDS, FILE_SCOPES, FILE_SORTS, FILE_STATES, LOCAL_FORMATS, PAGE_SIZE, VERDICTS, owner_label,
 )
 from models_catalog.services.forget import STORED_COPY_WORDS
 
@@ -145,10 +145,18 @@ class FileMatchSerializer(serializers.ModelSerializer):
         }
 
 
-class MyMatchSerializer(serializers.Serializer):
-    """One of the requesting user's local files matched to a catalog file."""
+class _OwnerField:
+    """`owner`: whose file a row is when it is not the requester's (staff see everyone's); '' for their own."""
+
+    def _owner_of(self, lf: LocalFile) -> str:
+        return owner_label(lf, user=_requester(self.context))
+
+
+class MyMatchSerializer(_OwnerField, serializers.Serializer):
+    """A local file the requesting user may see (their own; staff: anyone's) matched to a catalog file."""
 
     local_file_id = serializers.IntegerField(source="local_file.id")
+    owner = serializers.SerializerMethodField(help_text="the file's owner when it is not yours (staff); '' for yours")
     name = serializers.CharField(source="local_file.name")
     path = serializers.CharField(source="local_file.path")
     host = serializers.CharField(source="local_file.host")
@@ -159,6 +167,9 @@ class MyMatchSerializer(serializers.Serializer):
 
     def get_evidence(self, m: Match) -> str:
         return visible_match(m, _requester(self.context))[0]
+
+    def get_owner(self, m: Match) -> str:
+        return self._owner_of(m.local_file)
 
 
 # --- local files ----------------------------------------------------------------
@@ -253,7 +264,8 @@ class _IdentityField:
         return identity.to_json()
 
 
-class LocalFileListSerializer(_IdentityField, serializers.ModelSerializer):
+class LocalFileListSerializer(_IdentityField, _OwnerField, serializers.ModelSerializer):
+    owner = serializers.SerializerMethodField(help_text="the file's owner when it is not yours (staff); '' for yours")
     sha256 = serializers.SerializerMethodField()
     best_match = serializers.SerializerMethodField()
     identity = serializers.SerializerMethodField()
@@ -261,9 +273,12 @@ class LocalFileListSerializer(_IdentityField, serializers.ModelSerializer):
 
     class Meta:
         model = LocalFile
-        fields = ["id", "name", "path", "host", "origin", "is_folder", "size", "status", "progress_percent", "error",
+        fields = ["id", "owner", "name", "path", "host", "origin", "is_folder", "size", "status", "progress_percent", "error",
                   "format", "safety_verdict", "sha256", "best_match", "identity", "created_at", "hashed_at",
                   "quarantined_at"]
+
+    def get_owner(self, lf: LocalFile) -> str:
+        return self._owner_of(lf)
 
     def get_sha256(self, lf: LocalFile) -> str | None:
         h = lf.stored_hashes
@@ -335,7 +350,8 @@ class PreviewSerializer(serializers.Serializer):
     error = serializers.CharField(allow_blank=True, help_text="why a download failed (retried hourly)")
 
 
-class LocalFileDetailSerializer(_IdentityField, serializers.ModelSerializer):
+class LocalFileDetailSerializer(_IdentityField, _OwnerField, serializers.ModelSerializer):
+    owner = serializers.SerializerMethodField(help_text="the file's owner when it is not yours (staff); '' for yours")
     identity = serializers.SerializerMethodField()
     previews = serializers.SerializerMethodField()
     hashes = serializers.SerializerMethodField()
@@ -348,10 +364,13 @@ class LocalFileDetailSerializer(_IdentityField, serializers.ModelSerializer):
 
     class Meta:
         model = LocalFile
-        fields = ["id", "name", "path", "host", "origin", "is_folder", "size", "format", "content_id", "precision_id",
+        fields = ["id", "owner", "name", "path", "host", "origin", "is_folder", "size", "format", "content_id", "precision_id",
                   "bf16_id", "analysis_error", "identity", "hashes", "members", "matches", "safety", "fingerprint",
                   "progress", "self_description", "previews", "created_at", "updated_at", "hashed_at",
                   "quarantined_at"]
+
+    def get_owner(self, lf: LocalFile) -> str:
+        return self._owner_of(lf)
 
     @extend_schema_field(PreviewSerializer(many=True))
     def get_previews(self, lf: LocalFile) -> list:
@@ -516,6 +535,7 @@ class LookupMatchSerializer(serializers.Serializer):
     url = serializers.CharField(allow_null=True)
     model_id = serializers.IntegerField(allow_null=True)
     local_file_id = serializers.IntegerField(allow_null=True)
+    owner = serializers.CharField(allow_blank=True, help_text="my files seen by staff: the file's owner ('' for yours)")
 
 
 class LookupResultSerializer(serializers.Serializer):

@@ -181,7 +181,7 @@ def test_lookup_by_sha256_returns_the_service_results(alice, user):
     assert body[0]["civitai"] == "known here"
     assert set(body[0]) == {"query", "label", "kinds_tried", "note", "matches", "civitai"}
     assert set(body[0]["matches"][0]) == {"source", "model", "version", "file", "match", "evidence", "url",
-                                          "model_id", "local_file_id", "hash_kind", "summary"}
+                                          "model_id", "local_file_id", "hash_kind", "summary", "owner"}
 
 
 def test_lookup_post_reads_a_pasted_infotext(alice):
@@ -521,7 +521,7 @@ def test_model_detail_has_versions_files_hashes_and_my_matched_files(alice, user
     body = alice.get(f"/api/v1/models/{sf.version.model_id}/").json()
     [version] = body["versions"]
     assert version["id"] == sf.version_id and version["files"][0]["hashes"]["SHA256"] == sf.sha256.upper()
-    assert body["my_local_files"] == [{"local_file_id": lf.pk, "name": "mine.safetensors", "path": lf.path, "host": "",
+    assert body["my_local_files"] == [{"local_file_id": lf.pk, "owner": "", "name": "mine.safetensors", "path": lf.path, "host": "",
                                        "source_file_id": sf.pk, "version_id": sf.version_id, "kind": "exact",
                                        "evidence": "SHA256 equal"}]
     assert alice.get("/api/v1/models/999999/").status_code == 404
