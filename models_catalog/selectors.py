@@ -301,12 +301,31 @@ class VersionView:
     files: list[FileView]
 
 
-def private_evidence(match: Match, visible_ids: set[int]) -> tuple[str, bool]:
-    """Evidence that names another user's file (through `via`) is replaced: it would leak that file."""
-    if match.via_id is None or match.via_id in visible_ids:
-        return match.evidence, True
-    return (f"{match.get_kind_display()}: established through another identified copy of these weights "
-            "(not one of your files; details hidden)"), False
+@dataclass(frozen=True)
+class ShownEvidence:
+    text: str
+    via_id: int | None  # the file the match goes through, only when the viewer may see it
+
+
+def evidence_shown_to(matches, *, user) -> dict[int, ShownEvidence]:
+    """THE evidence privacy rule (pages, API, CLI, exports), for each match by pk, in at most one query.
+
+    A converted / precision / partial match may go through another identified copy (`via`), and its
+    stored evidence names that copy. When the viewer may not see that copy (the visibility rule), the
+    whole text is replaced, not just the name edited out (a path, a folder or a renamed copy's old
+    name could still give it away); what is left says the kind of match and the published file."""
+    matches = list(matches)
+    via_ids = {m.via_id for m in matches if m.via_id}
+    visible = (set(local_files_visible_to(user=user).filter(pk__in=via_ids).values_list("pk", flat=True))
+               if via_ids else set())
+    shown = {}
+    for m in matches:
+        if m.via_id is None or m.via_id in visible:
+            shown[m.pk] = ShownEvidence(m.evidence, m.via_id)
+        else:
+            shown[m.pk] = ShownEvidence(f"{m.get_kind_display()}: established through another user's copy of these "
+                                        f"weights (details hidden), which is {m.source_file.name}", None)
+    return shown
 
 
 def model_detail(model: SourceModel, user) -> list[VersionView]:
@@ -315,12 +334,11 @@ def model_detail(model: SourceModel, user) -> list[VersionView]:
     visible = local_files_visible_to(user=user)
     matches = list(Match.objects.filter(shown_matches(user), source_file__in=files, local_file__in=visible)
                    .select_related("local_file__owner", "source_file", "via").order_by("local_file__name", "id"))
-    visible_ids = set(visible.filter(pk__in={m.via_id for m in matches if m.via_id}).values_list("pk", flat=True))
+    shown = evidence_shown_to(matches, user=user)
     copies: dict[int, list[LocalCopy]] = {}
     for m in matches:
-        evidence, via_ok = private_evidence(m, visible_ids)
-        copies.setdefault(m.source_file_id, []).append(
-            LocalCopy(match=m, file=m.local_file, evidence=evidence, via=m.via if via_ok else None))
+        copies.setdefault(m.source_file_id, []).append(LocalCopy(
+            match=m, file=m.local_file, evidence=shown[m.pk].text, via=m.via if shown[m.pk].via_id else None))
     by_version: dict[int, list[FileView]] = {}
     for sf in files:
         hashes = [(HASH_LABELS[f], getattr(sf, f).upper()) for f in HASH_FIELDS if getattr(sf, f)]
@@ -334,13 +352,8 @@ def file_matches(lf: LocalFile, user) -> list[tuple[Match, str, LocalFile | None
     """A local file's matches with evidence safe to show to `user`."""
     matches = list(Match.objects.filter(shown_matches(user), local_file=lf).select_related("source_file__version__model", "via"))
     matches.sort(key=lambda m: (Match.STRENGTH.get(m.kind, 9), m.pk))
-    via_ids = {m.via_id for m in matches if m.via_id}
-    visible_ids = set(local_files_visible_to(user=user).filter(pk__in=via_ids).values_list("pk", flat=True))
-    out = []
-    for m in matches:
-        evidence, ok = private_evidence(m, visible_ids)
-        out.append((m, evidence, m.via if ok else None))
-    return out
+    shown = evidence_shown_to(matches, user=user)
+    return [(m, shown[m.pk].text, m.via if shown[m.pk].via_id else None) for m in matches]
 
 
 def source_choices() -> list[tuple[str, str]]:

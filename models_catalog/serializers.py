@@ -2,7 +2,8 @@
 documentation-only serializers for the dataclasses the services return.
 
 Privacy: a serializer that shows local files gets the requesting user in its
-context and never names another user's file (see `visible_match`).
+context and never names a file the requester may not see: evidence goes through
+`selectors.evidence_shown_to`, the one rule the pages use too.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from rest_framework import serializers
 from models_catalog.identity import file_identities
 from models_catalog.models import FileHashes, FolderMember, Job, LocalFile, Match, SourceFile, SourceModel, SourceVersion
 from models_catalog.selectors import (
-    FILE_MATCH_KINDS, FILE_SCOPES, FILE_SORTS, FILE_STATES, LOCAL_FORMATS, PAGE_SIZE, VERDICTS, owner_label,
+    FILE_MATCH_KINDS, FILE_SCOPES, FILE_SORTS, FILE_STATES, LOCAL_FORMATS, PAGE_SIZE, VERDICTS, evidence_shown_to,
+    owner_label,
 )
 from models_catalog.services.forget import STORED_COPY_WORDS
 
@@ -90,18 +92,17 @@ def _requester(context):
     return getattr(request, "user", None)
 
 
-def visible_match(match: Match, user) -> tuple[str, int | None]:
-    """(evidence, via id) as `user` may see them.
+def _evidence(serializer, m: Match):
+    """The match's evidence as selectors.evidence_shown_to lets the requester see it: from
+    context["evidence"] (one batch for the whole list), else worked out for this match alone."""
+    shown = serializer.context.get("evidence") or {}
+    if m.pk not in shown:
+        shown = evidence_shown_to([m], user=_requester(serializer.context))
+    return shown[m.pk]
 
-    A converted/precision/partial match can be derived from another user's
-    identified copy, and the matcher names that copy in its evidence. Other
-    users' file names and ids stay hidden: the evidence says "another user's copy".
-    """
-    via = match.via
-    if via is None or user is None or via.owner_id == user.pk or user.is_staff:
-        return match.evidence, match.via_id
-    evidence = match.evidence.replace(via.name, "another user's copy") if via.name else match.evidence
-    return evidence, None
+
+def _with_evidence(context, matches) -> dict:
+    return {**context, "evidence": evidence_shown_to(matches, user=_requester(context))}
 
 
 class SourceRefSerializer(serializers.Serializer):
@@ -128,10 +129,10 @@ class FileMatchSerializer(serializers.ModelSerializer):
         fields = ["id", "kind", "evidence", "share", "via_local_file_id", "source"]
 
     def get_evidence(self, m: Match) -> str:
-        return visible_match(m, _requester(self.context))[0]
+        return _evidence(self, m).text
 
     def get_via_local_file_id(self, m: Match) -> int | None:
-        return visible_match(m, _requester(self.context))[1]
+        return _evidence(self, m).via_id
 
     @extend_schema_field(SourceRefSerializer)
     def get_source(self, m: Match) -> dict:
@@ -166,7 +167,7 @@ class MyMatchSerializer(_OwnerField, serializers.Serializer):
     evidence = serializers.SerializerMethodField()
 
     def get_evidence(self, m: Match) -> str:
-        return visible_match(m, _requester(self.context))[0]
+        return _evidence(self, m).text
 
     def get_owner(self, m: Match) -> str:
         return self._owner_of(m.local_file)
@@ -393,7 +394,7 @@ class LocalFileDetailSerializer(_IdentityField, _OwnerField, serializers.ModelSe
     @extend_schema_field(FileMatchSerializer(many=True))
     def get_matches(self, lf: LocalFile) -> list:
         rows = sorted(lf.matches.all(), key=lambda m: (Match.STRENGTH.get(m.kind, 9), m.pk))
-        return FileMatchSerializer(rows, many=True, context=self.context).data
+        return FileMatchSerializer(rows, many=True, context=_with_evidence(self.context, rows)).data
 
     @extend_schema_field(SafetySerializer)
     def get_safety(self, lf: LocalFile) -> dict:
@@ -463,7 +464,8 @@ class SourceModelDetailSerializer(SourceModelListSerializer):
 
     @extend_schema_field(MyMatchSerializer(many=True))
     def get_my_local_files(self, m: SourceModel) -> list:
-        return MyMatchSerializer(self.context.get("my_matches", []), many=True, context=self.context).data
+        rows = list(self.context.get("my_matches", []))
+        return MyMatchSerializer(rows, many=True, context=_with_evidence(self.context, rows)).data
 
 
 class SourceModelRefSerializer(serializers.ModelSerializer):
@@ -481,7 +483,8 @@ class SourceVersionDetailSerializer(SourceVersionSerializer):
 
     @extend_schema_field(MyMatchSerializer(many=True))
     def get_my_local_files(self, v: SourceVersion) -> list:
-        return MyMatchSerializer(self.context.get("my_matches", []), many=True, context=self.context).data
+        rows = list(self.context.get("my_matches", []))
+        return MyMatchSerializer(rows, many=True, context=_with_evidence(self.context, rows)).data
 
 
 # --- jobs -------------------------------------------------------------------------

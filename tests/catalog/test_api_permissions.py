@@ -201,3 +201,20 @@ def test_upload_over_session_needs_csrf_too(user, model_root):
     browser.force_login(user)
     resp = browser.post("/api/v1/files/upload/", {"file": SimpleUploadedFile("a.bin", b"abc")}, format="multipart")
     assert resp.status_code == 403 and not LocalFile.objects.exists()
+
+
+def test_page_and_api_show_the_same_evidence_and_hide_all_of_it(user, world):
+    """One privacy rule: the whole evidence text goes, not only the copy's name (here its old name and folder)."""
+    from django.test import Client
+
+    from models_catalog.identity import file_identities
+
+    world["alice_file"].matches.update(evidence="same tensors as /models/bob/old-name.safetensors, which is X")
+    [m] = token_client(user).get(f"/api/v1/files/{world['alice_file'].pk}/").json()["matches"]
+    web = Client()
+    web.force_login(user)
+    page = web.get(f"/files/{world['alice_file'].pk}/")
+    assert page.status_code == 200 and "alice-converted.ckpt" in page.content.decode()
+    assert "/models/bob" not in m["evidence"] and "old-name" not in page.content.decode()
+    assert m["evidence"] == file_identities([world["alice_file"]], viewer=user)[world["alice_file"].pk].evidence
+    assert m["evidence"] in page.content.decode().replace("&#x27;", "'")
