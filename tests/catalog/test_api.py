@@ -647,3 +647,38 @@ def test_drf_tokens_made_before_hashing_keep_working_and_leave_no_clear_text(use
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {old_key}")
     assert client.get("/api/v1/files/").status_code == 200
+
+
+def _infotext(model_autov2: str, lora_addnet: str) -> str:
+    return (f"a castle, <lora:moon:0.7>\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, Seed: 1, "
+            f"Model hash: {model_autov2}, Model: dream, Lora hashes: \"moon: {lora_addnet}\", Version: v1.7.0")
+
+
+@pytest.mark.parametrize("text", [
+    "sha256:{sha}", "{SHA}", "AutoV2:{autov2}", "{autov2}", "{infotext}",
+])
+def test_api_searches_accept_what_the_catalog_page_accepts(alice, user, text):
+    """One parser (workers.hash_query.parse_hash_query) behind the catalog page, GET /models/?search=,
+    GET /files/?search= and the lookup: a prefixed hash, a bare one of any length, or a pasted infotext."""
+    from django.test import Client
+
+    sf = catalog_file("Dream Shaper", data=b"dream")
+    other = catalog_file("Unrelated", data=b"other")
+    lf = local_file(user, "dream-local.safetensors", data=b"dream")
+    match(lf, sf)
+    h = hashes_of(b"dream")
+    q = text.format(sha=h["sha256"], SHA=h["sha256"].upper(), autov2=h["autov2"],
+                    infotext=_infotext(h["autov2"], hashes_of(b"nothing")["autov2"] + "ab"))
+    assert parse_hash_query(q)  # the page's parser reads it
+    web = Client()
+    web.force_login(user)
+    page_ = web.get("/catalog/", {"q": q, "scope": "all"})
+    assert page_.status_code == 200 and "Dream Shaper" in page_.content.decode()
+    assert "Unrelated" not in page_.content.decode() and other.pk
+    models = alice.get("/api/v1/models/", {"search": q})
+    assert models.status_code == 200 and [m["name"] for m in models.json()["results"]] == ["Dream Shaper"]
+    files = alice.get("/api/v1/files/", {"search": q})
+    assert files.status_code == 200 and [f["id"] for f in files.json()["results"]] == [lf.pk]
+    lookup = alice.get("/api/v1/lookup/", {"q": q})
+    assert lookup.status_code == 200
+    assert any(m["model"] == "Dream Shaper" for r in lookup.json() for m in r["matches"])
