@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.core.cache import cache
 
 
 
@@ -60,3 +61,11 @@ def sent_for_hashing(monkeypatch):
 
     monkeypatch.setattr(register_service, "enqueue_hashing_many", sent)
     return ids
+
+
+@pytest.fixture(autouse=True)
+def fresh_throttles():
+    """Throttle counters live in the cache; user ids repeat across tests."""
+    cache.clear()
+    yield
+    cache.clear()

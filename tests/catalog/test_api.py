@@ -3,77 +3,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-import zlib
 from pathlib import Path
 
-import blake3
 import pytest
-from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 from rest_framework.throttling import ScopedRateThrottle
 
-from models_catalog.models import ApiToken, FileHashes, FolderMember, Job, LocalFile, Match, SourceFile, SourceModel, SourceVersion
+from models_catalog.models import ApiToken, FileHashes, FolderMember, Job, LocalFile, SourceVersion
 from models_catalog.services.lookup import hash_lookup
-from models_catalog.services.tokens import api_token_create, token_digest
-from tests.catalog.conftest import write_safetensors
+from models_catalog.services.tokens import token_digest
+from tests.catalog.conftest import write_safetensors  # noqa: F401
+from tests.factories import catalog_file, error_of, hashes_of, local_file, match, push_record, token_client  # noqa: F401
 from workers.hash_query import HashQueryError, parse_hash_query
-from workers.hashing import hash_file
 
 pytestmark = pytest.mark.django_db
 
 
-# --- helpers (also used by test_api_permissions.py and test_api_schema.py) ---------------
-
-
-@pytest.fixture(autouse=True)
-def _fresh_throttles():
-    """Throttle counters live in the cache; user ids repeat across tests."""
-    cache.clear()
-    yield
-    cache.clear()
-
-
-def token_client(user) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=user)[1]}")
-    return client
-
-
-def hashes_of(data: bytes) -> dict[str, str]:
-    """Hashes of `data` as lower-case hex, computed here with hashlib/zlib/blake3 (not the engine)."""
-    sha = hashlib.sha256(data).hexdigest()
-    return {"sha256": sha, "autov2": sha[:10], "crc32": f"{zlib.crc32(data):08x}", "blake3": blake3.blake3(data).hexdigest()}
-
-
-def catalog_file(name="Dream Shaper", *, data=b"dream", source="civitai", type_="Checkpoint", base_model="SD 1.5",
-                 words=("dreamy",)) -> SourceFile:
-    model = SourceModel.objects.create(source=source, external_id=name, name=name, type=type_,
-                                       url=f"https://civitai.com/models/{len(name)}")
-    version = SourceVersion.objects.create(model=model, external_id=f"{name}-v1", name="v1", base_model=base_model,
-                                           trained_words=list(words))
-    return SourceFile.objects.create(version=version, external_id=f"{name}.safetensors", name=f"{name}.safetensors",
-                                     size=len(data), **hashes_of(data))
-
-
-def local_file(owner, name="a.safetensors", *, data: bytes | None = None, status="done", **fields) -> LocalFile:
-    lf = LocalFile.objects.create(owner=owner, origin=fields.pop("origin", "registered"),
-                                  path=f"/models/{owner.username}/{name}", name=name, status=status,
-                                  size=len(data) if data is not None else None, **fields)
-    if data is not None:
-        FileHashes.objects.create(local_file=lf, size=len(data), **hashes_of(data))
-    return lf
-
-
-def match(lf: LocalFile, sf: SourceFile, kind="exact", evidence="SHA256 equal", via=None) -> Match:
-    return Match.objects.create(local_file=lf, source_file=sf, kind=kind, evidence=evidence, via=via)
-
-
-def error_of(resp) -> dict:
-    """The one error format: {"error": {"code", "message", "detail"}}."""
-    body = resp.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "detail"}, body
-    return body["error"]
+# --- helpers (the shared ones live in tests/factories.py) ---------------
 
 
 def results(resp) -> list[dict]:
@@ -438,14 +385,8 @@ def test_register_bad_input_is_400(alice, model_root, body):
 # --- files: push -------------------------------------------------------------------------------
 
 
-def _record(tmp_path: Path, name: str, payload: bytes) -> dict:
-    f = write_safetensors(tmp_path / name, payload=payload)
-    return {"path": f"D:\\models\\{name}", "hashes": hash_file(f).to_json(), "format": "safetensors",
-            "safety": {"verdict": "safe", "findings": []}}
-
-
 def test_push_stores_good_records_and_reports_bad_ones_by_index(alice, user, tmp_path):
-    good = [_record(tmp_path, "one.safetensors", b"\x01" * 16), _record(tmp_path, "two.safetensors", b"\x02" * 16)]
+    good = [push_record(tmp_path, "one.safetensors", b"\x01" * 16), push_record(tmp_path, "two.safetensors", b"\x02" * 16)]
     bad_hash = {**good[0], "path": "D:\\models\\bad.safetensors", "hashes": {**good[0]["hashes"], "SHA256": "xyz"}}
     files = [good[0], "not an object", bad_hash, good[1]]
     resp = alice.post("/api/v1/files/push/", {"host": "gpu-box", "files": files}, format="json")
@@ -464,7 +405,7 @@ def test_push_stores_good_records_and_reports_bad_ones_by_index(alice, user, tmp
 
 
 def test_push_rejected_batch_is_400(alice, tmp_path):
-    record = _record(tmp_path, "one.safetensors", b"\x01" * 16)
+    record = push_record(tmp_path, "one.safetensors", b"\x01" * 16)
     resp = alice.post("/api/v1/files/push/", {"host": "gpu-box", "files": [record] * 501}, format="json")
     assert resp.status_code == 400
     err = error_of(resp)

@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from models_catalog.models import Job, LocalFile, QuarantineEntry
-from tests.catalog.test_api import _fresh_throttles, catalog_file, error_of, local_file, match, token_client  # noqa: F401
+from tests.factories import catalog_file, error_of, local_file, match, token_client  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from models_catalog.identity import best_model_names_sync
 from models_catalog.models import FileHashes, FolderMember, LocalFile, Match, SourceFile, SourceModel, SourceVersion
-from tests.catalog.test_api import _fresh_throttles, token_client  # noqa: F401
+from tests.factories import token_client  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 

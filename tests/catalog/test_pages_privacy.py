@@ -6,7 +6,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from models_catalog.models import Job, LocalFile, Match
-from tests.catalog.test_pages_catalog import fp, login, page, seed_local, seed_model
+from tests.factories import fp, login, page, seed_local, seed_model  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 

@@ -1,0 +1,129 @@
+"""Rows and clients the catalog tests share: plain functions (fixtures live in conftest.py).
+
+Hashes here are computed independently of the app (hashlib, zlib, blake3), so a test that
+compares them with what the app computed checks the app.
+"""
+from __future__ import annotations
+
+import hashlib
+import zlib
+from pathlib import Path
+
+import blake3
+from django.test import Client
+from rest_framework.test import APIClient
+
+from models_catalog.models import FileHashes, LocalFile, Match, SourceFile, SourceModel, SourceVersion
+from models_catalog.services.tokens import api_token_create
+from workers.hashing import hash_file
+
+# --- API rows and clients -------------------------------------------------------------
+
+
+def token_client(user) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=user)[1]}")
+    return client
+
+
+def hashes_of(data: bytes) -> dict[str, str]:
+    """Hashes of `data` as lower-case hex, computed here with hashlib/zlib/blake3 (not the engine)."""
+    sha = hashlib.sha256(data).hexdigest()
+    return {"sha256": sha, "autov2": sha[:10], "crc32": f"{zlib.crc32(data):08x}", "blake3": blake3.blake3(data).hexdigest()}
+
+
+def catalog_file(name="Dream Shaper", *, data=b"dream", source="civitai", type_="Checkpoint", base_model="SD 1.5",
+                 words=("dreamy",)) -> SourceFile:
+    model = SourceModel.objects.create(source=source, external_id=name, name=name, type=type_,
+                                       url=f"https://civitai.com/models/{len(name)}")
+    version = SourceVersion.objects.create(model=model, external_id=f"{name}-v1", name="v1", base_model=base_model,
+                                           trained_words=list(words))
+    return SourceFile.objects.create(version=version, external_id=f"{name}.safetensors", name=f"{name}.safetensors",
+                                     size=len(data), **hashes_of(data))
+
+
+def local_file(owner, name="a.safetensors", *, data: bytes | None = None, status="done", **fields) -> LocalFile:
+    lf = LocalFile.objects.create(owner=owner, origin=fields.pop("origin", "registered"),
+                                  path=f"/models/{owner.username}/{name}", name=name, status=status,
+                                  size=len(data) if data is not None else None, **fields)
+    if data is not None:
+        FileHashes.objects.create(local_file=lf, size=len(data), **hashes_of(data))
+    return lf
+
+
+def match(lf: LocalFile, sf: SourceFile, kind="exact", evidence="SHA256 equal", via=None) -> Match:
+    return Match.objects.create(local_file=lf, source_file=sf, kind=kind, evidence=evidence, via=via)
+
+
+def error_of(resp) -> dict:
+    """The one error format: {"error": {"code", "message", "detail"}}."""
+    body = resp.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "detail"}, body
+    return body["error"]
+
+
+def push_record(tmp_path: Path, name: str, payload: bytes) -> dict:
+    f = _write_safetensors(tmp_path / name, payload=payload)
+    return {"path": f"D:\\models\\{name}", "hashes": hash_file(f).to_json(), "format": "safetensors",
+            "safety": {"verdict": "safe", "findings": []}}
+
+
+
+def _write_safetensors(path: Path, payload: bytes) -> Path:
+    from tests.catalog.conftest import write_safetensors
+
+    return write_safetensors(path, payload=payload)
+
+
+# --- page rows and clients ------------------------------------------------------------
+
+
+def six_hashes_of(data: bytes) -> dict:
+    """Six hash fields computed independently of the app (AutoV1/AutoV3 stand-ins are derived digests)."""
+    sha = hashlib.sha256(data).hexdigest()
+    return {
+        "sha256": sha, "autov2": sha[:10], "autov1": hashlib.sha256(b"v1" + data).hexdigest()[:8],
+        "autov3": hashlib.sha256(b"v3" + data).hexdigest()[:12], "crc32": f"{zlib.crc32(data):08x}",
+        "blake3": hashlib.blake2b(data, digest_size=32).hexdigest(),
+    }
+
+
+def seed_model(name, *, source="civitai", type="Checkpoint", base="SD 1.5", words=(), files=(), ext=None, **kw):
+    model = SourceModel.objects.create(source=source, external_id=ext or f"{source}-{name}-{SourceModel.objects.count()}",
+                                       name=name, type=type, url=f"https://example.test/models/{name}", **kw)
+    version = SourceVersion.objects.create(model=model, external_id=f"v-{model.pk}", name=f"{name} v1", base_model=base,
+                                           trained_words=list(words), url=f"https://example.test/versions/{model.pk}")
+    made = []
+    for i, spec in enumerate(files):
+        spec = dict(spec)
+        data = spec.pop("data")
+        made.append(SourceFile.objects.create(version=version, external_id=str(i), **six_hashes_of(data), **spec))
+    return model, version, made
+
+
+def seed_local(owner, name, *, data=None, fmt="safetensors", verdict="safe", fingerprint=None, status="done", **kw):
+    lf = LocalFile.objects.create(owner=owner, origin="registered", path=f"/m/{owner.username}/{name}", name=name,
+                                  size=len(data or b"") or 100, status=status, format=fmt, safety_verdict=verdict,
+                                  fingerprint=fingerprint, content_id=(fingerprint or {}).get("content_id", ""),
+                                  precision_id=(fingerprint or {}).get("precision_id", ""), **kw)
+    if data is not None:
+        FileHashes.objects.create(local_file=lf, size=len(data), **six_hashes_of(data))
+    return lf
+
+
+def fp(dtype="F16", content="c1", precision="p1"):
+    return {"content_id": content, "precision_id": precision, "tensors": 3, "parameters": 30, "nbytes": 60,
+            "dtypes": {dtype: 3}, "components": {"unet": {"content_id": content, "precision_id": precision,
+                                                          "tensors": 3, "parameters": 30, "nbytes": 60}}}
+
+
+def login(user) -> Client:
+    c = Client()
+    c.force_login(user)
+    return c
+
+
+def page(client, url, **params) -> str:
+    resp = client.get(url, params)
+    assert resp.status_code == 200, resp.content[:500]
+    return resp.content.decode()
