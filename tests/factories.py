@@ -13,7 +13,10 @@ import blake3
 from django.test import Client
 from rest_framework.test import APIClient
 
+from models_catalog.identity import best_model_names_sync
 from models_catalog.models import FileHashes, LocalFile, Match, SourceFile, SourceModel, SourceVersion
+from models_catalog.services.hashing import local_file_hash
+from models_catalog.services.register import local_file_register
 from models_catalog.services.tokens import api_token_create
 from workers.hashing import hash_file
 
@@ -127,3 +130,43 @@ def page(client, url, **params) -> str:
     resp = client.get(url, params)
     assert resp.status_code == 200, resp.content[:500]
     return resp.content.decode()
+
+
+# --- My files rows --------------------------------------------------------------------
+
+
+def catalog_model_file(name: str, *, type_: str = "Checkpoint", base: str = "SD 1.5", version: str = "v1.0",
+           words=("hb_style",), source: str = "civitai") -> SourceFile:
+    model = SourceModel.objects.create(source=source, external_id=name, name=name, type=type_)
+    v = SourceVersion.objects.create(model=model, external_id=f"{name}-{version}", name=version, base_model=base,
+                                     trained_words=list(words))
+    return SourceFile.objects.create(version=v, external_id=f"{name}.safetensors", name=f"{name}.safetensors")
+
+
+def library_file(owner, name: str, *, folder: str = "/models", data: bytes | None = None, matches=(), **fields) -> LocalFile:
+    fields.setdefault("status", "done")
+    fields.setdefault("safety_verdict", "safe")
+    lf = LocalFile.objects.create(owner=owner, origin="registered", path=f"{folder}/{name}", name=name, **fields)
+    if data is not None:
+        FileHashes.objects.create(local_file=lf, size=len(data), **hashes_of(data))
+    for sf, kind in matches:
+        Match.objects.create(local_file=lf, source_file=sf, kind=kind, evidence=f"{kind} evidence for {name}")
+    if matches:
+        best_model_names_sync(local_file_ids=[lf.pk])  # as matching.local_file_match does with its rows
+    return lf
+
+
+# --- registered and hashed files (duplicate actions) -----------------------------------
+
+DUPLICATE_PAYLOAD = bytes(range(256)) * 64
+
+
+def register_and_hash(owner, *paths) -> list[LocalFile]:
+    outcome = local_file_register(paths=[str(p) for p in paths], owner=owner)
+    assert not outcome.refused, outcome.refused
+    for lf in outcome.queued:
+        local_file_hash(local_file_id=lf.pk)
+    rows = [LocalFile.objects.get(owner=owner, path=str(p.resolve())) for p in paths]
+    for lf in rows:
+        assert lf.status == "done", lf.error
+    return rows

@@ -4,6 +4,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 
+from tests.factories import DUPLICATE_PAYLOAD, register_and_hash
+
 
 
 @pytest.fixture
@@ -69,3 +71,15 @@ def fresh_throttles():
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture
+def pair(model_root, user, sent_for_hashing):
+    """Alice's keeper and an exact copy of it, in two folders under her root, registered and hashed."""
+    (model_root / "keep").mkdir()
+    (model_root / "old").mkdir()
+    keeper = write_safetensors(model_root / "keep" / "model.safetensors", payload=DUPLICATE_PAYLOAD)
+    copy = model_root / "old" / "model-copy.safetensors"
+    copy.write_bytes(keeper.read_bytes())
+    k, c = register_and_hash(user, keeper, copy)
+    return {"keeper": keeper, "copy": copy, "k": k, "c": c, "size": copy.stat().st_size}

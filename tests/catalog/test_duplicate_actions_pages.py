@@ -8,7 +8,7 @@ from django.test import Client
 
 from models_catalog.models import Job, LocalFile, QuarantineEntry
 from models_catalog.services.file_actions import quarantine_files
-from tests.catalog.test_duplicate_actions import pair, register_and_hash  # noqa: F401
+from tests.factories import register_and_hash  # noqa: F401
 from tests.factories import login, page  # noqa: F401
 
 pytestmark = pytest.mark.django_db
