@@ -15,10 +15,14 @@ from rest_framework.test import APIClient
 
 from models_catalog.identity import best_model_names_sync
 from models_catalog.models import FileHashes, LocalFile, Match, SourceFile, SourceModel, SourceVersion
+from models_catalog.services.civitai_lookup import civitai_client
 from models_catalog.services.hashing import local_file_hash
+from models_catalog.services.matching import local_components_sync
 from models_catalog.services.register import local_file_register
 from models_catalog.services.tokens import api_token_create
+from tests.fakes.civitai import file_hashes
 from workers.hashing import hash_file
+from workers.sources.http import RetryPolicy
 
 # --- API rows and clients -------------------------------------------------------------
 
@@ -170,3 +174,49 @@ def register_and_hash(owner, *paths) -> list[LocalFile]:
     for lf in rows:
         assert lf.status == "done", lf.error
     return rows
+
+
+# --- identification against the Civitai stand-in --------------------------------------
+
+
+def client_for(fake, **kw):
+    return civitai_client(base_url=fake.base_url, sleep=lambda s: None,
+                          retry=RetryPolicy(base=0.01, cap=0.01, max_attempts=2), **kw)
+
+
+def hashed(path: Path, owner) -> LocalFile:
+    """A registered local file, hashed and analysed synchronously."""
+    st = path.stat()
+    lf = LocalFile.objects.create(owner=owner, origin="registered", path=str(path), name=path.name, size=st.st_size)
+    local_file_hash(local_file_id=lf.pk)
+    lf.refresh_from_db()
+    assert lf.status == "done", lf.error
+    return lf
+
+
+def civitai_file(data: bytes, name: str, **meta) -> dict:
+    n = int.from_bytes(data[:8], "little")
+    return {
+        "name": name,
+        "hashes": file_hashes(
+            sha256=hashlib.sha256(data).hexdigest(),
+            autov3=hashlib.sha256(data[8 + n:]).hexdigest()[:12],
+            crc32=zlib.crc32(data).to_bytes(4, "little").hex(),
+            blake3=blake3.blake3(data).hexdigest(),
+        ),
+        "metadata": {"format": "SafeTensor", "fp": meta.get("fp", "fp16"), "size": "pruned"},
+    }
+
+
+def seed(fake, files: list[dict], *, name="Fake LoRA", type="LORA") -> int:
+    model_id = fake.add_model(name=name, type=type)
+    return fake.add_version(model_id, name="v1", base_model="SDXL 1.0", trained_words=["fakeword"], files=files)
+
+
+def fingerprinted_file(owner, name, *, fmt, content_id, precision_id, sha, components=None) -> LocalFile:
+    lf = LocalFile.objects.create(owner=owner, origin="pushed", path=f"/r/{name}", name=name, status="done", format=fmt,
+                                  content_id=content_id, precision_id=precision_id, size=100,
+                                  fingerprint={"components": components or {}})
+    local_components_sync(local_file_id=lf.pk, fingerprint=lf.fingerprint)  # as the analysis and push services do
+    FileHashes.objects.create(local_file=lf, size=100, sha256=sha, source="pushed")
+    return lf

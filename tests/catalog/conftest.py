@@ -5,6 +5,7 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 
 from tests.factories import DUPLICATE_PAYLOAD, register_and_hash
+from tests.fakes.civitai import fake_civitai  # noqa: F401  (the stand-in fixture the civitai fixture takes)
 
 
 
@@ -83,3 +84,13 @@ def pair(model_root, user, sent_for_hashing):
     copy.write_bytes(keeper.read_bytes())
     k, c = register_and_hash(user, keeper, copy)
     return {"keeper": keeper, "copy": copy, "k": k, "c": c, "size": copy.stat().st_size}
+
+
+@pytest.fixture
+def civitai(fake_civitai, settings, monkeypatch):
+    settings.CIVITAI_ENABLED = True
+    settings.CIVITAI_API_BASE = fake_civitai.base_url
+    from models_catalog.services import identify
+
+    monkeypatch.setattr(identify, "enqueue_civitai_batch", lambda: None)  # tests run the batch themselves
+    return fake_civitai
