@@ -6,10 +6,12 @@ compares them with what the app computed checks the app.
 from __future__ import annotations
 
 import hashlib
+import json
 import zlib
 from pathlib import Path
 
 import blake3
+import numpy as np
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -21,6 +23,7 @@ from models_catalog.services.matching import local_components_sync
 from models_catalog.services.register import local_file_register
 from models_catalog.services.tokens import api_token_create
 from tests.fakes.civitai import file_hashes
+from tests.fakes.demo_library import safetensors_bytes
 from workers.hashing import hash_file
 from workers.sources.http import RetryPolicy
 
@@ -220,3 +223,24 @@ def fingerprinted_file(owner, name, *, fmt, content_id, precision_id, sha, compo
     local_components_sync(local_file_id=lf.pk, fingerprint=lf.fingerprint)  # as the analysis and push services do
     FileHashes.objects.create(local_file=lf, size=100, sha256=sha, source="pushed")
     return lf
+
+
+# --- a LoRA that describes itself (kohya metadata) -------------------------------------
+
+SDXL_LORA = {
+    "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_down.weight": (4, 2048),
+    "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_up.weight": (640, 4),
+}
+KOHYA = {
+    "ss_output_name": "my_style_v3", "ss_base_model_version": "sdxl_base_v1-0", "ss_network_module": "networks.lora",
+    "ss_network_dim": "16", "ss_network_alpha": "8", "ss_resolution": "(1024, 1024)", "ss_num_epochs": "10",
+    "ss_epoch": "7", "ss_tag_frequency": json.dumps({"10_x": {"inkwash": 9, "mountain": 4}}),
+    "modelspec.author": "Jo Painter", "modelspec.date": "2024-05-01",
+}
+
+
+def write_lora(path, *, seed=0, metadata=KOHYA):
+    rng = np.random.default_rng(seed)
+    state = {k: ("F32", rng.standard_normal(shape).astype(np.float32)) for k, shape in SDXL_LORA.items()}
+    path.write_bytes(safetensors_bytes(state, metadata=metadata))
+    return path

@@ -4,7 +4,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.core.cache import cache
 
-from tests.factories import DUPLICATE_PAYLOAD, register_and_hash
+from tests.factories import DUPLICATE_PAYLOAD, register_and_hash, write_lora
 from tests.fakes.civitai import fake_civitai  # noqa: F401  (the stand-in fixture the civitai fixture takes)
 
 
@@ -94,3 +94,19 @@ def civitai(fake_civitai, settings, monkeypatch):
 
     monkeypatch.setattr(identify, "enqueue_civitai_batch", lambda: None)  # tests run the batch themselves
     return fake_civitai
+
+
+@pytest.fixture
+def unknown_lora(model_root, user, sent_for_hashing, settings):
+    settings.CIVITAI_ENABLED = False  # nobody knows it: the file's own words are all there is
+    path = write_lora(model_root / "lora_0001.safetensors")
+    from models_catalog.models import LocalFile
+    from models_catalog.services.hashing import local_files_hash
+    from models_catalog.services.register import local_file_register
+
+    outcome = local_file_register(paths=[str(path)], owner=user)
+    assert not outcome.refused
+    local_files_hash(local_file_ids=sent_for_hashing)
+    lf = LocalFile.objects.get(path=str(path))
+    assert lf.status == "done"
+    return lf
