@@ -54,13 +54,6 @@ def local_files_visible_to(*, user) -> QuerySet[LocalFile]:
     return LocalFile.objects.filter(owner=user)
 
 
-def local_file_visible_to(local_file: LocalFile, *, user) -> bool:
-    """`local_files_visible_to` for a row already loaded (no query); tests hold the two to the same answer."""
-    if user is None or not user.is_authenticated:
-        return False
-    return user.is_staff or local_file.owner_id == user.pk
-
-
 def local_files_listed_for(*, user, scope: str = "mine") -> QuerySet[LocalFile]:
     """What a list of local files shows by default: "mine" is the viewer's own files, staff too (an
     admin's My files would drown in everyone's); "all" is every file `local_files_visible_to` allows."""
