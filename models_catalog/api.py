@@ -1,10 +1,13 @@
 """REST API views (/api/v1/). Thin: they check input, call services, read rows.
 
 Privacy rules every view follows:
-- local files and jobs are filtered by owner in `get_queryset`, so another
-  user's object is a 404, never a 403 (no hint that it exists);
-- the shared catalog (models, versions) counts and lists only the caller's
-  own local files;
+- local files are fetched through `selectors.local_files_visible_to` (their
+  own; staff everyone's, each row with its `owner`), jobs by owner, so another
+  user's object is a 404, never a 403 (no hint that it exists); actions that
+  change files filter by owner, staff included (see that selector);
+- the shared catalog (models, versions) counts only the caller's own local
+  files (`local_copies`); a model's or version's `my_local_files` lists the
+  copies the caller may see (staff: everyone's, with `owner`), as the model page does;
 - path refusals for paths outside the model roots say only that, so the API
   cannot be used to probe which server paths exist.
 """
@@ -31,7 +34,7 @@ from rest_framework.views import APIView
 from models_catalog import serializers as s
 from models_catalog.api_errors import ApiError
 from models_catalog.models import Job, LocalFile, Match, Source, SourceFile, SourceModel, SourceVersion
-from models_catalog.selectors import FileQuery, file_list_page, hash_search, shown_matches, visible_files
+from models_catalog.selectors import FileQuery, file_list_page, hash_search, local_files_visible_to, shown_matches
 from models_catalog.services.duplicates import PREFERENCES, duplicate_groups
 from models_catalog.services.huggingface import hf_index_job_create
 from models_catalog.services.forget import local_file_forget
@@ -157,14 +160,15 @@ class LocalFileViewSet(BodyLimitMixin, mixins.ListModelMixin, mixins.RetrieveMod
                        viewsets.GenericViewSet):
     """Your model files: registered in place, uploaded, or pushed. The list is My files (same filters,
     sorts and keyset cursor, through selectors.file_list_page); staff may open anyone's file by id and
-    list everyone's with `scope=all`."""
+    list everyone's with `scope=all`, each row with its `owner` (empty for your own). Staff may also
+    forget anyone's row (the long-standing answer); every other action is owner-only."""
 
     queryset = LocalFile.objects.none()  # for the schema; get_queryset picks the rows
     pagination_class = None  # the list pages itself (keyset over any sort)
     filter_backends = []
 
     def get_queryset(self):
-        qs = visible_files(self.request.user).select_related("hashes")
+        qs = local_files_visible_to(user=self.request.user).select_related("hashes", "owner")
         return qs.prefetch_related(
             "members", Prefetch("matches", queryset=Match.objects.filter(shown_matches(self.request.user))
                                 .select_related("source_file__version__model", "via")),
@@ -375,14 +379,16 @@ def catalog_models(user):
 
 
 def my_matches_to(user, **where):
-    return (Match.objects.filter(local_file__owner=user, **where)
-            .select_related("local_file", "source_file", "via").order_by("local_file_id", "pk"))
+    """The matches of the files `user` may see to part of the catalog (the model page's "copies")."""
+    return (Match.objects.filter(shown_matches(user), local_file__in=local_files_visible_to(user=user), **where)
+            .select_related("local_file__owner", "source_file", "via").order_by("local_file_id", "pk"))
 
 
 @extend_schema(tags=["catalog"])
 class SourceModelViewSet(viewsets.ReadOnlyModelViewSet):
     """The identified catalog, shared by everyone: what Civitai and the Hub publish.
-    `local_copies` and `my_local_files` only ever count and show YOUR files."""
+    `local_copies` counts only YOUR files; `my_local_files` lists the copies you may see (staff: everyone's,
+    each with its `owner`), as the model page does."""
 
     queryset = SourceModel.objects.none()  # for the schema; get_queryset picks the rows
     pagination_class = ApiCursorPagination

@@ -5,7 +5,7 @@ converted > precision > partial > short hash) with the model, version, type
 and base model it leads to; or, when there is none, why: still being read,
 waiting for Civitai (and until when), could not be read, or unknown.
 
-Read-only. Evidence goes through the one privacy rule (`selectors.private_evidence`):
+Read-only. Evidence goes through the one privacy rule (`selectors.evidence_shown_to`):
 a match reached through another user's file never names that file.
 """
 from __future__ import annotations
@@ -122,7 +122,7 @@ def best_match(matches: list[Match]) -> Match | None:
 
 def file_identities(files, *, viewer) -> dict[int, FileIdentity]:
     """The identity of each file in `files` (LocalFile rows the viewer may see), in a fixed number of queries."""
-    from models_catalog.selectors import private_evidence, shown_matches, visible_files
+    from models_catalog.selectors import evidence_shown_to, shown_matches
     from models_catalog.updates import holds_newest
 
     files = list(files)
@@ -135,16 +135,16 @@ def file_identities(files, *, viewer) -> dict[int, FileIdentity]:
                .select_related("source_file__version__model__newest_version").annotate(holds_newest=holds_newest()))
     for m in matches:
         by_file.setdefault(m.local_file_id, []).append(m)
-    via_ids = {m.via_id for ms in by_file.values() for m in ms if m.via_id}
-    visible_via = set(visible_files(viewer).filter(pk__in=via_ids).values_list("pk", flat=True)) if via_ids else set()
     unmatched_done = [f.pk for f in files if f.pk not in by_file and f.status == LocalFile.Status.DONE]
     civitai = civitai_states(unmatched_done)
 
+    bests = {f.pk: best_match(by_file.get(f.pk, [])) for f in files}
+    shown = evidence_shown_to([b for b in bests.values() if b is not None], user=viewer)
     out = {}
     for f in files:
-        best = best_match(by_file.get(f.pk, []))
+        best = bests[f.pk]
         if best is not None:
-            out[f.pk] = _identified(best, by_file[f.pk], evidence=private_evidence(best, visible_via)[0])
+            out[f.pk] = _identified(best, by_file[f.pk], evidence=shown[best.pk].text)
         elif f.status == LocalFile.Status.ERROR:
             out[f.pk] = FileIdentity(state=IdentityState.BROKEN, problem=f.error or "could not be hashed")
         elif f.status != LocalFile.Status.DONE:

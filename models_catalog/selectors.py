@@ -1,8 +1,9 @@
 """Read-only queries behind the web pages: what a viewer may see, and in what order.
 
 Privacy rule: local files (paths, names, uploads) belong to their owner; staff
-may see them too. The catalog of source models is shared. Anything built from
-local files here is filtered by `visible_files(user)` or by owner.
+may see them too, labelled with the owner. The catalog of source models is shared.
+Anything built from local files here is filtered by `local_files_visible_to(user=...)`,
+or by owner where a list means "my files" (see `local_files_listed_for`).
 """
 from __future__ import annotations
 
@@ -37,11 +38,32 @@ HASH_LABELS = {"sha256": "SHA256", "autov1": "AutoV1", "autov2": "AutoV2", "auto
                "blake3": "BLAKE3"}
 
 
-def visible_files(user) -> QuerySet[LocalFile]:
-    """THE rule for which local files `user` may see (pages, API, CLI, exports): their own; staff everyone's."""
+def local_files_visible_to(*, user) -> QuerySet[LocalFile]:
+    """THE rule for which local files `user` may see (pages, API, CLI, exports): their own; staff
+    everyone's, each shown with its owner (pages: an "owner" badge; API: `owner`).
+
+    Seeing is not changing: actions that change files or what is said about them (hard link,
+    quarantine, restore, purge, convert, manual link, sidecar export, upload de-duplication) filter by
+    `owner=user` themselves, staff included. Forgetting a row (page and API) is the one action that
+    takes this rule, so staff may forget anyone's row (it never touches a registered file on disk);
+    that is the long-standing answer, kept."""
+    if user is None or not user.is_authenticated:
+        return LocalFile.objects.none()
     if user.is_staff:
         return LocalFile.objects.all()
     return LocalFile.objects.filter(owner=user)
+
+
+def local_files_listed_for(*, user, scope: str = "mine") -> QuerySet[LocalFile]:
+    """What a list of local files shows by default: "mine" is the viewer's own files, staff too (an
+    admin's My files would drown in everyone's); "all" is every file `local_files_visible_to` allows."""
+    files = local_files_visible_to(user=user)
+    return files if scope == "all" else files.filter(owner=user)
+
+
+def owner_label(local_file: LocalFile, *, user) -> str:
+    """Who owns a file the viewer sees, when it is not the viewer (staff views): '' for their own."""
+    return "" if local_file.owner_id == user.pk else local_file.owner.get_username()
 
 
 def shown_matches(user) -> Q:
@@ -244,7 +266,7 @@ def my_catalog_choices(user) -> dict[str, list[str]]:
 
 def models_of_local_files(local_file_ids, user) -> set[int]:
     """Models the viewer's (visible) files match, for a hash search that found local files."""
-    visible = visible_files(user).filter(pk__in=list(local_file_ids))
+    visible = local_files_visible_to(user=user).filter(pk__in=list(local_file_ids))
     return set(Match.objects.filter(local_file__in=visible).values_list("source_file__version__model_id", flat=True))
 
 
@@ -272,26 +294,44 @@ class VersionView:
     files: list[FileView]
 
 
-def private_evidence(match: Match, visible_ids: set[int]) -> tuple[str, bool]:
-    """Evidence that names another user's file (through `via`) is replaced: it would leak that file."""
-    if match.via_id is None or match.via_id in visible_ids:
-        return match.evidence, True
-    return (f"{match.get_kind_display()}: established through another identified copy of these weights "
-            "(not one of your files; details hidden)"), False
+@dataclass(frozen=True)
+class ShownEvidence:
+    text: str
+    via_id: int | None  # the file the match goes through, only when the viewer may see it
+
+
+def evidence_shown_to(matches, *, user) -> dict[int, ShownEvidence]:
+    """THE evidence privacy rule (pages, API, CLI, exports), for each match by pk, in at most one query.
+
+    A converted / precision / partial match may go through another identified copy (`via`), and its
+    stored evidence names that copy. When the viewer may not see that copy (the visibility rule), the
+    whole text is replaced, not just the name edited out (a path, a folder or a renamed copy's old
+    name could still give it away); what is left says the kind of match and the published file."""
+    matches = list(matches)
+    via_ids = {m.via_id for m in matches if m.via_id}
+    visible = (set(local_files_visible_to(user=user).filter(pk__in=via_ids).values_list("pk", flat=True))
+               if via_ids else set())
+    shown = {}
+    for m in matches:
+        if m.via_id is None or m.via_id in visible:
+            shown[m.pk] = ShownEvidence(m.evidence, m.via_id)
+        else:
+            shown[m.pk] = ShownEvidence(f"{m.get_kind_display()}: established through another user's copy of these "
+                                        f"weights (details hidden), which is {m.source_file.name}", None)
+    return shown
 
 
 def model_detail(model: SourceModel, user) -> list[VersionView]:
     versions = list(model.versions.all())
     files = list(SourceFile.objects.filter(version__model=model).order_by("-primary", "name", "id"))
-    visible = visible_files(user)
+    visible = local_files_visible_to(user=user)
     matches = list(Match.objects.filter(shown_matches(user), source_file__in=files, local_file__in=visible)
-                   .select_related("local_file", "via").order_by("local_file__name", "id"))
-    visible_ids = set(visible.filter(pk__in={m.via_id for m in matches if m.via_id}).values_list("pk", flat=True))
+                   .select_related("local_file__owner", "source_file", "via").order_by("local_file__name", "id"))
+    shown = evidence_shown_to(matches, user=user)
     copies: dict[int, list[LocalCopy]] = {}
     for m in matches:
-        evidence, via_ok = private_evidence(m, visible_ids)
-        copies.setdefault(m.source_file_id, []).append(
-            LocalCopy(match=m, file=m.local_file, evidence=evidence, via=m.via if via_ok else None))
+        copies.setdefault(m.source_file_id, []).append(LocalCopy(
+            match=m, file=m.local_file, evidence=shown[m.pk].text, via=m.via if shown[m.pk].via_id else None))
     by_version: dict[int, list[FileView]] = {}
     for sf in files:
         hashes = [(HASH_LABELS[f], getattr(sf, f).upper()) for f in HASH_FIELDS if getattr(sf, f)]
@@ -305,13 +345,8 @@ def file_matches(lf: LocalFile, user) -> list[tuple[Match, str, LocalFile | None
     """A local file's matches with evidence safe to show to `user`."""
     matches = list(Match.objects.filter(shown_matches(user), local_file=lf).select_related("source_file__version__model", "via"))
     matches.sort(key=lambda m: (Match.STRENGTH.get(m.kind, 9), m.pk))
-    via_ids = {m.via_id for m in matches if m.via_id}
-    visible_ids = set(visible_files(user).filter(pk__in=via_ids).values_list("pk", flat=True))
-    out = []
-    for m in matches:
-        evidence, ok = private_evidence(m, visible_ids)
-        out.append((m, evidence, m.via if ok else None))
-    return out
+    shown = evidence_shown_to(matches, user=user)
+    return [(m, shown[m.pk].text, m.via if shown[m.pk].via_id else None) for m in matches]
 
 
 def source_choices() -> list[tuple[str, str]]:
@@ -341,7 +376,7 @@ FILE_MATCH_KINDS = list(Match.Kind.choices) + [("none", "not identified")]
 class FileQuery:
     user: object
     # "mine": the viewer's own files, also for staff (My files is a list of one's own disks; an
-    # admin's page would drown in everyone's). "all": every file `visible_files` lets them see.
+    # admin's page would drown in everyone's). "all": every file `local_files_visible_to` lets them see.
     scope: str = "mine"
     search: str = ""  # name, path, model name, or any hash in any form
     type: str = ""  # model type of a match (Checkpoint, LORA, ...)
@@ -449,9 +484,7 @@ def _in_folder(prefix: str) -> Q:
 
 def file_list_queryset(q: FileQuery, *, hash_queries: list[HashQuery] | None = None) -> QuerySet[LocalFile]:
     """The viewer's files matching every filter of `q`, unordered."""
-    files = visible_files(q.user)
-    if q.scope != "all":
-        files = files.filter(owner=q.user)
+    files = local_files_listed_for(user=q.user, scope=q.scope)
     text = q.search.strip()
     if text:
         queries = hash_search(text) if hash_queries is None else hash_queries
@@ -529,7 +562,7 @@ def file_list_page(q: FileQuery, *, page_size: int = PAGE_SIZE) -> FilePage:
     reaches the files without a size or a match), then the identities of those rows."""
     sort = q.sort if q.sort in _FILE_SORT_PHASES else "newest"
     queries = hash_search(q.search.strip()) if q.search.strip() else []
-    files = file_list_queryset(q, hash_queries=queries).select_related("hashes")
+    files = file_list_queryset(q, hash_queries=queries).select_related("hashes", "owner")
     phases = _FILE_SORT_PHASES[sort]
     last = decode_file_cursor(q.cursor, sort)
     found: list[tuple[int, LocalFile]] = []

@@ -2,7 +2,8 @@
 documentation-only serializers for the dataclasses the services return.
 
 Privacy: a serializer that shows local files gets the requesting user in its
-context and never names another user's file (see `visible_match`).
+context and never names a file the requester may not see: evidence goes through
+`selectors.evidence_shown_to`, the one rule the pages use too.
 """
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ from rest_framework import serializers
 from models_catalog.identity import file_identities
 from models_catalog.models import FileHashes, FolderMember, Job, LocalFile, Match, SourceFile, SourceModel, SourceVersion
 from models_catalog.selectors import (
-    FILE_MATCH_KINDS, FILE_SCOPES, FILE_SORTS, FILE_STATES, LOCAL_FORMATS, PAGE_SIZE, VERDICTS,
+    FILE_MATCH_KINDS, FILE_SCOPES, FILE_SORTS, FILE_STATES, LOCAL_FORMATS, PAGE_SIZE, VERDICTS, evidence_shown_to,
+    owner_label,
 )
 from models_catalog.services.forget import STORED_COPY_WORDS
 from workers.modelfiles.architecture import FAMILIES, KINDS
@@ -91,18 +93,17 @@ def _requester(context):
     return getattr(request, "user", None)
 
 
-def visible_match(match: Match, user) -> tuple[str, int | None]:
-    """(evidence, via id) as `user` may see them.
+def _evidence(serializer, m: Match):
+    """The match's evidence as selectors.evidence_shown_to lets the requester see it: from
+    context["evidence"] (one batch for the whole list), else worked out for this match alone."""
+    shown = serializer.context.get("evidence") or {}
+    if m.pk not in shown:
+        shown = evidence_shown_to([m], user=_requester(serializer.context))
+    return shown[m.pk]
 
-    A converted/precision/partial match can be derived from another user's
-    identified copy, and the matcher names that copy in its evidence. Other
-    users' file names and ids stay hidden: the evidence says "another user's copy".
-    """
-    via = match.via
-    if via is None or user is None or via.owner_id == user.pk or user.is_staff:
-        return match.evidence, match.via_id
-    evidence = match.evidence.replace(via.name, "another user's copy") if via.name else match.evidence
-    return evidence, None
+
+def _with_evidence(context, matches) -> dict:
+    return {**context, "evidence": evidence_shown_to(matches, user=_requester(context))}
 
 
 class SourceRefSerializer(serializers.Serializer):
@@ -129,10 +130,10 @@ class FileMatchSerializer(serializers.ModelSerializer):
         fields = ["id", "kind", "evidence", "share", "via_local_file_id", "source"]
 
     def get_evidence(self, m: Match) -> str:
-        return visible_match(m, _requester(self.context))[0]
+        return _evidence(self, m).text
 
     def get_via_local_file_id(self, m: Match) -> int | None:
-        return visible_match(m, _requester(self.context))[1]
+        return _evidence(self, m).via_id
 
     @extend_schema_field(SourceRefSerializer)
     def get_source(self, m: Match) -> dict:
@@ -146,10 +147,18 @@ class FileMatchSerializer(serializers.ModelSerializer):
         }
 
 
-class MyMatchSerializer(serializers.Serializer):
-    """One of the requesting user's local files matched to a catalog file."""
+class _OwnerField:
+    """`owner`: whose file a row is when it is not the requester's (staff see everyone's); '' for their own."""
+
+    def _owner_of(self, lf: LocalFile) -> str:
+        return owner_label(lf, user=_requester(self.context))
+
+
+class MyMatchSerializer(_OwnerField, serializers.Serializer):
+    """A local file the requesting user may see (their own; staff: anyone's) matched to a catalog file."""
 
     local_file_id = serializers.IntegerField(source="local_file.id")
+    owner = serializers.SerializerMethodField(help_text="the file's owner when it is not yours (staff); '' for yours")
     name = serializers.CharField(source="local_file.name")
     path = serializers.CharField(source="local_file.path")
     host = serializers.CharField(source="local_file.host")
@@ -159,7 +168,10 @@ class MyMatchSerializer(serializers.Serializer):
     evidence = serializers.SerializerMethodField()
 
     def get_evidence(self, m: Match) -> str:
-        return visible_match(m, _requester(self.context))[0]
+        return _evidence(self, m).text
+
+    def get_owner(self, m: Match) -> str:
+        return self._owner_of(m.local_file)
 
 
 # --- local files ----------------------------------------------------------------
@@ -267,7 +279,8 @@ class _IdentityField:
         return identity.to_json()
 
 
-class LocalFileListSerializer(_IdentityField, serializers.ModelSerializer):
+class LocalFileListSerializer(_IdentityField, _OwnerField, serializers.ModelSerializer):
+    owner = serializers.SerializerMethodField(help_text="the file's owner when it is not yours (staff); '' for yours")
     family = serializers.CharField(source="architecture_family", read_only=True,
                                    help_text="family from the tensors (SD 1.x, SDXL, Flux, ...); '' before detection")
     kind = serializers.CharField(source="architecture_kind", read_only=True,
@@ -279,9 +292,12 @@ class LocalFileListSerializer(_IdentityField, serializers.ModelSerializer):
 
     class Meta:
         model = LocalFile
-        fields = ["id", "name", "path", "host", "origin", "is_folder", "size", "status", "progress_percent", "error",
-                  "format", "family", "kind", "safety_verdict", "sha256", "best_match", "identity", "created_at",
-                  "hashed_at", "quarantined_at"]
+        fields = ["id", "owner", "name", "path", "host", "origin", "is_folder", "size", "status", "progress_percent",
+                  "error", "format", "family", "kind", "safety_verdict", "sha256", "best_match", "identity",
+                  "created_at", "hashed_at", "quarantined_at"]
+
+    def get_owner(self, lf: LocalFile) -> str:
+        return self._owner_of(lf)
 
     def get_sha256(self, lf: LocalFile) -> str | None:
         h = lf.stored_hashes
@@ -355,7 +371,8 @@ class PreviewSerializer(serializers.Serializer):
     error = serializers.CharField(allow_blank=True, help_text="why a download failed (retried hourly)")
 
 
-class LocalFileDetailSerializer(_IdentityField, serializers.ModelSerializer):
+class LocalFileDetailSerializer(_IdentityField, _OwnerField, serializers.ModelSerializer):
+    owner = serializers.SerializerMethodField(help_text="the file's owner when it is not yours (staff); '' for yours")
     identity = serializers.SerializerMethodField()
     previews = serializers.SerializerMethodField()
     hashes = serializers.SerializerMethodField()
@@ -370,10 +387,13 @@ class LocalFileDetailSerializer(_IdentityField, serializers.ModelSerializer):
 
     class Meta:
         model = LocalFile
-        fields = ["id", "name", "path", "host", "origin", "is_folder", "size", "format", "content_id", "precision_id",
+        fields = ["id", "owner", "name", "path", "host", "origin", "is_folder", "size", "format", "content_id", "precision_id",
                   "bf16_id", "analysis_error", "identity", "hashes", "members", "matches", "safety", "fingerprint",
                   "progress", "self_description", "architecture", "previews", "created_at", "updated_at", "hashed_at",
                   "quarantined_at"]
+
+    def get_owner(self, lf: LocalFile) -> str:
+        return self._owner_of(lf)
 
     @extend_schema_field(PreviewSerializer(many=True))
     def get_previews(self, lf: LocalFile) -> list:
@@ -396,7 +416,7 @@ class LocalFileDetailSerializer(_IdentityField, serializers.ModelSerializer):
     @extend_schema_field(FileMatchSerializer(many=True))
     def get_matches(self, lf: LocalFile) -> list:
         rows = sorted(lf.matches.all(), key=lambda m: (Match.STRENGTH.get(m.kind, 9), m.pk))
-        return FileMatchSerializer(rows, many=True, context=self.context).data
+        return FileMatchSerializer(rows, many=True, context=_with_evidence(self.context, rows)).data
 
     @extend_schema_field(SafetySerializer)
     def get_safety(self, lf: LocalFile) -> dict:
@@ -466,7 +486,8 @@ class SourceModelDetailSerializer(SourceModelListSerializer):
 
     @extend_schema_field(MyMatchSerializer(many=True))
     def get_my_local_files(self, m: SourceModel) -> list:
-        return MyMatchSerializer(self.context.get("my_matches", []), many=True, context=self.context).data
+        rows = list(self.context.get("my_matches", []))
+        return MyMatchSerializer(rows, many=True, context=_with_evidence(self.context, rows)).data
 
 
 class SourceModelRefSerializer(serializers.ModelSerializer):
@@ -484,7 +505,8 @@ class SourceVersionDetailSerializer(SourceVersionSerializer):
 
     @extend_schema_field(MyMatchSerializer(many=True))
     def get_my_local_files(self, v: SourceVersion) -> list:
-        return MyMatchSerializer(self.context.get("my_matches", []), many=True, context=self.context).data
+        rows = list(self.context.get("my_matches", []))
+        return MyMatchSerializer(rows, many=True, context=_with_evidence(self.context, rows)).data
 
 
 # --- jobs -------------------------------------------------------------------------
@@ -538,6 +560,7 @@ class LookupMatchSerializer(serializers.Serializer):
     url = serializers.CharField(allow_null=True)
     model_id = serializers.IntegerField(allow_null=True)
     local_file_id = serializers.IntegerField(allow_null=True)
+    owner = serializers.CharField(allow_blank=True, help_text="my files seen by staff: the file's owner ('' for yours)")
 
 
 class LookupResultSerializer(serializers.Serializer):

@@ -19,7 +19,7 @@ from models_catalog.models import FileHashes, LocalFile
 from models_catalog.preview_selectors import previews_for_versions
 from models_catalog.prompt_usage import prompt_usage
 from models_catalog.selectors import (
-    FILE_SORTS, FileQuery, civitai_lookups_for, file_filter_choices, file_list_page, file_matches, visible_files,
+    FILE_SORTS, FileQuery, civitai_lookups_for, file_filter_choices, file_list_page, file_matches, local_files_visible_to,
     with_rates,
 )
 from models_catalog.services.convert import convert_offered
@@ -118,7 +118,7 @@ def _fingerprint_summary(lf: LocalFile) -> dict | None:
 
 @login_required
 def file_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    lf = get_object_or_404(visible_files(request.user).select_related("hashes").prefetch_related("members"), pk=pk)
+    lf = get_object_or_404(local_files_visible_to(user=request.user).select_related("hashes").prefetch_related("members"), pk=pk)
     with_rates([lf])
     hashes = FileHashes.objects.filter(local_file=lf).first()
     identity = file_identities([lf], viewer=request.user)[lf.pk]
@@ -141,7 +141,7 @@ def file_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_http_methods(["POST"])
 def file_forget(request: HttpRequest, pk: int) -> HttpResponse:
     """Forget the row (and its hashes and matches); an upload's stored copy goes too, a registered file stays."""
-    lf = get_object_or_404(visible_files(request.user), pk=pk)
+    lf = get_object_or_404(local_files_visible_to(user=request.user), pk=pk)
     if lf.quarantined_at is not None:  # forgetting it would leave the file in the quarantine folder, unlisted
         messages.error(request, f"{lf.name} is in quarantine: restore it or purge it on the Quarantine page.")
         return redirect("catalog:file_detail", pk=lf.pk)

@@ -7,7 +7,7 @@ from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 
 from models_catalog.models import SourceImage
-from models_catalog.selectors import visible_files
+from models_catalog.selectors import local_files_visible_to
 from models_catalog.services.local_previews import local_preview_thumb
 from models_catalog.services.preferences import NSFW_LEVELS, nsfw_max_level_for, nsfw_max_level_set
 from models_catalog.services.previews import thumb_path
@@ -48,7 +48,7 @@ def preview_placeholder(request: HttpRequest, pk: int) -> HttpResponse:
 @login_required
 def file_preview(request: HttpRequest, pk: int) -> HttpResponse:
     """The thumbnail of the image beside a file: only for who may see the file (else 404)."""
-    lf = get_object_or_404(visible_files(request.user), pk=pk)
+    lf = get_object_or_404(local_files_visible_to(user=request.user), pk=pk)
     path = local_preview_thumb(local_file=lf)
     if path is None:
         raise Http404("no local preview")

@@ -54,6 +54,7 @@ class LookupMatch:
     model_id: int | None = None
     local_file_id: int | None = None
     summary: str = ""  # my files: "renamed copy of Hidden Base Model v1.0 (file hiddenBase_v10.safetensors)"
+    owner: str = ""  # my files seen by staff: whose file it is ('' for the viewer's own)
 
 
 @dataclass
@@ -110,13 +111,13 @@ def _my_matches(query: HashQuery, user) -> list[LookupMatch]:
     if user is None:
         return []
     from models_catalog.identity import file_identities
-    from models_catalog.selectors import visible_files
+    from models_catalog.selectors import local_files_visible_to, owner_label
 
-    visible = visible_files(user)
+    visible = local_files_visible_to(user=user)
     hits = []  # (local file, shown name, hash kind)
-    for h in FileHashes.objects.filter(hash_fields_q(query.candidates, True), local_file__in=visible).select_related("local_file")[:50]:
+    for h in FileHashes.objects.filter(hash_fields_q(query.candidates, True), local_file__in=visible).select_related("local_file__owner")[:50]:
         hits.append((h.local_file, h.local_file.name, _which(h, query.candidates)))
-    for m in FolderMember.objects.filter(hash_fields_q(query.candidates, True), folder__in=visible).select_related("folder")[:50]:
+    for m in FolderMember.objects.filter(hash_fields_q(query.candidates, True), folder__in=visible).select_related("folder__owner")[:50]:
         hits.append((m.folder, f"{m.folder.name}/{m.relative_path}", _which(m, query.candidates)))
     identities = file_identities({lf.pk: lf for lf, _, _ in hits}.values(), viewer=user)
     found = []
@@ -125,7 +126,7 @@ def _my_matches(query: HashQuery, user) -> list[LookupMatch]:
         found.append(LookupMatch(
             source="my files", model=identity.model_name or None, version=identity.version_name or None, file=shown,
             match=identity.match_kind or identity.state, hash_kind=kind, evidence=f"{kind} equal: {KIND_MEANING[kind]}",
-            model_id=identity.model_id, local_file_id=lf.pk, summary=identity.summary,
+            model_id=identity.model_id, local_file_id=lf.pk, summary=identity.summary, owner=owner_label(lf, user=user),
         ))
     return found
 

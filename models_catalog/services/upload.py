@@ -53,7 +53,7 @@ def local_file_upload(*, uploaded: UploadedFile, owner) -> Uploaded:
 
 def owners_file_with_sha256(*, owner, sha256: str) -> LocalFile | None:
     """The owner's own finished file with these bytes (any origin), oldest first. Only the owner's:
-    not visible_files, which for staff spans everyone, since the answer would tell whether another
+    not local_files_visible_to, which for staff spans everyone, since the answer would tell whether another
     user has the same file. A file still being hashed has no trustworthy SHA256 yet and does not count."""
     return (LocalFile.objects.filter(owner=owner, status=LocalFile.Status.DONE, hashes__sha256=sha256)
             .order_by("pk").first())

@@ -3,77 +3,24 @@ from __future__ import annotations
 
 import hashlib
 import json
-import zlib
 from pathlib import Path
 
-import blake3
 import pytest
-from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 from rest_framework.throttling import ScopedRateThrottle
 
-from models_catalog.models import ApiToken, FileHashes, FolderMember, Job, LocalFile, Match, SourceFile, SourceModel, SourceVersion
+from models_catalog.models import ApiToken, FileHashes, FolderMember, Job, LocalFile, SourceVersion
 from models_catalog.services.lookup import hash_lookup
-from models_catalog.services.tokens import api_token_create, token_digest
-from tests.catalog.conftest import write_safetensors
+from models_catalog.services.tokens import token_digest
+from tests.catalog.conftest import write_safetensors  # noqa: F401
+from tests.factories import catalog_file, error_of, hashes_of, local_file, match, push_record, token_client  # noqa: F401
 from workers.hash_query import HashQueryError, parse_hash_query
-from workers.hashing import hash_file
 
 pytestmark = pytest.mark.django_db
 
 
-# --- helpers (also used by test_api_permissions.py and test_api_schema.py) ---------------
-
-
-@pytest.fixture(autouse=True)
-def _fresh_throttles():
-    """Throttle counters live in the cache; user ids repeat across tests."""
-    cache.clear()
-    yield
-    cache.clear()
-
-
-def token_client(user) -> APIClient:
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token_create(user=user)[1]}")
-    return client
-
-
-def hashes_of(data: bytes) -> dict[str, str]:
-    """Hashes of `data` as lower-case hex, computed here with hashlib/zlib/blake3 (not the engine)."""
-    sha = hashlib.sha256(data).hexdigest()
-    return {"sha256": sha, "autov2": sha[:10], "crc32": f"{zlib.crc32(data):08x}", "blake3": blake3.blake3(data).hexdigest()}
-
-
-def catalog_file(name="Dream Shaper", *, data=b"dream", source="civitai", type_="Checkpoint", base_model="SD 1.5",
-                 words=("dreamy",)) -> SourceFile:
-    model = SourceModel.objects.create(source=source, external_id=name, name=name, type=type_,
-                                       url=f"https://civitai.com/models/{len(name)}")
-    version = SourceVersion.objects.create(model=model, external_id=f"{name}-v1", name="v1", base_model=base_model,
-                                           trained_words=list(words))
-    return SourceFile.objects.create(version=version, external_id=f"{name}.safetensors", name=f"{name}.safetensors",
-                                     size=len(data), **hashes_of(data))
-
-
-def local_file(owner, name="a.safetensors", *, data: bytes | None = None, status="done", **fields) -> LocalFile:
-    lf = LocalFile.objects.create(owner=owner, origin=fields.pop("origin", "registered"),
-                                  path=f"/models/{owner.username}/{name}", name=name, status=status,
-                                  size=len(data) if data is not None else None, **fields)
-    if data is not None:
-        FileHashes.objects.create(local_file=lf, size=len(data), **hashes_of(data))
-    return lf
-
-
-def match(lf: LocalFile, sf: SourceFile, kind="exact", evidence="SHA256 equal", via=None) -> Match:
-    return Match.objects.create(local_file=lf, source_file=sf, kind=kind, evidence=evidence, via=via)
-
-
-def error_of(resp) -> dict:
-    """The one error format: {"error": {"code", "message", "detail"}}."""
-    body = resp.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "detail"}, body
-    return body["error"]
+# --- helpers (the shared ones live in tests/factories.py) ---------------
 
 
 def results(resp) -> list[dict]:
@@ -181,7 +128,7 @@ def test_lookup_by_sha256_returns_the_service_results(alice, user):
     assert body[0]["civitai"] == "known here"
     assert set(body[0]) == {"query", "label", "kinds_tried", "note", "matches", "civitai"}
     assert set(body[0]["matches"][0]) == {"source", "model", "version", "file", "match", "evidence", "url",
-                                          "model_id", "local_file_id", "hash_kind", "summary"}
+                                          "model_id", "local_file_id", "hash_kind", "summary", "owner"}
 
 
 def test_lookup_post_reads_a_pasted_infotext(alice):
@@ -438,14 +385,8 @@ def test_register_bad_input_is_400(alice, model_root, body):
 # --- files: push -------------------------------------------------------------------------------
 
 
-def _record(tmp_path: Path, name: str, payload: bytes) -> dict:
-    f = write_safetensors(tmp_path / name, payload=payload)
-    return {"path": f"D:\\models\\{name}", "hashes": hash_file(f).to_json(), "format": "safetensors",
-            "safety": {"verdict": "safe", "findings": []}}
-
-
 def test_push_stores_good_records_and_reports_bad_ones_by_index(alice, user, tmp_path):
-    good = [_record(tmp_path, "one.safetensors", b"\x01" * 16), _record(tmp_path, "two.safetensors", b"\x02" * 16)]
+    good = [push_record(tmp_path, "one.safetensors", b"\x01" * 16), push_record(tmp_path, "two.safetensors", b"\x02" * 16)]
     bad_hash = {**good[0], "path": "D:\\models\\bad.safetensors", "hashes": {**good[0]["hashes"], "SHA256": "xyz"}}
     files = [good[0], "not an object", bad_hash, good[1]]
     resp = alice.post("/api/v1/files/push/", {"host": "gpu-box", "files": files}, format="json")
@@ -464,7 +405,7 @@ def test_push_stores_good_records_and_reports_bad_ones_by_index(alice, user, tmp
 
 
 def test_push_rejected_batch_is_400(alice, tmp_path):
-    record = _record(tmp_path, "one.safetensors", b"\x01" * 16)
+    record = push_record(tmp_path, "one.safetensors", b"\x01" * 16)
     resp = alice.post("/api/v1/files/push/", {"host": "gpu-box", "files": [record] * 501}, format="json")
     assert resp.status_code == 400
     err = error_of(resp)
@@ -521,7 +462,7 @@ def test_model_detail_has_versions_files_hashes_and_my_matched_files(alice, user
     body = alice.get(f"/api/v1/models/{sf.version.model_id}/").json()
     [version] = body["versions"]
     assert version["id"] == sf.version_id and version["files"][0]["hashes"]["SHA256"] == sf.sha256.upper()
-    assert body["my_local_files"] == [{"local_file_id": lf.pk, "name": "mine.safetensors", "path": lf.path, "host": "",
+    assert body["my_local_files"] == [{"local_file_id": lf.pk, "owner": "", "name": "mine.safetensors", "path": lf.path, "host": "",
                                        "source_file_id": sf.pk, "version_id": sf.version_id, "kind": "exact",
                                        "evidence": "SHA256 equal"}]
     assert alice.get("/api/v1/models/999999/").status_code == 404
@@ -647,3 +588,38 @@ def test_drf_tokens_made_before_hashing_keep_working_and_leave_no_clear_text(use
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {old_key}")
     assert client.get("/api/v1/files/").status_code == 200
+
+
+def _infotext(model_autov2: str, lora_addnet: str) -> str:
+    return (f"a castle, <lora:moon:0.7>\nNegative prompt: blurry\nSteps: 20, Sampler: Euler a, Seed: 1, "
+            f"Model hash: {model_autov2}, Model: dream, Lora hashes: \"moon: {lora_addnet}\", Version: v1.7.0")
+
+
+@pytest.mark.parametrize("text", [
+    "sha256:{sha}", "{SHA}", "AutoV2:{autov2}", "{autov2}", "{infotext}",
+])
+def test_api_searches_accept_what_the_catalog_page_accepts(alice, user, text):
+    """One parser (workers.hash_query.parse_hash_query) behind the catalog page, GET /models/?search=,
+    GET /files/?search= and the lookup: a prefixed hash, a bare one of any length, or a pasted infotext."""
+    from django.test import Client
+
+    sf = catalog_file("Dream Shaper", data=b"dream")
+    other = catalog_file("Unrelated", data=b"other")
+    lf = local_file(user, "dream-local.safetensors", data=b"dream")
+    match(lf, sf)
+    h = hashes_of(b"dream")
+    q = text.format(sha=h["sha256"], SHA=h["sha256"].upper(), autov2=h["autov2"],
+                    infotext=_infotext(h["autov2"], hashes_of(b"nothing")["autov2"] + "ab"))
+    assert parse_hash_query(q)  # the page's parser reads it
+    web = Client()
+    web.force_login(user)
+    page_ = web.get("/catalog/", {"q": q, "scope": "all"})
+    assert page_.status_code == 200 and "Dream Shaper" in page_.content.decode()
+    assert "Unrelated" not in page_.content.decode() and other.pk
+    models = alice.get("/api/v1/models/", {"search": q})
+    assert models.status_code == 200 and [m["name"] for m in models.json()["results"]] == ["Dream Shaper"]
+    files = alice.get("/api/v1/files/", {"search": q})
+    assert files.status_code == 200 and [f["id"] for f in files.json()["results"]] == [lf.pk]
+    lookup = alice.get("/api/v1/lookup/", {"q": q})
+    assert lookup.status_code == 200
+    assert any(m["model"] == "Dream Shaper" for r in lookup.json() for m in r["matches"])

@@ -8,7 +8,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from models_catalog.models import Job, LocalFile, QuarantineEntry
-from tests.catalog.test_api import _fresh_throttles, catalog_file, error_of, local_file, match, token_client  # noqa: F401
+from tests.factories import catalog_file, error_of, local_file, match, token_client  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 
@@ -63,24 +63,44 @@ def _text(resp) -> str:
     return resp.content.decode()
 
 
-# Every route that reads something back, with what would give Bob away if it leaked.
+# Every route that reads something back, with what Alice must see there (her own file, or the shared
+# catalog): a 200 that shows nothing would pass the absence checks alone.
 READ_ROUTES = [
-    "/api/v1/files/",
-    "/api/v1/files/?search=bob",
-    f"/api/v1/files/?search={hashlib.sha256(SECRET).hexdigest()}",
-    "/api/v1/files/{alice_file}/",
-    f"/api/v1/lookup/?q={hashlib.sha256(SECRET).hexdigest()}",
-    "/api/v1/duplicates/",
-    "/api/v1/models/",
-    "/api/v1/models/{model}/",
-    "/api/v1/versions/{version}/",
-    "/api/v1/jobs/",
-    "/api/v1/quarantine/",
+    ("/api/v1/files/", "alice-converted.ckpt"),
+    ("/api/v1/files/?scope=all", "alice-converted.ckpt"),
+    ("/api/v1/files/?search=bob", '"results":[]'),
+    (f"/api/v1/files/?search={hashlib.sha256(SECRET).hexdigest()}", '"results":[]'),
+    ("/api/v1/files/{alice_file}/", "alice-converted.ckpt"),
+    (f"/api/v1/lookup/?q={hashlib.sha256(SECRET).hexdigest()}", "Shared Model"),
+    ("/api/v1/duplicates/", '"count":0'),
+    ("/api/v1/models/", "Shared Model"),
+    ("/api/v1/models/{model}/", "alice-converted.ckpt"),
+    ("/api/v1/versions/{version}/", "alice-converted.ckpt"),
+    ("/api/v1/jobs/", '"results":[]'),
+    ("/api/v1/quarantine/", '"results":[]'),
 ]
+# Routes that take another user's object only to answer 404 (tests below), or list no local file;
+# a new route must be added here or to READ_ROUTES.
+NOT_LISTING = {"auth-token", "file-upload", "file-register", "file-push", "file-convert", "file-link", "job-hf-index",
+               "job-hf-verify", "job-detail", "duplicate-actions", "quarantine-restore", "quarantine-purge"}
+READ_NAMES = {"lookup", "file-list", "file-detail", "model-list", "model-detail", "version-detail", "duplicates",
+              "job-list", "quarantine-list"}
 
 
-@pytest.mark.parametrize("route", READ_ROUTES)
-def test_no_route_shows_another_users_files_paths_or_jobs(user, world, route):
+def test_every_api_route_has_a_privacy_test():
+    from django.urls import resolve
+
+    from models_catalog.api_urls import v1
+
+    names = {p.name for p in v1}
+    assert names - READ_NAMES - NOT_LISTING == set(), "a new endpoint: add it to READ_ROUTES or NOT_LISTING"
+    assert (READ_NAMES | NOT_LISTING) - names == set()
+    routed = {resolve(r.split("?")[0].format(alice_file=1, model=1, version=1)).url_name for r, _ in READ_ROUTES}
+    assert routed == READ_NAMES
+
+
+@pytest.mark.parametrize("route,marker", READ_ROUTES)
+def test_no_route_shows_another_users_files_paths_or_jobs(user, world, route, marker):
     url = route.format(alice_file=world["alice_file"].pk, model=world["sf"].version.model_id, version=world["sf"].version_id)
     resp = token_client(user).get(url)
     assert resp.status_code == 200, resp.content
@@ -89,6 +109,21 @@ def test_no_route_shows_another_users_files_paths_or_jobs(user, world, route):
         assert secret not in text, (url, secret)
     assert f'"local_file_id":{world["bob_file"].pk}' not in text.replace(" ", "")
     assert f'"via_local_file_id":{world["bob_file"].pk}' not in text.replace(" ", "")
+    assert marker in text.replace(" ", "") if marker.startswith('"') else marker in text, (url, marker)
+
+
+@pytest.mark.parametrize("route", [
+    "/api/v1/files/?scope=all", "/api/v1/files/{bob_file}/", "/api/v1/models/{model}/", "/api/v1/versions/{version}/",
+    f"/api/v1/lookup/?q={hashlib.sha256(SECRET).hexdigest()}",
+])
+def test_staff_see_everyones_files_with_their_owner(world, route):
+    staff = get_user_model().objects.create_user("carol", password="pw-carol-123", is_staff=True)
+    url = route.format(bob_file=world["bob_file"].pk, model=world["sf"].version.model_id, version=world["sf"].version_id)
+    resp = token_client(staff).get(url)
+    assert resp.status_code == 200, resp.content
+    text = _text(resp).replace(" ", "")
+    assert "bob-secret-name.safetensors" in text and '"owner":"bob"' in text, url
+    assert '"owner":"carol"' not in text  # one's own rows carry an empty owner
 
 
 @pytest.mark.parametrize("route", ["/api/v1/files/{bob_file}/", "/api/v1/jobs/{bob_job}/"])
@@ -201,3 +236,31 @@ def test_upload_over_session_needs_csrf_too(user, model_root):
     browser.force_login(user)
     resp = browser.post("/api/v1/files/upload/", {"file": SimpleUploadedFile("a.bin", b"abc")}, format="multipart")
     assert resp.status_code == 403 and not LocalFile.objects.exists()
+
+
+def test_page_and_api_show_the_same_evidence_and_hide_all_of_it(user, world):
+    """One privacy rule: the whole evidence text goes, not only the copy's name (here its old name and folder)."""
+    from django.test import Client
+
+    from models_catalog.identity import file_identities
+
+    world["alice_file"].matches.update(evidence="same tensors as /models/bob/old-name.safetensors, which is X")
+    [m] = token_client(user).get(f"/api/v1/files/{world['alice_file'].pk}/").json()["matches"]
+    web = Client()
+    web.force_login(user)
+    page = web.get(f"/files/{world['alice_file'].pk}/")
+    assert page.status_code == 200 and "alice-converted.ckpt" in page.content.decode()
+    assert "/models/bob" not in m["evidence"] and "old-name" not in page.content.decode()
+    assert m["evidence"] == file_identities([world["alice_file"]], viewer=user)[world["alice_file"].pk].evidence
+    assert m["evidence"] in page.content.decode().replace("&#x27;", "'")
+
+
+@pytest.mark.parametrize("route", ["/api/v1/files/{bob_file}/convert/", "/api/v1/files/{bob_file}/link/"])
+def test_changing_another_users_file_is_404_for_staff_too(user, world, route):
+    """Seeing is not changing: staff see Bob's file, but converting or linking it stays Bob's."""
+    staff = get_user_model().objects.create_user("carol", password="pw-carol-123", is_staff=True)
+    for who in (user, staff):
+        resp = token_client(who).post(route.format(bob_file=world["bob_file"].pk), {"dtype": "fp16"}, format="json")
+        assert resp.status_code == 404 and error_of(resp)["code"] == "not_found", (who, resp.content)
+    assert token_client(staff).get(f"/api/v1/files/{world['bob_file'].pk}/").status_code == 200
+    assert list(Job.objects.all()) == [world["bob_job"]] and not world["bob_file"].matches.filter(kind="manual").exists()

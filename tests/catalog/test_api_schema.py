@@ -19,7 +19,7 @@ from schemathesis.generation import GenerationMode
 
 from models_catalog.models import Job
 from tests.catalog.conftest import write_safetensors
-from tests.catalog.test_api import _fresh_throttles, catalog_file, local_file, match, token_client  # noqa: F401
+from tests.factories import catalog_file, local_file, match, token_client  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 

@@ -12,37 +12,13 @@ from models_catalog.services import file_actions
 from models_catalog.services.duplicates import duplicate_groups
 from models_catalog.services.file_action_jobs import file_action_job_create
 from models_catalog.services.file_actions import hardlink_copies, purge_quarantine, quarantine_files, restore_files
-from models_catalog.services.hashing import local_file_hash
 from models_catalog.services.register import local_file_register
 from tests.catalog.conftest import write_safetensors
+from tests.factories import DUPLICATE_PAYLOAD as PAYLOAD, register_and_hash  # noqa: F401
 from workers import file_ops
 
 pytestmark = pytest.mark.django_db
 
-PAYLOAD = bytes(range(256)) * 64
-
-
-def register_and_hash(owner, *paths) -> list[LocalFile]:
-    outcome = local_file_register(paths=[str(p) for p in paths], owner=owner)
-    assert not outcome.refused, outcome.refused
-    for lf in outcome.queued:
-        local_file_hash(local_file_id=lf.pk)
-    rows = [LocalFile.objects.get(owner=owner, path=str(p.resolve())) for p in paths]
-    for lf in rows:
-        assert lf.status == "done", lf.error
-    return rows
-
-
-@pytest.fixture
-def pair(model_root, user, sent_for_hashing):
-    """Alice's keeper and an exact copy of it, in two folders under her root, registered and hashed."""
-    (model_root / "keep").mkdir()
-    (model_root / "old").mkdir()
-    keeper = write_safetensors(model_root / "keep" / "model.safetensors", payload=PAYLOAD)
-    copy = model_root / "old" / "model-copy.safetensors"
-    copy.write_bytes(keeper.read_bytes())
-    k, c = register_and_hash(user, keeper, copy)
-    return {"keeper": keeper, "copy": copy, "k": k, "c": c, "size": copy.stat().st_size}
 
 
 def test_hardlink_rehashes_both_then_links_atomically_and_frees_the_copy(pair, user, monkeypatch, sent_for_hashing):

@@ -8,8 +8,8 @@ from rest_framework.test import APIClient
 
 from models_catalog.models import Job, LocalFile, QuarantineEntry
 from models_catalog.services.file_actions import quarantine_files
-from tests.catalog.test_api import _fresh_throttles, error_of, token_client  # noqa: F401
-from tests.catalog.test_duplicate_actions import pair, register_and_hash  # noqa: F401
+from tests.factories import error_of, token_client  # noqa: F401
+from tests.factories import register_and_hash  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from models_catalog.models import Job, LocalFile, QuarantineEntry
-from tests.catalog.test_duplicate_actions import pair, register_and_hash  # noqa: F401
+from tests.factories import register_and_hash  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 

@@ -8,8 +8,8 @@ from django.test import Client
 
 from models_catalog.models import Job, LocalFile, QuarantineEntry
 from models_catalog.services.file_actions import quarantine_files
-from tests.catalog.test_duplicate_actions import pair, register_and_hash  # noqa: F401
-from tests.catalog.test_pages_catalog import login, page
+from tests.factories import register_and_hash  # noqa: F401
+from tests.factories import login, page  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 
@@ -114,7 +114,7 @@ def test_an_empty_choice_goes_back_with_a_message(user):
 
 
 def test_a_quarantined_file_cannot_be_forgotten_only_restored_or_purged(pair, user):
-    from tests.catalog.test_api import token_client
+    from tests.factories import token_client  # noqa: F401
 
     quarantine_files(owner=user, file_ids=[pair["c"].pk], dry_run=False)
     alice = login(user)

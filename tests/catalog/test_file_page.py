@@ -5,7 +5,7 @@ import pytest
 from django.test import Client
 
 from models_catalog.models import FileHashes, Match
-from tests.catalog.test_my_files import _file, _hashes, _model
+from tests.factories import catalog_model_file as _model, hashes_of as _hashes, library_file as _file  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 

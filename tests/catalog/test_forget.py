@@ -13,8 +13,8 @@ from models_catalog.services import hashing as hashing_service
 from models_catalog.services.forget import local_file_forget
 from models_catalog.services.hashing import local_file_hash, local_files_hash
 from tests.catalog.conftest import write_safetensors
-from tests.catalog.test_api import token_client
-from tests.catalog.test_pages_catalog import login
+from tests.factories import token_client  # noqa: F401
+from tests.factories import login  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 

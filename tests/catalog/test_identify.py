@@ -1,66 +1,18 @@
 """Identification against the Civitai stand-in over real HTTP, and matching from the catalog."""
 import hashlib
-import zlib
-from pathlib import Path
 
-import blake3
 import pytest
 
 from models_catalog.models import CivitaiLookup, FileHashes, LocalFile, Match, SourceFile
-from models_catalog.services.civitai_lookup import civitai_client, civitai_lookup_run, civitai_refresh_stale
-from models_catalog.services.hashing import local_file_hash
+from models_catalog.services.civitai_lookup import civitai_lookup_run, civitai_refresh_stale
 from models_catalog.services.identify import civitai_batch_and_rematch, local_file_identify
-from models_catalog.services.matching import local_components_sync, local_file_match
+from models_catalog.services.matching import local_file_match
 from tests.catalog.conftest import write_safetensors
 from tests.fakes.civitai import fake_civitai, file_hashes  # noqa: F401
+from tests.factories import civitai_file, client_for, fingerprinted_file as _fingerprinted, hashed, seed  # noqa: F401
 from workers.sources.civitai import CivitaiUnavailable
-from workers.sources.http import RetryPolicy
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def civitai(fake_civitai, settings, monkeypatch):
-    settings.CIVITAI_ENABLED = True
-    settings.CIVITAI_API_BASE = fake_civitai.base_url
-    from models_catalog.services import identify
-
-    monkeypatch.setattr(identify, "lookups_requested", lambda: None)  # tests run the batch themselves
-    return fake_civitai
-
-
-def client_for(fake, **kw):
-    return civitai_client(base_url=fake.base_url, sleep=lambda s: None,
-                          retry=RetryPolicy(base=0.01, cap=0.01, max_attempts=2), **kw)
-
-
-def hashed(path: Path, owner) -> LocalFile:
-    """A registered local file, hashed and analysed synchronously."""
-    st = path.stat()
-    lf = LocalFile.objects.create(owner=owner, origin="registered", path=str(path), name=path.name, size=st.st_size)
-    local_file_hash(local_file_id=lf.pk)
-    lf.refresh_from_db()
-    assert lf.status == "done", lf.error
-    return lf
-
-
-def civitai_file(data: bytes, name: str, **meta) -> dict:
-    n = int.from_bytes(data[:8], "little")
-    return {
-        "name": name,
-        "hashes": file_hashes(
-            sha256=hashlib.sha256(data).hexdigest(),
-            autov3=hashlib.sha256(data[8 + n:]).hexdigest()[:12],
-            crc32=zlib.crc32(data).to_bytes(4, "little").hex(),
-            blake3=blake3.blake3(data).hexdigest(),
-        ),
-        "metadata": {"format": "SafeTensor", "fp": meta.get("fp", "fp16"), "size": "pruned"},
-    }
-
-
-def seed(fake, files: list[dict], *, name="Fake LoRA", type="LORA") -> int:
-    model_id = fake.add_model(name=name, type=type)
-    return fake.add_version(model_id, name="v1", base_model="SDXL 1.0", trained_words=["fakeword"], files=files)
 
 
 def test_exact_and_renamed_matches_from_one_batch(civitai, model_root, user):
@@ -180,15 +132,6 @@ def test_dead_workers_claim_expires(civitai, model_root, user):
     CivitaiLookup.objects.update(state="running", claimed_at="2000-01-01T00:00:00Z")  # its worker died
     civitai_lookup_run(client=client_for(civitai))
     assert CivitaiLookup.objects.get().state == "hit"
-
-
-def _fingerprinted(owner, name, *, fmt, content_id, precision_id, sha, components=None) -> LocalFile:
-    lf = LocalFile.objects.create(owner=owner, origin="pushed", path=f"/r/{name}", name=name, status="done", format=fmt,
-                                  content_id=content_id, precision_id=precision_id, size=100,
-                                  fingerprint={"components": components or {}})
-    local_components_sync(local_file_id=lf.pk, fingerprint=lf.fingerprint)  # as the analysis and push services do
-    FileHashes.objects.create(local_file=lf, size=100, sha256=sha, source="pushed")
-    return lf
 
 
 def test_converted_and_precision_matches_go_through_an_identified_local_file(civitai, user):

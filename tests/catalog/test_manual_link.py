@@ -7,7 +7,6 @@ import pytest
 from models_catalog.identity import file_identities
 from models_catalog.models import LocalFile, Match, SourceVersion
 from models_catalog.services.matching import local_file_match_loaded
-from tests.catalog.test_self_description import unknown_lora  # noqa: F401  (the fixture)
 from tests.fakes.civitai import fake_civitai  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.django_db

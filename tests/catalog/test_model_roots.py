@@ -19,11 +19,7 @@ from models_catalog.services.import_hashes import hashes_import
 from models_catalog.services.paths import PathRefused, model_roots_for
 from models_catalog.services.register import local_file_register
 from tests.catalog.conftest import write_safetensors
-from tests.catalog.test_api import (  # noqa: F401
-    _fresh_throttles,
-    error_of,
-    token_client,
-)
+from tests.factories import error_of, token_client  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 

@@ -5,9 +5,7 @@ from __future__ import annotations
 import hashlib
 import html
 import re
-import zlib
 
-import blake3
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
@@ -16,38 +14,12 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from models_catalog.identity import best_model_names_sync
-from models_catalog.models import FileHashes, FolderMember, LocalFile, Match, SourceFile, SourceModel, SourceVersion
-from tests.catalog.test_api import _fresh_throttles, token_client  # noqa: F401
+from models_catalog.models import FolderMember, LocalFile, Match, SourceFile
+from tests.factories import catalog_model_file as _model, hashes_of as _hashes, library_file as _file, token_client  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 
 ROW_NAME = re.compile(r'<td class="name"><a href="/files/\d+/">([^<]*)</a>')
-
-
-def _hashes(data: bytes) -> dict[str, str]:
-    sha = hashlib.sha256(data).hexdigest()
-    return {"sha256": sha, "autov2": sha[:10], "crc32": f"{zlib.crc32(data):08x}", "blake3": blake3.blake3(data).hexdigest()}
-
-
-def _model(name: str, *, type_: str = "Checkpoint", base: str = "SD 1.5", version: str = "v1.0",
-           words=("hb_style",), source: str = "civitai") -> SourceFile:
-    model = SourceModel.objects.create(source=source, external_id=name, name=name, type=type_)
-    v = SourceVersion.objects.create(model=model, external_id=f"{name}-{version}", name=version, base_model=base,
-                                     trained_words=list(words))
-    return SourceFile.objects.create(version=v, external_id=f"{name}.safetensors", name=f"{name}.safetensors")
-
-
-def _file(owner, name: str, *, folder: str = "/models", data: bytes | None = None, matches=(), **fields) -> LocalFile:
-    fields.setdefault("status", "done")
-    fields.setdefault("safety_verdict", "safe")
-    lf = LocalFile.objects.create(owner=owner, origin="registered", path=f"{folder}/{name}", name=name, **fields)
-    if data is not None:
-        FileHashes.objects.create(local_file=lf, size=len(data), **_hashes(data))
-    for sf, kind in matches:
-        Match.objects.create(local_file=lf, source_file=sf, kind=kind, evidence=f"{kind} evidence for {name}")
-    if matches:
-        best_model_names_sync(local_file_ids=[lf.pk])  # as matching.local_file_match does with its rows
-    return lf
 
 
 @pytest.fixture

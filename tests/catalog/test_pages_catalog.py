@@ -5,63 +5,17 @@ The seed helpers here are imported by the other test_pages_* modules.
 import hashlib
 import html
 import re
-import zlib
 
 import pytest
 from django.db import connection
-from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from models_catalog.models import FileHashes, LocalFile, Match, SourceFile, SourceModel, SourceVersion
+from models_catalog.models import Match, SourceModel
 from models_catalog.selectors import CatalogQuery, catalog_page
+from tests.factories import fp, login, page, seed_local, seed_model, six_hashes_of as hashes_of  # noqa: F401
 from workers.hash_query import HashQueryError, parse_hash_query
 
 pytestmark = pytest.mark.django_db
-
-
-def hashes_of(data: bytes) -> dict:
-    """Six hash fields computed independently of the app (AutoV1/AutoV3 stand-ins are derived digests)."""
-    sha = hashlib.sha256(data).hexdigest()
-    return {
-        "sha256": sha, "autov2": sha[:10], "autov1": hashlib.sha256(b"v1" + data).hexdigest()[:8],
-        "autov3": hashlib.sha256(b"v3" + data).hexdigest()[:12], "crc32": f"{zlib.crc32(data):08x}",
-        "blake3": hashlib.blake2b(data, digest_size=32).hexdigest(),
-    }
-
-
-def seed_model(name, *, source="civitai", type="Checkpoint", base="SD 1.5", words=(), files=(), ext=None, **kw):
-    model = SourceModel.objects.create(source=source, external_id=ext or f"{source}-{name}-{SourceModel.objects.count()}",
-                                       name=name, type=type, url=f"https://example.test/models/{name}", **kw)
-    version = SourceVersion.objects.create(model=model, external_id=f"v-{model.pk}", name=f"{name} v1", base_model=base,
-                                           trained_words=list(words), url=f"https://example.test/versions/{model.pk}")
-    made = []
-    for i, spec in enumerate(files):
-        spec = dict(spec)
-        data = spec.pop("data")
-        made.append(SourceFile.objects.create(version=version, external_id=str(i), **hashes_of(data), **spec))
-    return model, version, made
-
-
-def seed_local(owner, name, *, data=None, fmt="safetensors", verdict="safe", fingerprint=None, status="done", **kw):
-    lf = LocalFile.objects.create(owner=owner, origin="registered", path=f"/m/{owner.username}/{name}", name=name,
-                                  size=len(data or b"") or 100, status=status, format=fmt, safety_verdict=verdict,
-                                  fingerprint=fingerprint, content_id=(fingerprint or {}).get("content_id", ""),
-                                  precision_id=(fingerprint or {}).get("precision_id", ""), **kw)
-    if data is not None:
-        FileHashes.objects.create(local_file=lf, size=len(data), **hashes_of(data))
-    return lf
-
-
-def fp(dtype="F16", content="c1", precision="p1"):
-    return {"content_id": content, "precision_id": precision, "tensors": 3, "parameters": 30, "nbytes": 60,
-            "dtypes": {dtype: 3}, "components": {"unet": {"content_id": content, "precision_id": precision,
-                                                          "tensors": 3, "parameters": 30, "nbytes": 60}}}
-
-
-def login(user) -> Client:
-    c = Client()
-    c.force_login(user)
-    return c
 
 
 @pytest.fixture
@@ -69,10 +23,7 @@ def alice(user):
     return login(user)
 
 
-def page(client, url, **params) -> str:
-    resp = client.get(url, params)
-    assert resp.status_code == 200, resp.content[:500]
-    return resp.content.decode()
+
 
 
 # --- catalog ------------------------------------------------------------------

@@ -1,11 +1,12 @@
 """Alice never sees Bob's paths, names or jobs on any page; the shared catalog stays visible."""
 import hashlib
+import re
 
 import pytest
 from django.contrib.auth import get_user_model
 
 from models_catalog.models import Job, LocalFile, Match
-from tests.catalog.test_pages_catalog import fp, login, page, seed_local, seed_model
+from tests.factories import fp, login, page, seed_local, seed_model  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 
@@ -39,8 +40,11 @@ def _no_bob(html_: str) -> None:
 
 @pytest.mark.parametrize("method,url", [
     ("get", "/files/{bob_file}/"), ("post", "/files/{bob_file}/forget/"), ("get", "/jobs/{job}/"),
+    ("get", "/files/{bob_file}/convert/"), ("post", "/files/{bob_file}/link/"), ("get", "/files/{bob_file}/preview.webp"),
+    ("get", "/actions/jobs/{job}/"),
 ])
 def test_bobs_objects_are_404_for_alice(user, world, method, url):
+    assert login(user).get(f"/files/{world['alice_file'].pk}/").status_code == 200  # her own opens: the 404 is Bob's
     alice = login(user)
     url = url.format(bob_file=world["bob_file"].pk, job=world["job"].pk)
     assert getattr(alice, method)(url).status_code == 404
@@ -108,3 +112,68 @@ def test_every_page_requires_login(client, world):
                 "/hf/", f"/jobs/{world['job'].pk}/", "/tokens/"):
         resp = client.get(url)
         assert resp.status_code == 302 and resp["Location"].startswith("/accounts/login/"), url
+
+
+# --- every page route -------------------------------------------------------------
+# (url, what Alice must see there): each is opened by Alice (200, her marker, nothing of Bob's).
+READ_PAGES = {
+    "file_list": [("/", "alice.ckpt"), ("/?scope=all", "alice.ckpt"), ("/?search=bobs", "None of your files"),
+                  (f"/?search={hashlib.sha256(b'shared').hexdigest()}", "None of your files")],
+    "file_detail": [("/files/{alice_file}/", "alice.ckpt")],
+    "catalog": [("/catalog/", "Shared Model"), ("/catalog/?scope=all", "Bob Only Model"),
+                (f"/catalog/?scope=all&q={hashlib.sha256(b'shared').hexdigest()}", "Shared Model")],
+    "model_detail": [("/models/{model}/", "alice.ckpt"), ("/models/{bob_only_model}/", "Bob Only Model")],
+    "lookup": [(f"/lookup/?q={hashlib.sha256(b'shared').hexdigest()}", "Shared Model"),
+               (f"/lookup/?q={hashlib.sha256(b'alice').hexdigest()}", "alice.ckpt")],
+    "duplicates": [("/duplicates/", "Duplicates")],
+    "duplicates_csv": [("/duplicates/export.csv", "group,model,keep")],
+    "duplicates_json": [("/duplicates/export.json", "\"groups\"")],
+    "quarantine": [("/quarantine/", "Quarantine")],
+    "hf": [("/hf/", "Hugging Face")],
+}
+# Routes that are 404 for another user's object (test_bobs_objects_are_404_for_alice) or show no local
+# file at all; a new route must be added to one of these or to READ_PAGES.
+NOT_LISTING = {
+    "file_forget", "file_convert", "file_link", "file_preview", "job_detail", "action_job",  # Bob's: 404
+    "export_sidecars", "duplicate_action", "quarantine_action", "hf_index", "hf_verify",  # POST: own files only
+    "upload", "register", "tokens", "settings",  # forms: no file list
+    "preview_image", "preview_placeholder",  # the shared catalog's images
+}
+# Staff see everyone's files, each labelled with its owner.
+STAFF_PAGES = [("/?scope=all", BOB_NAME), ("/files/{bob_file}/", BOB_NAME), ("/models/{model}/", BOB_NAME),
+               (f"/lookup/?q={hashlib.sha256(b'shared').hexdigest()}", BOB_NAME)]
+
+
+def _url(template: str, world) -> str:
+    return template.format(**{k: v.pk for k, v in world.items()})
+
+
+def test_every_page_route_has_a_privacy_test():
+    from models_catalog.urls import urlpatterns
+
+    names = {p.name for p in urlpatterns}
+    assert names - set(READ_PAGES) - NOT_LISTING == set(), "a new page: add it to READ_PAGES or NOT_LISTING"
+    assert (set(READ_PAGES) | NOT_LISTING) - names == set()
+
+
+@pytest.mark.parametrize("name,url,marker", [(n, u, m) for n, routes in READ_PAGES.items() for u, m in routes])
+def test_no_page_shows_bobs_files_to_alice(user, world, name, url, marker):
+    resp = login(user).get(_url(url, world))
+    assert resp.status_code == 200, url
+    text = (b"".join(resp.streaming_content) if resp.streaming else resp.content).decode()  # exports stream
+    _no_bob(text)
+    assert marker in text, (url, marker)  # the page shows Alice her own things (an empty page would pass)
+
+
+@pytest.mark.parametrize("url,marker", STAFF_PAGES)
+def test_staff_see_everyones_files_labelled_with_the_owner(world, url, marker):
+    staff = get_user_model().objects.create_user("root", password="x", is_staff=True)
+    text = page(login(staff), _url(url, world))
+    assert marker in text and re.search(r"owner: bob|<dt>Owner</dt>\s*<dd>bob</dd>", text), url
+
+
+def test_staff_my_files_shows_their_own_by_default(world):
+    staff = get_user_model().objects.create_user("root", password="x", is_staff=True)
+    seed_local(staff, "staff-own.safetensors", data=b"staff")
+    text = page(login(staff), "/")
+    assert "staff-own.safetensors" in text and BOB_NAME not in text

@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 from models_catalog.models import ApiToken, Job, LocalFile, Match
 from models_catalog.services.tokens import api_token_create
 from models_catalog.services.duplicates import duplicate_groups
-from tests.catalog.test_pages_catalog import fp, login, page, seed_local, seed_model
+from tests.factories import fp, login, page, seed_local, seed_model  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 

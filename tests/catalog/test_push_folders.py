@@ -12,7 +12,7 @@ from django.test import Client
 
 from models_catalog.models import FolderMember, LocalFile
 from tests.catalog.conftest import write_safetensors
-from tests.catalog.test_api import _fresh_throttles, error_of, token_client  # noqa: F401
+from tests.factories import error_of, token_client  # noqa: F401
 from workers.hashing import hash_file, hash_folder
 from workers.modelfiles.analyse import analyse_path
 

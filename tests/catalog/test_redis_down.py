@@ -18,7 +18,7 @@ from rest_framework.throttling import SimpleRateThrottle
 
 from config.celery import app as celery_app
 from tests.catalog.conftest import write_safetensors
-from tests.catalog.test_api import _fresh_throttles, _record, error_of, token_client  # noqa: F401
+from tests.factories import push_record as _record, error_of, token_client  # noqa: F401
 
 # Work is queued on commit: these tests need real commits, not a rolled-back test transaction.
 pytestmark = pytest.mark.django_db(transaction=True)

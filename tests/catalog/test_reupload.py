@@ -15,8 +15,8 @@ from models_catalog.services import upload as upload_service
 from models_catalog.services.hashing import local_file_hash
 from models_catalog.services.upload import local_file_upload
 from tests.catalog.conftest import write_safetensors
-from tests.catalog.test_api import token_client
-from tests.catalog.test_pages_catalog import login
+from tests.factories import token_client  # noqa: F401
+from tests.factories import login  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 

@@ -3,9 +3,7 @@ file page, the API and `inspect`, naming an unknown LoRA in My files and `regist
 from __future__ import annotations
 
 import io
-import json
 
-import numpy as np
 import pytest
 from django.core.management import call_command
 
@@ -14,40 +12,9 @@ from models_catalog.library_report import library_report
 from models_catalog.models import LocalFile
 from models_catalog.services.hashing import local_files_hash
 from models_catalog.services.register import local_file_register
-from tests.fakes.demo_library import safetensors_bytes
+from tests.factories import KOHYA, SDXL_LORA, write_lora  # noqa: F401
 
 pytestmark = pytest.mark.django_db
-
-SDXL_LORA = {
-    "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_down.weight": (4, 2048),
-    "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_up.weight": (640, 4),
-}
-KOHYA = {
-    "ss_output_name": "my_style_v3", "ss_base_model_version": "sdxl_base_v1-0", "ss_network_module": "networks.lora",
-    "ss_network_dim": "16", "ss_network_alpha": "8", "ss_resolution": "(1024, 1024)", "ss_num_epochs": "10",
-    "ss_epoch": "7", "ss_tag_frequency": json.dumps({"10_x": {"inkwash": 9, "mountain": 4}}),
-    "modelspec.author": "Jo Painter", "modelspec.date": "2024-05-01",
-}
-
-
-def write_lora(path, *, seed=0, metadata=KOHYA):
-    rng = np.random.default_rng(seed)
-    state = {k: ("F32", rng.standard_normal(shape).astype(np.float32)) for k, shape in SDXL_LORA.items()}
-    path.write_bytes(safetensors_bytes(state, metadata=metadata))
-    return path
-
-
-@pytest.fixture
-def unknown_lora(model_root, user, sent_for_hashing, settings):
-    settings.CIVITAI_ENABLED = False  # nobody knows it: the file's own words are all there is
-    path = write_lora(model_root / "lora_0001.safetensors")
-    outcome = local_file_register(paths=[str(path)], owner=user)
-    assert not outcome.refused
-    local_files_hash(local_file_ids=sent_for_hashing)
-    lf = LocalFile.objects.get(path=str(path))
-    assert lf.status == "done"
-    return lf
-
 
 def test_analysis_stores_the_description_its_label_and_search_words(unknown_lora):
     d = unknown_lora.self_description

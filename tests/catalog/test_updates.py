@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from models_catalog.models import LocalFile, Match, SourceModel, SourceVersion
 from models_catalog.services.civitai_lookup import civitai_models_check_updates, civitai_models_complete
 from models_catalog.services.identify import civitai_batch_and_rematch, local_file_identify
-from tests.catalog.test_identify import _fingerprinted, client_for
+from tests.factories import client_for, fingerprinted_file as _fingerprinted
 from tests.fakes.civitai import FakeCivitai, fake_civitai, file_hashes  # noqa: F401
 
 pytestmark = pytest.mark.django_db

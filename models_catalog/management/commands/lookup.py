@@ -41,7 +41,8 @@ class Command(PipeSafeCommand):
             for m in r.matches:
                 if m.source == "my files":
                     # One of my copies: what it is first, then which of my files and the hash that agreed.
-                    self.stdout.write(f"  [my files] {printable(m.file)}: {m.summary}  ({m.evidence})")
+                    whose = f" (owner: {printable(m.owner)})" if m.owner else ""  # staff see everyone's copies
+                    self.stdout.write(f"  [my files] {printable(m.file)}{whose}: {m.summary}  ({m.evidence})")
                     continue
                 where = " ".join(x for x in (m.model, m.version) if x)
                 self.stdout.write(f"  [{m.source}] {m.match}: {where + ', file ' if where else ''}{m.file}  ({m.evidence})")
