@@ -76,12 +76,16 @@ RULES: tuple[Rule, ...] = (
                  "txt_attn.qkv -> attn.add_q_proj/add_k_proj/add_v_proj"),
     Rule("flux", re.compile(_ANY + r"single_blocks\.\d+\.linear1\.(weight|bias)$"), split=_flux_linear1,
          mirrors="convert_flux_transformer_checkpoint_to_diffusers: linear1 -> attn.to_q/to_k/to_v + proj_mlp"),
+    Rule("flux", re.compile(_ANY + r"double_blocks\.\d+\.txt_mod\.lin\.(weight|bias)$"), split=_halves,
+         mirrors="convert_flux_transformer_checkpoint_to_diffusers: txt_mod.lin -> norm1_context.linear, not "
+                 "swapped; halved because the diffusers name is halved for SD3 (below), so both sides agree"),
     Rule("flux", re.compile(_ANY + r"final_layer\.adaLN_modulation\.1\.(weight|bias)$"), split=_halves,
          mirrors="convert_flux_transformer_checkpoint_to_diffusers: swap_scale_shift -> norm_out.linear"),
     # SD3 (Stability layout) <-> SD3Transformer2DModel.
-    Rule("sd3", re.compile(_ANY + r"joint_blocks\.\d+\.(x|context)_block\.attn\.qkv\.(weight|bias)$"), split=_thirds,
+    Rule("sd3", re.compile(_ANY + r"joint_blocks\.\d+\.(x|context)_block\.attn2?\.qkv\.(weight|bias)$"), split=_thirds,
          mirrors="convert_sd3_transformer_checkpoint_to_diffusers: x_block.attn.qkv -> attn.to_q/to_k/to_v, "
-                 "context_block.attn.qkv -> attn.add_q_proj/add_k_proj/add_v_proj"),
+                 "context_block.attn.qkv -> attn.add_q_proj/add_k_proj/add_v_proj, "
+                 "x_block.attn2.qkv (SD3.5 dual attention) -> attn2.to_q/to_k/to_v"),
     Rule("sd3", re.compile(_ANY + r"joint_blocks\.\d+\.context_block\.adaLN_modulation\.1\.(weight|bias)$"),
          split=_halves, mirrors="convert_sd3_transformer_checkpoint_to_diffusers: swap_scale_shift on the last "
                                 "block -> norm1_context.linear (halved on every block: the two sides agree)"),
