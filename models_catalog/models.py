@@ -7,6 +7,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models.functions import Upper
 
+from workers import kinds
+
 
 class LocalFile(models.Model):
     """A model file (or diffusers folder) a user has: registered in place, uploaded, or pushed as hashes."""
@@ -187,14 +189,7 @@ class HashFields(models.Model):
 
     def civitai_form(self) -> dict[str, str | None]:
         """Hashes as Civitai prints them (upper-case; None where Civitai keeps none)."""
-        return {
-            "SHA256": self.sha256.upper() or None,
-            "AutoV1": self.autov1.upper() or None,
-            "AutoV2": self.autov2.upper() or None,
-            "AutoV3": self.autov3.upper() or None,
-            "CRC32": self.crc32.upper() or None,
-            "BLAKE3": self.blake3.upper() or None,
-        }
+        return kinds.civitai_form({k.field: getattr(self, k.field) for k in kinds.CIVITAI_KINDS})
 
 
 class FileHashes(HashFields):

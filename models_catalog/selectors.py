@@ -22,6 +22,7 @@ from models_catalog.models import (
 )
 from models_catalog.duplicate_relations import precision_of
 from models_catalog.services.lookup import hash_fields_q
+from workers import kinds
 from workers.hash_query import HashQuery, HashQueryError, parse_hash_query
 
 # Worst first wins: a model's badge shows the worst verdict among the viewer's copies.
@@ -33,9 +34,8 @@ COMMON_TYPES = ("Checkpoint", "LORA", "LoCon", "DoRA", "TextualInversion", "Hype
                 "Upscaler", "MotionModule", "Repository", "Dataset")
 PAGE_SIZE = 50
 SORTS = {"name": "name A→Z", "newest": "recently added"}
-HASH_FIELDS = ("sha256", "autov1", "autov2", "autov3", "crc32", "blake3")
-HASH_LABELS = {"sha256": "SHA256", "autov1": "AutoV1", "autov2": "AutoV2", "autov3": "AutoV3", "crc32": "CRC32",
-               "blake3": "BLAKE3"}
+HASH_FIELDS = tuple(k.field for k in kinds.CIVITAI_KINDS)
+HASH_LABELS = {k.field: k.civitai for k in kinds.CIVITAI_KINDS}
 
 
 def local_files_visible_to(*, user) -> QuerySet[LocalFile]:

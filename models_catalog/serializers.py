@@ -21,20 +21,18 @@ from models_catalog.selectors import (
     owner_label,
 )
 from models_catalog.services.forget import STORED_COPY_WORDS
+from workers import kinds
 from workers.modelfiles.architecture import FAMILIES, KINDS
 
 # --- hashes -------------------------------------------------------------------
 
 
-class CivitaiHashesSerializer(serializers.Serializer):
-    """The six hashes as Civitai prints them (upper-case hex; null where unknown)."""
-
-    SHA256 = serializers.CharField(allow_null=True)
-    AutoV1 = serializers.CharField(allow_null=True)
-    AutoV2 = serializers.CharField(allow_null=True)
-    AutoV3 = serializers.CharField(allow_null=True)
-    CRC32 = serializers.CharField(allow_null=True)
-    BLAKE3 = serializers.CharField(allow_null=True)
+# The hashes as Civitai prints them (upper-case hex; null where unknown), one field per kinds.CIVITAI_KINDS.
+CivitaiHashesSerializer = type("CivitaiHashesSerializer", (serializers.Serializer,), {
+    "__doc__": "The hashes as Civitai prints them (upper-case hex; null where unknown).",
+    "__module__": __name__,
+    **{name: serializers.CharField(allow_null=True) for name in kinds.CIVITAI_NAMES},
+})
 
 
 class EmbeddedHashesSerializer(serializers.Serializer):

@@ -20,33 +20,23 @@ import json
 import re
 from dataclasses import dataclass
 
-KINDS = ("SHA256", "BLAKE3", "AutoV1", "AutoV2", "AutoV3", "CRC32", "AutoV3_full")
+from workers import kinds as _kinds
 
-# The only length each kind's value can have (Civitai forms; AutoV3_full is the
-# whole 64-hex addnet/`sshs_model_hash` digest whose first 12 are AutoV3).
-KIND_LENGTHS = {
-    "SHA256": 64, "BLAKE3": 64, "AutoV3_full": 64,
-    "AutoV1": 8, "CRC32": 8, "AutoV2": 10, "AutoV3": 12,
-}
+KINDS = _kinds.NAMES
+# The only length each kind's value can have (workers/kinds.py).
+KIND_LENGTHS = _kinds.LENGTHS
 
-ACCEPTED_LENGTHS_TEXT = "8, 10, 12 or 64 hex characters"
+ACCEPTED_LENGTHS_TEXT = f"{_kinds.BY_HASH_LENGTHS_TEXT} hex characters"
 
 # A pasted infotext is a few KB; anything far bigger is not something a person
 # pasted on purpose, and the regexes below should never see megabytes.
 MAX_QUERY_CHARS = 64 * 1024
 
-_HEX = re.compile(r"[0-9a-fA-F]+")
+_HEX = _kinds.HEX
 _QUOTES = "\"'`\u201c\u201d\u2018\u2019"
 
-_PREFIXES = {
-    "sha256": ("SHA256",),
-    "blake3": ("BLAKE3",),
-    "autov1": ("AutoV1",),
-    "autov2": ("AutoV2",),
-    "autov3": ("AutoV3", "AutoV3_full"),  # chosen by length
-    "autov3_full": ("AutoV3_full",),
-    "crc32": ("CRC32",),
-}
+_PREFIXES = {k.prefix: (k.name,) for k in _kinds.REGISTRY}
+_PREFIXES["autov3"] += ("AutoV3_full",)  # `autov3:<64 hex>` is the whole addnet hash: chosen by length
 # Algorithms people meet elsewhere (InvokeAI accepts any hashlib name, HF shows
 # git SHA-1) that no model catalog indexes: say so instead of "not a hash".
 _FOREIGN_PREFIXES = ("md5", "sha1", "sha224", "sha384", "sha512", "sha3_256", "blake2b", "blake2s", "random")
@@ -126,16 +116,7 @@ def detect_kinds(value: str) -> tuple[str, ...]:
     """Hash kinds a bare hex string of this length can be; () if it is not one."""
     if not isinstance(value, str) or not _HEX.fullmatch(value):
         return ()
-    n = len(value)
-    if n == 8:
-        return ("AutoV1", "CRC32")
-    if n == 10:
-        return ("AutoV2",)
-    if n == 12:
-        return ("AutoV3",)
-    if n == 64:
-        return ("SHA256", "BLAKE3", "AutoV3_full")
-    return ()
+    return _kinds.kinds_of_length(len(value))
 
 
 def parse_hash_query(text: str) -> list[HashQuery]:

@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import blake3 as _blake3_module
 
+from workers import kinds
+
 try:  # isal's crc32 runs at tens of GB/s on this machine, zlib's at ~5.
     from isal.isal_zlib import crc32 as _crc32
 
@@ -127,14 +129,7 @@ class FileHashes:
         return None if self.autov3_full is None else self.autov3_full[:12]
 
     def civitai_form(self) -> dict[str, str | None]:
-        return {
-            "SHA256": self.sha256.upper(),
-            "AutoV1": _upper(self.autov1),
-            "AutoV2": self.autov2.upper(),
-            "AutoV3": _upper(self.autov3),
-            "CRC32": self.crc32.upper(),
-            "BLAKE3": self.blake3.upper(),
-        }
+        return kinds.civitai_form({k.field: getattr(self, k.field) for k in kinds.CIVITAI_KINDS})
 
     def to_json(self) -> dict[str, Any]:
         doc: dict[str, Any] = dict(self.civitai_form())
@@ -167,7 +162,10 @@ class FileHashes:
             raise HashesFormatError(
                 f"autov3_full must be present exactly when size >= 8 (size {size}, autov3_full {autov3_full!r})"
             )
-        for key, derived in (("AutoV2", sha256[:10]), ("AutoV3", autov3_full and autov3_full[:12])):
+        parents = {"SHA256": sha256, "AutoV3_full": autov3_full}
+        for kind in kinds.DERIVED:
+            key, parent = kind.civitai or kind.name, parents[kind.prefix_of]
+            derived = parent and parent[: kind.length]
             given = d.get(key)
             if given is not None and (not isinstance(given, str) or given.lower() != derived):
                 raise HashesFormatError(f"{key} {given!r} does not agree with the full hash it derives from")
@@ -753,18 +751,11 @@ def hash_folder(
 # Helpers
 
 
-def _upper(value: str | None) -> str | None:
-    return None if value is None else value.upper()
-
-
-_HEX = frozenset("0123456789abcdef")
-
-
 def _hex_field(d: dict[str, Any], key: str, length: int, *, optional: bool = False) -> Any:
     value = d.get(key)
     if value is None and optional:
         return None
-    if not isinstance(value, str) or len(value) != length or not set(value.lower()) <= _HEX:
+    if not isinstance(value, str) or len(value) != length or not kinds.HEX.fullmatch(value):
         raise HashesFormatError(f"hashes '{key}' must be {length} hex characters, got {value!r}")
     return value.lower()
 

@@ -11,18 +11,19 @@ from django.db import transaction
 from models_catalog.models import Source, SourceFile, SourceModel, SourceVersion
 from models_catalog.services.pipeline import versions_stored
 from models_catalog.services.previews import version_images_store
+from workers import kinds
 from workers.sources.civitai import CivitaiModel, CivitaiVersion, parse_datetime
 
 CIVITAI_SITE = "https://civitai.com"
 HF_SITE = "https://huggingface.co"
 
 # Civitai's spelling -> our field
-CIVITAI_HASH_FIELDS = {"SHA256": "sha256", "AutoV1": "autov1", "AutoV2": "autov2", "AutoV3": "autov3",
-                       "CRC32": "crc32", "BLAKE3": "blake3"}
+CIVITAI_HASH_FIELDS = {k.civitai: k.field for k in kinds.CIVITAI_KINDS}
 
 
 def _civitai_file_fields(f) -> dict:
-    hashes = {field: f.hashes.get(kind, "").lower() for kind, field in CIVITAI_HASH_FIELDS.items()}
+    # A kind Civitai has not filled in yet is derived from its parent where it is a prefix (kinds.DERIVED).
+    hashes = kinds.with_derived({field: f.hashes.get(kind, "").lower() for kind, field in CIVITAI_HASH_FIELDS.items()})
     return {
         **hashes,
         "name": (f.name or "")[:500],
@@ -135,8 +136,7 @@ def _hf_file_fields(*, path: str, size: int | None, sha256: str | None, git_sha1
     return {
         "name": path.rsplit("/", 1)[-1][:500],
         "size": size,
-        "sha256": (sha256 or "").lower(),
-        "autov2": (sha256 or "")[:10].lower(),
+        **kinds.with_derived({"sha256": (sha256 or "").lower()}),
         "git_sha1": (git_sha1 or "").lower(),
         "format": _hf_format(path),
         "download_url": f"{repo_url}/resolve/{revision}/{path}"[:1000],

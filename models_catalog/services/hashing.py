@@ -25,6 +25,7 @@ from models_catalog.services.paths import (
     model_roots_for,
     resolve_under_roots,
 )
+from workers import kinds
 from workers.hash_cache import HashCache, hash_file_cached_with_identity
 from workers.hashing import FileHashes as EngineHashes
 from workers.hashing import HashingError, hash_folder
@@ -43,19 +44,11 @@ def hash_cache() -> HashCache:
     return _cache_for(str(settings.HASH_CACHE_PATH))
 
 
-EMPTY_HASHES = {"sha256": "", "autov1": "", "autov2": "", "autov3": "", "autov3_full": "", "crc32": "", "blake3": ""}
+EMPTY_HASHES = kinds.empty_fields()
 
 
 def hash_fields(hashes: EngineHashes) -> dict:
-    return {
-        "sha256": hashes.sha256,
-        "autov1": hashes.autov1 or "",
-        "autov2": hashes.autov2,
-        "autov3": hashes.autov3 or "",
-        "autov3_full": hashes.autov3_full or "",
-        "crc32": hashes.crc32,
-        "blake3": hashes.blake3,
-    }
+    return {field: getattr(hashes, field) or "" for field in kinds.FIELDS}
 
 
 class ProgressWriter:
@@ -295,7 +288,7 @@ def _store_hf_cache_file(lf: LocalFile, cached, identity: dict) -> None:
             return
         LocalFile.objects.filter(pk=lf.pk).update(name=cached.path.rsplit("/", 1)[-1][:255])
         file_hashes_upsert(local_file=lf, fields={
-            **EMPTY_HASHES, "sha256": cached.sha256, "autov2": cached.sha256[:10],
+            **kinds.with_derived({**EMPTY_HASHES, "sha256": cached.sha256}),
             "size": cached.size, "folder_digest": "", "source": FileHashes.Source.HF_CACHE,
             "embedded_model_hash": "", "embedded_legacy_hash": "",
         })

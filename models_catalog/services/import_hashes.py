@@ -11,6 +11,7 @@ from django.db import transaction
 from models_catalog.models import FileHashes, LocalFile
 from models_catalog.services.pipeline import enqueue_identify
 from models_catalog.services.paths import PathRefused, model_roots_for, resolve_under_roots
+from workers import kinds
 from workers.sources.local_sidecars import ImportedHashes, find_sidecar_hashes
 
 
@@ -64,9 +65,11 @@ def _import_one(imp: ImportedHashes, *, owner, roots, outcome: ImportOutcome) ->
         )
         FileHashes.objects.update_or_create(local_file=lf, defaults={
             "size": st.st_size, "source": FileHashes.Source.IMPORTED,
-            "sha256": imp.sha256, "autov2": imp.sha256[:10], "autov1": imp.autov1 or "",
-            "autov3": (imp.autov3 or "")[:12], "autov3_full": imp.autov3 if imp.autov3 and len(imp.autov3) == 64 else "",
-            "blake3": imp.blake3 or "", "crc32": imp.crc32 or "",
+            **kinds.with_derived({
+                **kinds.empty_fields(), "sha256": imp.sha256, "autov1": imp.autov1 or "",
+                "autov3": (imp.autov3 or "")[:12], "autov3_full": imp.autov3 if imp.autov3 and len(imp.autov3) == 64 else "",
+                "blake3": imp.blake3 or "", "crc32": imp.crc32 or "",
+            }),
         })
         enqueue_identify(lf.pk)
     outcome.imported.append(lf)

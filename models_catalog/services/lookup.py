@@ -15,28 +15,20 @@ from django.utils import timezone
 from models_catalog.models import CivitaiLookup, FileHashes, FolderMember, SourceFile
 from models_catalog.services.catalog_store import civitai_version_store
 from models_catalog.services.civitai_lookup import civitai_clients, civitai_site, is_fresh
+from workers import kinds
 from workers.hash_query import HashQuery, parse_hash_query
 from workers.sources.civitai import CivitaiError
 
 # Query kind -> (field on HashFields, how many leading chars of the value to compare)
-KIND_FIELDS = {
-    "SHA256": ("sha256", 64), "BLAKE3": ("blake3", 64), "AutoV1": ("autov1", 8), "AutoV2": ("autov2", 10),
-    "AutoV3": ("autov3", 12), "CRC32": ("crc32", 8), "AutoV3_full": ("autov3", 12),
-}
-KIND_MEANING = {
-    "SHA256": "the whole file is identical",
-    "BLAKE3": "the whole file is identical",
-    "AutoV2": "the first 10 hex of the SHA256 agree (A1111's model hash): almost surely the same file",
-    "AutoV3": "the tensor data (everything after the safetensors header) is identical",
-    "AutoV3_full": "the tensor data (everything after the safetensors header) is identical",
-    "AutoV1": "A1111's old hash of 64 KiB at 1 MiB agrees: weak, different files can share it",
-    "CRC32": "the CRC32 agrees: weak, a checksum rather than a hash",
-}
+# A kind Civitai does not keep (AutoV3_full) is compared through the kind that is its prefix (AutoV3).
+_SHORT_FORM = {k.prefix_of: k for k in kinds.DERIVED if not kinds.BY_NAME[k.prefix_of].civitai}
+KIND_FIELDS = {k.name: ((_SHORT_FORM[k.name].field, _SHORT_FORM[k.name].length) if k.name in _SHORT_FORM
+                        else (k.field, k.length)) for k in kinds.REGISTRY}
+KIND_MEANING = {k.name: k.meaning for k in kinds.REGISTRY}
 
 
 # What agreeing on one hash kind says about a source file, in Match kinds (see matching.py).
-HASH_KIND_MATCH = {"SHA256": "exact", "BLAKE3": "exact", "AutoV3": "same-weights", "AutoV3_full": "same-weights",
-                   "AutoV2": "short-hash", "AutoV1": "short-hash", "CRC32": "short-hash"}
+HASH_KIND_MATCH = {k.name: str(k.strength) for k in kinds.REGISTRY}
 
 
 @dataclass

@@ -14,6 +14,7 @@ from django.db import transaction
 from django.db.models import Exists, OuterRef, Q, Subquery, Sum
 
 from models_catalog.identity import best_model_names_sync
+from workers import kinds
 from models_catalog.models import FileHashes, LocalComponent, LocalFile, Match, SourceFile
 
 EXACT_KINDS = (Match.Kind.EXACT, Match.Kind.RENAMED)
@@ -179,7 +180,9 @@ def _partial(lf: LocalFile, already: set[int]) -> list[Candidate]:
     return found
 
 
-SHORT_KINDS = (("autov2", "AutoV2"), ("autov1", "AutoV1"), ("crc32", "CRC32"))
+# Longest (strongest) first; sorted() is stable, so AutoV1 stays before CRC32.
+SHORT_KINDS = tuple((k.field, k.name) for k in sorted(
+    (k for k in kinds.REGISTRY if k.strength is kinds.Strength.SHORT_HASH), key=lambda k: -k.length))
 
 
 def _short(h: FileHashes) -> list[Candidate]:

@@ -18,6 +18,8 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import requests
 
+from workers import kinds
+
 from workers.sources.http import (
     NullRateLimiter,
     RateLimiter,
@@ -35,11 +37,11 @@ BATCH_IDS_MAX = 10_000
 MODELS_IDS_MAX = 100
 
 # Civitai's spellings; lookups of other spellings are folded onto these.
-HASH_KINDS = ("AutoV1", "AutoV2", "AutoV3", "SHA256", "CRC32", "BLAKE3")
+HASH_KINDS = kinds.CIVITAI_NAMES
 _HASH_KIND_BY_LOWER = {kind.lower(): kind for kind in HASH_KINDS}
-# AutoV1/CRC32 are 8 hex, AutoV2 10, AutoV3 12, SHA256/BLAKE3 64: nothing else can match.
-_BY_HASH_LENGTHS = frozenset({8, 10, 12, 64})
-_HEX = re.compile(r"[0-9A-Fa-f]+")
+# Only the lengths of the kinds by-hash accepts can match (workers/kinds.py).
+_BY_HASH_LENGTHS = kinds.BY_HASH_LENGTHS
+_HEX = kinds.HEX
 _SHA256 = re.compile(r"[0-9A-Fa-f]{64}")
 
 
@@ -401,7 +403,7 @@ def _normalize_any_hash(value: Any) -> str:
     text = value.strip()
     if not _HEX.fullmatch(text) or len(text) not in _BY_HASH_LENGTHS:
         raise CivitaiInputError(
-            f"not a Civitai hash (8, 10, 12 or 64 hex chars): {value!r:.80}"
+            f"not a Civitai hash ({kinds.BY_HASH_LENGTHS_TEXT} hex chars): {value!r:.80}"
         )
     return text.upper()
 

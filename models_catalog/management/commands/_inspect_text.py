@@ -9,11 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from models_catalog.models import FileHashes, LocalFile, Match
+from workers import kinds
 from workers.hashing import AUTOV1_MIN_SIZE
 from workers.modelfiles.analyse import FINGERPRINTABLE
 from workers.modelfiles.types import FORMAT_MEANING, VERDICT_MEANING
 
-HASH_KINDS = ("SHA256", "AutoV1", "AutoV2", "AutoV3", "CRC32", "BLAKE3")
+HASH_KINDS = kinds.CIVITAI_NAMES
 FINDINGS_SHOWN = 20  # a hostile pickle can produce thousands; --json has them all
 SHORT_ID = 12  # hex digits of a component id: enough to tell components apart by eye
 LABEL_WIDTH = 13
