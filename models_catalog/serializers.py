@@ -349,7 +349,7 @@ class LocalFileDetailSerializer(_IdentityField, serializers.ModelSerializer):
     class Meta:
         model = LocalFile
         fields = ["id", "name", "path", "host", "origin", "is_folder", "size", "format", "content_id", "precision_id",
-                  "bf16_id", "analysis_error", "identity", "hashes", "members", "matches", "safety", "fingerprint",
+                  "bf16_id", "fp8_id", "analysis_error", "identity", "hashes", "members", "matches", "safety", "fingerprint",
                   "progress", "self_description", "previews", "created_at", "updated_at", "hashed_at",
                   "quarantined_at"]
 
