@@ -33,7 +33,7 @@ UNKNOWN_PRECISION_RANK = 4
 CONTAINER_RANK = {"safetensors": 0, "diffusers": 1, "gguf": 2, "torch-zip": 3, "torch-legacy": 4, "torch-tar": 5,
                   "pickle": 6}
 VERDICT_RANK = {"safe": 0, "": 1, "suspicious": 2, "unreadable": 2, "dangerous": 3}
-PREFERENCES = ("lossless", "fp32", "bf16", "fp16")
+PREFERENCES = ("lossless", "fp32", "bf16", "fp16", "fp8")  # fp8: the lossiest
 
 LOSSLESS_RELATIONS = ("exact copy", "same weights", "converted")
 PRECISION_NAMES = {"F16": "fp16", "BF16": "bf16", "F32": "fp32", "F64": "fp64", "F8_E4M3": "fp8", "F8_E5M2": "fp8"}
@@ -61,6 +61,7 @@ class Copy:
     content_id: str = ""
     precision_id: str = ""
     bf16_id: str = ""
+    fp8_id: str = ""
     host: str = ""
     device: int | None = None
     inode: int | None = None
@@ -115,7 +116,7 @@ def keep_rank(c: Copy, prefer: str = "lossless") -> tuple:
 def group_keys(c: Copy) -> list[tuple[str, str]]:
     """What makes two of one owner's copies the same model."""
     keys = [("sha", c.sha256), ("v3", c.autov3), ("content", c.content_id), ("precision", c.precision_id),
-            ("bf16", c.bf16_id)]
+            ("bf16", c.bf16_id), ("fp8", c.fp8_id)]
     return [(kind, f"{c.owner_id}:{value}") for kind, value in keys if value]
 
 

@@ -16,7 +16,7 @@ REPO_TYPES = (("model", "model"), ("dataset", "dataset"), ("space", "space"))
 # The Hub's rule: one optional namespace, then a name of letters, digits, '-', '_' and '.'.
 REPO_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9_.\-]{0,95}$")
 KEEP_CHOICES = (("lossless", "the highest precision (loses nothing)"), ("fp32", "fp32 copies"), ("bf16", "bf16 copies"),
-                ("fp16", "fp16 copies"))
+                ("fp16", "fp16 copies"), ("fp8", "fp8 copies (the lossiest)"))
 
 
 def _blank(choices) -> list[tuple[str, str]]:

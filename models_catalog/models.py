@@ -64,6 +64,8 @@ class LocalFile(models.Model):
     precision_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
     # The content cast to bf16: links an fp32 model and its bf16 export (precision_id casts to fp16).
     bf16_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    # The content cast to fp8 e4m3fn (as torch casts): links any float copy and its fp8 cast.
+    fp8_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
     analysis_error = models.TextField(blank=True, default="")
     # What the file says about itself (header metadata, type/base guess with evidence): see
     # workers/modelfiles/self_description.py. `described_as` is its one-line label ("LoRA for SDXL:

@@ -67,6 +67,8 @@ def _via_fingerprint(lf: LocalFile) -> list[Candidate]:
     same = Q(content_id=lf.content_id) | Q(precision_id=lf.precision_id)
     if lf.bf16_id:
         same |= Q(bf16_id=lf.bf16_id)
+    if lf.fp8_id:
+        same |= Q(fp8_id=lf.fp8_id)
     related = LocalFile.objects.filter(same).exclude(pk=lf.pk)
     for other in related.filter(matches__kind__in=EXACT_KINDS).distinct():
         shown, via = _through(lf, other)
@@ -76,11 +78,20 @@ def _via_fingerprint(lf: LocalFile) -> list[Candidate]:
             else:
                 kind, why = Match.Kind.SAME_WEIGHTS, f"same tensors as {shown}, file bytes differ"
         else:
-            cast = "bf16" if lf.bf16_id and other.bf16_id == lf.bf16_id and other.precision_id != lf.precision_id else "fp16"
+            cast = _shared_cast(lf, other)
             kind, why = Match.Kind.PRECISION, f"same weights as {shown} after casting to {cast} (other precision)"
         for sf in _identified_sources(other):
             found.append(Candidate(sf, kind, f"{why}, which is {sf.name}", via=via))
     return found
+
+
+def _shared_cast(lf: LocalFile, other: LocalFile) -> str:
+    """The highest precision two variants agree at (the lossless casts first)."""
+    if other.precision_id == lf.precision_id:
+        return "fp16"
+    if lf.bf16_id and other.bf16_id == lf.bf16_id:
+        return "bf16"
+    return "fp8 e4m3fn"
 
 
 def _through(lf: LocalFile, other: LocalFile) -> tuple[str, LocalFile | None]:
@@ -251,14 +262,16 @@ def relatives_rematch(*, local_file_ids: set[int]) -> None:
     """Rematch the files without an exact match that share a fingerprint with these
     (they may now reach a source through them). Files without a fingerprint cost one query."""
     keys = list(LocalFile.objects.filter(pk__in=local_file_ids).exclude(content_id="")
-                .values_list("content_id", "precision_id", "bf16_id"))
+                .values_list("content_id", "precision_id", "bf16_id", "fp8_id"))
     if not keys:
         return
     q = Q(pk__in=[])
-    for content_id, precision_id, bf16_id in keys:
+    for content_id, precision_id, bf16_id, fp8_id in keys:
         q |= Q(content_id=content_id) | Q(precision_id=precision_id)
         if bf16_id:
             q |= Q(bf16_id=bf16_id)
+        if fp8_id:
+            q |= Q(fp8_id=fp8_id)
     exact = Match.objects.filter(kind__in=EXACT_KINDS).values("local_file_id")
     for pk in LocalFile.objects.filter(q).exclude(pk__in=exact).values_list("pk", flat=True):
         local_file_match(local_file_id=pk)

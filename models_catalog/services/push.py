@@ -105,6 +105,7 @@ def _analysis_fields(record: dict, *, default_format: str) -> dict:
         "content_id": str((fingerprint or {}).get("content_id") or "")[:64],
         "precision_id": str((fingerprint or {}).get("precision_id") or "")[:64],
         "bf16_id": str((fingerprint or {}).get("bf16_id") or "")[:64],
+        "fp8_id": str((fingerprint or {}).get("fp8_id") or "")[:64],
     }
 
 

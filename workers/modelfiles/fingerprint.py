@@ -34,8 +34,11 @@ replaces such a tensor by its canonical parts, chosen from its name by one
 rule table per family. A third digest per float tensor, `bf16`, casts F32/F64
 to BF16 (round-to-nearest-even, bit-exact with torch): `bf16_id` links an fp32
 model and its bf16 export, which `precision_id` (an fp16 cast) cannot.
-Not linked yet: fp8 (e4m3fn / scaled fp8) variants; SD 2.x text encoders, whose
-diffusers conversion also drops the last layer.
+A fourth, `fp8`, casts every wider float (F32/F64/BF16/F16) to float8_e4m3fn exactly as torch's
+`.to(torch.float8_e4m3fn)` does (RNE, saturating at +-448): `fp8_id` links any float copy and its plain
+fp8 cast. Not linked yet: ComfyUI "scaled fp8" files (weights divided by a per-tensor `scale_weight`
+before the cast: not de-scaled here, so they match only byte-identical copies), F8_E5M2 casts, SD 2.x
+text encoders, whose diffusers conversion also drops the last layer.
 """
 from __future__ import annotations
 
@@ -56,15 +59,18 @@ from workers.modelfiles.canonical_forms import canonical_parts
 from workers.modelfiles.safetensors_reader import NUMPY_DTYPES, iter_safetensors_tensors
 from workers.modelfiles.types import ModelFileError, Tensor
 
-# 2: canonical tensor forms (canonical_forms.py) and the bf16 precision id. Version 1 fingerprints
-# (stored rows, older push clients) still load; `manage.py refingerprint` recomputes them.
-FINGERPRINT_VERSION = 2
-READABLE_VERSIONS = frozenset({1, 2})
+# 2: canonical tensor forms (canonical_forms.py) and the bf16 precision id; 3: the fp8 (e4m3fn) id.
+# Older fingerprints (stored rows, older push clients) still load; `manage.py refingerprint` recomputes them.
+FINGERPRINT_VERSION = 3
+READABLE_VERSIONS = frozenset({1, 2, 3})
 DIGEST_BYTES = 16
 _TENSOR_DOMAIN = b"modelxref/tensor/v1\n"
 _SET_DOMAIN = b"modelxref/tensor-multiset/v1\n"
 _CAST_TO_F16 = frozenset({"F32", "F64", "BF16"})
 _CAST_TO_BF16 = frozenset({"F32", "F64"})  # BF16 is already there; F16 / F8 are not cast (they hold less or other bits)
+# Every wider float is cast to e4m3fn; F8_E4M3 is already there; F8_E5M2 is not cast (an e5m2 copy
+# rounds to 2 mantissa bits, so casting it could never meet the e4m3fn cast of its source).
+_CAST_TO_FP8 = frozenset({"F32", "F64", "BF16", "F16"})
 _CHUNK_ELEMENTS = 1 << 18  # cast in 256K-element pieces: scratch stays in cache
 _THREAD_MIN_BYTES = 4 << 20  # below this, a worker thread costs more than it saves
 
@@ -222,6 +228,7 @@ class TensorDigest:
     component: str
     precision_nbytes: int  # bytes at the common precision (F16 for cast floats): similarity's weight
     bf16: str = ""  # hex; the tensor cast to BF16 (== content for non-float, BF16, F16 and F8 tensors)
+    fp8: str = ""  # hex; the tensor cast to F8_E4M3 (== content for non-float, F8_E4M3 and F8_E5M2 tensors)
 
 
 @dataclass(frozen=True)
@@ -232,6 +239,7 @@ class ComponentFingerprint:
     parameters: int
     nbytes: int
     bf16_id: str = ""
+    fp8_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -245,6 +253,7 @@ class Fingerprint:
     digests: tuple[TensorDigest, ...] = ()  # empty when loaded from JSON without them
     ignored_tensors: int = 0  # buffers skipped by the ignore rule
     bf16_id: str = ""  # the content cast to bf16: an fp32 model and its bf16 export share it ("" in version 1)
+    fp8_id: str = ""  # the content cast to fp8 e4m3fn: any float copy and its fp8 cast share it ("" before version 3)
     version: int = FINGERPRINT_VERSION
 
     @property
@@ -257,6 +266,7 @@ class Fingerprint:
             "content_id": self.content_id,
             "precision_id": self.precision_id,
             "bf16_id": self.bf16_id,
+            "fp8_id": self.fp8_id,
             "tensors": self.tensors,
             "parameters": self.parameters,
             "nbytes": self.nbytes,
@@ -264,12 +274,12 @@ class Fingerprint:
             "dtypes": dict(sorted(self.dtypes.items())),
             "components": {
                 name: {"content_id": c.content_id, "precision_id": c.precision_id, "bf16_id": c.bf16_id,
-                       "tensors": c.tensors, "parameters": c.parameters, "nbytes": c.nbytes}
+                       "fp8_id": c.fp8_id, "tensors": c.tensors, "parameters": c.parameters, "nbytes": c.nbytes}
                 for name, c in sorted(self.components.items())
             },
         }
         if include_digests:
-            data["digests"] = [[d.content, d.precision, d.nbytes, d.precision_nbytes, d.component, d.bf16]
+            data["digests"] = [[d.content, d.precision, d.nbytes, d.precision_nbytes, d.component, d.bf16, d.fp8]
                                for d in self.digests]
         return data
 
@@ -287,19 +297,20 @@ class Fingerprint:
                 str(name): ComponentFingerprint(
                     content_id=str(c["content_id"]), precision_id=str(c["precision_id"]),
                     tensors=int(c["tensors"]), parameters=int(c["parameters"]), nbytes=int(c["nbytes"]),
-                    bf16_id=str(c.get("bf16_id", "")))
+                    bf16_id=str(c.get("bf16_id", "")), fp8_id=str(c.get("fp8_id", "")))
                 for name, c in data["components"].items()
             }
             digests = tuple(
                 TensorDigest(content=str(d[0]), precision=str(d[1]), nbytes=int(d[2]),
-                             precision_nbytes=int(d[3]), component=str(d[4]), bf16=str(d[5]) if len(d) > 5 else "")
+                             precision_nbytes=int(d[3]), component=str(d[4]), bf16=str(d[5]) if len(d) > 5 else "",
+                             fp8=str(d[6]) if len(d) > 6 else "")
                 for d in data.get("digests", ()))
             return cls(
                 content_id=str(data["content_id"]), precision_id=str(data["precision_id"]),
                 tensors=int(data["tensors"]), parameters=int(data["parameters"]),
                 dtypes={str(k): int(v) for k, v in data["dtypes"].items()},
                 components=components, digests=digests, ignored_tensors=int(data.get("ignored_tensors", 0)),
-                bf16_id=str(data.get("bf16_id", "")), version=int(data["version"]))
+                bf16_id=str(data.get("bf16_id", "")), fp8_id=str(data.get("fp8_id", "")), version=int(data["version"]))
         except FingerprintError:
             raise
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
@@ -456,34 +467,98 @@ def _hash_as_bf16(header: bytes, flat: np.ndarray, dtype: str) -> str:
     return hasher.hexdigest(length=DIGEST_BYTES)
 
 
+_F8_MAX_BITS = 0x43E00000  # 448.0, e4m3fn's largest finite value
+_F8_NORMAL_MIN = 121 << 23  # 2**-6: below it e4m3fn is subnormal
+_F8_DENORM_MAGIC = 141 << 23  # 2**14: an F32 add of it rounds (RNE) to e4m3fn's 2**-9 subnormal step
+_F8_DENORM_MAGIC_F32 = np.array([_F8_DENORM_MAGIC], dtype=np.uint32).view(np.float32)[0]
+_F8_REBIAS = np.uint32((((7 - 127) << 23) + 0x7FFFF) & 0xFFFFFFFF)
+
+
+def _f32_bits_to_e4m3fn(bits: np.ndarray, scratch: tuple[np.ndarray, ...], out: np.ndarray) -> np.ndarray:
+    """F32 bits -> float8_e4m3fn bits as torch's `.to(torch.float8_e4m3fn)` writes them (torch 2.13, CPU):
+    round to nearest even, subnormals kept, |x| > 448 and +-inf saturate to +-448 (0x7E), NaN -> 0x7F
+    with its sign. Checked bit for bit against torch in tests/workers/modelfiles/test_fp8_cast.py."""
+    a, t, s = scratch
+    m = np.empty(bits.size, dtype=bool)
+    np.bitwise_and(bits, 0x7FFFFFFF, out=a)
+    np.right_shift(a, 20, out=t)
+    np.bitwise_and(t, 1, out=t)  # the kept lowest mantissa bit: ties go to even
+    np.add(t, a, out=t)
+    np.add(t, _F8_REBIAS, out=t)
+    np.right_shift(t, 20, out=t)
+    np.less(a, _F8_NORMAL_MIN, out=m)
+    if m.any():
+        np.add(a.view(np.float32), _F8_DENORM_MAGIC_F32, out=s.view(np.float32))
+        np.subtract(s, _F8_DENORM_MAGIC, out=s)
+        np.copyto(t, s, where=m)
+    np.greater(a, _F8_MAX_BITS, out=m)
+    if m.any():
+        t[m] = np.where(a[m] > 0x7F800000, 0x7F, 0x7E)  # NaN stays NaN; finite overflow and inf saturate
+    np.right_shift(bits, 24, out=s)
+    np.bitwise_and(s, 0x80, out=s)
+    np.bitwise_or(t, s, out=t)
+    np.copyto(out, t, casting="unsafe")
+    return out
+
+
+def _hash_as_fp8(header: bytes, flat: np.ndarray, dtype: str) -> str:
+    """Digest of `flat` (F32, F64, BF16 or F16) cast to float8_e4m3fn, bit-exact with torch: F64 via F32
+    (torch's double -> fp8 cast rounds through float too), F16 / BF16 widened exactly first."""
+    hasher = blake3.blake3(header)
+    chunk = min(flat.size, _CHUNK_ELEMENTS)
+    wide = np.empty(chunk, dtype=np.uint32)
+    scratch = tuple(np.empty(chunk, dtype=np.uint32) for _ in range(3))
+    out = np.empty(chunk, dtype=np.uint8)
+    with np.errstate(all="ignore"):
+        for start in range(0, flat.size, _CHUNK_ELEMENTS):
+            piece = flat[start:start + _CHUNK_ELEMENTS]
+            k = piece.size
+            if dtype == "F32":
+                bits = piece.view(np.uint32)
+            elif dtype == "BF16":
+                bits = wide[:k]
+                np.copyto(bits, piece)
+                bits <<= 16
+            else:  # F16 widens exactly, F64 rounds to F32 as torch does
+                bits = wide[:k]
+                np.copyto(bits.view(np.float32), piece, casting="unsafe")
+            hasher.update(_f32_bits_to_e4m3fn(bits, tuple(x[:k] for x in scratch), out[:k]).view(np.uint8))
+    return hasher.hexdigest(length=DIGEST_BYTES)
+
+
 def _tensor_digest(tensor: Tensor, component: str, pool: ThreadPoolExecutor | None) -> TensorDigest:
     flat = _canonical_array(tensor)
     numel = flat.size
     nbytes = flat.nbytes
     content_header = _digest_header(tensor.dtype, tensor.shape)
+    fp8_header = _digest_header("F8_E4M3", tensor.shape)
     if tensor.dtype not in _CAST_TO_F16:
         content = _hash_bytes(content_header, flat)
+        fp8 = _hash_as_fp8(fp8_header, flat, tensor.dtype) if tensor.dtype in _CAST_TO_FP8 else content
         return TensorDigest(content=content, precision=content, nbytes=nbytes,
-                            component=component, precision_nbytes=nbytes, bf16=content)
+                            component=component, precision_nbytes=nbytes, bf16=content, fp8=fp8)
     precision_header = _digest_header("F16", tensor.shape)
     bf16_header = _digest_header("BF16", tensor.shape)
     cast_bf16 = tensor.dtype in _CAST_TO_BF16
     if pool is not None and nbytes >= _THREAD_MIN_BYTES:
-        # BLAKE3 and numpy casts release the GIL: hash the raw bytes (and the BF16 form) on the
-        # worker while this thread casts and hashes the F16 form.
-        def raw_and_bf16() -> tuple[str, str]:
+        # BLAKE3 and numpy casts release the GIL: hash the raw bytes, the BF16 and the fp8 forms on
+        # the worker while this thread casts and hashes the F16 form (the two threads then carry
+        # about the same work: the fp16 cast costs about as much as the bf16 and fp8 ones together).
+        def raw_bf16_fp8() -> tuple[str, str, str]:
             raw = _hash_bytes(content_header, flat)
-            return raw, _hash_as_bf16(bf16_header, flat, tensor.dtype) if cast_bf16 else raw
+            bf16 = _hash_as_bf16(bf16_header, flat, tensor.dtype) if cast_bf16 else raw
+            return raw, bf16, _hash_as_fp8(fp8_header, flat, tensor.dtype)
 
-        future = pool.submit(raw_and_bf16)
+        future = pool.submit(raw_bf16_fp8)
         precision = _hash_as_f16(precision_header, flat, tensor.dtype)
-        content, bf16 = future.result()
+        content, bf16, fp8 = future.result()
     else:
         content = _hash_bytes(content_header, flat)
         precision = _hash_as_f16(precision_header, flat, tensor.dtype)
         bf16 = _hash_as_bf16(bf16_header, flat, tensor.dtype) if cast_bf16 else content
+        fp8 = _hash_as_fp8(fp8_header, flat, tensor.dtype)
     return TensorDigest(content=content, precision=precision, nbytes=nbytes,
-                        component=component, precision_nbytes=numel * 2, bf16=bf16)
+                        component=component, precision_nbytes=numel * 2, bf16=bf16, fp8=fp8)
 
 
 def _multiset_id(hex_digests: Iterable[str]) -> str:
@@ -613,10 +688,12 @@ def _fingerprint(stream: Iterable[tuple[Tensor, str | None]], *,
         components[name] = ComponentFingerprint(
             content_id=_multiset_id(d.content for d in mine),
             precision_id=_multiset_id(d.precision for d in mine), bf16_id=_multiset_id(d.bf16 for d in mine),
+            fp8_id=_multiset_id(d.fp8 for d in mine),
             tensors=len(mine), parameters=parameters[name], nbytes=sum(d.nbytes for d in mine))
     return Fingerprint(
         content_id=_multiset_id(d.content for d in digests),
         precision_id=_multiset_id(d.precision for d in digests), bf16_id=_multiset_id(d.bf16 for d in digests),
+        fp8_id=_multiset_id(d.fp8 for d in digests),
         tensors=len(digests), parameters=sum(parameters.values()), dtypes=dict(dtypes),
         components=components, digests=tuple(digests), ignored_tensors=ignored)
 

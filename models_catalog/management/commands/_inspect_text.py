@@ -127,6 +127,8 @@ def _fingerprint(report: dict) -> Section:
     section.add("precision id", fp.get("precision_id", "?"))
     if fp.get("bf16_id"):
         section.add("bf16 id", fp["bf16_id"])
+    if fp.get("fp8_id"):
+        section.add("fp8 id", fp["fp8_id"])
     tensors = f"{fp.get('tensors', 0):,}"
     if fp.get("ignored_tensors"):
         tensors += f" (and {fp['ignored_tensors']:,} buffers that are not weights, left out)"
