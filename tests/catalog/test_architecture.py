@@ -83,6 +83,10 @@ def test_the_file_page_shows_the_evidence(client, user, library):
     page = client.get(f"/files/{lora.pk}/").content.decode()
     assert 'id="architecture"' in page and "LoRA (kohya)" in page
     assert "lora_unet_input_blocks_4_1_transformer_blocks_0_attn2_to_k.lora_down.weight" in page
+    # The self-description's guess comes from the same detector: its evidence is listed once, under
+    # Architecture, which comes before "What the file says about itself".
+    assert page.count(lora.architecture["evidence"][0]) == 1
+    assert page.index('id="architecture"') < page.index('id="self-description"')
 
 
 def test_the_api_lists_filters_and_details_the_architecture(user, library):
