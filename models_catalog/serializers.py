@@ -597,6 +597,8 @@ class _PushAnalysisFields(serializers.Serializer):
     fingerprint = serializers.JSONField(required=False, allow_null=True,
                                         help_text="workers.modelfiles tensor fingerprint (content_id, precision_id, ...)")
     safety = serializers.JSONField(required=False, help_text='{"verdict": "safe|suspicious|dangerous|unreadable", "findings": [...]}')
+    architecture = serializers.JSONField(required=False, allow_null=True,
+                                         help_text="workers.modelfiles.architecture JSON (family, kind, kind_why, family_why, encoders)")
 
 
 class PushFileRecordSerializer(_PushAnalysisFields):

@@ -334,15 +334,15 @@ def _analysis_fields(path: str, *, analyse: bool, member_paths: list[str] | None
     from workers.modelfiles.analyse import analyse_path
 
     if not analyse:
-        return {"format": _sniff_quietly(path), "fingerprint": None, "safety": None}
+        return {"format": _sniff_quietly(path), "fingerprint": None, "safety": None, "architecture": None}
     try:
         result = analyse_path(Path(path), member_paths=member_paths)
     except Exception as exc:  # a reader bug must not stop the push; the server is told why
         finding = {"severity": "unreadable", "what": "analysis", "where": "", "why": f"internal error: {exc}"}
         return {"format": _sniff_quietly(path), "fingerprint": None,
-                "safety": {"verdict": "unreadable", "findings": [finding]}}
+                "safety": {"verdict": "unreadable", "findings": [finding]}, "architecture": None}
     return {"format": result.format, "fingerprint": result.fingerprint,
-            "safety": {"verdict": result.verdict, "findings": result.findings}}
+            "safety": {"verdict": result.verdict, "findings": result.findings}, "architecture": result.architecture}
 
 
 def _sniff_quietly(path: str) -> str:

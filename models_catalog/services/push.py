@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from django.db import transaction
 
 from models_catalog.models import FileHashes, FolderMember, LocalFile
+from models_catalog.services.analysis import architecture_fields
 from models_catalog.services.hashing import folder_hashes_store, hash_fields
 from models_catalog.services.pipeline import enqueue_identify
 from models_catalog.services.matching import local_components_sync
@@ -106,6 +107,9 @@ def _analysis_fields(record: dict, *, default_format: str) -> dict:
         "precision_id": str((fingerprint or {}).get("precision_id") or "")[:64],
         "bf16_id": str((fingerprint or {}).get("bf16_id") or "")[:64],
         "fp8_id": str((fingerprint or {}).get("fp8_id") or "")[:64],
+        # Family and kind as the pushing machine's detector saw them; rebuilt from the few fields
+        # Architecture.from_json accepts (known family and kind), so a hostile record stores nothing odd.
+        **architecture_fields(record.get("architecture")),
     }
 
 
@@ -137,7 +141,8 @@ def _upsert(*, owner, host: str, path: str, fields: dict, size: int, unchanged, 
             owner=owner, origin=LocalFile.Origin.PUSHED, host=host, path=path, defaults=fields,
         )
         old = FileHashes.objects.filter(local_file=lf).first()
-        if not created and old is not None and lf.content_id == fields["content_id"] and unchanged(lf, old):
+        same_analysis = lf.content_id == fields["content_id"] and lf.architecture == fields["architecture"]
+        if not created and old is not None and same_analysis and unchanged(lf, old):
             outcome.unchanged += 1
             outcome.ids.append(lf.pk)
             return

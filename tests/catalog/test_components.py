@@ -192,6 +192,22 @@ def test_push_writes_the_rows_and_a_changed_fingerprint_replaces_them(user, tmp_
     assert stored_components(pk) == {}
 
 
+def test_push_stores_the_detected_architecture_and_drops_what_it_does_not_know(user, tmp_path):
+    record = _pushed(tmp_path, "lora.safetensors", {"content_id": "c1", "precision_id": "p1", "components": {}})
+    [pk] = pushed_files_store(owner=user, host="box", files=[record]).ids
+    assert LocalFile.objects.get(pk=pk).architecture is None  # an older client sends none
+    detected = {"family": "SDXL", "kind": "lora_kohya", "kind_why": "kohya LoRA names", "family_why": "ADM 2816",
+                "encoders": ["clip_l", "<script>"], "evidence": ["<b>anything</b>"]}
+    outcome = pushed_files_store(owner=user, host="box", files=[{**record, "architecture": detected}])
+    lf = LocalFile.objects.get(pk=pk)
+    assert outcome.updated == 1 and (lf.architecture_family, lf.architecture_kind) == ("SDXL", "lora_kohya")
+    assert lf.architecture["encoders"] == ["clip_l"] and lf.architecture["evidence"] == ["kohya LoRA names", "ADM 2816"]
+    for hostile in ({"family": "Pony", "kind": "lora_kohya"}, {"family": "SDXL", "kind": "rm -rf"}, "SDXL", [1]):
+        pushed_files_store(owner=user, host="box", files=[{**record, "architecture": hostile}])
+        lf.refresh_from_db()
+        assert (lf.architecture, lf.architecture_family, lf.architecture_kind) == (None, "", "")
+
+
 def test_migration_fills_rows_from_fingerprints_stored_before_the_table(user):
     a = fingerprinted(user, "a.safetensors", {"unet": comp("u1", 8), "vae": comp("v1", 2)})
     b = fingerprinted(user, "b.safetensors", {"vae": comp("v2", 3, pid="vp")})

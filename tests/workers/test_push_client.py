@@ -555,6 +555,8 @@ def test_push_to_the_real_endpoint_creates_pushed_local_files(live_server, model
         assert lf.hashes.sha256 == sha256(Path(path)) and not lf.is_folder
     assert pushed_folder.is_folder and pushed_folder.format == "diffusers" and pushed_folder.content_id
     assert pushed_folder.hashes.folder_digest == folder_digest([te, unet])
+    # Family and kind travel with the fingerprint: the server stores what this machine's detector saw.
+    assert (pushed_folder.architecture_kind, pushed_folder.architecture["kind_label"]) == ("diffusers", "diffusers pipeline")
     assert {m.relative_path: m.sha256 for m in pushed_folder.members.all()} == {
         "unet/diffusion_pytorch_model.safetensors": sha256(unet), "text_encoder/model.safetensors": sha256(te)}
 
