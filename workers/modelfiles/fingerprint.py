@@ -56,13 +56,16 @@ import blake3
 import numpy as np
 
 from workers.modelfiles.canonical_forms import canonical_parts
+from workers.modelfiles.lora_forms import ALPHA_COMPONENT, LoraForms
 from workers.modelfiles.safetensors_reader import NUMPY_DTYPES, iter_safetensors_tensors
 from workers.modelfiles.types import ModelFileError, Tensor
 
 # 2: canonical tensor forms (canonical_forms.py) and the bf16 precision id; 3: the fp8 (e4m3fn) id.
-# Older fingerprints (stored rows, older push clients) still load; `manage.py refingerprint` recomputes them.
-FINGERPRINT_VERSION = 3
-READABLE_VERSIONS = frozenset({1, 2, 3})
+# 4: LoRA canonical forms (lora_forms.py: neutral alphas dropped, others in "lora_alpha"; fused Flux LoRA
+# projections split). Older fingerprints (stored rows, older push clients) still load; `manage.py refingerprint`
+# recomputes them.
+FINGERPRINT_VERSION = 4
+READABLE_VERSIONS = frozenset({1, 2, 3, 4})
 DIGEST_BYTES = 16
 _TENSOR_DOMAIN = b"modelxref/tensor/v1\n"
 _SET_DOMAIN = b"modelxref/tensor-multiset/v1\n"
@@ -131,7 +134,8 @@ def is_ignored_key(name: str) -> bool:
 
 
 _LORA_PREFIX_RE = re.compile(r"^lora_(unet|te\d?|transformer)_")
-_LORA_PART_RE = re.compile(r"(^|\.)(lora_down|lora_up|lora_A|lora_B|lora_mid|lora\.down|lora\.up|hada_w\d_[ab]|lokr_w\d)(\.|$)")
+_LORA_PART_RE = re.compile(r"(^|\.)(lora_down|lora_up|lora_A|lora_B|lora_mid|lora\.down|lora\.up|lora_linear_layer"
+                           r"|hada_w\d_[ab]|lokr_w\d)(\.|$)|_lora\d*\.(down|up)\.weight$")
 # First segment under model.diffusion_model. of DiT-style models (Flux, SD3, PixArt...).
 _DIT_SEGMENTS = frozenset({
     "double_blocks", "single_blocks", "img_in", "txt_in", "time_in", "vector_in", "guidance_in",
@@ -670,6 +674,7 @@ def _fingerprint(stream: Iterable[tuple[Tensor, str | None]], *,
     parameters: Counter[str] = Counter()
     ignored = 0
     done = 0
+    lora = LoraForms()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fingerprint") as pool:
         for tensor, component in stream:
             if progress is not None:
@@ -678,10 +683,22 @@ def _fingerprint(stream: Iterable[tuple[Tensor, str | None]], *,
             if component is None:
                 ignored += 1
                 continue
-            for part in canonical_parts(tensor):  # fused attention split, swapped halves, transposes
+            parts = lora.parts(tensor, component)  # LoRA matrices (alphas wait for their module's rank)
+            if parts == []:
+                continue
+            for part in parts if parts is not None else canonical_parts(tensor):  # fused splits, halves, transposes
                 digests.append(_tensor_digest(part, component, pool))
             dtypes[tensor.dtype] += 1
             parameters[component] += math.prod(tensor.shape)
+        for alpha, component, is_lora in lora.finish():
+            if alpha is None:  # alpha == rank: the neutral scale, what a file without alpha means
+                ignored += 1
+                continue
+            component = ALPHA_COMPONENT if is_lora else component
+            for part in [alpha] if is_lora else canonical_parts(alpha):
+                digests.append(_tensor_digest(part, component, pool))
+            dtypes[alpha.dtype] += 1
+            parameters[component] += math.prod(alpha.shape)
     components: dict[str, ComponentFingerprint] = {}
     for name in sorted({d.component for d in digests}):
         mine = [d for d in digests if d.component == name]
