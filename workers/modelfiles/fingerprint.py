@@ -599,6 +599,40 @@ class TensorHasher:
         return content, None if self.skipped else content
 
 
+class ContentIdBuilder:
+    """`content_id` of a file from each tensor and its own content digest (TensorHasher's), with the
+    fingerprint's canonical forms (split tensors, LoRA alphas) applied: what the converter checks the
+    file it wrote against the catalog's id with. A tensor that stays whole keeps the digest it was
+    given; only the parts of a split one are hashed again (their bytes are views of the tensor)."""
+
+    def __init__(self, *, ignore: Callable[[str], bool] = is_ignored_key) -> None:
+        self.ignore = ignore
+        self.digests: list[str] = []
+        self.lora = LoraForms()
+
+    def add(self, tensor: Tensor, digest: str) -> None:
+        if self.ignore(tensor.name):
+            return
+        parts = self.lora.parts(tensor, digest)
+        self._extend(tensor, digest, parts if parts is not None else canonical_parts(tensor))
+
+    def _extend(self, tensor: Tensor, digest: str, parts: list[Tensor]) -> None:
+        for part in parts:
+            self.digests.append(digest if part is tensor else
+                                _hash_bytes(_digest_header(part.dtype, part.shape), _canonical_array(part)))
+
+    def content_id(self) -> str:
+        digests = list(self.digests)
+        for alpha, digest, is_lora in self.lora.finish():
+            if alpha is None:
+                continue
+            if is_lora:  # the canonical F32 scalar: hashed, whatever the stored dtype was
+                digests.append(_hash_bytes(_digest_header(alpha.dtype, alpha.shape), _canonical_array(alpha)))
+            else:
+                digests.append(digest)
+        return _multiset_id(digests)
+
+
 def multiset_id(hex_digests: Iterable[str]) -> str:
     """`content_id` / `precision_id` of a set of per-tensor digests (order does not matter)."""
     return _multiset_id(hex_digests)
@@ -769,5 +803,5 @@ __all__ = [
     "Fingerprint", "ComponentFingerprint", "TensorDigest", "FingerprintError",
     "fingerprint_tensors", "fingerprint_path", "similarity", "shared_components",
     "component_for_key", "component_for_folder_key", "is_ignored_key", "SCHEDULE_BUFFERS", "IGNORED_LEAVES", "IGNORED_PREFIXES",
-    "DIFFUSERS_SKIPPED_COMPONENTS", "FINGERPRINT_VERSION", "TensorHasher", "multiset_id",
+    "DIFFUSERS_SKIPPED_COMPONENTS", "FINGERPRINT_VERSION", "TensorHasher", "multiset_id", "ContentIdBuilder",
 ]

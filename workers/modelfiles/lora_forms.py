@@ -25,9 +25,10 @@ alpha (PEFT keeps lora_alpha in adapter_config.json); diffusers' `convert_state_
 (PEFT -> kohya) writes alpha = rank for every module, and its kohya Flux converter takes a missing
 alpha as rank. So an alpha equal to its module's rank is the neutral scale, what "no alpha" means:
 it is dropped before digesting, and a kohya file and its PEFT/diffusers copy share content_id and
-precision ids. An alpha that differs from the rank changes the LoRA's effect; it is digested as an
-F32 scalar of its value (kohya stores it as F32/F16/BF16, diffusers writes int64: the value is
-what counts) in its own component, "lora_alpha". A kohya file with alpha != rank and a PEFT copy that
+precision ids. An alpha that differs from the rank changes the LoRA's effect; it is digested in
+its own component, "lora_alpha": a float alpha as stored (kohya writes F32/F16/BF16; an fp16 copy's
+alpha then differs in content and agrees in precision, like its matrices), an integer one (diffusers
+writes int64) as an F32 scalar of its value. A kohya file with alpha != rank and a PEFT copy that
 lost it ("same LoRA, alpha lost") therefore have different content_ids but the same "lora"
 component (the matrices). An alpha whose module has no down matrix in the file is not a LoRA's
 alpha and is digested as any tensor.
@@ -52,6 +53,7 @@ import numpy as np
 from workers.modelfiles.types import Tensor
 
 ALPHA_COMPONENT = "lora_alpha"
+_FLOATS = frozenset({"F16", "BF16", "F32", "F64"})
 
 _PART_RE = re.compile(
     r"^(?P<module>.+?)(?:"
@@ -167,7 +169,9 @@ class LoraForms:
         if part.role == "alpha":
             if int(np.prod(tensor.shape, dtype=np.int64)) != 1:
                 return None  # a weight that happens to be called alpha
-            self.alphas.append((part.module, tensor, context))
+            held = np.array(tensor.array, copy=True)  # a copy: a view would pin the reader's mmap
+            self.alphas.append((part.module, Tensor(name=tensor.name, dtype=tensor.dtype, shape=tensor.shape,
+                                                    array=held), context))
             return []
         if part.role == "mid" or len(tensor.shape) < 2:
             return [tensor]
@@ -193,6 +197,9 @@ class LoraForms:
             value = _alpha_value(tensor)
             if value is not None and value == rank:
                 out.append((None, context, True))
+                continue
+            if tensor.dtype in _FLOATS:  # as stored: an fp16 copy's alpha is then its precision variant too
+                out.append((tensor, context, True))
                 continue
             scalar = np.array(value if value is not None else np.nan, dtype="<f4")
             out.append((Tensor(name=tensor.name, dtype="F32", shape=(), array=scalar), context, True))

@@ -118,10 +118,13 @@ def test_an_alpha_other_than_the_rank_counts_and_losing_it_shows(tmp_path):
     # Same matrices, alpha lost: the "lora" component is one, only the alphas' component differs.
     assert with_alpha.components["lora"].content_id == alpha_lost.components["lora"].content_id
     assert with_alpha.components[ALPHA_COMPONENT].tensors == len(MODULES) and ALPHA_COMPONENT not in alpha_lost.components
-    # An F16 alpha of the same value is the same alpha.
+    # An F16 alpha of the same value is its precision variant; an int64 one (diffusers writes them) the same alpha.
     half_alpha = fp(tmp_path, "alpha1h", {k: (torch.tensor(1.0).half() if k.endswith(".alpha") else v)
                                           for k, v in sds["kohya"].items()})
-    assert half_alpha.content_id == with_alpha.content_id
+    assert half_alpha.content_id != with_alpha.content_id and half_alpha.precision_id == with_alpha.precision_id
+    int_alpha = fp(tmp_path, "alpha1i", {k: (torch.tensor(1) if k.endswith(".alpha") else v)
+                                         for k, v in sds["kohya"].items()})
+    assert int_alpha.content_id == with_alpha.content_id
 
 
 def test_an_alpha_without_a_lora_module_is_an_ordinary_tensor():
