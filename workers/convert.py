@@ -48,7 +48,7 @@ from workers.modelfiles.casts import cast_chunk, output_dtype
 from workers.modelfiles.convert_plan import (
     RESERVED_METADATA, PlannedTensor, Selection, select_from_graph, select_from_npy, select_from_npz,
 )
-from workers.modelfiles.fingerprint import TensorHasher, is_ignored_key, multiset_id
+from workers.modelfiles.fingerprint import ContentIdBuilder, TensorHasher, is_ignored_key, multiset_id
 from workers.modelfiles.restricted_pickle import load_restricted
 from workers.modelfiles.safetensors_reader import NUMPY_DTYPES, iter_safetensors_tensors, read_safetensors_header
 from workers.modelfiles.safetensors_writer import Layout, safetensors_layout
@@ -428,6 +428,7 @@ def _verify(temp: Path, plan: ConvertPlan, written: dict[str, _Written], report:
         if header.metadata != plan.metadata:
             raise ConvertError("verification failed: the metadata read back differs from what was written")
         seen: dict[str, str] = {}
+        canonical = ContentIdBuilder()  # the id as the catalog computes it (split tensors, LoRA alphas)
         for tensor in iter_safetensors_tensors(temp):
             meant = written.get(tensor.name)
             if meant is None or meant.dtype != tensor.dtype or meant.shape != tensor.shape:
@@ -439,6 +440,7 @@ def _verify(temp: Path, plan: ConvertPlan, written: dict[str, _Written], report:
             for start in range(0, flat.size, step):
                 hasher.update(flat[start:start + step])
             seen[tensor.name] = hasher.digests()[0]
+            canonical.add(tensor, seen[tensor.name])
             report.add(flat.nbytes, "verifying")
             del flat, tensor  # the reader drops a tensor's pages once no view of them is left
     except ModelFileError as exc:
@@ -450,7 +452,7 @@ def _verify(temp: Path, plan: ConvertPlan, written: dict[str, _Written], report:
         raise ConvertError(f"verification failed: {len(wrong)} tensor(s) read back with other bytes than were "
                            f"written, e.g. {wrong[0][:200]!r}")
     counted = [name for name in seen if not is_ignored_key(name)]
-    content_id = multiset_id(seen[n] for n in counted)
+    content_id = canonical.content_id()
     checked = [f"all {len(seen)} tensors re-read by the strict reader: names, dtypes, shapes and bytes as written"]
     comparable = plan.selection.dropped_weights == 0
     precision_id = ""
@@ -460,8 +462,10 @@ def _verify(temp: Path, plan: ConvertPlan, written: dict[str, _Written], report:
     elif plan.dtype == "fp16":
         # Every float is F16 now, and F16, F8 and non-float tensors are their own precision digest.
         precision_id = content_id
+        # Tensor for tensor (before canonical forms, which the source's digests did not get): our cast
+        # against the fingerprint's.
         source_precision_id = multiset_id(written[n].source_precision for n in counted)
-        if precision_id != source_precision_id:
+        if multiset_id(seen[n] for n in counted) != source_precision_id:
             raise ConvertError("verification failed: the fp16 file's precision_id differs from the source's "
                                "(our cast and the fingerprint's disagree)")
         checked.append("precision_id equal to the source's (the fingerprint's own fp16 cast of the source)")

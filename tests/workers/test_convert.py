@@ -380,6 +380,27 @@ def test_the_catalogs_id_of_the_source_is_checked_when_given(tmp_path):
     assert any("catalog holds" in line for line in result.verification.checked)
 
 
+@pytest.mark.parametrize("dtype", ["keep", "fp16"])
+def test_the_catalogs_ids_hold_for_tensors_the_fingerprint_splits_or_drops(tmp_path, dtype):
+    """The fingerprint digests canonical forms (an OpenCLIP in_proj split in thirds, a LoRA's neutral
+    alpha dropped, another alpha as an F32 scalar): the check of the written file must compute them too."""
+    g = torch.Generator().manual_seed(5)
+    path = tmp_path / "m.pt"
+    torch.save({"cond_stage_model.model.transformer.resblocks.0.attn.in_proj_weight": torch.randn(12, 4, generator=g),
+                "lora_unet_a_to_k.lora_down.weight": torch.randn(2, 8, generator=g),
+                "lora_unet_a_to_k.lora_up.weight": torch.randn(8, 2, generator=g),
+                "lora_unet_a_to_k.alpha": torch.tensor(2.0),
+                "lora_unet_b_to_v.lora_down.weight": torch.randn(2, 8, generator=g),
+                "lora_unet_b_to_v.lora_up.weight": torch.randn(8, 2, generator=g),
+                "lora_unet_b_to_v.alpha": torch.tensor(1.0, dtype=torch.float64)}, path)
+    source = fingerprint_path(path)
+    out = tmp_path / "m.safetensors"
+    result = convert_checkpoint(path, out, dtype=dtype, expect_content_id=source.content_id if dtype == "keep" else "",
+                                expect_precision_id=source.precision_id if dtype == "fp16" else "")
+    assert any("catalog holds" in line for line in result.verification.checked)
+    assert result.verification.content_id == fingerprint_path(out).content_id
+
+
 def test_a_job_temp_name_left_by_a_killed_run_is_replaced(tmp_path):
     path = tmp_path / "m.pt"
     torch.save({"w": torch.ones(4)}, path)

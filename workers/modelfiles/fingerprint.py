@@ -56,13 +56,16 @@ import blake3
 import numpy as np
 
 from workers.modelfiles.canonical_forms import canonical_parts
+from workers.modelfiles.lora_forms import ALPHA_COMPONENT, LoraForms
 from workers.modelfiles.safetensors_reader import NUMPY_DTYPES, iter_safetensors_tensors
 from workers.modelfiles.types import ModelFileError, Tensor
 
 # 2: canonical tensor forms (canonical_forms.py) and the bf16 precision id; 3: the fp8 (e4m3fn) id.
-# Older fingerprints (stored rows, older push clients) still load; `manage.py refingerprint` recomputes them.
-FINGERPRINT_VERSION = 3
-READABLE_VERSIONS = frozenset({1, 2, 3})
+# 4: LoRA canonical forms (lora_forms.py: neutral alphas dropped, others in "lora_alpha"; fused Flux LoRA
+# projections split). Older fingerprints (stored rows, older push clients) still load; `manage.py refingerprint`
+# recomputes them.
+FINGERPRINT_VERSION = 4
+READABLE_VERSIONS = frozenset({1, 2, 3, 4})
 DIGEST_BYTES = 16
 _TENSOR_DOMAIN = b"modelxref/tensor/v1\n"
 _SET_DOMAIN = b"modelxref/tensor-multiset/v1\n"
@@ -131,7 +134,8 @@ def is_ignored_key(name: str) -> bool:
 
 
 _LORA_PREFIX_RE = re.compile(r"^lora_(unet|te\d?|transformer)_")
-_LORA_PART_RE = re.compile(r"(^|\.)(lora_down|lora_up|lora_A|lora_B|lora_mid|lora\.down|lora\.up|hada_w\d_[ab]|lokr_w\d)(\.|$)")
+_LORA_PART_RE = re.compile(r"(^|\.)(lora_down|lora_up|lora_A|lora_B|lora_mid|lora\.down|lora\.up|lora_linear_layer"
+                           r"|hada_w\d_[ab]|lokr_w\d)(\.|$)|_lora\d*\.(down|up)\.weight$")
 # First segment under model.diffusion_model. of DiT-style models (Flux, SD3, PixArt...).
 _DIT_SEGMENTS = frozenset({
     "double_blocks", "single_blocks", "img_in", "txt_in", "time_in", "vector_in", "guidance_in",
@@ -595,6 +599,40 @@ class TensorHasher:
         return content, None if self.skipped else content
 
 
+class ContentIdBuilder:
+    """`content_id` of a file from each tensor and its own content digest (TensorHasher's), with the
+    fingerprint's canonical forms (split tensors, LoRA alphas) applied: what the converter checks the
+    file it wrote against the catalog's id with. A tensor that stays whole keeps the digest it was
+    given; only the parts of a split one are hashed again (their bytes are views of the tensor)."""
+
+    def __init__(self, *, ignore: Callable[[str], bool] = is_ignored_key) -> None:
+        self.ignore = ignore
+        self.digests: list[str] = []
+        self.lora = LoraForms()
+
+    def add(self, tensor: Tensor, digest: str) -> None:
+        if self.ignore(tensor.name):
+            return
+        parts = self.lora.parts(tensor, digest)
+        self._extend(tensor, digest, parts if parts is not None else canonical_parts(tensor))
+
+    def _extend(self, tensor: Tensor, digest: str, parts: list[Tensor]) -> None:
+        for part in parts:
+            self.digests.append(digest if part is tensor else
+                                _hash_bytes(_digest_header(part.dtype, part.shape), _canonical_array(part)))
+
+    def content_id(self) -> str:
+        digests = list(self.digests)
+        for alpha, digest, is_lora in self.lora.finish():
+            if alpha is None:
+                continue
+            if is_lora:  # the canonical F32 scalar: hashed, whatever the stored dtype was
+                digests.append(_hash_bytes(_digest_header(alpha.dtype, alpha.shape), _canonical_array(alpha)))
+            else:
+                digests.append(digest)
+        return _multiset_id(digests)
+
+
 def multiset_id(hex_digests: Iterable[str]) -> str:
     """`content_id` / `precision_id` of a set of per-tensor digests (order does not matter)."""
     return _multiset_id(hex_digests)
@@ -670,6 +708,7 @@ def _fingerprint(stream: Iterable[tuple[Tensor, str | None]], *,
     parameters: Counter[str] = Counter()
     ignored = 0
     done = 0
+    lora = LoraForms()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fingerprint") as pool:
         for tensor, component in stream:
             if progress is not None:
@@ -678,10 +717,22 @@ def _fingerprint(stream: Iterable[tuple[Tensor, str | None]], *,
             if component is None:
                 ignored += 1
                 continue
-            for part in canonical_parts(tensor):  # fused attention split, swapped halves, transposes
+            parts = lora.parts(tensor, component)  # LoRA matrices (alphas wait for their module's rank)
+            if parts == []:
+                continue
+            for part in parts if parts is not None else canonical_parts(tensor):  # fused splits, halves, transposes
                 digests.append(_tensor_digest(part, component, pool))
             dtypes[tensor.dtype] += 1
             parameters[component] += math.prod(tensor.shape)
+        for alpha, component, is_lora in lora.finish():
+            if alpha is None:  # alpha == rank: the neutral scale, what a file without alpha means
+                ignored += 1
+                continue
+            component = ALPHA_COMPONENT if is_lora else component
+            for part in [alpha] if is_lora else canonical_parts(alpha):
+                digests.append(_tensor_digest(part, component, pool))
+            dtypes[alpha.dtype] += 1
+            parameters[component] += math.prod(alpha.shape)
     components: dict[str, ComponentFingerprint] = {}
     for name in sorted({d.component for d in digests}):
         mine = [d for d in digests if d.component == name]
@@ -752,5 +803,5 @@ __all__ = [
     "Fingerprint", "ComponentFingerprint", "TensorDigest", "FingerprintError",
     "fingerprint_tensors", "fingerprint_path", "similarity", "shared_components",
     "component_for_key", "component_for_folder_key", "is_ignored_key", "SCHEDULE_BUFFERS", "IGNORED_LEAVES", "IGNORED_PREFIXES",
-    "DIFFUSERS_SKIPPED_COMPONENTS", "FINGERPRINT_VERSION", "TensorHasher", "multiset_id",
+    "DIFFUSERS_SKIPPED_COMPONENTS", "FINGERPRINT_VERSION", "TensorHasher", "multiset_id", "ContentIdBuilder",
 ]

@@ -1,0 +1,183 @@
+"""LoRA identity across layouts: the copies are made by diffusers' own converters (0.42.1)."""
+import numpy as np
+import safetensors.torch
+import torch
+from diffusers.loaders.lora_conversion_utils import (
+    _convert_kohya_flux_lora_to_diffusers,
+    _convert_non_diffusers_lora_to_diffusers,
+    _convert_xlabs_flux_lora_to_diffusers,
+)
+from diffusers.utils.state_dict_utils import (
+    convert_state_dict_to_diffusers,
+    convert_state_dict_to_kohya,
+    convert_state_dict_to_peft,
+)
+
+from workers.modelfiles.fingerprint import fingerprint_path, fingerprint_tensors
+from workers.modelfiles.lora_forms import ALPHA_COMPONENT, lora_part, module_key
+from workers.modelfiles.types import Tensor
+
+RANK = 4
+MODULES = {  # PEFT module -> (in, out)
+    "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_k": (8, 8),
+    "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_out.0": (8, 8),
+    "unet.mid_block.attentions.0.proj_in": (16, 16),
+    "text_encoder.text_model.encoder.layers.0.self_attn.q_proj": (6, 6),
+    "text_encoder_2.text_model.encoder.layers.1.mlp.fc1": (6, 12),
+}
+
+
+def peft_lora(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for module, (i, o) in MODULES.items():
+        sd[module + ".lora_A.weight"] = torch.randn(RANK, i, generator=g)
+        sd[module + ".lora_B.weight"] = torch.randn(o, RANK, generator=g)
+    return sd
+
+
+def fp(tmp_path, name, sd):
+    path = tmp_path / f"{name}.safetensors"
+    safetensors.torch.save_file({k: v.clone().contiguous() for k, v in sd.items()}, str(path))  # converters share A
+    return fingerprint_path(path)
+
+
+def layouts():
+    peft = peft_lora()
+    kohya = convert_state_dict_to_kohya(dict(peft))  # writes alpha = rank (int64) per module
+    diffusers_old = convert_state_dict_to_diffusers(dict(peft))  # .lora.down / .lora_linear_layer.down
+    back, alphas = _convert_non_diffusers_lora_to_diffusers(dict(kohya))  # kohya -> attention-processor names
+    return {"peft": peft, "kohya": kohya, "diffusers": diffusers_old, "from_kohya": back,
+            "peft_again": convert_state_dict_to_peft(dict(back))}, alphas
+
+
+def test_the_layouts_are_what_the_test_means():
+    sds, alphas = layouts()
+    assert any(k.endswith(".alpha") for k in sds["kohya"]) and not any(k.endswith(".alpha") for k in sds["peft"])
+    assert any(".lora_linear_layer.down." in k for k in sds["diffusers"])
+    assert any("_lora.down.weight" in k for k in sds["from_kohya"])
+    assert set(alphas.values()) == {RANK}
+
+
+def test_kohya_peft_and_diffusers_copies_share_content_and_precision_ids(tmp_path):
+    sds, _ = layouts()
+    fps = {name: fp(tmp_path, name, sd) for name, sd in sds.items()}
+    assert len({f.content_id for f in fps.values()}) == 1
+    assert len({f.precision_id for f in fps.values()}) == 1
+    assert len({f.bf16_id for f in fps.values()}) == 1 and len({f.fp8_id for f in fps.values()}) == 1
+    # The kohya copy's alphas equal the rank: the neutral scale, skipped and counted as skipped.
+    assert fps["kohya"].ignored_tensors == len(MODULES) and fps["peft"].ignored_tensors == 0
+    assert all(set(f.components) == {"lora"} for f in fps.values())
+
+
+def test_the_key_mapping_agrees_with_diffusers_kohya_converter():
+    sds, _ = layouts()
+
+    def modules(sd):
+        return {(lora_part(k).module, lora_part(k).role) for k in sd if lora_part(k).role != "alpha"}
+
+    assert modules(sds["peft"]) == modules(sds["kohya"]) == modules(sds["diffusers"])
+    assert module_key("lora_te2_text_model_encoder_layers_1_mlp_fc1") == "text_encoder_2:text.model.encoder.layers.1.mlp.fc1"
+    assert lora_part("lora_unet_mid_block_attentions_0_proj_in.alpha").role == "alpha"
+    assert lora_part("unet.x.to_k.lora_A.default.weight").role == "down"
+    assert lora_part("unet.down_blocks.0.resnets.0.conv1.weight") is None
+
+
+def test_an_fp16_copy_is_a_precision_variant(tmp_path):
+    sds, _ = layouts()
+    full = fp(tmp_path, "full", sds["kohya"])
+    half = fp(tmp_path, "half", {k: v.half() if v.is_floating_point() else v for k, v in sds["peft"].items()})
+    assert half.content_id != full.content_id and half.precision_id == full.precision_id
+
+
+def test_different_seeds_truncated_and_altered_loras_differ(tmp_path):
+    sds, _ = layouts()
+    base = fp(tmp_path, "base", sds["kohya"])
+    other = fp(tmp_path, "other", convert_state_dict_to_kohya(peft_lora(seed=1)))
+    truncated = {k: v for k, v in sds["kohya"].items() if "mid_block" not in k}
+    altered = dict(sds["peft"])
+    key = next(k for k in altered if k.endswith("lora_B.weight"))
+    altered[key] = altered[key].clone()
+    altered[key][0, 0] += 1e-3
+    ids = {base.content_id, other.content_id, fp(tmp_path, "truncated", truncated).content_id,
+           fp(tmp_path, "altered", altered).content_id}
+    assert len(ids) == 4
+    assert other.precision_id != base.precision_id
+
+
+def test_an_alpha_other_than_the_rank_counts_and_losing_it_shows(tmp_path):
+    sds, _ = layouts()
+    scaled = {k: (torch.tensor(1.0) if k.endswith(".alpha") else v) for k, v in sds["kohya"].items()}
+    with_alpha = fp(tmp_path, "alpha1", scaled)
+    # diffusers' kohya loader moves alphas out of the state dict (network_alphas): this copy lost them.
+    lost, alphas = _convert_non_diffusers_lora_to_diffusers(dict(scaled))
+    assert set(alphas.values()) == {1.0}
+    alpha_lost = fp(tmp_path, "lost", lost)
+    neutral = fp(tmp_path, "neutral", sds["kohya"])
+    assert alpha_lost.content_id == neutral.content_id != with_alpha.content_id
+    # Same matrices, alpha lost: the "lora" component is one, only the alphas' component differs.
+    assert with_alpha.components["lora"].content_id == alpha_lost.components["lora"].content_id
+    assert with_alpha.components[ALPHA_COMPONENT].tensors == len(MODULES) and ALPHA_COMPONENT not in alpha_lost.components
+    # An F16 alpha of the same value is its precision variant; an int64 one (diffusers writes them) the same alpha.
+    half_alpha = fp(tmp_path, "alpha1h", {k: (torch.tensor(1.0).half() if k.endswith(".alpha") else v)
+                                          for k, v in sds["kohya"].items()})
+    assert half_alpha.content_id != with_alpha.content_id and half_alpha.precision_id == with_alpha.precision_id
+    int_alpha = fp(tmp_path, "alpha1i", {k: (torch.tensor(1) if k.endswith(".alpha") else v)
+                                         for k, v in sds["kohya"].items()})
+    assert int_alpha.content_id == with_alpha.content_id
+
+
+def test_an_alpha_without_a_lora_module_is_an_ordinary_tensor():
+    def t(name, array):
+        return Tensor(name=name, dtype="F32", shape=tuple(array.shape), array=array)
+
+    one = np.array(1.0, dtype="<f4")
+    w = np.arange(6, dtype="<f4").reshape(2, 3)
+    a = fingerprint_tensors([t("blocks.0.act.alpha", one), t("blocks.0.linear.weight", w)])
+    b = fingerprint_tensors([t("blocks.0.act.alpha", np.array(2.0, dtype="<f4")), t("blocks.0.linear.weight", w)])
+    assert a.tensors == 2 and a.ignored_tensors == 0 and a.content_id != b.content_id
+
+
+def flux_kohya(seed=0):
+    """kohya Flux LoRA on fused BFL projections; rank 2 so diffusers' "sparse" branch (rank divisible by
+    the number of parts) is not taken."""
+    g = torch.Generator().manual_seed(seed)
+    rank, sd = 2, {}
+    for name, (i, o) in {"lora_unet_double_blocks_0_img_attn_qkv": (3072, 9216),
+                         "lora_unet_double_blocks_0_txt_attn_qkv": (3072, 9216),
+                         "lora_unet_double_blocks_0_img_attn_proj": (3072, 3072),
+                         "lora_unet_single_blocks_0_linear1": (3072, 21504),
+                         "lora_unet_single_blocks_0_linear2": (15360, 3072)}.items():
+        sd[name + ".lora_down.weight"] = torch.randn(rank, i, generator=g)
+        sd[name + ".lora_up.weight"] = torch.randn(o, rank, generator=g)
+        sd[name + ".alpha"] = torch.tensor(float(rank))
+    return sd
+
+
+def test_kohya_flux_lora_and_its_diffusers_conversion_share_content_id(tmp_path):
+    kohya = flux_kohya()
+    diffusers = _convert_kohya_flux_lora_to_diffusers(dict(kohya))
+    assert "transformer.single_transformer_blocks.0.proj_mlp.lora_B.weight" in diffusers
+    a, b = fp(tmp_path, "kohya", kohya), fp(tmp_path, "diffusers", diffusers)
+    assert a.content_id == b.content_id and a.precision_id == b.precision_id
+    assert fp(tmp_path, "other", flux_kohya(seed=1)).content_id != a.content_id
+    # The same matrices under BFL names (diffusion_model.*.lora_A/B) are the same LoRA too.
+    bfl = {k.replace("lora_unet_", "diffusion_model.").replace("_blocks_0_", "_blocks.0.").replace("_attn_", "_attn.")
+           .replace(".lora_down.", ".lora_A.").replace(".lora_up.", ".lora_B."): v
+           for k, v in kohya.items() if not k.endswith(".alpha")}
+    assert "diffusion_model.double_blocks.0.img_attn.qkv.lora_A.weight" in bfl
+    assert fp(tmp_path, "bfl", bfl).content_id == a.content_id
+
+
+def test_xlabs_flux_lora_and_its_diffusers_conversion_share_content_id(tmp_path):
+    g = torch.Generator().manual_seed(3)
+    xlabs = {}
+    for name, (i, o) in {"double_blocks.0.processor.qkv_lora1": (3072, 9216),
+                         "double_blocks.0.processor.qkv_lora2": (3072, 9216),
+                         "double_blocks.0.processor.proj_lora1": (3072, 3072)}.items():
+        xlabs[name + ".down.weight"] = torch.randn(2, i, generator=g)
+        xlabs[name + ".up.weight"] = torch.randn(o, 2, generator=g)
+    diffusers = _convert_xlabs_flux_lora_to_diffusers(dict(xlabs))
+    assert "transformer.transformer_blocks.0.attn.add_k_proj.lora_B.weight" in diffusers
+    a, b = fp(tmp_path, "xlabs", xlabs), fp(tmp_path, "diffusers", diffusers)
+    assert a.content_id == b.content_id and a.tensors == b.tensors == 14

@@ -1,0 +1,209 @@
+"""LoRA canonical forms: one identity for a LoRA whatever trainer or converter named it. PURE.
+
+A LoRA stores, per adapted module, a down matrix [rank, in] and an up matrix [out, rank] (plus an
+optional `alpha` scalar, and `lora_mid` for LoCon). Layouts name them differently:
+
+    kohya       lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight / .lora_up.weight / .alpha
+    PEFT        unet.down_blocks.0.attentions.0.proj_in.lora_A.weight / .lora_B.weight (.lora_A.default.weight)
+    diffusers   unet.down_blocks.0.attentions.0.proj_in.lora.down.weight / .lora.up.weight (pre-PEFT format;
+                text encoders ...q_proj.lora_linear_layer.down.weight)
+    attn procs  ...attn1.processor.to_k_lora.down.weight
+    BFL Flux    diffusion_model.double_blocks.0.img_attn.qkv.lora_A.weight
+    xlabs Flux  double_blocks.0.processor.qkv_lora1.down.weight
+
+`lora_part` reads a key as (module, role) with role down | up | mid | alpha, down == lora_A, up ==
+lora_B. `module_key` makes the module name layout-independent (kohya's lora_unet_ / lora_te1_ /
+lora_te2_ prefixes -> unet / text_encoder / text_encoder_2, the way diffusers'
+`convert_state_dict_to_kohya` maps them, and every '.' and '_' as one separator, because kohya
+writes the diffusers module path with '_' for '.'). SGM-named kohya SDXL modules
+(lora_unet_input_blocks_4_1_...) keep their own names: mapping them needs the UNet config
+(diffusers' `_maybe_map_sgm_blocks_to_diffusers`). Names still never enter a digest: the key
+mapping pairs a module's alpha with its rank, and tests check it against diffusers' converters.
+
+Alpha (the decision). The forward pass scales a module's delta by alpha / rank. PEFT files carry no
+alpha (PEFT keeps lora_alpha in adapter_config.json); diffusers' `convert_state_dict_to_kohya`
+(PEFT -> kohya) writes alpha = rank for every module, and its kohya Flux converter takes a missing
+alpha as rank. So an alpha equal to its module's rank is the neutral scale, what "no alpha" means:
+it is dropped before digesting, and a kohya file and its PEFT/diffusers copy share content_id and
+precision ids. An alpha that differs from the rank changes the LoRA's effect; it is digested in
+its own component, "lora_alpha": a float alpha as stored (kohya writes F32/F16/BF16; an fp16 copy's
+alpha then differs in content and agrees in precision, like its matrices), an integer one (diffusers
+writes int64) as an F32 scalar of its value. A kohya file with alpha != rank and a PEFT copy that
+lost it ("same LoRA, alpha lost") therefore have different content_ids but the same "lora"
+component (the matrices). An alpha whose module has no down matrix in the file is not a LoRA's
+alpha and is digested as any tensor.
+
+Fused Flux projections (BFL and kohya Flux LoRAs on img_attn.qkv / txt_attn.qkv / linear1, xlabs
+qkv_lora*): diffusers' converters (`_convert_kohya_flux_lora_to_diffusers` ->
+`_convert_to_ai_toolkit_cat`, `_convert_xlabs_flux_lora_to_diffusers` -> `handle_qkv`) copy the
+down matrix to each of to_q / to_k / to_v (+ proj_mlp for linear1) and split the up matrix by rows
+(thirds; q, k, v then the MLP's 4x for linear1). The fused side is put in that form: down repeated
+once per part, up split (row slices are views: nothing is copied). Not linked: the "sparse" case of
+that converter (rank divisible by the parts and a block-diagonal up: it chunks the down matrix
+instead), and kohya Flux LoRAs with alpha != rank, whose diffusers conversion multiplies the
+weights by alpha / rank (new values, new digests).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from workers.modelfiles.types import Tensor
+
+ALPHA_COMPONENT = "lora_alpha"
+_FLOATS = frozenset({"F16", "BF16", "F32", "F64"})
+
+_PART_RE = re.compile(
+    r"^(?P<module>.+?)(?:"
+    r"\.lora_(?P<kohya>down|up|mid|A|B)(?:\.default)?\.weight"  # kohya, LoCon, PEFT, BFL
+    r"|\.(?:lora|lora_linear_layer)\.(?P<diffusers>down|up)\.weight"  # diffusers before PEFT (text encoders: lora_linear_layer)
+    r"|(?P<proc>_lora\d*)\.(?P<proc_role>down|up)\.weight"  # attention processors, xlabs
+    r"|\.(?P<alpha>alpha))$")
+_ROLES = {"down": "down", "A": "down", "up": "up", "B": "up", "mid": "mid"}
+
+# kohya prefixes as diffusers' convert_state_dict_to_kohya writes them, and their diffusers names.
+# Denoiser names (unet / transformer / BFL diffusion_model) are one group: kohya calls a Flux
+# transformer lora_unet_ too.
+_GROUPS = (
+    ("lora_unet_", "denoiser"), ("lora_transformer_", "denoiser"), ("lora_te1_", "text_encoder"),
+    ("lora_te_", "text_encoder"), ("lora_te2_", "text_encoder_2"), ("lora_te3_", "text_encoder_3"),
+    ("unet.", "denoiser"), ("transformer.", "denoiser"), ("model.diffusion_model.", "denoiser"),
+    ("diffusion_model.", "denoiser"), ("text_encoder.", "text_encoder"), ("text_encoder_2.", "text_encoder_2"),
+    ("text_encoder_3.", "text_encoder_3"),
+)
+_SEPARATORS = re.compile(r"[._]+")
+
+
+@dataclass(frozen=True)
+class LoraPart:
+    module: str  # layout-independent (module_key)
+    role: str  # down | up | mid | alpha
+
+
+def module_key(module: str) -> str:
+    """'denoiser:down.blocks.0.attentions.0.proj.in' for kohya's lora_unet_down_blocks_0_attentions_0_proj_in
+    and PEFT's unet.down_blocks.0.attentions.0.proj_in alike."""
+    group = ""
+    for prefix, name in _GROUPS:
+        if module.startswith(prefix):
+            group, module = name, module[len(prefix):]
+            break
+    return f"{group}:{_SEPARATORS.sub('.', module).strip('.')}"
+
+
+def lora_part(name: str) -> LoraPart | None:
+    """What a key is in a LoRA, or None when it names no LoRA part."""
+    m = _PART_RE.match(name)
+    if m is None:
+        return None
+    if m["alpha"]:
+        role = "alpha"
+    elif m["proc_role"]:
+        role = m["proc_role"]
+    else:
+        role = _ROLES[m["kohya"] or m["diffusers"]]
+    module = m["module"] + (m["proc"] or "")
+    return LoraPart(module=module_key(module), role=role)
+
+
+# --- fused Flux projections -----------------------------------------------------------------
+
+def _thirds(rows: int) -> list[int]:
+    return [rows // 3] * 3 if rows % 3 == 0 else [rows]
+
+
+def _linear1(rows: int) -> list[int]:
+    # q, k, v (hidden rows each) then proj_mlp (mlp_ratio 4: 4 * hidden): rows = 7 * hidden.
+    hidden = rows // 7 if rows % 7 == 0 else 0
+    return [hidden, hidden, hidden, rows - 3 * hidden] if hidden else [rows]
+
+
+_FUSED = (
+    # (module pattern on module_key, parts, up row split), each from the converter it mirrors:
+    # _convert_kohya_flux_lora_to_diffusers: img_attn_qkv -> attn.to_q/k/v, txt_attn_qkv -> attn.add_q/k/v_proj
+    (re.compile(r"^(?:denoiser)?:double\.blocks\.\d+\.(?:img|txt)\.attn\.qkv$"), 3, _thirds),
+    # ... linear1 -> attn.to_q/k/v + proj_mlp, dims [3072, 3072, 3072, 12288] for Flux dev
+    (re.compile(r"^(?:denoiser)?:single\.blocks\.\d+\.linear1$"), 4, _linear1),
+    # _convert_xlabs_flux_lora_to_diffusers: processor.qkv_lora1/2 -> handle_qkv (to_q/k/v, add_q/k/v_proj)
+    (re.compile(r"^(?:denoiser)?:(?:double|single)\.blocks\.\d+\.processor\.qkv\.lora\d*$"), 3, _thirds),
+)
+
+
+def _fused(module: str):
+    return next(((n, split) for pattern, n, split in _FUSED if pattern.match(module)), None)
+
+
+def _split_rows(tensor: Tensor, rows: list[int]) -> list[Tensor]:
+    parts, start = [], 0
+    for i, n in enumerate(rows):
+        piece = tensor.array[start:start + n]
+        parts.append(Tensor(name=f"{tensor.name}#{i}", dtype=tensor.dtype, shape=tuple(piece.shape), array=piece))
+        start += n
+    return parts
+
+
+# --- a file's LoRA tensors, one at a time ---------------------------------------------------
+
+def _alpha_value(tensor: Tensor) -> float | None:
+    try:
+        return float(np.asarray(tensor.array).reshape(-1)[0])
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+class LoraForms:
+    """Fed a file's tensors in any order: `parts(tensor)` says what to digest now, `finish()` what
+    the alphas come to once every module's rank is known (alphas are scalars: holding them costs nothing)."""
+
+    def __init__(self) -> None:
+        self.ranks: dict[str, int] = {}
+        self.alphas: list[tuple[str, Tensor, object]] = []
+
+    def parts(self, tensor: Tensor, context: object = None) -> list[Tensor] | None:
+        """The tensor's canonical parts; [] when it is held back (an alpha); None when it is no LoRA part."""
+        part = lora_part(tensor.name)
+        if part is None:
+            return None
+        if part.role == "alpha":
+            if int(np.prod(tensor.shape, dtype=np.int64)) != 1:
+                return None  # a weight that happens to be called alpha
+            held = np.array(tensor.array, copy=True)  # a copy: a view would pin the reader's mmap
+            self.alphas.append((part.module, Tensor(name=tensor.name, dtype=tensor.dtype, shape=tensor.shape,
+                                                    array=held), context))
+            return []
+        if part.role == "mid" or len(tensor.shape) < 2:
+            return [tensor]
+        if part.role == "down":
+            self.ranks[part.module] = int(tensor.shape[0])
+        fused = _fused(part.module)
+        if fused is None:
+            return [tensor]
+        n, split = fused
+        if part.role == "down":
+            return [tensor] * n
+        rows = split(int(tensor.shape[0]))
+        return [tensor] if len(rows) == 1 else _split_rows(tensor, rows)
+
+    def finish(self) -> list[tuple[Tensor | None, object, bool]]:
+        """Per held-back alpha: (canonical tensor or None when neutral, its context, is a LoRA alpha)."""
+        out = []
+        for module, tensor, context in self.alphas:
+            rank = self.ranks.get(module)
+            if rank is None:
+                out.append((tensor, context, False))
+                continue
+            value = _alpha_value(tensor)
+            if value is not None and value == rank:
+                out.append((None, context, True))
+                continue
+            if tensor.dtype in _FLOATS:  # as stored: an fp16 copy's alpha is then its precision variant too
+                out.append((tensor, context, True))
+                continue
+            scalar = np.array(value if value is not None else np.nan, dtype="<f4")
+            out.append((Tensor(name=tensor.name, dtype="F32", shape=(), array=scalar), context, True))
+        return out
+
+
+__all__ = ["ALPHA_COMPONENT", "LoraForms", "LoraPart", "lora_part", "module_key"]
