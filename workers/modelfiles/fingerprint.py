@@ -57,6 +57,7 @@ import numpy as np
 
 from workers.modelfiles.canonical_forms import canonical_parts
 from workers.modelfiles.lora_forms import ALPHA_COMPONENT, LoraForms
+from workers.modelfiles.narrowing import BF16, F8_E4M3, F16, FloatFormat, Narrower, widen_to_f32_bits
 from workers.modelfiles.safetensors_reader import NUMPY_DTYPES, iter_safetensors_tensors
 from workers.modelfiles.types import ModelFileError, Tensor
 
@@ -350,184 +351,64 @@ def _hash_bytes(header: bytes, flat: np.ndarray) -> str:
     return hasher.hexdigest(length=DIGEST_BYTES)
 
 
-# float32 bits -> float16 bits, round to nearest even, vectorised with integer
-# ops (F. Giesen's float_to_half_fast3). numpy's own float16 cast is a scalar
-# loop here (~0.3-0.5 G elements/s); this runs ~2x faster and is bit-exact
-# with it for every non-NaN input. NaNs become the canonical quiet NaN with
-# their sign (as torch's portable conversion does), so NaN payloads do not
-# split precision digests.
-_F16_OVERFLOW = (127 + 16) << 23  # |x| >= 2**16: inf (or NaN) in F16
-_F16_NORMAL_MIN = 113 << 23  # |x| < 2**-14: subnormal or zero in F16
-_DENORM_MAGIC = ((127 - 15) + (23 - 10) + 1) << 23
-_DENORM_MAGIC_F32 = np.array([_DENORM_MAGIC], dtype=np.uint32).view(np.float32)[0]
-_REBIAS = np.uint32((((15 - 127) << 23) + 0xFFF) & 0xFFFFFFFF)  # exponent rebias + rounding half-ulp - 1
+# Casts for the precision digests: one table-driven RNE narrowing of F32 bits (narrowing.py), bit-exact
+# with torch's `.to()` (F16, BF16, float8_e4m3fn). numpy's own float16 cast is a scalar loop here
+# (~0.3-0.5 G elements/s); the integer narrowing runs ~2x faster and agrees with it for every non-NaN.
+# NaNs become one canonical NaN per format, so NaN payloads do not split precision digests.
 
 
-class _F16Caster:
-    """Reusable scratch for chunked F32-bits -> F16-bits conversion."""
+class _CastHasher:
+    """BLAKE3 of F32/F64/BF16/F16 values cast to `fmt` (RNE), fed a flat array in pieces of any size.
+    Wider inputs are first brought to F32 bits exactly (BF16, F16) or as torch does (F64 rounds to F32:
+    torch's double -> half / bfloat16 / fp8 casts go through float, so an F64 model, its F32 copy and a
+    torch-made cast agree)."""
 
-    def __init__(self, size: int) -> None:
-        self.magnitude = np.empty(size, dtype=np.uint32)
-        self.result = np.empty(size, dtype=np.uint32)
-        self.scratch = np.empty(size, dtype=np.uint32)
-        self.mask = np.empty(size, dtype=bool)
-        self.out = np.empty(size, dtype=np.uint16)
-
-    def __call__(self, bits: np.ndarray) -> np.ndarray:
-        k = bits.size
-        a, t, s, m, out = self.magnitude[:k], self.result[:k], self.scratch[:k], self.mask[:k], self.out[:k]
-        np.bitwise_and(bits, 0x7FFFFFFF, out=a)
-        # Normal range: add half an F16 ulp (minus one, plus the odd bit: ties to even), shift.
-        np.right_shift(a, 13, out=t)
-        np.bitwise_and(t, 1, out=t)
-        np.add(t, a, out=t)
-        np.add(t, _REBIAS, out=t)
-        np.right_shift(t, 13, out=t)
-        np.less(a, _F16_NORMAL_MIN, out=m)
-        if m.any():
-            # Subnormal/zero: an F32 add aligns the bits and rounds (RNE) for us.
-            np.add(a.view(np.float32), _DENORM_MAGIC_F32, out=s.view(np.float32))
-            np.subtract(s, _DENORM_MAGIC, out=s)
-            np.copyto(t, s, where=m)
-        np.greater_equal(a, _F16_OVERFLOW, out=m)
-        if m.any():
-            t[m] = np.where(a[m] > 0x7F800000, 0x7E00, 0x7C00)
-        np.right_shift(bits, 16, out=s)
-        np.bitwise_and(s, 0x8000, out=s)
-        np.bitwise_or(t, s, out=t)
-        np.copyto(out, t, casting="unsafe")
-        return out
-
-
-def _hash_as_f16(header: bytes, flat: np.ndarray, dtype: str) -> str:
-    """Digest of `flat` cast to F16 (RNE), in chunks so memory stays small."""
-    hasher = _F16Hasher(header, dtype, min(flat.size, _CHUNK_ELEMENTS))
-    hasher.update(flat)
-    return hasher.hexdigest()
-
-
-class _F16Hasher:
-    """BLAKE3 of F32/F64/BF16 values cast to F16 bits, fed a flat array in pieces of any size."""
-
-    def __init__(self, header: bytes, dtype: str, chunk: int = _CHUNK_ELEMENTS) -> None:
+    def __init__(self, header: bytes, dtype: str, fmt: FloatFormat, chunk: int = _CHUNK_ELEMENTS) -> None:
         self.hasher = blake3.blake3(header)
         self.dtype = dtype
         self.chunk = max(1, chunk)
-        self.caster = _F16Caster(self.chunk)
+        self.narrow = Narrower(fmt, self.chunk)
         self.wide = np.empty(self.chunk, dtype=np.uint32) if dtype != "F32" else None
 
     def update(self, flat: np.ndarray) -> None:
-        with np.errstate(all="ignore"):
-            for start in range(0, flat.size, self.chunk):
-                piece = flat[start:start + self.chunk]
-                if self.dtype == "F32":
-                    bits = piece.view(np.uint32)
-                elif self.dtype == "BF16":
-                    bits = self.wide[:piece.size]
-                    np.copyto(bits, piece)
-                    bits <<= 16  # BF16 bits are the top half of an F32: exact
-                else:
-                    # F64 via F32, the double rounding torch's .half() does: an F64
-                    # model, its F32 copy and a torch-made F16 copy then all agree.
-                    bits = self.wide[:piece.size]
-                    np.copyto(bits.view(np.float32), piece, casting="unsafe")
-                self.hasher.update(self.caster(bits).view(np.uint8))
+        for start in range(0, flat.size, self.chunk):
+            bits = widen_to_f32_bits(flat[start:start + self.chunk], self.dtype, self.wide)
+            self.hasher.update(self.narrow(bits).view(np.uint8))
 
     def hexdigest(self) -> str:
         return self.hasher.hexdigest(length=DIGEST_BYTES)
 
 
-_BF16_CHUNK = _CHUNK_ELEMENTS
+def _hash_cast(header: bytes, flat: np.ndarray, dtype: str, fmt: FloatFormat) -> str:
+    hasher = _CastHasher(header, dtype, fmt, min(flat.size, _CHUNK_ELEMENTS))
+    hasher.update(flat)
+    return hasher.hexdigest()
+
+
+def _hash_as_f16(header: bytes, flat: np.ndarray, dtype: str) -> str:
+    """Digest of `flat` cast to F16 (RNE; NaN -> 0x7E00 with its sign), in chunks so memory stays small."""
+    return _hash_cast(header, flat, dtype, F16)
 
 
 def _hash_as_bf16(header: bytes, flat: np.ndarray, dtype: str) -> str:
-    """Digest of `flat` (F32 or F64) cast to BF16 with round-to-nearest-even, bit-exact with torch's
-    `.to(torch.bfloat16)` for every non-NaN value; F64 goes through F32 first, as torch's cast of a
-    double tensor does. Every NaN becomes 0x7FC0, sign dropped: torch itself writes 0xFFFF (vectorised
+    """Digest of `flat` (F32 or F64) cast to BF16, bit-exact with torch's `.to(torch.bfloat16)` for
+    every non-NaN value. Every NaN becomes 0x7FC0, sign dropped: torch itself writes 0xFFFF (vectorised
     path) or 0x7FC0 (scalar path) for the same NaN, so NaN bits say nothing about the weights."""
-    hasher = blake3.blake3(header)
-    chunk = min(flat.size, _BF16_CHUNK)
-    wide = np.empty(chunk, dtype=np.uint32) if dtype != "F32" else None
-    rounded = np.empty(chunk, dtype=np.uint32)
-    out = np.empty(chunk, dtype=np.uint16)
-    with np.errstate(all="ignore"):
-        for start in range(0, flat.size, _BF16_CHUNK):
-            piece = flat[start:start + _BF16_CHUNK]
-            k = piece.size
-            if dtype == "F32":
-                bits = piece.view(np.uint32)  # read in place: five passes per chunk, no copy
-            else:
-                bits = wide[:k]
-                np.copyto(bits.view(np.float32), piece, casting="unsafe")
-            r, o = rounded[:k], out[:k]
-            np.right_shift(bits, 16, out=r)
-            np.bitwise_and(r, 1, out=r)  # the kept lowest bit: ties go to even
-            np.add(r, 0x7FFF, out=r)
-            np.add(r, bits, out=r)  # NaN inputs may wrap here: replaced just below
-            np.right_shift(r, 16, out=o, casting="unsafe")
-            if np.isnan(bits.view(np.float32)).any():
-                o[np.isnan(bits.view(np.float32))] = 0x7FC0
-            hasher.update(o.view(np.uint8))
-    return hasher.hexdigest(length=DIGEST_BYTES)
-
-
-_F8_MAX_BITS = 0x43E00000  # 448.0, e4m3fn's largest finite value
-_F8_NORMAL_MIN = 121 << 23  # 2**-6: below it e4m3fn is subnormal
-_F8_DENORM_MAGIC = 141 << 23  # 2**14: an F32 add of it rounds (RNE) to e4m3fn's 2**-9 subnormal step
-_F8_DENORM_MAGIC_F32 = np.array([_F8_DENORM_MAGIC], dtype=np.uint32).view(np.float32)[0]
-_F8_REBIAS = np.uint32((((7 - 127) << 23) + 0x7FFFF) & 0xFFFFFFFF)
-
-
-def _f32_bits_to_e4m3fn(bits: np.ndarray, scratch: tuple[np.ndarray, ...], out: np.ndarray) -> np.ndarray:
-    """F32 bits -> float8_e4m3fn bits as torch's `.to(torch.float8_e4m3fn)` writes them (torch 2.13, CPU):
-    round to nearest even, subnormals kept, |x| > 448 and +-inf saturate to +-448 (0x7E), NaN -> 0x7F
-    with its sign. Checked bit for bit against torch in tests/workers/modelfiles/test_fp8_cast.py."""
-    a, t, s = scratch
-    m = np.empty(bits.size, dtype=bool)
-    np.bitwise_and(bits, 0x7FFFFFFF, out=a)
-    np.right_shift(a, 20, out=t)
-    np.bitwise_and(t, 1, out=t)  # the kept lowest mantissa bit: ties go to even
-    np.add(t, a, out=t)
-    np.add(t, _F8_REBIAS, out=t)
-    np.right_shift(t, 20, out=t)
-    np.less(a, _F8_NORMAL_MIN, out=m)
-    if m.any():
-        np.add(a.view(np.float32), _F8_DENORM_MAGIC_F32, out=s.view(np.float32))
-        np.subtract(s, _F8_DENORM_MAGIC, out=s)
-        np.copyto(t, s, where=m)
-    np.greater(a, _F8_MAX_BITS, out=m)
-    if m.any():
-        t[m] = np.where(a[m] > 0x7F800000, 0x7F, 0x7E)  # NaN stays NaN; finite overflow and inf saturate
-    np.right_shift(bits, 24, out=s)
-    np.bitwise_and(s, 0x80, out=s)
-    np.bitwise_or(t, s, out=t)
-    np.copyto(out, t, casting="unsafe")
-    return out
+    return _hash_cast(header, flat, dtype, BF16)
 
 
 def _hash_as_fp8(header: bytes, flat: np.ndarray, dtype: str) -> str:
-    """Digest of `flat` (F32, F64, BF16 or F16) cast to float8_e4m3fn, bit-exact with torch: F64 via F32
-    (torch's double -> fp8 cast rounds through float too), F16 / BF16 widened exactly first."""
-    hasher = blake3.blake3(header)
-    chunk = min(flat.size, _CHUNK_ELEMENTS)
-    wide = np.empty(chunk, dtype=np.uint32)
-    scratch = tuple(np.empty(chunk, dtype=np.uint32) for _ in range(3))
-    out = np.empty(chunk, dtype=np.uint8)
-    with np.errstate(all="ignore"):
-        for start in range(0, flat.size, _CHUNK_ELEMENTS):
-            piece = flat[start:start + _CHUNK_ELEMENTS]
-            k = piece.size
-            if dtype == "F32":
-                bits = piece.view(np.uint32)
-            elif dtype == "BF16":
-                bits = wide[:k]
-                np.copyto(bits, piece)
-                bits <<= 16
-            else:  # F16 widens exactly, F64 rounds to F32 as torch does
-                bits = wide[:k]
-                np.copyto(bits.view(np.float32), piece, casting="unsafe")
-            hasher.update(_f32_bits_to_e4m3fn(bits, tuple(x[:k] for x in scratch), out[:k]).view(np.uint8))
-    return hasher.hexdigest(length=DIGEST_BYTES)
+    """Digest of `flat` (F32, F64, BF16 or F16) cast to float8_e4m3fn as torch's
+    `.to(torch.float8_e4m3fn)` writes it (torch 2.13, CPU): RNE, subnormals kept, |x| > 448 and +-inf
+    saturate to +-448 (0x7E), NaN -> 0x7F with its sign."""
+    return _hash_cast(header, flat, dtype, F8_E4M3)
+
+
+def _f32_bits_to_e4m3fn(bits: np.ndarray, scratch: tuple[np.ndarray, ...], out: np.ndarray) -> np.ndarray:
+    """F32 bits -> float8_e4m3fn bits into `out` (the element-by-element check against torch in
+    tests/workers/modelfiles/test_fp8_cast.py calls this; `scratch` is accepted for that call's sake)."""
+    np.copyto(out, Narrower(F8_E4M3, bits.size)(bits))
+    return out
 
 
 def _tensor_digest(tensor: Tensor, component: str, pool: ThreadPoolExecutor | None) -> TensorDigest:
@@ -583,7 +464,7 @@ class TensorHasher:
         self.content = blake3.blake3(_digest_header(dtype, shape))
         self.skipped = not precision and dtype in _CAST_TO_F16
         self.cast = precision and dtype in _CAST_TO_F16
-        self.precision = _F16Hasher(_digest_header("F16", shape), dtype) if self.cast else None
+        self.precision = _CastHasher(_digest_header("F16", shape), dtype, F16) if self.cast else None
 
     def update(self, flat: np.ndarray) -> None:
         self.content.update(flat.view(np.uint8))
