@@ -59,11 +59,12 @@ from workers.modelfiles.canonical_forms import canonical_parts
 from workers.modelfiles.lora_forms import ALPHA_COMPONENT, LoraForms
 from workers.modelfiles.narrowing import BF16, F8_E4M3, F16, FloatFormat, Narrower, widen_to_f32_bits
 from workers.modelfiles.safetensors_reader import NUMPY_DTYPES, iter_safetensors_tensors
+from workers.modelfiles.tied_weights import TiedWeights
 from workers.modelfiles.types import ModelFileError, Tensor
 
 # 2: canonical tensor forms (canonical_forms.py) and the bf16 precision id; 3: the fp8 (e4m3fn) id.
 # 4: LoRA canonical forms (lora_forms.py: neutral alphas dropped, others in "lora_alpha"; fused Flux LoRA
-# projections split). Older fingerprints (stored rows, older push clients) still load; `manage.py refingerprint`
+# projections split) and tied weights counted once (tied_weights.py: T5's embed_tokens beside shared). Older fingerprints (stored rows, older push clients) still load; `manage.py refingerprint`
 # recomputes them.
 FINGERPRINT_VERSION = 4
 READABLE_VERSIONS = frozenset({1, 2, 3, 4})
@@ -590,6 +591,7 @@ def _fingerprint(stream: Iterable[tuple[Tensor, str | None]], *,
     ignored = 0
     done = 0
     lora = LoraForms()
+    tied = TiedWeights()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fingerprint") as pool:
         for tensor, component in stream:
             if progress is not None:
@@ -601,8 +603,12 @@ def _fingerprint(stream: Iterable[tuple[Tensor, str | None]], *,
             parts = lora.parts(tensor, component)  # LoRA matrices (alphas wait for their module's rank)
             if parts == []:
                 continue
-            for part in parts if parts is not None else canonical_parts(tensor):  # fused splits, halves, transposes
-                digests.append(_tensor_digest(part, component, pool))
+            mine = [_tensor_digest(part, component, pool)  # fused splits, halves, transposes
+                    for part in (parts if parts is not None else canonical_parts(tensor))]
+            if len(mine) == 1 and tied.repeats_partner(tensor.name, component, mine[0].content):
+                ignored += 1  # T5's embed_tokens saved beside the shared.weight it is tied to
+                continue
+            digests.extend(mine)
             dtypes[tensor.dtype] += 1
             parameters[component] += math.prod(tensor.shape)
         for alpha, component, is_lora in lora.finish():
