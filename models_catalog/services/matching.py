@@ -1,7 +1,8 @@
 """Match rows: how each local file relates to files the sources publish, with evidence.
 
 Strongest first: exact/renamed (SHA256 or BLAKE3 equal), same-weights
-(AutoV3 equal: tensor bytes identical, header edited), converted and
+(AutoV3 equal: tensor bytes identical, header edited), converted (same tensor
+fingerprint in another container or under another naming: a kohya LoRA's PEFT copy) and
 precision (tensor fingerprint equal to a local file that was identified
 exactly), partial (shares components with such a file), short-hash (only
 AutoV1/AutoV2/CRC32 agree: weak, said so).
@@ -16,6 +17,7 @@ from django.db.models import Exists, OuterRef, Q, Subquery, Sum
 from models_catalog.identity import best_model_names_sync
 from workers import kinds
 from models_catalog.models import FileHashes, LocalComponent, LocalFile, Match, SourceFile
+from workers.modelfiles.architecture import other_layouts
 
 EXACT_KINDS = (Match.Kind.EXACT, Match.Kind.RENAMED)
 # A related fine-tune shares at least this much of its tensor bytes.
@@ -73,8 +75,11 @@ def _via_fingerprint(lf: LocalFile) -> list[Candidate]:
     for other in related.filter(matches__kind__in=EXACT_KINDS).distinct():
         shown, via = _through(lf, other)
         if other.content_id == lf.content_id:
+            layouts = other_layouts(other.architecture_kind, lf.architecture_kind)
             if other.format != lf.format:
                 kind, why = Match.Kind.CONVERTED, f"same tensors as {shown} ({other.format}), here as {lf.format or 'another container'}"
+            elif layouts:  # same container, other tensor names: renamed by a converter (kohya -> PEFT, ...)
+                kind, why = Match.Kind.CONVERTED, f"same tensors as {shown} ({layouts[0]}), here as {layouts[1]}"
             else:
                 kind, why = Match.Kind.SAME_WEIGHTS, f"same tensors as {shown}, file bytes differ"
         else:

@@ -359,6 +359,15 @@ def _kind(d: ArchitectureDetector, fmt: str) -> tuple[str, str]:
     return "unknown", ""
 
 
+def other_layouts(kind_a: str, kind_b: str) -> tuple[str, str] | None:
+    """The words for two files' kinds when they differ, e.g. ("LoRA (kohya)", "LoRA (PEFT/diffusers)"):
+    equal tensors under another naming (a kohya LoRA and its PEFT copy, a checkpoint and its unet) were
+    converted, not just re-saved. None when either kind is unknown or both agree."""
+    if not kind_a or not kind_b or "unknown" in (kind_a, kind_b) or kind_a == kind_b:
+        return None
+    return KINDS.get(kind_a, kind_a), KINDS.get(kind_b, kind_b)
+
+
 def component_renames(arch: Architecture) -> dict[str, str]:
     """Components a file's names put in the wrong slot, which only its shapes correct: a standalone
     HF CLIP file is "text_encoder" by its key names (component_for_key sees no shapes), but a bigG
@@ -375,4 +384,4 @@ def detect(tensors, fmt: str = "") -> Architecture:
 
 
 __all__ = ["Architecture", "ArchitectureDetector", "RULES", "Rule", "FAMILIES", "KINDS", "LORA_KINDS",
-           "TEXT_ENCODER_KINDS", "component_renames", "detect", "short_kind"]
+           "TEXT_ENCODER_KINDS", "component_renames", "detect", "other_layouts", "short_kind"]

@@ -1,0 +1,48 @@
+"""A kohya LoRA and its PEFT copy (made by diffusers' own converter) through register -> hashing -> analysis."""
+import hashlib
+
+import pytest
+import safetensors.torch
+from django.test import Client
+from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya
+
+from models_catalog.models import Match, Source, SourceFile, SourceModel, SourceVersion
+from models_catalog.services.duplicates import duplicate_groups
+from tests.catalog.test_model_families import register_and_hash
+from tests.workers.modelfiles.test_lora_forms import peft_lora
+
+pytestmark = pytest.mark.django_db
+
+
+def save(path, sd):
+    safetensors.torch.save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    return path
+
+
+def test_a_kohya_lora_and_its_peft_copy_are_one_lora_converted(model_root, user, sent_for_hashing):
+    peft = peft_lora(seed=7)
+    kohya = save(model_root / "my_style_kohya.safetensors", convert_state_dict_to_kohya(dict(peft)))
+    save(model_root / "my_style_peft.safetensors", peft)
+    save(model_root / "another_style_peft.safetensors", peft_lora(seed=8))
+    model = SourceModel.objects.create(source=Source.CIVITAI, external_id="15", name="My Style LoRA")
+    version = SourceVersion.objects.create(model=model, external_id="150", name="v1")
+    SourceFile.objects.create(version=version, external_id="1500", name="my_style_kohya.safetensors",
+                              sha256=hashlib.sha256(kohya.read_bytes()).hexdigest())
+    files = register_and_hash(model_root, user, sent_for_hashing)
+    k, p, other = files["my_style_kohya.safetensors"], files["my_style_peft.safetensors"], files["another_style_peft.safetensors"]
+    assert (k.architecture_kind, p.architecture_kind) == ("lora_kohya", "lora_peft")
+    assert k.content_id == p.content_id != other.content_id
+    [m] = Match.objects.filter(local_file=p)
+    assert m.kind == Match.Kind.CONVERTED and m.source_file.version.model.name == "My Style LoRA"
+    assert "LoRA (kohya)" in m.evidence and "LoRA (PEFT/diffusers)" in m.evidence
+    assert not Match.objects.filter(local_file=other).exists()  # an unrelated LoRA stays unrelated
+    [group] = duplicate_groups(owner=user)
+    members = {mem.name: mem for mem in group.members}
+    assert set(members) == {"my_style_kohya.safetensors", "my_style_peft.safetensors"}
+    peft_member = members["my_style_peft.safetensors"]
+    assert members["my_style_kohya.safetensors"].match == "keep"
+    assert peft_member.match == "converted" and "LoRA (PEFT/diffusers)" in peft_member.evidence
+    client = Client()
+    client.force_login(user)
+    page = client.get(f"/files/{p.pk}/").content.decode()
+    assert "Converted copy of My Style LoRA" in page
