@@ -13,6 +13,7 @@ from diffusers.utils.state_dict_utils import (
     convert_state_dict_to_peft,
 )
 
+from workers.modelfiles.architecture import detect
 from workers.modelfiles.fingerprint import fingerprint_path, fingerprint_tensors
 from workers.modelfiles.lora_forms import ALPHA_COMPONENT, lora_part, module_key
 from workers.modelfiles.types import Tensor
@@ -59,6 +60,16 @@ def test_the_layouts_are_what_the_test_means():
     assert set(alphas.values()) == {RANK}
 
 
+def test_every_layout_reads_as_a_lora_and_is_one_lora_component(tmp_path):
+    sds, _ = layouts()
+    kinds = {name: detect((k, tuple(v.shape)) for k, v in sd.items()).kind for name, sd in sds.items()}
+    assert kinds == {"peft": "lora_peft", "kohya": "lora_kohya", "diffusers": "lora_peft", "from_kohya": "lora_peft",
+                     "peft_again": "lora_peft"}
+    assert all(set(fp(tmp_path, name, sd).components) == {"lora"} for name, sd in sds.items())
+    text_encoder_only = {k: v for k, v in sds["diffusers"].items() if k.startswith("text_encoder")}
+    assert detect((k, tuple(v.shape)) for k, v in text_encoder_only.items()).kind == "lora_peft"
+
+
 def test_kohya_peft_and_diffusers_copies_share_content_and_precision_ids(tmp_path):
     sds, _ = layouts()
     fps = {name: fp(tmp_path, name, sd) for name, sd in sds.items()}
@@ -67,7 +78,6 @@ def test_kohya_peft_and_diffusers_copies_share_content_and_precision_ids(tmp_pat
     assert len({f.bf16_id for f in fps.values()}) == 1 and len({f.fp8_id for f in fps.values()}) == 1
     # The kohya copy's alphas equal the rank: the neutral scale, skipped and counted as skipped.
     assert fps["kohya"].ignored_tensors == len(MODULES) and fps["peft"].ignored_tensors == 0
-    assert all(set(f.components) == {"lora"} for f in fps.values())
 
 
 def test_the_key_mapping_agrees_with_diffusers_kohya_converter():
