@@ -34,6 +34,10 @@ replaces such a tensor by its canonical parts, chosen from its name by one
 rule table per family. A third digest per float tensor, `bf16`, casts F32/F64
 to BF16 (round-to-nearest-even, bit-exact with torch): `bf16_id` links an fp32
 model and its bf16 export, which `precision_id` (an fp16 cast) cannot.
+LoRA tensors go through `lora_forms.LoraForms` instead (a kohya file and its PEFT / diffusers copy
+share ids): an alpha equal to its module's rank is left out (counted in `ignored_tensors`), any other
+alpha is digested in the "lora_alpha" component, fused Flux LoRA projections are split as diffusers'
+converters split them.
 A fourth, `fp8`, casts every wider float (F32/F64/BF16/F16) to float8_e4m3fn exactly as torch's
 `.to(torch.float8_e4m3fn)` does (RNE, saturating at +-448): `fp8_id` links any float copy and its plain
 fp8 cast. Not linked yet: ComfyUI "scaled fp8" files (weights divided by a per-tensor `scale_weight`
