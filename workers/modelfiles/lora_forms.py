@@ -53,7 +53,8 @@ import numpy as np
 from workers.modelfiles.types import Tensor
 
 ALPHA_COMPONENT = "lora_alpha"
-_FLOATS = frozenset({"F16", "BF16", "F32", "F64"})
+_FLOATS = frozenset({"F16", "BF16", "F32", "F64", "F8_E4M3", "F8_E5M2"})
+_INTEGERS = frozenset({"U8", "I8", "I16", "U16", "I32", "U32", "I64", "U64"})
 
 _PART_RE = re.compile(
     r"^(?P<module>.+?)(?:"
@@ -146,11 +147,30 @@ def _split_rows(tensor: Tensor, rows: list[int]) -> list[Tensor]:
 
 # --- a file's LoRA tensors, one at a time ---------------------------------------------------
 
+def _e4m3fn(bits: int) -> float:
+    sign = -1.0 if bits & 0x80 else 1.0
+    exponent, mantissa = (bits >> 3) & 0xF, bits & 0x7
+    if exponent == 0xF and mantissa == 0x7:
+        return float("nan")
+    if exponent == 0:
+        return sign * mantissa * 2.0 ** -9
+    return sign * (1 + mantissa / 8) * 2.0 ** (exponent - 7)
+
+
 def _alpha_value(tensor: Tensor) -> float | None:
-    try:
-        return float(np.asarray(tensor.array).reshape(-1)[0])
-    except (TypeError, ValueError, IndexError):
+    """The scalar's value; None for a dtype that holds no plain real number (bool, complex)."""
+    flat = np.asarray(tensor.array).reshape(-1)
+    if flat.size != 1:
         return None
+    if tensor.dtype == "BF16":  # carried as its bits: the upper half of an F32
+        return float(np.array([int(flat[0]) << 16], dtype="<u4").view("<f4")[0])
+    if tensor.dtype == "F8_E5M2":  # the upper byte of an F16
+        return float(np.array([int(flat[0]) << 8], dtype="<u2").view("<f2")[0])
+    if tensor.dtype == "F8_E4M3":
+        return _e4m3fn(int(flat[0]))
+    if tensor.dtype in _FLOATS or tensor.dtype in _INTEGERS:
+        return float(flat[0])
+    return None
 
 
 class LoraForms:
@@ -197,12 +217,11 @@ class LoraForms:
             value = _alpha_value(tensor)
             if value is not None and value == rank:
                 out.append((None, context, True))
-                continue
-            if tensor.dtype in _FLOATS:  # as stored: an fp16 copy's alpha is then its precision variant too
+            elif value is not None and tensor.dtype in _INTEGERS:  # diffusers' int64: the value is what counts
+                scalar = np.array(value, dtype="<f4")
+                out.append((Tensor(name=tensor.name, dtype="F32", shape=(), array=scalar), context, True))
+            else:  # a float as stored: an fp16 copy's alpha is then its precision variant too
                 out.append((tensor, context, True))
-                continue
-            scalar = np.array(value if value is not None else np.nan, dtype="<f4")
-            out.append((Tensor(name=tensor.name, dtype="F32", shape=(), array=scalar), context, True))
         return out
 
 

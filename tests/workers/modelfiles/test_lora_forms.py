@@ -100,6 +100,18 @@ def test_an_fp16_copy_is_a_precision_variant(tmp_path):
     assert half.content_id != full.content_id and half.precision_id == full.precision_id
 
 
+def test_a_bf16_or_fp8_alpha_equal_to_the_rank_is_neutral_too(tmp_path):
+    """BF16 and F8 scalars are carried as their bits: the neutral alpha must be read as a number."""
+    sds, _ = layouts()
+    bf16 = fp(tmp_path, "bf16", {k: v.bfloat16() if v.is_floating_point() else v.bfloat16()
+                                 for k, v in sds["kohya"].items()})
+    assert bf16.ignored_tensors == len(MODULES) and ALPHA_COMPONENT not in bf16.components
+    assert bf16.bf16_id == fp(tmp_path, "peft", sds["peft"]).bf16_id
+    for dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
+        f8 = fp(tmp_path, str(dtype), {k: v.to(dtype) if k.endswith(".alpha") else v for k, v in sds["kohya"].items()})
+        assert f8.ignored_tensors == len(MODULES), dtype
+
+
 def test_different_seeds_truncated_and_altered_loras_differ(tmp_path):
     sds, _ = layouts()
     base = fp(tmp_path, "base", sds["kohya"])
