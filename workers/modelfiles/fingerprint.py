@@ -615,19 +615,21 @@ class ContentIdBuilder:
         self.lora = LoraForms()
 
     def add(self, tensor: Tensor, digest: str) -> None:
-        if self.ignore(tensor.name):
+        if self.ignore(tensor.name) or self.lora.hold_alpha(tensor, digest):
             return
-        parts = self.lora.parts(tensor, digest)
-        self._extend(tensor, digest, parts if parts is not None else canonical_parts(tensor))
+        emitted = self.lora.take(tensor, digest)
+        self._extend(emitted if emitted is not None else [(part, tensor, digest) for part in canonical_parts(tensor)])
 
-    def _extend(self, tensor: Tensor, digest: str, parts: list[Tensor]) -> None:
-        for part in parts:
-            self.digests.append(digest if part is tensor else
+    def _extend(self, emitted) -> None:
+        for part, origin, digest in emitted:
+            self.digests.append(digest if part is origin else
                                 _hash_bytes(_digest_header(part.dtype, part.shape), _canonical_array(part)))
 
     def content_id(self) -> str:
+        halves, alphas = self.lora.finish()
+        self._extend(halves)
         digests = list(self.digests)
-        for alpha, digest, is_lora in self.lora.finish():
+        for alpha, digest, is_lora in alphas:
             if alpha is None:
                 continue
             if is_lora:  # the canonical F32 scalar: hashed, whatever the stored dtype was
@@ -721,14 +723,19 @@ def _fingerprint(stream: Iterable[tuple[Tensor, str | None]], *,
             if component is None:
                 ignored += 1
                 continue
-            parts = lora.parts(tensor, component)  # LoRA matrices (alphas wait for their module's rank)
-            if parts == []:
+            if lora.hold_alpha(tensor, component):  # counted once its module's rank says whether it is neutral
                 continue
-            for part in parts if parts is not None else canonical_parts(tensor):  # fused splits, halves, transposes
-                digests.append(_tensor_digest(part, component, pool))
+            emitted = lora.take(tensor, component)  # LoRA matrices (fused Flux halves may wait for their partner)
+            if emitted is None:
+                emitted = [(part, tensor, component) for part in canonical_parts(tensor)]  # splits, halves, transposes
+            for part, _, part_component in emitted:
+                digests.append(_tensor_digest(part, part_component, pool))
             dtypes[tensor.dtype] += 1
             parameters[component] += math.prod(tensor.shape)
-        for alpha, component, is_lora in lora.finish():
+        halves, alphas = lora.finish()
+        for part, _, part_component in halves:
+            digests.append(_tensor_digest(part, part_component, pool))
+        for alpha, component, is_lora in alphas:
             if alpha is None:  # alpha == rank: the neutral scale, what a file without alpha means
                 ignored += 1
                 continue

@@ -203,3 +203,42 @@ def test_xlabs_flux_lora_and_its_diffusers_conversion_share_content_id(tmp_path)
     assert "transformer.transformer_blocks.0.attn.add_k_proj.lora_B.weight" in diffusers
     a, b = fp(tmp_path, "xlabs", xlabs), fp(tmp_path, "diffusers", diffusers)
     assert a.content_id == b.content_id and a.tensors == b.tensors == 14
+
+
+def block_diagonal_flux_kohya(seed=5, rank=12):
+    """A fused kohya Flux LoRA whose up matrices are block-diagonal: what merging per-projection
+    (to_q / to_k / to_v) LoRAs into the fused layout gives; diffusers' converter then chunks the down."""
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for name, dims in {"lora_unet_double_blocks_0_img_attn_qkv": [3072] * 3,
+                       "lora_unet_single_blocks_0_linear1": [3072] * 3 + [12288]}.items():
+        r = rank // len(dims)
+        up, start = torch.zeros(sum(dims), rank), 0
+        for j, n in enumerate(dims):
+            up[start:start + n, j * r:(j + 1) * r] = torch.randn(n, r, generator=g)
+            start += n
+        sd[name + ".lora_down.weight"] = torch.randn(rank, 3072, generator=g)
+        sd[name + ".lora_up.weight"] = up
+        sd[name + ".alpha"] = torch.tensor(float(rank))
+    return sd
+
+
+def test_a_block_diagonal_fused_flux_lora_matches_diffusers_chunked_conversion(tmp_path):
+    kohya = block_diagonal_flux_kohya()
+    diffusers = _convert_kohya_flux_lora_to_diffusers(dict(kohya))
+    assert diffusers["transformer.transformer_blocks.0.attn.to_q.lora_A.weight"].shape == (4, 3072)  # chunked
+    a, b = fp(tmp_path, "kohya", kohya), fp(tmp_path, "diffusers", diffusers)
+    assert a.content_id == b.content_id and a.tensors == b.tensors == 14
+    # The same ranks with a dense up matrix take diffusers' copy branch: matched as well.
+    dense = {k: (torch.randn(v.shape, generator=torch.Generator().manual_seed(9)) if k.endswith("lora_up.weight") else v)
+             for k, v in kohya.items()}
+    converted = _convert_kohya_flux_lora_to_diffusers(dict(dense))
+    assert converted["transformer.transformer_blocks.0.attn.to_q.lora_A.weight"].shape == (12, 3072)  # copied
+    assert fp(tmp_path, "dense", dense).content_id == fp(tmp_path, "dense_diffusers", converted).content_id
+
+
+def test_a_fused_projections_halves_pair_in_any_order():
+    tensors = [Tensor(name=k, dtype="F32", shape=tuple(v.shape), array=v.numpy())
+               for k, v in block_diagonal_flux_kohya(seed=6).items()]
+    forward, backward = fingerprint_tensors(tensors), fingerprint_tensors(tensors[::-1])
+    assert forward.content_id == backward.content_id and forward.tensors == 14
