@@ -58,8 +58,9 @@ ALPHA_COMPONENT = "lora_alpha"
 _FLOATS = frozenset({"F16", "BF16", "F32", "F64", "F8_E4M3", "F8_E5M2"})
 _INTEGERS = frozenset({"U8", "I8", "I16", "U16", "I32", "U32", "I64", "U64"})
 
+# Greedy module, so the match is tried from the key's end: the suffixes are short.
 _PART_RE = re.compile(
-    r"^(?P<module>.+?)(?:"
+    r"^(?P<module>.+)(?:"
     r"\.lora_(?P<kohya>down|up|mid|A|B)(?:\.default)?\.weight"  # kohya, LoCon, PEFT, BFL
     r"|\.(?:lora|lora_linear_layer)\.(?P<diffusers>down|up)\.weight"  # diffusers before PEFT (text encoders: lora_linear_layer)
     r"|(?P<proc>_lora\d*)\.(?P<proc_role>down|up)\.weight"  # attention processors, xlabs
@@ -76,7 +77,7 @@ _GROUPS = (
     ("diffusion_model.", "denoiser"), ("text_encoder.", "text_encoder"), ("text_encoder_2.", "text_encoder_2"),
     ("text_encoder_3.", "text_encoder_3"),
 )
-_SEPARATORS = re.compile(r"[._]+")
+_SEPARATORS = re.compile(r"\.{2,}")
 
 
 @dataclass(frozen=True)
@@ -93,11 +94,16 @@ def module_key(module: str) -> str:
         if module.startswith(prefix):
             group, module = name, module[len(prefix):]
             break
-    return f"{group}:{_SEPARATORS.sub('.', module).strip('.')}"
+    tokens = module.replace("_", ".")
+    if ".." in tokens:
+        tokens = _SEPARATORS.sub(".", tokens)
+    return f"{group}:{tokens.strip('.')}"
 
 
 def lora_part(name: str) -> LoraPart | None:
     """What a key is in a LoRA, or None when it names no LoRA part."""
+    if "lora" not in name and not name.endswith(".alpha"):  # most keys of most files: no regex
+        return None
     m = _PART_RE.match(name)
     if m is None:
         return None
@@ -241,10 +247,16 @@ class LoraForms:
         self.ranks: dict[str, int] = {}
         self.alphas: list[tuple[str, Tensor, object]] = []
         self.halves: dict[tuple[str, str], tuple[Tensor, object]] = {}
+        self._last: tuple[str | None, LoraPart | None] = (None, None)
+
+    def _part(self, name: str) -> LoraPart | None:
+        if self._last[0] != name:  # hold_alpha then take ask about the same key: read it once
+            self._last = (name, lora_part(name))
+        return self._last[1]
 
     def hold_alpha(self, tensor: Tensor, context: object = None) -> bool:
         """True when the tensor is a scalar named like a LoRA alpha: kept for `finish`."""
-        part = lora_part(tensor.name)
+        part = self._part(tensor.name)
         if part is None or part.role != "alpha" or int(np.prod(tensor.shape, dtype=np.int64)) != 1:
             return False  # not an alpha, or a weight that happens to be called alpha
         held = np.array(tensor.array, copy=True)  # a copy: a view would pin the reader's mmap
@@ -255,7 +267,7 @@ class LoraForms:
     def take(self, tensor: Tensor, context: object = None) -> Emitted | None:
         """None when the tensor is no LoRA matrix (digest it as any tensor); else the parts to digest now
         ([] while half of a fused projection waits for its partner)."""
-        part = lora_part(tensor.name)
+        part = self._part(tensor.name)
         if part is None or part.role == "alpha":
             return None
         if part.role == "mid" or len(tensor.shape) < 2:
