@@ -3,13 +3,15 @@ import hashlib
 
 import pytest
 import safetensors.torch
+from django.core.management import call_command
 from django.test import Client
 from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya
 
-from models_catalog.models import Match, Source, SourceFile, SourceModel, SourceVersion
+from models_catalog.models import LocalFile, Match, Source, SourceFile, SourceModel, SourceVersion
 from models_catalog.services.duplicates import duplicate_groups
 from tests.catalog.test_model_families import register_and_hash
 from tests.workers.modelfiles.test_lora_forms import peft_lora
+from workers.modelfiles.fingerprint import FINGERPRINT_VERSION
 
 pytestmark = pytest.mark.django_db
 
@@ -46,3 +48,23 @@ def test_a_kohya_lora_and_its_peft_copy_are_one_lora_converted(model_root, user,
     client.force_login(user)
     page = client.get(f"/files/{p.pk}/").content.decode()
     assert "Converted copy of My Style LoRA" in page
+
+
+def test_refingerprint_links_a_kohya_lora_stored_by_version_3(model_root, user, sent_for_hashing):
+    """Version 3 digested the kohya file's alphas, so its content_id was not its PEFT copy's."""
+    peft = peft_lora(seed=9)
+    kohya = save(model_root / "old_kohya.safetensors", convert_state_dict_to_kohya(dict(peft)))
+    save(model_root / "old_peft.safetensors", peft)
+    model = SourceModel.objects.create(source=Source.CIVITAI, external_id="16", name="Old LoRA")
+    version = SourceVersion.objects.create(model=model, external_id="160", name="v1")
+    SourceFile.objects.create(version=version, external_id="1600", name="old_kohya.safetensors",
+                              sha256=hashlib.sha256(kohya.read_bytes()).hexdigest())
+    files = register_and_hash(model_root, user, sent_for_hashing)
+    k, p = files["old_kohya.safetensors"], files["old_peft.safetensors"]
+    good = k.content_id
+    LocalFile.objects.filter(pk=k.pk).update(fingerprint={**k.fingerprint, "version": 3}, content_id="v3" + good[2:])
+    Match.objects.filter(local_file=p).delete()
+    call_command("refingerprint", "--user", user.username)
+    k.refresh_from_db()
+    assert k.content_id == good and k.fingerprint["version"] == FINGERPRINT_VERSION
+    assert Match.objects.get(local_file=p).kind == Match.Kind.CONVERTED
