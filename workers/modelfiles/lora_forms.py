@@ -237,11 +237,11 @@ Emitted = list[tuple[Tensor, Tensor, object]]  # (part to digest, the file tenso
 
 class LoraForms:
     """Fed a file's tensors in any order: `hold_alpha` keeps alphas, `take(tensor, context)` says what
-    to digest now; `finish()`
-    what is left once every tensor was seen. Held back until then: alphas (scalars, until every
-    module's rank is known) and one half of a fused Flux projection until its partner shows whether
-    diffusers would copy or chunk the down matrix (files list a module's down and up next to each
-    other, and readers hand out views of the file, so holding one costs little)."""
+    to digest now, `finish()` what is left once every tensor was seen. Held back until then: alphas
+    (scalars, until every module's rank is known) and one half of a fused Flux projection until its
+    partner shows whether diffusers would copy or chunk the down matrix. Files list a module's down
+    and up next to each other, so one half waits at a time; at worst (every down first) the fused
+    halves of a Flux LoRA, a part of the file (the safetensors reader hands out views of its mmap)."""
 
     def __init__(self) -> None:
         self.ranks: dict[str, int] = {}
