@@ -22,6 +22,7 @@ from workers.modelfiles.architecture import other_layouts
 EXACT_KINDS = (Match.Kind.EXACT, Match.Kind.RENAMED)
 # A related fine-tune shares at least this much of its tensor bytes.
 PARTIAL_MIN_SHARE = 0.05
+LORA_MATRICES = "lora"  # the component of a LoRA's matrices; its non-neutral alphas are "lora_alpha"
 # A fingerprint may come from a remote push: bound what one file can write.
 MAX_COMPONENTS = 64
 _ID_MAX = 64
@@ -177,7 +178,9 @@ def _partial(lf: LocalFile, already: set[int]) -> list[Candidate]:
     shares = {}
     for file_id, shared_names in names.items():
         share, shared = _share(mine, shared_names, totals[file_id])
-        if shared and PARTIAL_MIN_SHARE <= share < 0.999:
+        # Equal "lora" matrices with unequal ids: only the alphas differ (lora_forms.py), a few bytes,
+        # so the share is ~1; the scale differs, so it is related, not the same LoRA.
+        if shared and (PARTIAL_MIN_SHARE <= share < 0.999 or LORA_MATRICES in shared):
             shares[file_id] = (share, shared)
     if not shares:
         return []
@@ -190,9 +193,10 @@ def _partial(lf: LocalFile, already: set[int]) -> list[Candidate]:
         shown, via = _through(lf, other)
         for sf in sources.get(other.pk, []):
             if sf.pk not in already:
-                found.append(Candidate(sf, Match.Kind.PARTIAL, f"shares {', '.join(shared)} with {shown} "
-                                                                  f"({share:.0%} of tensor bytes), which is {sf.name}",
-                                       via=via, share=share))
+                what = (f"the same LoRA matrices as {shown} with other alphas (alpha != rank in one of them, "
+                        f"lost or changed in the other)" if LORA_MATRICES in shared else
+                        f"shares {', '.join(shared)} with {shown} ({share:.0%} of tensor bytes)")
+                found.append(Candidate(sf, Match.Kind.PARTIAL, f"{what}, which is {sf.name}", via=via, share=share))
     return found
 
 

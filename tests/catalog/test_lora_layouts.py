@@ -3,6 +3,7 @@ import hashlib
 
 import pytest
 import safetensors.torch
+import torch
 from django.core.management import call_command
 from django.test import Client
 from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya
@@ -68,3 +69,24 @@ def test_refingerprint_links_a_kohya_lora_stored_by_version_3(model_root, user, 
     k.refresh_from_db()
     assert k.content_id == good and k.fingerprint["version"] == FINGERPRINT_VERSION
     assert Match.objects.get(local_file=p).kind == Match.Kind.CONVERTED
+
+
+def test_a_peft_copy_that_lost_the_alphas_is_related_not_the_same(model_root, user, sent_for_hashing):
+    """alpha != rank scales the LoRA: a copy without it (diffusers keeps alphas out of the state dict) has
+    the same matrices and another effect."""
+    peft = peft_lora(seed=10, scale=100)  # big enough that the alphas are < 0.1% of the bytes, as in real LoRAs
+    kohya_sd = {k: (torch.tensor(1.0) if k.endswith(".alpha") else v)
+                for k, v in convert_state_dict_to_kohya(dict(peft)).items()}
+    kohya = save(model_root / "scaled_kohya.safetensors", kohya_sd)
+    save(model_root / "scaled_peft.safetensors", peft)
+    model = SourceModel.objects.create(source=Source.CIVITAI, external_id="17", name="Scaled LoRA")
+    version = SourceVersion.objects.create(model=model, external_id="170", name="v1")
+    SourceFile.objects.create(version=version, external_id="1700", name="scaled_kohya.safetensors",
+                              sha256=hashlib.sha256(kohya.read_bytes()).hexdigest())
+    files = register_and_hash(model_root, user, sent_for_hashing)
+    k, p = files["scaled_kohya.safetensors"], files["scaled_peft.safetensors"]
+    assert k.content_id != p.content_id
+    assert k.fingerprint["components"]["lora"]["content_id"] == p.fingerprint["components"]["lora"]["content_id"]
+    [m] = Match.objects.filter(local_file=p)
+    assert m.kind == Match.Kind.PARTIAL and "the same LoRA matrices" in m.evidence and "other alphas" in m.evidence
+    assert m.share >= 0.999

@@ -28,12 +28,12 @@ MODULES = {  # PEFT module -> (in, out)
 }
 
 
-def peft_lora(seed=0):
+def peft_lora(seed=0, scale=1):
     g = torch.Generator().manual_seed(seed)
     sd = {}
     for module, (i, o) in MODULES.items():
-        sd[module + ".lora_A.weight"] = torch.randn(RANK, i, generator=g)
-        sd[module + ".lora_B.weight"] = torch.randn(o, RANK, generator=g)
+        sd[module + ".lora_A.weight"] = torch.randn(RANK, i * scale, generator=g)
+        sd[module + ".lora_B.weight"] = torch.randn(o * scale, RANK, generator=g)
     return sd
 
 
