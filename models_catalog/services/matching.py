@@ -22,7 +22,7 @@ from workers.modelfiles.architecture import other_layouts
 EXACT_KINDS = (Match.Kind.EXACT, Match.Kind.RENAMED)
 # A related fine-tune shares at least this much of its tensor bytes.
 PARTIAL_MIN_SHARE = 0.05
-LORA_MATRICES = "lora"  # the component of a LoRA's matrices; its non-neutral alphas are "lora_alpha"
+LORA_MATRICES, LORA_ALPHAS = "lora", "lora_alpha"  # a LoRA's matrices; its alphas other than the rank
 # A fingerprint may come from a remote push: bound what one file can write.
 MAX_COMPONENTS = 64
 _ID_MAX = 64
@@ -178,10 +178,12 @@ def _partial(lf: LocalFile, already: set[int]) -> list[Candidate]:
     shares = {}
     for file_id, shared_names in names.items():
         share, shared = _share(mine, shared_names, totals[file_id])
-        # Equal "lora" matrices with unequal ids: only the alphas differ (lora_forms.py), a few bytes,
-        # so the share is ~1; the scale differs, so it is related, not the same LoRA.
-        if shared and (PARTIAL_MIN_SHARE <= share < 0.999 or LORA_MATRICES in shared):
-            shares[file_id] = (share, shared)
+        # Equal "lora" matrices, nothing else of mine unshared but alphas, ids unequal: only the alphas
+        # differ (lora_forms.py), a few bytes, so the share is ~1; the scale differs: related, not the same.
+        alphas_only = (LORA_MATRICES in shared and share >= 0.999
+                       and {c.name for c in mine} - set(shared) <= {LORA_ALPHAS})
+        if shared and (PARTIAL_MIN_SHARE <= share < 0.999 or alphas_only):
+            shares[file_id] = (share, shared, alphas_only)
     if not shares:
         return []
     sources: dict[int, list[SourceFile]] = {}
@@ -189,12 +191,12 @@ def _partial(lf: LocalFile, already: set[int]) -> list[Candidate]:
         sources.setdefault(m.local_file_id, []).append(m.source_file)
     found = []
     for other in LocalFile.objects.filter(pk__in=list(shares)).only("id", "owner_id", "name"):
-        share, shared = shares[other.pk]
+        share, shared, alphas_only = shares[other.pk]
         shown, via = _through(lf, other)
         for sf in sources.get(other.pk, []):
             if sf.pk not in already:
                 what = (f"the same LoRA matrices as {shown} with other alphas (alpha != rank in one of them, "
-                        f"lost or changed in the other)" if LORA_MATRICES in shared else
+                        f"lost or changed in the other)" if alphas_only else
                         f"shares {', '.join(shared)} with {shown} ({share:.0%} of tensor bytes)")
                 found.append(Candidate(sf, Match.Kind.PARTIAL, f"{what}, which is {sf.name}", via=via, share=share))
     return found
