@@ -18,11 +18,12 @@ from models_catalog.identity import best_model_names_sync
 from workers import kinds
 from models_catalog.models import FileHashes, LocalComponent, LocalFile, Match, SourceFile
 from workers.modelfiles.architecture import other_layouts
+from workers.modelfiles.lora_forms import ALPHA_COMPONENT as LORA_ALPHAS
 
 EXACT_KINDS = (Match.Kind.EXACT, Match.Kind.RENAMED)
 # A related fine-tune shares at least this much of its tensor bytes.
 PARTIAL_MIN_SHARE = 0.05
-LORA_MATRICES, LORA_ALPHAS = "lora", "lora_alpha"  # a LoRA's matrices; its alphas other than the rank
+LORA_MATRICES = "lora"  # a LoRA's matrices (component_for_key); its alphas other than the rank: LORA_ALPHAS
 # A fingerprint may come from a remote push: bound what one file can write.
 MAX_COMPONENTS = 64
 _ID_MAX = 64
