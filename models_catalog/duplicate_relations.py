@@ -14,7 +14,8 @@ The relations a member gets:
     same file          a hard link (same device and inode) of a member listed before it: 0 bytes to reclaim
     exact copy         the same bytes as a member listed before it
     same weights       the same tensors in the same container, other header or metadata (AutoV3 / content_id)
-    converted          the same tensors in another container (.ckpt, diffusers, ...)
+    converted          the same tensors in another container (.ckpt, diffusers, ...) or under other names
+                       (a kohya LoRA and its PEFT copy: another architecture kind)
     precision variant  the same weights cast to another precision
 
 Deleting an exact copy, a same-weights or a converted copy loses nothing while
@@ -25,6 +26,8 @@ casting back, so the default keeper is always a highest-precision copy.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+
+from workers.modelfiles.architecture import other_layouts
 
 # fp16 and bf16 trade range for mantissa: neither holds the other, so they rank equal.
 PRECISION_RANK = {"fp64": 0, "fp32": 1, "bf16": 2, "fp16": 2, "fp8": 3}
@@ -62,6 +65,7 @@ class Copy:
     precision_id: str = ""
     bf16_id: str = ""
     fp8_id: str = ""
+    layout: str = ""  # architecture kind (lora_kohya, lora_peft, checkpoint, ...): equal tensors under other names
     host: str = ""
     device: int | None = None
     inode: int | None = None
@@ -198,6 +202,10 @@ def _relation(c: Copy, *, keeper: Copy, cluster_head: Copy, earlier: list[Copy])
         return "exact copy", f"the same bytes as {earlier[0].name} (SHA256 equal)"
     if c is not cluster_head:
         how = "AutoV3 equal" if c.autov3 and c.autov3 == cluster_head.autov3 else "tensor content equal"
+        layouts = other_layouts(cluster_head.layout, c.layout)
+        if c.format == cluster_head.format and layouts:  # other tensor names: renamed by a converter
+            return "converted", f"the same tensors as {cluster_head.name} under other names ({layouts[1]} vs " \
+                                f"{layouts[0]}; {how})"
         if c.format == cluster_head.format:
             return "same weights", f"the same tensors as {cluster_head.name}, other header or metadata ({how})"
         return "converted", f"the same tensors as {cluster_head.name} in another container ({c.format or '?'} vs " \

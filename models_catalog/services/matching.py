@@ -1,7 +1,8 @@
 """Match rows: how each local file relates to files the sources publish, with evidence.
 
 Strongest first: exact/renamed (SHA256 or BLAKE3 equal), same-weights
-(AutoV3 equal: tensor bytes identical, header edited), converted and
+(AutoV3 equal: tensor bytes identical, header edited), converted (same tensor
+fingerprint in another container or under another naming: a kohya LoRA's PEFT copy) and
 precision (tensor fingerprint equal to a local file that was identified
 exactly), partial (shares components with such a file), short-hash (only
 AutoV1/AutoV2/CRC32 agree: weak, said so).
@@ -16,10 +17,13 @@ from django.db.models import Exists, OuterRef, Q, Subquery, Sum
 from models_catalog.identity import best_model_names_sync
 from workers import kinds
 from models_catalog.models import FileHashes, LocalComponent, LocalFile, Match, SourceFile
+from workers.modelfiles.architecture import other_layouts
+from workers.modelfiles.lora_forms import ALPHA_COMPONENT as LORA_ALPHAS
 
 EXACT_KINDS = (Match.Kind.EXACT, Match.Kind.RENAMED)
 # A related fine-tune shares at least this much of its tensor bytes.
 PARTIAL_MIN_SHARE = 0.05
+LORA_MATRICES = "lora"  # a LoRA's matrices (component_for_key); its alphas other than the rank: LORA_ALPHAS
 # A fingerprint may come from a remote push: bound what one file can write.
 MAX_COMPONENTS = 64
 _ID_MAX = 64
@@ -73,8 +77,11 @@ def _via_fingerprint(lf: LocalFile) -> list[Candidate]:
     for other in related.filter(matches__kind__in=EXACT_KINDS).distinct():
         shown, via = _through(lf, other)
         if other.content_id == lf.content_id:
+            layouts = other_layouts(other.architecture_kind, lf.architecture_kind)
             if other.format != lf.format:
                 kind, why = Match.Kind.CONVERTED, f"same tensors as {shown} ({other.format}), here as {lf.format or 'another container'}"
+            elif layouts:  # same container, other tensor names: renamed by a converter (kohya -> PEFT, ...)
+                kind, why = Match.Kind.CONVERTED, f"same tensors as {shown} ({layouts[0]}), here as {layouts[1]}"
             else:
                 kind, why = Match.Kind.SAME_WEIGHTS, f"same tensors as {shown}, file bytes differ"
         else:
@@ -172,8 +179,12 @@ def _partial(lf: LocalFile, already: set[int]) -> list[Candidate]:
     shares = {}
     for file_id, shared_names in names.items():
         share, shared = _share(mine, shared_names, totals[file_id])
-        if shared and PARTIAL_MIN_SHARE <= share < 0.999:
-            shares[file_id] = (share, shared)
+        # Equal "lora" matrices, nothing else of mine unshared but alphas, ids unequal: only the alphas
+        # differ (lora_forms.py), a few bytes, so the share is ~1; the scale differs: related, not the same.
+        alphas_only = (LORA_MATRICES in shared and share >= 0.999
+                       and {c.name for c in mine} - set(shared) <= {LORA_ALPHAS})
+        if shared and (PARTIAL_MIN_SHARE <= share < 0.999 or alphas_only):
+            shares[file_id] = (share, shared, alphas_only)
     if not shares:
         return []
     sources: dict[int, list[SourceFile]] = {}
@@ -181,13 +192,14 @@ def _partial(lf: LocalFile, already: set[int]) -> list[Candidate]:
         sources.setdefault(m.local_file_id, []).append(m.source_file)
     found = []
     for other in LocalFile.objects.filter(pk__in=list(shares)).only("id", "owner_id", "name"):
-        share, shared = shares[other.pk]
+        share, shared, alphas_only = shares[other.pk]
         shown, via = _through(lf, other)
         for sf in sources.get(other.pk, []):
             if sf.pk not in already:
-                found.append(Candidate(sf, Match.Kind.PARTIAL, f"shares {', '.join(shared)} with {shown} "
-                                                                  f"({share:.0%} of tensor bytes), which is {sf.name}",
-                                       via=via, share=share))
+                what = (f"the same LoRA matrices as {shown} with other alphas (alpha != rank in one of them, "
+                        f"lost or changed in the other)" if alphas_only else
+                        f"shares {', '.join(shared)} with {shown} ({share:.0%} of tensor bytes)")
+                found.append(Candidate(sf, Match.Kind.PARTIAL, f"{what}, which is {sf.name}", via=via, share=share))
     return found
 
 

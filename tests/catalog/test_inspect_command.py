@@ -70,12 +70,14 @@ def test_text_form_is_sections_of_words_and_aligned_hashes(model_root):
     assert "  architecture  LoRA (kohya)" in described  # no attn2 keys: the family stays unknown
 
     fingerprint = section(text, "Tensor fingerprint")
-    assert "  tensors       12" in fingerprint
-    assert "  dtypes        F16 x8, F32 x4" in fingerprint
+    # The 4 alphas equal the rank (16): the neutral scale, left out (workers/modelfiles/lora_forms.py).
+    assert "  tensors       8 (and 4 left out: buffers that are not weights, LoRA alphas equal to their rank)" \
+        in fingerprint
+    assert "  dtypes        F16 x4, F32 x4" in fingerprint
     content_id = next(row.split()[-1] for row in fingerprint if row.startswith("  content id"))
     header, lora = [row for row in fingerprint if "component" in row or row.strip().startswith("lora ")]
     assert header.split()[1:] == ["component", "tensors", "parameters", "data", "content", "precision"]
-    assert lora.split()[1] == "12" and content_id[:12] in lora.split()
+    assert lora.split()[1] == "8" and content_id[:12] in lora.split()
 
     hashes = section(text, "Hashes (Civitai form")
     assert hashes[0] == f"  SHA256  {sha256}"

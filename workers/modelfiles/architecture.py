@@ -151,7 +151,8 @@ RULES: tuple[Rule, ...] = (
     Rule("kohya", _r(r"^lora_(?:unet|te\d?|transformer)_[^.]+\.(?:lora_down\.weight|lora_up\.weight|alpha)$"),
          "kohya LoRA names (lora_unet_*.lora_down / lora_up / alpha)"),
     Rule("peft", _r(r"\.lora_[AB](?:\.default)?\.weight$"), "PEFT LoRA matrices (lora_A / lora_B)"),
-    Rule("peft", _r(r"(?:\.lora\.(?:down|up)|_lora\.(?:down|up))\.weight$"), "diffusers LoRA (lora.down / lora.up)"),
+    Rule("peft", _r(r"(?:\.lora|_lora|\.lora_linear_layer)\.(?:down|up)\.weight$"),
+         "diffusers LoRA (lora.down / lora.up)"),
     Rule("lora_parts", _r(r"\.lora_(?:down|up)\.weight$"), "LoRA matrices (lora_down / lora_up)"),
     Rule("bfl_lora", _r(r"^(?:diffusion_model\.|model\.diffusion_model\.)?(?:double_blocks|single_blocks)\.\d+\..*"
                         r"\.lora_(?:A|B|down|up)\.weight$"), "LoRA on BFL Flux names"),
@@ -322,23 +323,20 @@ def _family(d: ArchitectureDetector) -> tuple[str, str]:
     return "unknown", ""
 
 
+# Adapter facts -> kinds, first match wins: LyCORIS and xlabs name their own matrices; kohya and BFL
+# files also match the generic PEFT / lora_down rules (lora_A under BFL names), so they come first.
+_ADAPTER_KINDS = (("lycoris", "lycoris"), ("xlabs", "lora_xlabs"), ("kohya", "lora_kohya"), ("bfl_lora", "lora_bfl"),
+                  ("peft", "lora_peft"), ("lora_parts", "lora"))
+
+
 def _kind(d: ArchitectureDetector, fmt: str) -> tuple[str, str]:
     if fmt == "diffusers":
         return "diffusers", "a diffusers folder (model_index.json and component folders)"
     if not d.tensors:
         return "unknown", ""
-    if d.has("lycoris"):
-        return "lycoris", d.why("lycoris")
-    if d.has("xlabs"):
-        return "lora_xlabs", d.why("xlabs")
-    if d.has("kohya"):
-        return "lora_kohya", d.why("kohya")
-    if d.has("bfl_lora"):
-        return "lora_bfl", d.why("bfl_lora")
-    if d.has("peft"):
-        return "lora_peft", d.why("peft")
-    if d.has("lora_parts"):
-        return "lora", d.why("lora_parts")
+    for fact, kind in _ADAPTER_KINDS:
+        if d.has(fact):
+            return kind, d.why(fact)
     if d.has("embedding") and d.tensors <= 4:
         return "embedding", d.why("embedding")
     denoiser = next((f for f in ("flux", "sd3", "mmdit", "unet") if d.has(f)), "")
@@ -359,6 +357,15 @@ def _kind(d: ArchitectureDetector, fmt: str) -> tuple[str, str]:
     return "unknown", ""
 
 
+def other_layouts(kind_a: str, kind_b: str) -> tuple[str, str] | None:
+    """The words for two files' kinds when they differ, e.g. ("LoRA (kohya)", "LoRA (PEFT/diffusers)"):
+    equal tensors under another naming (a kohya LoRA and its PEFT copy, a checkpoint and its unet) were
+    converted, not just re-saved. None when either kind is unknown or both agree."""
+    if not kind_a or not kind_b or "unknown" in (kind_a, kind_b) or kind_a == kind_b:
+        return None
+    return KINDS.get(kind_a, kind_a), KINDS.get(kind_b, kind_b)
+
+
 def component_renames(arch: Architecture) -> dict[str, str]:
     """Components a file's names put in the wrong slot, which only its shapes correct: a standalone
     HF CLIP file is "text_encoder" by its key names (component_for_key sees no shapes), but a bigG
@@ -375,4 +382,4 @@ def detect(tensors, fmt: str = "") -> Architecture:
 
 
 __all__ = ["Architecture", "ArchitectureDetector", "RULES", "Rule", "FAMILIES", "KINDS", "LORA_KINDS",
-           "TEXT_ENCODER_KINDS", "component_renames", "detect", "short_kind"]
+           "TEXT_ENCODER_KINDS", "component_renames", "detect", "other_layouts", "short_kind"]

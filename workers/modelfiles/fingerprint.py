@@ -34,6 +34,10 @@ replaces such a tensor by its canonical parts, chosen from its name by one
 rule table per family. A third digest per float tensor, `bf16`, casts F32/F64
 to BF16 (round-to-nearest-even, bit-exact with torch): `bf16_id` links an fp32
 model and its bf16 export, which `precision_id` (an fp16 cast) cannot.
+LoRA tensors go through `lora_forms.LoraForms` instead (a kohya file and its PEFT / diffusers copy
+share ids): an alpha equal to its module's rank is left out (counted in `ignored_tensors`), any other
+alpha is digested in the "lora_alpha" component, fused Flux LoRA projections are split as diffusers'
+converters split them.
 A fourth, `fp8`, casts every wider float (F32/F64/BF16/F16) to float8_e4m3fn exactly as torch's
 `.to(torch.float8_e4m3fn)` does (RNE, saturating at +-448): `fp8_id` links any float copy and its plain
 fp8 cast. Not linked yet: ComfyUI "scaled fp8" files (weights divided by a per-tensor `scale_weight`
@@ -493,19 +497,21 @@ class ContentIdBuilder:
         self.lora = LoraForms()
 
     def add(self, tensor: Tensor, digest: str) -> None:
-        if self.ignore(tensor.name):
+        if self.ignore(tensor.name) or self.lora.hold_alpha(tensor, digest):
             return
-        parts = self.lora.parts(tensor, digest)
-        self._extend(tensor, digest, parts if parts is not None else canonical_parts(tensor))
+        emitted = self.lora.take(tensor, digest)
+        self._extend(emitted if emitted is not None else [(part, tensor, digest) for part in canonical_parts(tensor)])
 
-    def _extend(self, tensor: Tensor, digest: str, parts: list[Tensor]) -> None:
-        for part in parts:
-            self.digests.append(digest if part is tensor else
+    def _extend(self, emitted) -> None:
+        for part, origin, digest in emitted:
+            self.digests.append(digest if part is origin else
                                 _hash_bytes(_digest_header(part.dtype, part.shape), _canonical_array(part)))
 
     def content_id(self) -> str:
+        halves, alphas = self.lora.finish()
+        self._extend(halves)
         digests = list(self.digests)
-        for alpha, digest, is_lora in self.lora.finish():
+        for alpha, digest, is_lora in alphas:
             if alpha is None:
                 continue
             if is_lora:  # the canonical F32 scalar: hashed, whatever the stored dtype was
@@ -600,18 +606,22 @@ def _fingerprint(stream: Iterable[tuple[Tensor, str | None]], *,
             if component is None:
                 ignored += 1
                 continue
-            parts = lora.parts(tensor, component)  # LoRA matrices (alphas wait for their module's rank)
-            if parts == []:
+            if lora.hold_alpha(tensor, component):  # counted once its module's rank says whether it is neutral
                 continue
-            mine = [_tensor_digest(part, component, pool)  # fused splits, halves, transposes
-                    for part in (parts if parts is not None else canonical_parts(tensor))]
+            emitted = lora.take(tensor, component)  # LoRA matrices (fused Flux halves may wait for their partner)
+            if emitted is None:
+                emitted = [(part, tensor, component) for part in canonical_parts(tensor)]  # splits, halves, transposes
+            mine = [_tensor_digest(part, part_component, pool) for part, _, part_component in emitted]
             if len(mine) == 1 and tied.repeats_partner(tensor.name, component, mine[0].content):
                 ignored += 1  # T5's embed_tokens saved beside the shared.weight it is tied to
                 continue
             digests.extend(mine)
             dtypes[tensor.dtype] += 1
             parameters[component] += math.prod(tensor.shape)
-        for alpha, component, is_lora in lora.finish():
+        halves, alphas = lora.finish()
+        for part, _, part_component in halves:
+            digests.append(_tensor_digest(part, part_component, pool))
+        for alpha, component, is_lora in alphas:
             if alpha is None:  # alpha == rank: the neutral scale, what a file without alpha means
                 ignored += 1
                 continue

@@ -38,10 +38,12 @@ qkv_lora*): diffusers' converters (`_convert_kohya_flux_lora_to_diffusers` ->
 `_convert_to_ai_toolkit_cat`, `_convert_xlabs_flux_lora_to_diffusers` -> `handle_qkv`) copy the
 down matrix to each of to_q / to_k / to_v (+ proj_mlp for linear1) and split the up matrix by rows
 (thirds; q, k, v then the MLP's 4x for linear1). The fused side is put in that form: down repeated
-once per part, up split (row slices are views: nothing is copied). Not linked: the "sparse" case of
-that converter (rank divisible by the parts and a block-diagonal up: it chunks the down matrix
-instead), and kohya Flux LoRAs with alpha != rank, whose diffusers conversion multiplies the
-weights by alpha / rank (new values, new digests).
+once per part, up split (row slices are views: nothing is copied). The kohya converter's "sparse"
+case (rank divisible by the parts and an up matrix that is zero off its diagonal blocks, what
+merging per-projection LoRAs into the fused layout gives) chunks the down matrix by rows and keeps
+the diagonal blocks of the up one instead: mirrored too, so a module's down half waits for its up
+half (`LoraForms.take`). Not linked: kohya Flux LoRAs with alpha != rank, whose diffusers
+conversion multiplies the weights by alpha / rank (new values, new digests).
 """
 from __future__ import annotations
 
@@ -53,10 +55,12 @@ import numpy as np
 from workers.modelfiles.types import Tensor
 
 ALPHA_COMPONENT = "lora_alpha"
-_FLOATS = frozenset({"F16", "BF16", "F32", "F64"})
+_FLOATS = frozenset({"F16", "BF16", "F32", "F64", "F8_E4M3", "F8_E5M2"})
+_INTEGERS = frozenset({"U8", "I8", "I16", "U16", "I32", "U32", "I64", "U64"})
 
+# Greedy module, so the match is tried from the key's end: the suffixes are short.
 _PART_RE = re.compile(
-    r"^(?P<module>.+?)(?:"
+    r"^(?P<module>.+)(?:"
     r"\.lora_(?P<kohya>down|up|mid|A|B)(?:\.default)?\.weight"  # kohya, LoCon, PEFT, BFL
     r"|\.(?:lora|lora_linear_layer)\.(?P<diffusers>down|up)\.weight"  # diffusers before PEFT (text encoders: lora_linear_layer)
     r"|(?P<proc>_lora\d*)\.(?P<proc_role>down|up)\.weight"  # attention processors, xlabs
@@ -73,7 +77,7 @@ _GROUPS = (
     ("diffusion_model.", "denoiser"), ("text_encoder.", "text_encoder"), ("text_encoder_2.", "text_encoder_2"),
     ("text_encoder_3.", "text_encoder_3"),
 )
-_SEPARATORS = re.compile(r"[._]+")
+_SEPARATORS = re.compile(r"\.{2,}")
 
 
 @dataclass(frozen=True)
@@ -90,11 +94,16 @@ def module_key(module: str) -> str:
         if module.startswith(prefix):
             group, module = name, module[len(prefix):]
             break
-    return f"{group}:{_SEPARATORS.sub('.', module).strip('.')}"
+    tokens = module.replace("_", ".")
+    if ".." in tokens:
+        tokens = _SEPARATORS.sub(".", tokens)
+    return f"{group}:{tokens.strip('.')}"
 
 
 def lora_part(name: str) -> LoraPart | None:
     """What a key is in a LoRA, or None when it names no LoRA part."""
+    if "lora" not in name and not name.endswith(".alpha"):  # most keys of most files: no regex
+        return None
     m = _PART_RE.match(name)
     if m is None:
         return None
@@ -120,19 +129,26 @@ def _linear1(rows: int) -> list[int]:
     return [hidden, hidden, hidden, rows - 3 * hidden] if hidden else [rows]
 
 
+@dataclass(frozen=True)
+class Fused:
+    parts: int
+    split: object  # rows -> row counts of the up matrix's parts
+    sparse_aware: bool  # the converter chunks the down matrix when the up one is block-diagonal
+
+
 _FUSED = (
-    # (module pattern on module_key, parts, up row split), each from the converter it mirrors:
-    # _convert_kohya_flux_lora_to_diffusers: img_attn_qkv -> attn.to_q/k/v, txt_attn_qkv -> attn.add_q/k/v_proj
-    (re.compile(r"^(?:denoiser)?:double\.blocks\.\d+\.(?:img|txt)\.attn\.qkv$"), 3, _thirds),
-    # ... linear1 -> attn.to_q/k/v + proj_mlp, dims [3072, 3072, 3072, 12288] for Flux dev
-    (re.compile(r"^(?:denoiser)?:single\.blocks\.\d+\.linear1$"), 4, _linear1),
-    # _convert_xlabs_flux_lora_to_diffusers: processor.qkv_lora1/2 -> handle_qkv (to_q/k/v, add_q/k/v_proj)
-    (re.compile(r"^(?:denoiser)?:(?:double|single)\.blocks\.\d+\.processor\.qkv\.lora\d*$"), 3, _thirds),
+    # Each from the converter it mirrors. _convert_kohya_flux_lora_to_diffusers (kohya, ComfyUI
+    # diffusion_model.* names) -> _convert_to_ai_toolkit_cat: img_attn_qkv -> attn.to_q/k/v,
+    # txt_attn_qkv -> attn.add_q/k/v_proj; linear1 -> attn.to_q/k/v + proj_mlp ([3072]*3 + [12288] for Flux dev).
+    (re.compile(r"^(?:denoiser)?:double\.blocks\.\d+\.(?:img|txt)\.attn\.qkv$"), Fused(3, _thirds, True)),
+    (re.compile(r"^(?:denoiser)?:single\.blocks\.\d+\.linear1$"), Fused(4, _linear1, True)),
+    # _convert_xlabs_flux_lora_to_diffusers: processor.qkv_lora1/2 -> handle_qkv (always copies the down matrix)
+    (re.compile(r"^(?:denoiser)?:(?:double|single)\.blocks\.\d+\.processor\.qkv\.lora\d*$"), Fused(3, _thirds, False)),
 )
 
 
-def _fused(module: str):
-    return next(((n, split) for pattern, n, split in _FUSED if pattern.match(module)), None)
+def _fused(module: str) -> Fused | None:
+    return next((f for pattern, f in _FUSED if pattern.match(module)), None)
 
 
 def _split_rows(tensor: Tensor, rows: list[int]) -> list[Tensor]:
@@ -144,50 +160,151 @@ def _split_rows(tensor: Tensor, rows: list[int]) -> list[Tensor]:
     return parts
 
 
+def _zero(values: np.ndarray, dtype: str) -> np.ndarray:
+    """== 0 as torch sees it (-0.0 too), for dtypes carried as their bits."""
+    if dtype == "BF16":
+        return (values & 0x7FFF) == 0
+    if dtype in ("F8_E4M3", "F8_E5M2"):
+        return (values & 0x7F) == 0
+    return values == 0
+
+
+def _block_diagonal(up: Tensor, rows: list[int], rank: int) -> bool:
+    """`_convert_to_ai_toolkit_cat`'s is_sparse: every block off the diagonal (rows of part j, the rank
+    columns of part k != j) is zero."""
+    array, start = up.array, 0
+    for j, n in enumerate(rows):
+        for k in range(len(rows)):
+            if k != j and not _zero(array[start:start + n, k * rank:(k + 1) * rank], up.dtype).all():
+                return False
+        start += n
+    return True
+
+
+def _fused_parts(fused: Fused, down: Tensor | None, up: Tensor | None) -> list[Tensor]:
+    """The parts diffusers' converter makes of a fused module: the down matrix copied to each part and
+    the up one split by rows; or, for a block-diagonal up (sparse), the down matrix chunked by rows and
+    the up one cut into its diagonal blocks. A half whose partner is missing takes the copy form."""
+    rows = fused.split(int(up.shape[0])) if up is not None else [0] * fused.parts
+    if down is None or up is None or len(rows) != fused.parts:
+        out = [down] * fused.parts if down is not None else []
+        return out + ([] if up is None else [up] if len(rows) == 1 else _split_rows(up, rows))
+    rank = int(down.shape[0])
+    sparse = (fused.sparse_aware and rank % fused.parts == 0 and len(up.shape) == 2 and int(up.shape[1]) == rank
+              and _block_diagonal(up, rows, rank // fused.parts))
+    if not sparse:
+        return [down] * fused.parts + _split_rows(up, rows)
+    r = rank // fused.parts
+    parts = _split_rows(down, [r] * fused.parts)
+    start = 0
+    for j, n in enumerate(rows):
+        block = np.ascontiguousarray(up.array[start:start + n, j * r:(j + 1) * r])  # a few rank columns: small
+        parts.append(Tensor(name=f"{up.name}#{j}", dtype=up.dtype, shape=tuple(block.shape), array=block))
+        start += n
+    return parts
+
+
 # --- a file's LoRA tensors, one at a time ---------------------------------------------------
 
+def _e4m3fn(bits: int) -> float:
+    sign = -1.0 if bits & 0x80 else 1.0
+    exponent, mantissa = (bits >> 3) & 0xF, bits & 0x7
+    if exponent == 0xF and mantissa == 0x7:
+        return float("nan")
+    if exponent == 0:
+        return sign * mantissa * 2.0 ** -9
+    return sign * (1 + mantissa / 8) * 2.0 ** (exponent - 7)
+
+
 def _alpha_value(tensor: Tensor) -> float | None:
-    try:
-        return float(np.asarray(tensor.array).reshape(-1)[0])
-    except (TypeError, ValueError, IndexError):
+    """The scalar's value; None for a dtype that holds no plain real number (bool, complex)."""
+    flat = np.asarray(tensor.array).reshape(-1)
+    if flat.size != 1:
         return None
+    if tensor.dtype == "BF16":  # carried as its bits: the upper half of an F32
+        return float(np.array([int(flat[0]) << 16], dtype="<u4").view("<f4")[0])
+    if tensor.dtype == "F8_E5M2":  # the upper byte of an F16
+        return float(np.array([int(flat[0]) << 8], dtype="<u2").view("<f2")[0])
+    if tensor.dtype == "F8_E4M3":
+        return _e4m3fn(int(flat[0]))
+    if tensor.dtype in _FLOATS or tensor.dtype in _INTEGERS:
+        return float(flat[0])
+    return None
+
+
+Emitted = list[tuple[Tensor, Tensor, object]]  # (part to digest, the file tensor it comes from, its context)
 
 
 class LoraForms:
-    """Fed a file's tensors in any order: `parts(tensor)` says what to digest now, `finish()` what
-    the alphas come to once every module's rank is known (alphas are scalars: holding them costs nothing)."""
+    """Fed a file's tensors in any order: `hold_alpha` keeps alphas, `take(tensor, context)` says what
+    to digest now, `finish()` what is left once every tensor was seen. Held back until then: alphas
+    (scalars, until every module's rank is known) and one half of a fused Flux projection until its
+    partner shows whether diffusers would copy or chunk the down matrix. Files list a module's down
+    and up next to each other, so one half waits at a time; at worst (every down first) the fused
+    halves of a Flux LoRA, a part of the file (the safetensors reader hands out views of its mmap)."""
 
     def __init__(self) -> None:
         self.ranks: dict[str, int] = {}
         self.alphas: list[tuple[str, Tensor, object]] = []
+        self.halves: dict[tuple[str, str], tuple[Tensor, object]] = {}
+        self._last: tuple[str | None, LoraPart | None] = (None, None)
 
-    def parts(self, tensor: Tensor, context: object = None) -> list[Tensor] | None:
-        """The tensor's canonical parts; [] when it is held back (an alpha); None when it is no LoRA part."""
-        part = lora_part(tensor.name)
-        if part is None:
+    def _part(self, name: str) -> LoraPart | None:
+        if self._last[0] != name:  # hold_alpha then take ask about the same key: read it once
+            self._last = (name, lora_part(name))
+        return self._last[1]
+
+    def hold_alpha(self, tensor: Tensor, context: object = None) -> bool:
+        """True when the tensor is a scalar named like a LoRA alpha: kept for `finish`."""
+        part = self._part(tensor.name)
+        if part is None or part.role != "alpha" or int(np.prod(tensor.shape, dtype=np.int64)) != 1:
+            return False  # not an alpha, or a weight that happens to be called alpha
+        held = np.array(tensor.array, copy=True)  # a copy: a view would pin the reader's mmap
+        self.alphas.append((part.module, Tensor(name=tensor.name, dtype=tensor.dtype, shape=tensor.shape,
+                                                array=held), context))
+        return True
+
+    def take(self, tensor: Tensor, context: object = None) -> Emitted | None:
+        """None when the tensor is no LoRA matrix (digest it as any tensor); else the parts to digest now
+        ([] while half of a fused projection waits for its partner)."""
+        part = self._part(tensor.name)
+        if part is None or part.role == "alpha":
             return None
-        if part.role == "alpha":
-            if int(np.prod(tensor.shape, dtype=np.int64)) != 1:
-                return None  # a weight that happens to be called alpha
-            held = np.array(tensor.array, copy=True)  # a copy: a view would pin the reader's mmap
-            self.alphas.append((part.module, Tensor(name=tensor.name, dtype=tensor.dtype, shape=tensor.shape,
-                                                    array=held), context))
-            return []
         if part.role == "mid" or len(tensor.shape) < 2:
-            return [tensor]
+            return [(tensor, tensor, context)]
         if part.role == "down":
             self.ranks[part.module] = int(tensor.shape[0])
         fused = _fused(part.module)
         if fused is None:
-            return [tensor]
-        n, split = fused
-        if part.role == "down":
-            return [tensor] * n
-        rows = split(int(tensor.shape[0]))
-        return [tensor] if len(rows) == 1 else _split_rows(tensor, rows)
+            return [(tensor, tensor, context)]
+        other = "up" if part.role == "down" else "down"
+        partner = self.halves.pop((part.module, other), None)
+        if partner is None:
+            if (part.module, part.role) in self.halves:  # a second down (or up) for one module: left unpaired
+                half = (tensor, context)
+                return self._emit(fused, half if part.role == "down" else None, half if part.role == "up" else None)
+            self.halves[(part.module, part.role)] = (tensor, context)
+            return []
+        pair = ((tensor, context), partner) if part.role == "down" else (partner, (tensor, context))
+        return self._emit(fused, *pair)
 
-    def finish(self) -> list[tuple[Tensor | None, object, bool]]:
-        """Per held-back alpha: (canonical tensor or None when neutral, its context, is a LoRA alpha)."""
+    @staticmethod
+    def _emit(fused: Fused, down: tuple[Tensor, object] | None, up: tuple[Tensor, object] | None) -> Emitted:
+        out = []
+        for p in _fused_parts(fused, down[0] if down else None, up[0] if up else None):
+            # A part is its file tensor (a copied down matrix) or a view of one: find which by name.
+            origin = down if down is not None and (p is down[0] or p.name.startswith(down[0].name + "#")) else up
+            out.append((p, origin[0], origin[1]))
+        return out
+
+    def finish(self) -> tuple[Emitted, list[tuple[Tensor | None, object, bool]]]:
+        """(the fused halves whose partner never came, in the copy form; per held-back alpha: its canonical
+        tensor or None when neutral, its context, whether it is a LoRA's alpha)."""
+        halves: Emitted = []
+        for (module, role), half in self.halves.items():
+            fused = _fused(module)
+            halves += self._emit(fused, half if role == "down" else None, half if role == "up" else None)
+        self.halves = {}
         out = []
         for module, tensor, context in self.alphas:
             rank = self.ranks.get(module)
@@ -197,13 +314,12 @@ class LoraForms:
             value = _alpha_value(tensor)
             if value is not None and value == rank:
                 out.append((None, context, True))
-                continue
-            if tensor.dtype in _FLOATS:  # as stored: an fp16 copy's alpha is then its precision variant too
+            elif value is not None and tensor.dtype in _INTEGERS:  # diffusers' int64: the value is what counts
+                scalar = np.array(value, dtype="<f4")
+                out.append((Tensor(name=tensor.name, dtype="F32", shape=(), array=scalar), context, True))
+            else:  # a float as stored: an fp16 copy's alpha is then its precision variant too
                 out.append((tensor, context, True))
-                continue
-            scalar = np.array(value if value is not None else np.nan, dtype="<f4")
-            out.append((Tensor(name=tensor.name, dtype="F32", shape=(), array=scalar), context, True))
-        return out
+        return halves, out
 
 
-__all__ = ["ALPHA_COMPONENT", "LoraForms", "LoraPart", "lora_part", "module_key"]
+__all__ = ["ALPHA_COMPONENT", "Emitted", "LoraForms", "LoraPart", "lora_part", "module_key"]

@@ -131,7 +131,8 @@ def _fingerprint(report: dict) -> Section:
         section.add("fp8 id", fp["fp8_id"])
     tensors = f"{fp.get('tensors', 0):,}"
     if fp.get("ignored_tensors"):
-        tensors += f" (and {fp['ignored_tensors']:,} buffers that are not weights, left out)"
+        tensors += (f" (and {fp['ignored_tensors']:,} left out: buffers that are not weights, "
+                    "LoRA alphas equal to their rank)")
     section.add("tensors", tensors)
     section.add("parameters", f"{fp.get('parameters', 0):,} ({human_count(fp.get('parameters', 0))})")
     if "nbytes" in fp:

@@ -13,6 +13,7 @@ from diffusers.utils.state_dict_utils import (
     convert_state_dict_to_peft,
 )
 
+from workers.modelfiles.architecture import detect
 from workers.modelfiles.fingerprint import fingerprint_path, fingerprint_tensors
 from workers.modelfiles.lora_forms import ALPHA_COMPONENT, lora_part, module_key
 from workers.modelfiles.types import Tensor
@@ -27,12 +28,12 @@ MODULES = {  # PEFT module -> (in, out)
 }
 
 
-def peft_lora(seed=0):
+def peft_lora(seed=0, scale=1):
     g = torch.Generator().manual_seed(seed)
     sd = {}
     for module, (i, o) in MODULES.items():
-        sd[module + ".lora_A.weight"] = torch.randn(RANK, i, generator=g)
-        sd[module + ".lora_B.weight"] = torch.randn(o, RANK, generator=g)
+        sd[module + ".lora_A.weight"] = torch.randn(RANK, i * scale, generator=g)
+        sd[module + ".lora_B.weight"] = torch.randn(o * scale, RANK, generator=g)
     return sd
 
 
@@ -59,6 +60,16 @@ def test_the_layouts_are_what_the_test_means():
     assert set(alphas.values()) == {RANK}
 
 
+def test_every_layout_reads_as_a_lora_and_is_one_lora_component(tmp_path):
+    sds, _ = layouts()
+    kinds = {name: detect((k, tuple(v.shape)) for k, v in sd.items()).kind for name, sd in sds.items()}
+    assert kinds == {"peft": "lora_peft", "kohya": "lora_kohya", "diffusers": "lora_peft", "from_kohya": "lora_peft",
+                     "peft_again": "lora_peft"}
+    assert all(set(fp(tmp_path, name, sd).components) == {"lora"} for name, sd in sds.items())
+    text_encoder_only = {k: v for k, v in sds["diffusers"].items() if k.startswith("text_encoder")}
+    assert detect((k, tuple(v.shape)) for k, v in text_encoder_only.items()).kind == "lora_peft"
+
+
 def test_kohya_peft_and_diffusers_copies_share_content_and_precision_ids(tmp_path):
     sds, _ = layouts()
     fps = {name: fp(tmp_path, name, sd) for name, sd in sds.items()}
@@ -67,7 +78,6 @@ def test_kohya_peft_and_diffusers_copies_share_content_and_precision_ids(tmp_pat
     assert len({f.bf16_id for f in fps.values()}) == 1 and len({f.fp8_id for f in fps.values()}) == 1
     # The kohya copy's alphas equal the rank: the neutral scale, skipped and counted as skipped.
     assert fps["kohya"].ignored_tensors == len(MODULES) and fps["peft"].ignored_tensors == 0
-    assert all(set(f.components) == {"lora"} for f in fps.values())
 
 
 def test_the_key_mapping_agrees_with_diffusers_kohya_converter():
@@ -88,6 +98,18 @@ def test_an_fp16_copy_is_a_precision_variant(tmp_path):
     full = fp(tmp_path, "full", sds["kohya"])
     half = fp(tmp_path, "half", {k: v.half() if v.is_floating_point() else v for k, v in sds["peft"].items()})
     assert half.content_id != full.content_id and half.precision_id == full.precision_id
+
+
+def test_a_bf16_or_fp8_alpha_equal_to_the_rank_is_neutral_too(tmp_path):
+    """BF16 and F8 scalars are carried as their bits: the neutral alpha must be read as a number."""
+    sds, _ = layouts()
+    bf16 = fp(tmp_path, "bf16", {k: v.bfloat16() if v.is_floating_point() else v.bfloat16()
+                                 for k, v in sds["kohya"].items()})
+    assert bf16.ignored_tensors == len(MODULES) and ALPHA_COMPONENT not in bf16.components
+    assert bf16.bf16_id == fp(tmp_path, "peft", sds["peft"]).bf16_id
+    for dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
+        f8 = fp(tmp_path, str(dtype), {k: v.to(dtype) if k.endswith(".alpha") else v for k, v in sds["kohya"].items()})
+        assert f8.ignored_tensors == len(MODULES), dtype
 
 
 def test_different_seeds_truncated_and_altered_loras_differ(tmp_path):
@@ -181,3 +203,42 @@ def test_xlabs_flux_lora_and_its_diffusers_conversion_share_content_id(tmp_path)
     assert "transformer.transformer_blocks.0.attn.add_k_proj.lora_B.weight" in diffusers
     a, b = fp(tmp_path, "xlabs", xlabs), fp(tmp_path, "diffusers", diffusers)
     assert a.content_id == b.content_id and a.tensors == b.tensors == 14
+
+
+def block_diagonal_flux_kohya(seed=5, rank=12):
+    """A fused kohya Flux LoRA whose up matrices are block-diagonal: what merging per-projection
+    (to_q / to_k / to_v) LoRAs into the fused layout gives; diffusers' converter then chunks the down."""
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for name, dims in {"lora_unet_double_blocks_0_img_attn_qkv": [3072] * 3,
+                       "lora_unet_single_blocks_0_linear1": [3072] * 3 + [12288]}.items():
+        r = rank // len(dims)
+        up, start = torch.zeros(sum(dims), rank), 0
+        for j, n in enumerate(dims):
+            up[start:start + n, j * r:(j + 1) * r] = torch.randn(n, r, generator=g)
+            start += n
+        sd[name + ".lora_down.weight"] = torch.randn(rank, 3072, generator=g)
+        sd[name + ".lora_up.weight"] = up
+        sd[name + ".alpha"] = torch.tensor(float(rank))
+    return sd
+
+
+def test_a_block_diagonal_fused_flux_lora_matches_diffusers_chunked_conversion(tmp_path):
+    kohya = block_diagonal_flux_kohya()
+    diffusers = _convert_kohya_flux_lora_to_diffusers(dict(kohya))
+    assert diffusers["transformer.transformer_blocks.0.attn.to_q.lora_A.weight"].shape == (4, 3072)  # chunked
+    a, b = fp(tmp_path, "kohya", kohya), fp(tmp_path, "diffusers", diffusers)
+    assert a.content_id == b.content_id and a.tensors == b.tensors == 14
+    # The same ranks with a dense up matrix take diffusers' copy branch: matched as well.
+    dense = {k: (torch.randn(v.shape, generator=torch.Generator().manual_seed(9)) if k.endswith("lora_up.weight") else v)
+             for k, v in kohya.items()}
+    converted = _convert_kohya_flux_lora_to_diffusers(dict(dense))
+    assert converted["transformer.transformer_blocks.0.attn.to_q.lora_A.weight"].shape == (12, 3072)  # copied
+    assert fp(tmp_path, "dense", dense).content_id == fp(tmp_path, "dense_diffusers", converted).content_id
+
+
+def test_a_fused_projections_halves_pair_in_any_order():
+    tensors = [Tensor(name=k, dtype="F32", shape=tuple(v.shape), array=v.numpy())
+               for k, v in block_diagonal_flux_kohya(seed=6).items()]
+    forward, backward = fingerprint_tensors(tensors), fingerprint_tensors(tensors[::-1])
+    assert forward.content_id == backward.content_id and forward.tensors == 14

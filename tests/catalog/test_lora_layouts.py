@@ -1,0 +1,92 @@
+"""A kohya LoRA and its PEFT copy (made by diffusers' own converter) through register -> hashing -> analysis."""
+import hashlib
+
+import pytest
+import safetensors.torch
+import torch
+from django.core.management import call_command
+from django.test import Client
+from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya
+
+from models_catalog.models import LocalFile, Match, Source, SourceFile, SourceModel, SourceVersion
+from models_catalog.services.duplicates import duplicate_groups
+from tests.catalog.test_model_families import register_and_hash
+from tests.workers.modelfiles.test_lora_forms import peft_lora
+from workers.modelfiles.fingerprint import FINGERPRINT_VERSION
+
+pytestmark = pytest.mark.django_db
+
+
+def save(path, sd):
+    safetensors.torch.save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    return path
+
+
+def test_a_kohya_lora_and_its_peft_copy_are_one_lora_converted(model_root, user, sent_for_hashing):
+    peft = peft_lora(seed=7)
+    kohya = save(model_root / "my_style_kohya.safetensors", convert_state_dict_to_kohya(dict(peft)))
+    save(model_root / "my_style_peft.safetensors", peft)
+    save(model_root / "another_style_peft.safetensors", peft_lora(seed=8))
+    model = SourceModel.objects.create(source=Source.CIVITAI, external_id="15", name="My Style LoRA")
+    version = SourceVersion.objects.create(model=model, external_id="150", name="v1")
+    SourceFile.objects.create(version=version, external_id="1500", name="my_style_kohya.safetensors",
+                              sha256=hashlib.sha256(kohya.read_bytes()).hexdigest())
+    files = register_and_hash(model_root, user, sent_for_hashing)
+    k, p, other = files["my_style_kohya.safetensors"], files["my_style_peft.safetensors"], files["another_style_peft.safetensors"]
+    assert (k.architecture_kind, p.architecture_kind) == ("lora_kohya", "lora_peft")
+    assert k.content_id == p.content_id != other.content_id
+    [m] = Match.objects.filter(local_file=p)
+    assert m.kind == Match.Kind.CONVERTED and m.source_file.version.model.name == "My Style LoRA"
+    assert "LoRA (kohya)" in m.evidence and "LoRA (PEFT/diffusers)" in m.evidence
+    assert not Match.objects.filter(local_file=other).exists()  # an unrelated LoRA stays unrelated
+    [group] = duplicate_groups(owner=user)
+    members = {mem.name: mem for mem in group.members}
+    assert set(members) == {"my_style_kohya.safetensors", "my_style_peft.safetensors"}
+    peft_member = members["my_style_peft.safetensors"]
+    assert members["my_style_kohya.safetensors"].match == "keep"
+    assert peft_member.match == "converted" and "LoRA (PEFT/diffusers)" in peft_member.evidence
+    client = Client()
+    client.force_login(user)
+    page = client.get(f"/files/{p.pk}/").content.decode()
+    assert "Converted copy of My Style LoRA" in page
+
+
+def test_refingerprint_links_a_kohya_lora_stored_by_version_3(model_root, user, sent_for_hashing):
+    """Version 3 digested the kohya file's alphas, so its content_id was not its PEFT copy's."""
+    peft = peft_lora(seed=9)
+    kohya = save(model_root / "old_kohya.safetensors", convert_state_dict_to_kohya(dict(peft)))
+    save(model_root / "old_peft.safetensors", peft)
+    model = SourceModel.objects.create(source=Source.CIVITAI, external_id="16", name="Old LoRA")
+    version = SourceVersion.objects.create(model=model, external_id="160", name="v1")
+    SourceFile.objects.create(version=version, external_id="1600", name="old_kohya.safetensors",
+                              sha256=hashlib.sha256(kohya.read_bytes()).hexdigest())
+    files = register_and_hash(model_root, user, sent_for_hashing)
+    k, p = files["old_kohya.safetensors"], files["old_peft.safetensors"]
+    good = k.content_id
+    LocalFile.objects.filter(pk=k.pk).update(fingerprint={**k.fingerprint, "version": 3}, content_id="v3" + good[2:])
+    Match.objects.filter(local_file=p).delete()
+    call_command("refingerprint", "--user", user.username)
+    k.refresh_from_db()
+    assert k.content_id == good and k.fingerprint["version"] == FINGERPRINT_VERSION
+    assert Match.objects.get(local_file=p).kind == Match.Kind.CONVERTED
+
+
+def test_a_peft_copy_that_lost_the_alphas_is_related_not_the_same(model_root, user, sent_for_hashing):
+    """alpha != rank scales the LoRA: a copy without it (diffusers keeps alphas out of the state dict) has
+    the same matrices and another effect."""
+    peft = peft_lora(seed=10, scale=100)  # big enough that the alphas are < 0.1% of the bytes, as in real LoRAs
+    kohya_sd = {k: (torch.tensor(1.0) if k.endswith(".alpha") else v)
+                for k, v in convert_state_dict_to_kohya(dict(peft)).items()}
+    kohya = save(model_root / "scaled_kohya.safetensors", kohya_sd)
+    save(model_root / "scaled_peft.safetensors", peft)
+    model = SourceModel.objects.create(source=Source.CIVITAI, external_id="17", name="Scaled LoRA")
+    version = SourceVersion.objects.create(model=model, external_id="170", name="v1")
+    SourceFile.objects.create(version=version, external_id="1700", name="scaled_kohya.safetensors",
+                              sha256=hashlib.sha256(kohya.read_bytes()).hexdigest())
+    files = register_and_hash(model_root, user, sent_for_hashing)
+    k, p = files["scaled_kohya.safetensors"], files["scaled_peft.safetensors"]
+    assert k.content_id != p.content_id
+    assert k.fingerprint["components"]["lora"]["content_id"] == p.fingerprint["components"]["lora"]["content_id"]
+    [m] = Match.objects.filter(local_file=p)
+    assert m.kind == Match.Kind.PARTIAL and "the same LoRA matrices" in m.evidence and "other alphas" in m.evidence
+    assert m.share >= 0.999
