@@ -56,14 +56,15 @@ import blake3
 import numpy as np
 
 from workers.modelfiles.canonical_forms import canonical_parts
-from workers.modelfiles.narrowing import BF16, F8_E4M3, F16, FloatFormat, Narrower, widen_to_f32_bits
+from workers.modelfiles.narrowing import BF16, F8_E4M3, F8_E5M2, F16, FloatFormat, Narrower, widen_to_f32_bits
 from workers.modelfiles.safetensors_reader import NUMPY_DTYPES, iter_safetensors_tensors
 from workers.modelfiles.types import ModelFileError, Tensor
 
-# 2: canonical tensor forms (canonical_forms.py) and the bf16 precision id; 3: the fp8 (e4m3fn) id.
+# 2: canonical tensor forms (canonical_forms.py) and the bf16 precision id; 3: the fp8 (e4m3fn) id;
+# 4: the fp8 e5m2 id, and ComfyUI scaled fp8 weights digested de-scaled (their ids changed).
 # Older fingerprints (stored rows, older push clients) still load; `manage.py refingerprint` recomputes them.
-FINGERPRINT_VERSION = 3
-READABLE_VERSIONS = frozenset({1, 2, 3})
+FINGERPRINT_VERSION = 4
+READABLE_VERSIONS = frozenset({1, 2, 3, 4})
 DIGEST_BYTES = 16
 _TENSOR_DOMAIN = b"modelxref/tensor/v1\n"
 _SET_DOMAIN = b"modelxref/tensor-multiset/v1\n"
@@ -72,6 +73,9 @@ _CAST_TO_BF16 = frozenset({"F32", "F64"})  # BF16 is already there; F16 / F8 are
 # Every wider float is cast to e4m3fn; F8_E4M3 is already there; F8_E5M2 is not cast (an e5m2 copy
 # rounds to 2 mantissa bits, so casting it could never meet the e4m3fn cast of its source).
 _CAST_TO_FP8 = frozenset({"F32", "F64", "BF16", "F16"})
+# The same for e5m2; an F8_E4M3 tensor is not cast either (e5m2 keeps one mantissa bit fewer: a double
+# rounding through e4m3fn would not meet the direct e5m2 cast of the source).
+_CAST_TO_E5M2 = _CAST_TO_FP8
 _CHUNK_ELEMENTS = 1 << 18  # cast in 256K-element pieces: scratch stays in cache
 _THREAD_MIN_BYTES = 4 << 20  # below this, a worker thread costs more than it saves
 
@@ -230,6 +234,7 @@ class TensorDigest:
     precision_nbytes: int  # bytes at the common precision (F16 for cast floats): similarity's weight
     bf16: str = ""  # hex; the tensor cast to BF16 (== content for non-float, BF16, F16 and F8 tensors)
     fp8: str = ""  # hex; the tensor cast to F8_E4M3 (== content for non-float, F8_E4M3 and F8_E5M2 tensors)
+    e5m2: str = ""  # hex; the tensor cast to F8_E5M2 (== content for non-float, F8_E4M3 and F8_E5M2 tensors)
 
 
 @dataclass(frozen=True)
@@ -241,6 +246,7 @@ class ComponentFingerprint:
     nbytes: int
     bf16_id: str = ""
     fp8_id: str = ""
+    e5m2_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -255,6 +261,7 @@ class Fingerprint:
     ignored_tensors: int = 0  # buffers skipped by the ignore rule
     bf16_id: str = ""  # the content cast to bf16: an fp32 model and its bf16 export share it ("" in version 1)
     fp8_id: str = ""  # the content cast to fp8 e4m3fn: any float copy and its fp8 cast share it ("" before version 3)
+    e5m2_id: str = ""  # the content cast to fp8 e5m2: any float copy and its e5m2 cast share it ("" before version 4)
     version: int = FINGERPRINT_VERSION
 
     @property
@@ -268,6 +275,7 @@ class Fingerprint:
             "precision_id": self.precision_id,
             "bf16_id": self.bf16_id,
             "fp8_id": self.fp8_id,
+            "e5m2_id": self.e5m2_id,
             "tensors": self.tensors,
             "parameters": self.parameters,
             "nbytes": self.nbytes,
@@ -275,12 +283,12 @@ class Fingerprint:
             "dtypes": dict(sorted(self.dtypes.items())),
             "components": {
                 name: {"content_id": c.content_id, "precision_id": c.precision_id, "bf16_id": c.bf16_id,
-                       "fp8_id": c.fp8_id, "tensors": c.tensors, "parameters": c.parameters, "nbytes": c.nbytes}
+                       "fp8_id": c.fp8_id, "e5m2_id": c.e5m2_id, "tensors": c.tensors, "parameters": c.parameters, "nbytes": c.nbytes}
                 for name, c in sorted(self.components.items())
             },
         }
         if include_digests:
-            data["digests"] = [[d.content, d.precision, d.nbytes, d.precision_nbytes, d.component, d.bf16, d.fp8]
+            data["digests"] = [[d.content, d.precision, d.nbytes, d.precision_nbytes, d.component, d.bf16, d.fp8, d.e5m2]
                                for d in self.digests]
         return data
 
@@ -298,20 +306,22 @@ class Fingerprint:
                 str(name): ComponentFingerprint(
                     content_id=str(c["content_id"]), precision_id=str(c["precision_id"]),
                     tensors=int(c["tensors"]), parameters=int(c["parameters"]), nbytes=int(c["nbytes"]),
-                    bf16_id=str(c.get("bf16_id", "")), fp8_id=str(c.get("fp8_id", "")))
+                    bf16_id=str(c.get("bf16_id", "")), fp8_id=str(c.get("fp8_id", "")),
+                    e5m2_id=str(c.get("e5m2_id", "")))
                 for name, c in data["components"].items()
             }
             digests = tuple(
                 TensorDigest(content=str(d[0]), precision=str(d[1]), nbytes=int(d[2]),
                              precision_nbytes=int(d[3]), component=str(d[4]), bf16=str(d[5]) if len(d) > 5 else "",
-                             fp8=str(d[6]) if len(d) > 6 else "")
+                             fp8=str(d[6]) if len(d) > 6 else "", e5m2=str(d[7]) if len(d) > 7 else "")
                 for d in data.get("digests", ()))
             return cls(
                 content_id=str(data["content_id"]), precision_id=str(data["precision_id"]),
                 tensors=int(data["tensors"]), parameters=int(data["parameters"]),
                 dtypes={str(k): int(v) for k, v in data["dtypes"].items()},
                 components=components, digests=digests, ignored_tensors=int(data.get("ignored_tensors", 0)),
-                bf16_id=str(data.get("bf16_id", "")), fp8_id=str(data.get("fp8_id", "")), version=int(data["version"]))
+                bf16_id=str(data.get("bf16_id", "")), fp8_id=str(data.get("fp8_id", "")),
+                e5m2_id=str(data.get("e5m2_id", "")), version=int(data["version"]))
         except FingerprintError:
             raise
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
@@ -413,33 +423,38 @@ def _tensor_digest(tensor: Tensor, component: str, pool: ThreadPoolExecutor | No
     nbytes = flat.nbytes
     content_header = _digest_header(tensor.dtype, tensor.shape)
     fp8_header = _digest_header("F8_E4M3", tensor.shape)
+    e5m2_header = _digest_header("F8_E5M2", tensor.shape)
     if tensor.dtype not in _CAST_TO_F16:
         content = _hash_bytes(content_header, flat)
         fp8 = _hash_as_fp8(fp8_header, flat, tensor.dtype) if tensor.dtype in _CAST_TO_FP8 else content
+        e5m2 = _hash_cast(e5m2_header, flat, tensor.dtype, F8_E5M2) if tensor.dtype in _CAST_TO_E5M2 else content
         return TensorDigest(content=content, precision=content, nbytes=nbytes,
-                            component=component, precision_nbytes=nbytes, bf16=content, fp8=fp8)
+                            component=component, precision_nbytes=nbytes, bf16=content, fp8=fp8, e5m2=e5m2)
     precision_header = _digest_header("F16", tensor.shape)
     bf16_header = _digest_header("BF16", tensor.shape)
     cast_bf16 = tensor.dtype in _CAST_TO_BF16
-    if pool is not None and nbytes >= _THREAD_MIN_BYTES:
-        # BLAKE3 and numpy casts release the GIL: hash the raw bytes, the BF16 and the fp8 forms on
-        # the worker while this thread casts and hashes the F16 form (the two threads then carry
-        # about the same work: the fp16 cast costs about as much as the bf16 and fp8 ones together).
-        def raw_bf16_fp8() -> tuple[str, str, str]:
-            raw = _hash_bytes(content_header, flat)
-            bf16 = _hash_as_bf16(bf16_header, flat, tensor.dtype) if cast_bf16 else raw
-            return raw, bf16, _hash_as_fp8(fp8_header, flat, tensor.dtype)
 
+    def raw_bf16_fp8() -> tuple[str, str, str]:
+        raw = _hash_bytes(content_header, flat)
+        bf16 = _hash_as_bf16(bf16_header, flat, tensor.dtype) if cast_bf16 else raw
+        return raw, bf16, _hash_as_fp8(fp8_header, flat, tensor.dtype)
+
+    def f16_e5m2() -> tuple[str, str]:
+        return (_hash_as_f16(precision_header, flat, tensor.dtype),
+                _hash_cast(e5m2_header, flat, tensor.dtype, F8_E5M2))
+
+    if pool is not None and nbytes >= _THREAD_MIN_BYTES:
+        # BLAKE3 and numpy casts release the GIL: the raw bytes, the BF16 and the e4m3fn forms on the
+        # worker while this thread does the F16 and e5m2 casts (about the same work on each side: the
+        # fp16, e4m3fn and e5m2 casts cost about the same, the bf16 cast and the raw hash half that).
         future = pool.submit(raw_bf16_fp8)
-        precision = _hash_as_f16(precision_header, flat, tensor.dtype)
+        precision, e5m2 = f16_e5m2()
         content, bf16, fp8 = future.result()
     else:
-        content = _hash_bytes(content_header, flat)
-        precision = _hash_as_f16(precision_header, flat, tensor.dtype)
-        bf16 = _hash_as_bf16(bf16_header, flat, tensor.dtype) if cast_bf16 else content
-        fp8 = _hash_as_fp8(fp8_header, flat, tensor.dtype)
+        content, bf16, fp8 = raw_bf16_fp8()
+        precision, e5m2 = f16_e5m2()
     return TensorDigest(content=content, precision=precision, nbytes=nbytes,
-                        component=component, precision_nbytes=numel * 2, bf16=bf16, fp8=fp8)
+                        component=component, precision_nbytes=numel * 2, bf16=bf16, fp8=fp8, e5m2=e5m2)
 
 
 def _multiset_id(hex_digests: Iterable[str]) -> str:
@@ -569,12 +584,12 @@ def _fingerprint(stream: Iterable[tuple[Tensor, str | None]], *,
         components[name] = ComponentFingerprint(
             content_id=_multiset_id(d.content for d in mine),
             precision_id=_multiset_id(d.precision for d in mine), bf16_id=_multiset_id(d.bf16 for d in mine),
-            fp8_id=_multiset_id(d.fp8 for d in mine),
+            fp8_id=_multiset_id(d.fp8 for d in mine), e5m2_id=_multiset_id(d.e5m2 for d in mine),
             tensors=len(mine), parameters=parameters[name], nbytes=sum(d.nbytes for d in mine))
     return Fingerprint(
         content_id=_multiset_id(d.content for d in digests),
         precision_id=_multiset_id(d.precision for d in digests), bf16_id=_multiset_id(d.bf16 for d in digests),
-        fp8_id=_multiset_id(d.fp8 for d in digests),
+        fp8_id=_multiset_id(d.fp8 for d in digests), e5m2_id=_multiset_id(d.e5m2 for d in digests),
         tensors=len(digests), parameters=sum(parameters.values()), dtypes=dict(dtypes),
         components=components, digests=tuple(digests), ignored_tensors=ignored)
 
