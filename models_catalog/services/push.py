@@ -106,6 +106,7 @@ def _analysis_fields(record: dict, *, default_format: str) -> dict:
         "precision_id": str((fingerprint or {}).get("precision_id") or "")[:64],
         "bf16_id": str((fingerprint or {}).get("bf16_id") or "")[:64],
         "fp8_id": str((fingerprint or {}).get("fp8_id") or "")[:64],
+        "e5m2_id": str((fingerprint or {}).get("e5m2_id") or "")[:64],
     }
 
 
