@@ -55,6 +55,7 @@ from pathlib import Path
 import blake3
 import numpy as np
 
+from workers.modelfiles import scaled_fp8
 from workers.modelfiles.canonical_forms import canonical_parts
 from workers.modelfiles.narrowing import BF16, F8_E4M3, F8_E5M2, F16, FloatFormat, Narrower, widen_to_f32_bits
 from workers.modelfiles.safetensors_reader import NUMPY_DTYPES, iter_safetensors_tensors
@@ -369,24 +370,32 @@ class _CastHasher:
     torch's double -> half / bfloat16 / fp8 casts go through float, so an F64 model, its F32 copy and a
     torch-made cast agree)."""
 
-    def __init__(self, header: bytes, dtype: str, fmt: FloatFormat, chunk: int = _CHUNK_ELEMENTS) -> None:
+    def __init__(self, header: bytes, dtype: str, fmt: FloatFormat, chunk: int = _CHUNK_ELEMENTS,
+                 scale: np.float32 | None = None) -> None:
         self.hasher = blake3.blake3(header)
         self.dtype = dtype
         self.chunk = max(1, chunk)
         self.narrow = Narrower(fmt, self.chunk)
-        self.wide = np.empty(self.chunk, dtype=np.uint32) if dtype != "F32" else None
+        self.scale = scale  # a scaled fp8 weight: cast f32(value) * scale, the weight ComfyUI computes with
+        self.wide = np.empty(self.chunk, dtype=np.uint32) if dtype != "F32" or scale is not None else None
 
     def update(self, flat: np.ndarray) -> None:
         for start in range(0, flat.size, self.chunk):
-            bits = widen_to_f32_bits(flat[start:start + self.chunk], self.dtype, self.wide)
+            piece = flat[start:start + self.chunk]
+            bits = widen_to_f32_bits(piece, self.dtype, self.wide)
+            if self.scale is not None:
+                scaled = self.wide[:piece.size].view(np.float32)
+                with np.errstate(all="ignore"):  # an F32 product, rounded once, as torch computes it
+                    np.multiply(bits.view(np.float32), self.scale, out=scaled)
+                bits = scaled.view(np.uint32)
             self.hasher.update(self.narrow(bits).view(np.uint8))
 
     def hexdigest(self) -> str:
         return self.hasher.hexdigest(length=DIGEST_BYTES)
 
 
-def _hash_cast(header: bytes, flat: np.ndarray, dtype: str, fmt: FloatFormat) -> str:
-    hasher = _CastHasher(header, dtype, fmt, min(flat.size, _CHUNK_ELEMENTS))
+def _hash_cast(header: bytes, flat: np.ndarray, dtype: str, fmt: FloatFormat, scale: np.float32 | None = None) -> str:
+    hasher = _CastHasher(header, dtype, fmt, min(flat.size, _CHUNK_ELEMENTS), scale)
     hasher.update(flat)
     return hasher.hexdigest()
 
@@ -417,31 +426,41 @@ def _f32_bits_to_e4m3fn(bits: np.ndarray, scratch: tuple[np.ndarray, ...], out: 
     return out
 
 
-def _tensor_digest(tensor: Tensor, component: str, pool: ThreadPoolExecutor | None) -> TensorDigest:
+def _tensor_digest(tensor: Tensor, component: str, pool: ThreadPoolExecutor | None,
+                   scale: np.float32 | None = None) -> TensorDigest:
+    """The digests of one tensor; `scale`: a ComfyUI scaled fp8 weight's scale_weight (scaled_fp8.py)."""
     flat = _canonical_array(tensor)
     numel = flat.size
     nbytes = flat.nbytes
-    content_header = _digest_header(tensor.dtype, tensor.shape)
+    dtype = tensor.dtype
+    content_header = _digest_header(dtype, tensor.shape)
     fp8_header = _digest_header("F8_E4M3", tensor.shape)
     e5m2_header = _digest_header("F8_E5M2", tensor.shape)
-    if tensor.dtype not in _CAST_TO_F16:
+    if scale is None and dtype not in _CAST_TO_F16:
         content = _hash_bytes(content_header, flat)
-        fp8 = _hash_as_fp8(fp8_header, flat, tensor.dtype) if tensor.dtype in _CAST_TO_FP8 else content
-        e5m2 = _hash_cast(e5m2_header, flat, tensor.dtype, F8_E5M2) if tensor.dtype in _CAST_TO_E5M2 else content
+        fp8 = _hash_as_fp8(fp8_header, flat, dtype) if dtype in _CAST_TO_FP8 else content
+        e5m2 = _hash_cast(e5m2_header, flat, dtype, F8_E5M2) if dtype in _CAST_TO_E5M2 else content
         return TensorDigest(content=content, precision=content, nbytes=nbytes,
                             component=component, precision_nbytes=nbytes, bf16=content, fp8=fp8, e5m2=e5m2)
     precision_header = _digest_header("F16", tensor.shape)
     bf16_header = _digest_header("BF16", tensor.shape)
-    cast_bf16 = tensor.dtype in _CAST_TO_BF16
+    # A scaled weight is cast from f32(value) * scale, so even a BF16 or F16 one has a BF16 form to compute.
+    cast_bf16 = scale is not None or dtype in _CAST_TO_BF16
 
     def raw_bf16_fp8() -> tuple[str, str, str]:
-        raw = _hash_bytes(content_header, flat)
-        bf16 = _hash_as_bf16(bf16_header, flat, tensor.dtype) if cast_bf16 else raw
-        return raw, bf16, _hash_as_fp8(fp8_header, flat, tensor.dtype)
+        if scale is None:
+            raw = _hash_bytes(content_header, flat)
+        else:  # the stored values and their scale: another scale is other content
+            hasher = blake3.blake3(_digest_header(f"{dtype}*F32", tensor.shape))
+            hasher.update(flat.view(np.uint8))
+            hasher.update(np.float32(scale).tobytes())
+            raw = hasher.hexdigest(length=DIGEST_BYTES)
+        bf16 = _hash_cast(bf16_header, flat, dtype, BF16, scale) if cast_bf16 else raw
+        return raw, bf16, _hash_cast(fp8_header, flat, dtype, F8_E4M3, scale)
 
     def f16_e5m2() -> tuple[str, str]:
-        return (_hash_as_f16(precision_header, flat, tensor.dtype),
-                _hash_cast(e5m2_header, flat, tensor.dtype, F8_E5M2))
+        return (_hash_cast(precision_header, flat, dtype, F16, scale),
+                _hash_cast(e5m2_header, flat, dtype, F8_E5M2, scale))
 
     if pool is not None and nbytes >= _THREAD_MIN_BYTES:
         # BLAKE3 and numpy casts release the GIL: the raw bytes, the BF16 and the e4m3fn forms on the
@@ -559,23 +578,29 @@ def _diffusers_stream(root: Path, *, variant: str | None) -> Iterator[tuple[Tens
                 yield tensor, None if is_ignored_key(tensor.name) else component_for_folder_key(component.name, tensor.name)
 
 
+def _progressed(stream: Iterable[tuple[Tensor, str | None]], progress: Callable[[int, int], None] | None,
+                total: int) -> Iterator[tuple[Tensor, str | None]]:
+    done = 0
+    for tensor, component in stream:
+        if progress is not None:
+            done += tensor.array.nbytes
+            progress(done, total)
+        yield tensor, component
+
+
 def _fingerprint(stream: Iterable[tuple[Tensor, str | None]], *,
                  progress: Callable[[int, int], None] | None = None, total: int = 0) -> Fingerprint:
     digests: list[TensorDigest] = []
     dtypes: Counter[str] = Counter()
     parameters: Counter[str] = Counter()
     ignored = 0
-    done = 0
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fingerprint") as pool:
-        for tensor, component in stream:
-            if progress is not None:
-                done += tensor.array.nbytes
-                progress(done, total)
+        for tensor, component, scale in scaled_fp8.paired(_progressed(stream, progress, total)):
             if component is None:
                 ignored += 1
                 continue
             for part in canonical_parts(tensor):  # fused attention split, swapped halves, transposes
-                digests.append(_tensor_digest(part, component, pool))
+                digests.append(_tensor_digest(part, component, pool, scale))
             dtypes[tensor.dtype] += 1
             parameters[component] += math.prod(tensor.shape)
     components: dict[str, ComponentFingerprint] = {}

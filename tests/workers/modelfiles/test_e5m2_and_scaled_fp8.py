@@ -91,3 +91,106 @@ def test_an_e5m2_torch_checkpoint_is_read_too(tmp_path):
     torch.save(state, tmp_path / "m.pt")
     st = write_safetensors(tmp_path / "m.safetensors", state)
     assert fingerprint_path(tmp_path / "m.pt").content_id == fingerprint_path(st).content_id
+
+
+# --- ComfyUI scaled fp8 ---------------------------------------------------------------------------
+
+def comfy_scaled(state: dict, *, scale_factor=1.0, with_scales=True, with_input_scale=True) -> dict:
+    """A scaled fp8 state dict as ComfyUI's convention has it: per-tensor absmax scale, fp8 weight,
+    F32 `scale_weight` scalar (and `scale_input`), the `scaled_fp8` marker; biases stay as they are."""
+    out = {"scaled_fp8": torch.empty(0, dtype=torch.float8_e4m3fn)}
+    for k, v in state.items():
+        if not k.endswith(".weight"):
+            out[k] = v
+            continue
+        layer = k[: -len(".weight")]
+        scale = (v.abs().max() / 448.0).float()
+        out[k] = (v.float() / scale).to(torch.float8_e4m3fn)
+        if with_scales:
+            out[f"{layer}.scale_weight"] = (scale * scale_factor).reshape(())
+        if with_input_scale:
+            out[f"{layer}.scale_input"] = torch.tensor(1.0)
+    return out
+
+
+def dequantised(scaled: dict, dtype) -> dict:
+    """What ComfyUI computes with (weight.to(dtype) * scale_weight), saved as a plain `dtype` file."""
+    out = {}
+    for k, v in scaled.items():
+        if k == "scaled_fp8" or k.endswith((".scale_weight", ".scale_input")):
+            continue
+        scale = scaled.get(k[: -len(".weight")] + ".scale_weight") if k.endswith(".weight") else None
+        out[k] = v.to(dtype) * scale if scale is not None else v.to(dtype)
+    return out
+
+
+def fp_of(tmp_path, name, state):
+    return fingerprint_path(write_safetensors(tmp_path / name, state))
+
+
+def test_a_scaled_fp8_file_is_digested_de_scaled_and_meets_its_dequantised_exports(tmp_path):
+    state = model(seed=6)
+    scaled = comfy_scaled(state)
+    fp = fp_of(tmp_path, "scaled.safetensors", scaled)
+    # The scales and the marker are not tensors of the model: 4 weights/biases, no F32 scalars counted.
+    assert fp.tensors == 4 and fp.dtypes == {"F8_E4M3": 3, "F32": 1} and fp.ignored_tensors == 7
+    f16 = fp_of(tmp_path, "dequant-fp16.safetensors", dequantised(scaled, torch.float16))
+    bf16 = fp_of(tmp_path, "dequant-bf16.safetensors", dequantised(scaled, torch.bfloat16))
+    assert fp.precision_id == f16.precision_id and fp.bf16_id == bf16.bf16_id
+    assert fp.content_id not in (f16.content_id, bf16.content_id)
+    # Without de-scaling the stored fp8 values would match neither export.
+    plain = fp_of(tmp_path, "plain.safetensors", comfy_scaled(state, with_scales=False, with_input_scale=False))
+    assert plain.precision_id != f16.precision_id and plain.bf16_id != bf16.bf16_id
+
+
+def test_a_scaled_fp8_file_is_not_a_digest_match_of_its_full_precision_source(tmp_path):
+    # fp8 / scale is not on any cast grid of the source: no exact digest can meet it (see fingerprint.py).
+    state = model(seed=7)
+    src, scaled = fp_of(tmp_path, "src.safetensors", state), fp_of(tmp_path, "s.safetensors", comfy_scaled(state))
+    assert not {src.content_id, src.precision_id, src.bf16_id, src.fp8_id, src.e5m2_id} & {
+        scaled.content_id, scaled.precision_id, scaled.bf16_id, scaled.fp8_id, scaled.e5m2_id}
+
+
+def ids(fp):
+    return (fp.content_id, fp.precision_id, fp.bf16_id, fp.fp8_id, fp.e5m2_id)
+
+
+def test_a_missing_or_wrong_scale_is_not_the_same_weights(tmp_path):
+    state = model(seed=8)
+    good = fp_of(tmp_path, "good.safetensors", comfy_scaled(state))
+    missing = fp_of(tmp_path, "missing.safetensors", comfy_scaled(state, with_scales=False))
+    wrong = fp_of(tmp_path, "wrong.safetensors", comfy_scaled(state, scale_factor=2.0))
+    assert not set(ids(good)) & set(ids(missing)) and not set(ids(good)) & set(ids(wrong))
+    assert not set(ids(missing)) & set(ids(wrong))
+    # A missing scale counts as 1, as in ComfyUI: the stored fp8 values, like any plain fp8 file.
+    plain = fp_of(tmp_path, "plain.safetensors", {k: v for k, v in comfy_scaled(state, with_scales=False).items()
+                                                  if not k.endswith("scale_input") and k != "scaled_fp8"})
+    assert ids(missing) == ids(plain)
+
+
+@pytest.mark.parametrize("bad", [torch.tensor(0.0), torch.tensor(-0.01), torch.tensor(float("nan")),
+                                 torch.tensor(float("inf")), torch.tensor([0.01, 0.02]), torch.tensor(1, dtype=torch.int32)])
+def test_a_scale_that_cannot_scale_is_refused_with_a_reason(tmp_path, bad):
+    from workers.modelfiles.types import ModelFileError
+
+    scaled = comfy_scaled(model(seed=9))
+    scaled["blocks.1.scale_weight"] = bad
+    with pytest.raises(ModelFileError, match="blocks.1.scale_weight.*scale_weight must be"):
+        fp_of(tmp_path, "bad.safetensors", scaled)
+
+
+def test_a_scale_after_its_weight_gives_the_same_ids(tmp_path):
+    # torch.save keeps state-dict order (weight, then its scale); safetensors puts F32 scales first.
+    scaled = comfy_scaled(model(seed=10))
+    in_order = {}
+    for k in sorted(scaled, key=lambda k: (k.rsplit(".", 1)[0], k.endswith("scale_weight"))):
+        in_order[k] = scaled[k]
+    torch.save(in_order, tmp_path / "scaled.pt")
+    assert ids(fingerprint_path(tmp_path / "scaled.pt")) == ids(fp_of(tmp_path, "scaled.safetensors", scaled))
+
+
+def test_unrelated_seeds_never_share_a_scaled_id(tmp_path):
+    fps = [fp_of(tmp_path, f"{seed}.safetensors", comfy_scaled(model(seed=20 + seed))) for seed in range(4)]
+    for i, a in enumerate(fps):
+        for b in fps[i + 1:]:
+            assert not set(ids(a)) & set(ids(b))
