@@ -15,7 +15,7 @@ Per tensor, two digests (BLAKE3, 16 bytes):
   precision digest therefore equals its content digest, and an fp32 model
   and its fp16 export share all precision digests. F8 tensors are left as they
   are (their precision digest is their content digest): an fp8 quantisation
-  rounds differently from fp16, so casting could not link them anyway.
+  rounds differently from fp16, so casting could not link them anyway (the fp8 ids below do).
   Likewise fp32 and bf16 copies do not share precision digests (bf16 keeps
   3 fewer mantissa bits than fp16); bf16 and fp16 copies of a bf16 model do.
 Names never enter a digest. They are used for two things only:
@@ -36,9 +36,21 @@ to BF16 (round-to-nearest-even, bit-exact with torch): `bf16_id` links an fp32
 model and its bf16 export, which `precision_id` (an fp16 cast) cannot.
 A fourth, `fp8`, casts every wider float (F32/F64/BF16/F16) to float8_e4m3fn exactly as torch's
 `.to(torch.float8_e4m3fn)` does (RNE, saturating at +-448): `fp8_id` links any float copy and its plain
-fp8 cast. Not linked yet: ComfyUI "scaled fp8" files (weights divided by a per-tensor `scale_weight`
-before the cast: not de-scaled here, so they match only byte-identical copies), F8_E5M2 casts, SD 2.x
-text encoders, whose diffusers conversion also drops the last layer.
+fp8 cast. A fifth, `e5m2`, does the same for float8_e5m2 (RNE, overflow to inf, as torch): `e5m2_id`
+links any float copy and its e5m2 cast; the two fp8 kinds are never cast into each other (each keeps
+bits the other rounds away). An fp8 file's own tensors are their fp8 / e5m2 digest. All five casts are
+one table-driven narrowing (narrowing.py).
+
+ComfyUI "scaled fp8" files (an fp8 `<layer>.weight`, a scalar `<layer>.scale_weight`, maybe
+`<layer>.scale_input`, a `scaled_fp8` marker: scaled_fp8.py) are digested as the weights ComfyUI
+computes with, f32(weight) * scale_weight, cast like any F32 tensor; the content digest covers the
+stored values and their scale, so a wrong or missing scale is other content and other weights. The
+scale tensors and the marker are not digested on their own. What this links: a scaled file and its
+dequantised fp16 / bf16 exports (precision_id / bf16_id), and copies of it. What it cannot link: the
+scaled file and its full-precision source. weight = fp8(w / s) puts the values on the fp8 grid scaled
+by s (absmax / 448, not a power of two), which no cast of w lands on, so no exact digest of w can meet
+it; that needs a comparison within the fp8 rounding error, which digests cannot do.
+Not linked either: SD 2.x text encoders, whose diffusers conversion also drops the last layer.
 """
 from __future__ import annotations
 
