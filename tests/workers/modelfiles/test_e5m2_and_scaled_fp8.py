@@ -194,3 +194,25 @@ def test_unrelated_seeds_never_share_a_scaled_id(tmp_path):
     for i, a in enumerate(fps):
         for b in fps[i + 1:]:
             assert not set(ids(a)) & set(ids(b))
+
+
+@pytest.mark.parametrize("dtype", ["keep", "fp16", "bf16"])
+def test_converting_a_scaled_fp8_checkpoint_keeps_its_scales_and_its_weights(tmp_path, dtype):
+    from workers.convert import convert_checkpoint
+    from workers.modelfiles.safetensors_reader import read_safetensors_header
+
+    scaled = comfy_scaled(model(seed=11))
+    torch.save(scaled, tmp_path / "scaled.pt")
+    source = fingerprint_path(tmp_path / "scaled.pt")
+    out = tmp_path / "out.safetensors"
+    result = convert_checkpoint(tmp_path / "scaled.pt", out, dtype=dtype, expect_content_id=source.content_id,
+                                expect_precision_id=source.precision_id)
+    written = {e.name: e.dtype for e in read_safetensors_header(out).tensors}
+    assert written["blocks.1.scale_weight"] == "F32" and written["blocks.1.weight"] == "F8_E4M3"
+    after = fingerprint_path(out)
+    if dtype == "keep":
+        assert result.verification.content_id == after.content_id == source.content_id
+    elif dtype == "fp16":
+        assert result.verification.precision_id == after.precision_id == source.precision_id
+    else:  # the bias is cast to bf16; the de-scaled weights are unchanged
+        assert after.bf16_id == source.bf16_id
