@@ -216,3 +216,12 @@ def test_converting_a_scaled_fp8_checkpoint_keeps_its_scales_and_its_weights(tmp
         assert result.verification.precision_id == after.precision_id == source.precision_id
     else:  # the bias is cast to bf16; the de-scaled weights are unchanged
         assert after.bf16_id == source.bf16_id
+
+
+def test_analysis_of_a_file_with_a_bad_scale_says_why_it_has_no_fingerprint(tmp_path):
+    from workers.modelfiles.analyse import analyse_path
+
+    scaled = comfy_scaled(model(seed=12))
+    scaled["blocks.2.scale_weight"] = torch.tensor(0.0)
+    result = analyse_path(write_safetensors(tmp_path / "bad.safetensors", scaled))
+    assert result.fingerprint is None and "blocks.2.scale_weight" in result.error and "positive" in result.error
