@@ -36,19 +36,20 @@ class ScaleError(ModelFileError):
     """A scale tensor that cannot scale its weight."""
 
 
-def role(name: str) -> str | None:
-    """"scale_weight", "scale_input" or "scaled_fp8" for the scaled-fp8 bookkeeping tensors, else None."""
+def role(name: str, shape: tuple[int, ...] | None = None) -> str | None:
+    """"scale_weight", "scale_input" or "scaled_fp8" for the scaled-fp8 bookkeeping tensors, else None.
+    Given its `shape`, a "scale" of more than one number is some model's own tensor of that name: not one."""
     leaf = name.rsplit(".", 1)[-1]
     if leaf == MARKER:
         return MARKER
-    if leaf in (SCALE_WEIGHT, SCALE_INPUT) and "." in name:
+    if leaf in (SCALE_WEIGHT, SCALE_INPUT) and "." in name and (shape is None or math.prod(shape) == 1):
         return leaf
     return None
 
 
 def scale_value(tensor: Tensor) -> np.float32:
     """The scale as the F32 ComfyUI multiplies by; refused unless one positive finite float."""
-    if tensor.dtype not in FLOAT_DTYPES - FP8_DTYPES or math.prod(tensor.shape) != 1:
+    if tensor.dtype not in FLOAT_DTYPES - FP8_DTYPES:
         raise ScaleError(f"tensor {tensor.name[:200]!r}: a scale_weight must be one float number, "
                          f"got {tensor.dtype}{list(tensor.shape)}")
     raw = np.asarray(tensor.array).reshape(-1)[:1]
@@ -71,7 +72,7 @@ def paired(stream: Iterable[tuple[Tensor, str | None]]) -> Iterator[tuple[Tensor
     held_bytes = 0
     unscaled: set[str] = set()  # fp8 weights digested as stored before any scale of theirs was seen
     for tensor, component in stream:
-        kind = role(tensor.name)
+        kind = role(tensor.name, tensor.shape)
         if kind is not None:
             if kind == SCALE_WEIGHT:
                 layer = tensor.name[: -len(SCALE_WEIGHT) - 1]
