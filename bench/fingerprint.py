@@ -183,7 +183,8 @@ def main() -> None:
         print(f"{path.name:<34} {size / 2**30:>7.2f}Gi {fp_rate:>9.2f}GB/s {b3_rate:>9.2f}GB/s "
               f"{fp_rate / b3_rate:>6.2f} {peaks[path] / MB:>6.0f}MiB {'yes' if ok else 'NO':>4}  "
               f"{fingerprint.content_id}")
-    print("\nfingerprint = content + fp16 and bf16 precision digests of every tensor (canonical forms, fingerprint v2); "
+    print("\nfingerprint = content + fp16, bf16, fp8 e4m3fn and fp8 e5m2 digests of every tensor (canonical forms, "
+          "fingerprint v4); "
           "blake3 file = BLAKE3 (all threads) of the raw bytes, the lower bound for any content hash.")
 
 

@@ -66,6 +66,7 @@ class Copy:
     bf16_id: str = ""
     fp8_id: str = ""
     layout: str = ""  # architecture kind (lora_kohya, lora_peft, checkpoint, ...): equal tensors under other names
+    e5m2_id: str = ""
     host: str = ""
     device: int | None = None
     inode: int | None = None
@@ -120,7 +121,7 @@ def keep_rank(c: Copy, prefer: str = "lossless") -> tuple:
 def group_keys(c: Copy) -> list[tuple[str, str]]:
     """What makes two of one owner's copies the same model."""
     keys = [("sha", c.sha256), ("v3", c.autov3), ("content", c.content_id), ("precision", c.precision_id),
-            ("bf16", c.bf16_id), ("fp8", c.fp8_id)]
+            ("bf16", c.bf16_id), ("fp8", c.fp8_id), ("e5m2", c.e5m2_id)]
     return [(kind, f"{c.owner_id}:{value}") for kind, value in keys if value]
 
 

@@ -48,7 +48,8 @@ from workers.modelfiles.casts import cast_chunk, output_dtype
 from workers.modelfiles.convert_plan import (
     RESERVED_METADATA, PlannedTensor, Selection, select_from_graph, select_from_npy, select_from_npz,
 )
-from workers.modelfiles.fingerprint import ContentIdBuilder, TensorHasher, is_ignored_key, multiset_id
+from workers.modelfiles import scaled_fp8
+from workers.modelfiles.fingerprint import ContentIdBuilder, TensorHasher, fingerprint_path, is_ignored_key, multiset_id
 from workers.modelfiles.restricted_pickle import load_restricted
 from workers.modelfiles.safetensors_reader import NUMPY_DTYPES, iter_safetensors_tensors, read_safetensors_header
 from workers.modelfiles.safetensors_writer import Layout, safetensors_layout
@@ -150,7 +151,7 @@ def plan_conversion(path: str | os.PathLike, *, dtype: str = "keep", allow_suspi
 
 def output_sizes(plan: ConvertPlan) -> dict[str, int]:
     """The output's size for each --dtype, from one plan (the web page shows all three before you choose)."""
-    return {d: safetensors_layout(((t.name, output_dtype(t.dtype, d), t.shape) for t in plan.tensors),
+    return {d: safetensors_layout(((t.name, output_dtype(t.dtype, d, name=t.name), t.shape) for t in plan.tensors),
                                   plan.metadata).file_size for d in DTYPE_CHOICES}
 
 
@@ -270,7 +271,7 @@ class _OpenSource:
             selection = self._select()
             plan = ConvertPlan(source=str(self.path), format=self.format, verdict=self.report.verdict, dtype=dtype,
                                selection=selection, ignored=self.ignored)
-            plan.layout = safetensors_layout(((t.name, output_dtype(t.dtype, dtype), t.shape) for t in selection.tensors),
+            plan.layout = safetensors_layout(((t.name, output_dtype(t.dtype, dtype, name=t.name), t.shape) for t in selection.tensors),
                                              plan.metadata)
         except ModelFileError as exc:
             raise ConvertError(f"{self.path.name} cannot be converted: {exc}") from None
@@ -456,6 +457,20 @@ def _verify(temp: Path, plan: ConvertPlan, written: dict[str, _Written], report:
     checked = [f"all {len(seen)} tensors re-read by the strict reader: names, dtypes, shapes and bytes as written"]
     comparable = plan.selection.dropped_weights == 0
     precision_id = ""
+    if any(scaled_fp8.role(name) for name in seen):
+        # ComfyUI scaled fp8: the catalog digests weights de-scaled and leaves the scales out, which
+        # per-tensor digests cannot say: ask the fingerprint itself (its scales were never cast).
+        try:
+            fingerprint = fingerprint_path(temp)
+        except ModelFileError as exc:
+            raise ConvertError(f"verification failed: the written file does not fingerprint: {exc}") from None
+        checked.append("scaled fp8: ids computed by the fingerprint (weights de-scaled, scales kept as they were)")
+        if plan.dtype == "keep":
+            _expect(expect_content_id, fingerprint.content_id, "content_id", comparable, checked)
+        elif plan.dtype == "fp16":
+            _expect(expect_precision_id, fingerprint.precision_id, "precision_id", comparable, checked)
+        return Verification(content_id=fingerprint.content_id,
+                            precision_id=fingerprint.precision_id if plan.dtype == "fp16" else "", checked=checked)
     if plan.dtype == "keep":
         checked.append("content_id equal to the source's (the same tensor bytes)")
         _expect(expect_content_id, content_id, "content_id", comparable, checked)

@@ -19,7 +19,7 @@ __all__ = ["PREFERENCES", "DuplicateGroup", "Member", "duplicate_groups", "preci
 
 # Where a group key lives; each one is indexed (see the models' db_index / indexes). AutoV3 is not one:
 # equal tensor data gives equal content_id, and its GROUP BY was a sixth of the time on PostgreSQL.
-KEY_FIELDS = ("hashes__sha256", "hashes__folder_digest", "content_id", "precision_id", "bf16_id", "fp8_id")
+KEY_FIELDS = ("hashes__sha256", "hashes__folder_digest", "content_id", "precision_id", "bf16_id", "fp8_id", "e5m2_id")
 
 
 def duplicate_groups(*, owner=None, prefer_precision: str = "lossless") -> list[DuplicateGroup]:
@@ -48,7 +48,7 @@ def _copies(candidates: QuerySet) -> list[Copy]:
     sources = _source_matches(candidates)
     rows = candidates.order_by().values(
         "id", "owner_id", "name", "path", "host", "format", "size", "device", "inode", "safety_verdict",
-        "content_id", "precision_id", "bf16_id", "fp8_id", "created_at", "fingerprint__dtypes", "architecture_kind",
+        "content_id", "precision_id", "bf16_id", "fp8_id", "e5m2_id", "created_at", "fingerprint__dtypes", "architecture_kind",
         "hashes__sha256", "hashes__folder_digest", "hashes__autov3_full",
     )
     copies = []
@@ -58,7 +58,8 @@ def _copies(candidates: QuerySet) -> list[Copy]:
             id=r["id"], owner_id=r["owner_id"], name=r["name"], path=r["path"], host=r["host"], format=r["format"],
             precision=precision_of(r["fingerprint__dtypes"]), size=r["size"] or 0,
             sha256=r["hashes__sha256"] or r["hashes__folder_digest"] or "", autov3=r["hashes__autov3_full"] or "",
-            content_id=r["content_id"], precision_id=r["precision_id"], bf16_id=r["bf16_id"], fp8_id=r["fp8_id"], layout=r["architecture_kind"], device=r["device"], inode=r["inode"],
+            content_id=r["content_id"], precision_id=r["precision_id"], bf16_id=r["bf16_id"], fp8_id=r["fp8_id"], e5m2_id=r["e5m2_id"], layout=r["architecture_kind"],
+            device=r["device"], inode=r["inode"],
             verdict=r["safety_verdict"], verified=verified is not None,
             source_name=bool(verified and verified["kind"] == Match.Kind.EXACT),
             created=r["created_at"].timestamp() if r["created_at"] else 0.0,

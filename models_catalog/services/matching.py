@@ -73,6 +73,8 @@ def _via_fingerprint(lf: LocalFile) -> list[Candidate]:
         same |= Q(bf16_id=lf.bf16_id)
     if lf.fp8_id:
         same |= Q(fp8_id=lf.fp8_id)
+    if lf.e5m2_id:
+        same |= Q(e5m2_id=lf.e5m2_id)
     related = LocalFile.objects.filter(same).exclude(pk=lf.pk)
     for other in related.filter(matches__kind__in=EXACT_KINDS).distinct():
         shown, via = _through(lf, other)
@@ -98,7 +100,9 @@ def _shared_cast(lf: LocalFile, other: LocalFile) -> str:
         return "fp16"
     if lf.bf16_id and other.bf16_id == lf.bf16_id:
         return "bf16"
-    return "fp8 e4m3fn"
+    if lf.fp8_id and other.fp8_id == lf.fp8_id:
+        return "fp8 e4m3fn"
+    return "fp8 e5m2"
 
 
 def _through(lf: LocalFile, other: LocalFile) -> tuple[str, LocalFile | None]:
@@ -274,16 +278,18 @@ def relatives_rematch(*, local_file_ids: set[int]) -> None:
     """Rematch the files without an exact match that share a fingerprint with these
     (they may now reach a source through them). Files without a fingerprint cost one query."""
     keys = list(LocalFile.objects.filter(pk__in=local_file_ids).exclude(content_id="")
-                .values_list("content_id", "precision_id", "bf16_id", "fp8_id"))
+                .values_list("content_id", "precision_id", "bf16_id", "fp8_id", "e5m2_id"))
     if not keys:
         return
     q = Q(pk__in=[])
-    for content_id, precision_id, bf16_id, fp8_id in keys:
+    for content_id, precision_id, bf16_id, fp8_id, e5m2_id in keys:
         q |= Q(content_id=content_id) | Q(precision_id=precision_id)
         if bf16_id:
             q |= Q(bf16_id=bf16_id)
         if fp8_id:
             q |= Q(fp8_id=fp8_id)
+        if e5m2_id:
+            q |= Q(e5m2_id=e5m2_id)
     exact = Match.objects.filter(kind__in=EXACT_KINDS).values("local_file_id")
     for pk in LocalFile.objects.filter(q).exclude(pk__in=exact).values_list("pk", flat=True):
         local_file_match(local_file_id=pk)

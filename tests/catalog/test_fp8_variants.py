@@ -69,3 +69,24 @@ def test_unrelated_fp8_models_are_not_grouped(model_root, user, sent_for_hashing
     groups = duplicate_groups(owner=user)
     assert sorted(sorted(m.name for m in g.members) for g in groups) == [
         ["m21-fp8.safetensors", "m21.safetensors"], ["m22-fp8.safetensors", "m22.safetensors"]]
+
+
+def e5m2_bits(array):
+    return torch.from_numpy(array.copy()).to(torch.float8_e5m2).view(torch.uint8).numpy()
+
+
+def test_an_e5m2_copy_of_an_identified_model_is_its_precision_variant(model_root, user, sent_for_hashing):
+    bfl, _ = flux_pair(seed=14)
+    original = write(model_root / "flux1-dev.safetensors", bfl)
+    write(model_root / "flux1-dev-e5m2.safetensors", {k: ("F8_E5M2", e5m2_bits(a)) for k, (_, a) in bfl.items()})
+    model = SourceModel.objects.create(source=Source.CIVITAI, external_id="8", name="Flux Dev")
+    version = SourceVersion.objects.create(model=model, external_id="80", name="dev")
+    SourceFile.objects.create(version=version, external_id="800", name="flux1-dev.safetensors",
+                              sha256=hashlib.sha256(original.read_bytes()).hexdigest())
+    files = register_and_hash(model_root, user, sent_for_hashing)
+    fp32, e5m2 = files["flux1-dev.safetensors"], files["flux1-dev-e5m2.safetensors"]
+    assert fp32.e5m2_id == e5m2.e5m2_id == e5m2.content_id != "" and fp32.fp8_id != e5m2.fp8_id
+    [m] = Match.objects.filter(local_file=e5m2)
+    assert m.kind == "precision" and "after casting to fp8 e5m2" in m.evidence
+    [group] = duplicate_groups(owner=user)
+    assert {m.name: m.match for m in group.members}["flux1-dev-e5m2.safetensors"] == "precision variant"

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from workers.modelfiles import scaled_fp8
+
 CAST_TO = {"fp16": "F16", "bf16": "BF16"}
 # What each target casts; the others are written as they are.
 CAST_FROM = {"F16": frozenset({"F32", "F64", "BF16"}), "BF16": frozenset({"F32", "F64", "F16"})}
@@ -24,9 +26,10 @@ _F16_NAN = np.uint16(0x7E00)
 _BF16_NAN = np.uint16(0x7FC0)
 
 
-def output_dtype(dtype: str, mode: str) -> str:
-    """The dtype a tensor of `dtype` is written as under --dtype `mode` (keep | fp16 | bf16)."""
-    if mode == "keep":
+def output_dtype(dtype: str, mode: str, *, name: str = "") -> str:
+    """The dtype a tensor of `dtype` is written as under --dtype `mode` (keep | fp16 | bf16). A ComfyUI
+    scaled-fp8 scale (`name` says which) keeps its dtype: rounding it would change every weight it scales."""
+    if mode == "keep" or scaled_fp8.role(name) is not None:
         return dtype
     target = CAST_TO[mode]
     return target if dtype in CAST_FROM[target] else dtype

@@ -15,7 +15,7 @@ Per tensor, two digests (BLAKE3, 16 bytes):
   precision digest therefore equals its content digest, and an fp32 model
   and its fp16 export share all precision digests. F8 tensors are left as they
   are (their precision digest is their content digest): an fp8 quantisation
-  rounds differently from fp16, so casting could not link them anyway.
+  rounds differently from fp16, so casting could not link them anyway (the fp8 ids below do).
   Likewise fp32 and bf16 copies do not share precision digests (bf16 keeps
   3 fewer mantissa bits than fp16); bf16 and fp16 copies of a bf16 model do.
 Names never enter a digest. They are used for two things only:
@@ -40,9 +40,21 @@ alpha is digested in the "lora_alpha" component, fused Flux LoRA projections are
 converters split them.
 A fourth, `fp8`, casts every wider float (F32/F64/BF16/F16) to float8_e4m3fn exactly as torch's
 `.to(torch.float8_e4m3fn)` does (RNE, saturating at +-448): `fp8_id` links any float copy and its plain
-fp8 cast. Not linked yet: ComfyUI "scaled fp8" files (weights divided by a per-tensor `scale_weight`
-before the cast: not de-scaled here, so they match only byte-identical copies), F8_E5M2 casts, SD 2.x
-text encoders, whose diffusers conversion also drops the last layer.
+fp8 cast. A fifth, `e5m2`, does the same for float8_e5m2 (RNE, overflow to inf, as torch): `e5m2_id`
+links any float copy and its e5m2 cast; the two fp8 kinds are never cast into each other (each keeps
+bits the other rounds away). An fp8 file's own tensors are their fp8 / e5m2 digest. All five casts are
+one table-driven narrowing (narrowing.py).
+
+ComfyUI "scaled fp8" files (an fp8 `<layer>.weight`, a scalar `<layer>.scale_weight`, maybe
+`<layer>.scale_input`, a `scaled_fp8` marker: scaled_fp8.py) are digested as the weights ComfyUI
+computes with, f32(weight) * scale_weight, cast like any F32 tensor; the content digest covers the
+stored values and their scale, so a wrong or missing scale is other content and other weights. The
+scale tensors and the marker are not digested on their own. What this links: a scaled file and its
+dequantised fp16 / bf16 exports (precision_id / bf16_id), and copies of it. What it cannot link: the
+scaled file and its full-precision source. weight = fp8(w / s) puts the values on the fp8 grid scaled
+by s (absmax / 448, not a power of two), which no cast of w lands on, so no exact digest of w can meet
+it; that needs a comparison within the fp8 rounding error, which digests cannot do.
+Not linked either: SD 2.x text encoders, whose diffusers conversion also drops the last layer.
 """
 from __future__ import annotations
 
@@ -59,17 +71,19 @@ from pathlib import Path
 import blake3
 import numpy as np
 
+from workers.modelfiles import scaled_fp8
 from workers.modelfiles.canonical_forms import canonical_parts
 from workers.modelfiles.lora_forms import ALPHA_COMPONENT, LoraForms
-from workers.modelfiles.narrowing import BF16, F8_E4M3, F16, FloatFormat, Narrower, widen_to_f32_bits
+from workers.modelfiles.narrowing import BF16, F8_E4M3, F8_E5M2, F16, FloatFormat, Narrower, widen_to_f32_bits
 from workers.modelfiles.safetensors_reader import NUMPY_DTYPES, iter_safetensors_tensors
 from workers.modelfiles.tied_weights import TiedWeights
 from workers.modelfiles.types import ModelFileError, Tensor
 
-# 2: canonical tensor forms (canonical_forms.py) and the bf16 precision id; 3: the fp8 (e4m3fn) id.
-# 4: LoRA canonical forms (lora_forms.py: neutral alphas dropped, others in "lora_alpha"; fused Flux LoRA
-# projections split) and tied weights counted once (tied_weights.py: T5's embed_tokens beside shared). Older fingerprints (stored rows, older push clients) still load; `manage.py refingerprint`
-# recomputes them.
+# 2: canonical tensor forms (canonical_forms.py) and the bf16 precision id; 3: the fp8 (e4m3fn) id;
+# 4: the fp8 e5m2 id, ComfyUI scaled fp8 weights digested de-scaled, LoRA canonical forms (lora_forms.py:
+# neutral alphas dropped, others in "lora_alpha"; fused Flux LoRA projections split) and tied weights
+# counted once (tied_weights.py: T5's embed_tokens beside shared).
+# Older fingerprints (stored rows, older push clients) still load; `manage.py refingerprint` recomputes them.
 FINGERPRINT_VERSION = 4
 READABLE_VERSIONS = frozenset({1, 2, 3, 4})
 DIGEST_BYTES = 16
@@ -80,6 +94,9 @@ _CAST_TO_BF16 = frozenset({"F32", "F64"})  # BF16 is already there; F16 / F8 are
 # Every wider float is cast to e4m3fn; F8_E4M3 is already there; F8_E5M2 is not cast (an e5m2 copy
 # rounds to 2 mantissa bits, so casting it could never meet the e4m3fn cast of its source).
 _CAST_TO_FP8 = frozenset({"F32", "F64", "BF16", "F16"})
+# The same for e5m2; an F8_E4M3 tensor is not cast either (e5m2 keeps one mantissa bit fewer: a double
+# rounding through e4m3fn would not meet the direct e5m2 cast of the source).
+_CAST_TO_E5M2 = _CAST_TO_FP8
 _CHUNK_ELEMENTS = 1 << 18  # cast in 256K-element pieces: scratch stays in cache
 _THREAD_MIN_BYTES = 4 << 20  # below this, a worker thread costs more than it saves
 
@@ -239,6 +256,7 @@ class TensorDigest:
     precision_nbytes: int  # bytes at the common precision (F16 for cast floats): similarity's weight
     bf16: str = ""  # hex; the tensor cast to BF16 (== content for non-float, BF16, F16 and F8 tensors)
     fp8: str = ""  # hex; the tensor cast to F8_E4M3 (== content for non-float, F8_E4M3 and F8_E5M2 tensors)
+    e5m2: str = ""  # hex; the tensor cast to F8_E5M2 (== content for non-float, F8_E4M3 and F8_E5M2 tensors)
 
 
 @dataclass(frozen=True)
@@ -250,6 +268,7 @@ class ComponentFingerprint:
     nbytes: int
     bf16_id: str = ""
     fp8_id: str = ""
+    e5m2_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -264,6 +283,7 @@ class Fingerprint:
     ignored_tensors: int = 0  # buffers skipped by the ignore rule
     bf16_id: str = ""  # the content cast to bf16: an fp32 model and its bf16 export share it ("" in version 1)
     fp8_id: str = ""  # the content cast to fp8 e4m3fn: any float copy and its fp8 cast share it ("" before version 3)
+    e5m2_id: str = ""  # the content cast to fp8 e5m2: any float copy and its e5m2 cast share it ("" before version 4)
     version: int = FINGERPRINT_VERSION
 
     @property
@@ -277,6 +297,7 @@ class Fingerprint:
             "precision_id": self.precision_id,
             "bf16_id": self.bf16_id,
             "fp8_id": self.fp8_id,
+            "e5m2_id": self.e5m2_id,
             "tensors": self.tensors,
             "parameters": self.parameters,
             "nbytes": self.nbytes,
@@ -284,12 +305,12 @@ class Fingerprint:
             "dtypes": dict(sorted(self.dtypes.items())),
             "components": {
                 name: {"content_id": c.content_id, "precision_id": c.precision_id, "bf16_id": c.bf16_id,
-                       "fp8_id": c.fp8_id, "tensors": c.tensors, "parameters": c.parameters, "nbytes": c.nbytes}
+                       "fp8_id": c.fp8_id, "e5m2_id": c.e5m2_id, "tensors": c.tensors, "parameters": c.parameters, "nbytes": c.nbytes}
                 for name, c in sorted(self.components.items())
             },
         }
         if include_digests:
-            data["digests"] = [[d.content, d.precision, d.nbytes, d.precision_nbytes, d.component, d.bf16, d.fp8]
+            data["digests"] = [[d.content, d.precision, d.nbytes, d.precision_nbytes, d.component, d.bf16, d.fp8, d.e5m2]
                                for d in self.digests]
         return data
 
@@ -307,20 +328,22 @@ class Fingerprint:
                 str(name): ComponentFingerprint(
                     content_id=str(c["content_id"]), precision_id=str(c["precision_id"]),
                     tensors=int(c["tensors"]), parameters=int(c["parameters"]), nbytes=int(c["nbytes"]),
-                    bf16_id=str(c.get("bf16_id", "")), fp8_id=str(c.get("fp8_id", "")))
+                    bf16_id=str(c.get("bf16_id", "")), fp8_id=str(c.get("fp8_id", "")),
+                    e5m2_id=str(c.get("e5m2_id", "")))
                 for name, c in data["components"].items()
             }
             digests = tuple(
                 TensorDigest(content=str(d[0]), precision=str(d[1]), nbytes=int(d[2]),
                              precision_nbytes=int(d[3]), component=str(d[4]), bf16=str(d[5]) if len(d) > 5 else "",
-                             fp8=str(d[6]) if len(d) > 6 else "")
+                             fp8=str(d[6]) if len(d) > 6 else "", e5m2=str(d[7]) if len(d) > 7 else "")
                 for d in data.get("digests", ()))
             return cls(
                 content_id=str(data["content_id"]), precision_id=str(data["precision_id"]),
                 tensors=int(data["tensors"]), parameters=int(data["parameters"]),
                 dtypes={str(k): int(v) for k, v in data["dtypes"].items()},
                 components=components, digests=digests, ignored_tensors=int(data.get("ignored_tensors", 0)),
-                bf16_id=str(data.get("bf16_id", "")), fp8_id=str(data.get("fp8_id", "")), version=int(data["version"]))
+                bf16_id=str(data.get("bf16_id", "")), fp8_id=str(data.get("fp8_id", "")),
+                e5m2_id=str(data.get("e5m2_id", "")), version=int(data["version"]))
         except FingerprintError:
             raise
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
@@ -368,24 +391,32 @@ class _CastHasher:
     torch's double -> half / bfloat16 / fp8 casts go through float, so an F64 model, its F32 copy and a
     torch-made cast agree)."""
 
-    def __init__(self, header: bytes, dtype: str, fmt: FloatFormat, chunk: int = _CHUNK_ELEMENTS) -> None:
+    def __init__(self, header: bytes, dtype: str, fmt: FloatFormat, chunk: int = _CHUNK_ELEMENTS,
+                 scale: np.float32 | None = None) -> None:
         self.hasher = blake3.blake3(header)
         self.dtype = dtype
         self.chunk = max(1, chunk)
         self.narrow = Narrower(fmt, self.chunk)
-        self.wide = np.empty(self.chunk, dtype=np.uint32) if dtype != "F32" else None
+        self.scale = scale  # a scaled fp8 weight: cast f32(value) * scale, the weight ComfyUI computes with
+        self.wide = np.empty(self.chunk, dtype=np.uint32) if dtype != "F32" or scale is not None else None
 
     def update(self, flat: np.ndarray) -> None:
         for start in range(0, flat.size, self.chunk):
-            bits = widen_to_f32_bits(flat[start:start + self.chunk], self.dtype, self.wide)
+            piece = flat[start:start + self.chunk]
+            bits = widen_to_f32_bits(piece, self.dtype, self.wide)
+            if self.scale is not None:
+                scaled = self.wide[:piece.size].view(np.float32)
+                with np.errstate(all="ignore"):  # an F32 product, rounded once, as torch computes it
+                    np.multiply(bits.view(np.float32), self.scale, out=scaled)
+                bits = scaled.view(np.uint32)
             self.hasher.update(self.narrow(bits).view(np.uint8))
 
     def hexdigest(self) -> str:
         return self.hasher.hexdigest(length=DIGEST_BYTES)
 
 
-def _hash_cast(header: bytes, flat: np.ndarray, dtype: str, fmt: FloatFormat) -> str:
-    hasher = _CastHasher(header, dtype, fmt, min(flat.size, _CHUNK_ELEMENTS))
+def _hash_cast(header: bytes, flat: np.ndarray, dtype: str, fmt: FloatFormat, scale: np.float32 | None = None) -> str:
+    hasher = _CastHasher(header, dtype, fmt, min(flat.size, _CHUNK_ELEMENTS), scale)
     hasher.update(flat)
     return hasher.hexdigest()
 
@@ -416,39 +447,54 @@ def _f32_bits_to_e4m3fn(bits: np.ndarray, scratch: tuple[np.ndarray, ...], out: 
     return out
 
 
-def _tensor_digest(tensor: Tensor, component: str, pool: ThreadPoolExecutor | None) -> TensorDigest:
+def _tensor_digest(tensor: Tensor, component: str, pool: ThreadPoolExecutor | None,
+                   scale: np.float32 | None = None) -> TensorDigest:
+    """The digests of one tensor; `scale`: a ComfyUI scaled fp8 weight's scale_weight (scaled_fp8.py)."""
     flat = _canonical_array(tensor)
     numel = flat.size
     nbytes = flat.nbytes
-    content_header = _digest_header(tensor.dtype, tensor.shape)
+    dtype = tensor.dtype
+    content_header = _digest_header(dtype, tensor.shape)
     fp8_header = _digest_header("F8_E4M3", tensor.shape)
-    if tensor.dtype not in _CAST_TO_F16:
+    e5m2_header = _digest_header("F8_E5M2", tensor.shape)
+    if scale is None and dtype not in _CAST_TO_F16:
         content = _hash_bytes(content_header, flat)
-        fp8 = _hash_as_fp8(fp8_header, flat, tensor.dtype) if tensor.dtype in _CAST_TO_FP8 else content
+        fp8 = _hash_as_fp8(fp8_header, flat, dtype) if dtype in _CAST_TO_FP8 else content
+        e5m2 = _hash_cast(e5m2_header, flat, dtype, F8_E5M2) if dtype in _CAST_TO_E5M2 else content
         return TensorDigest(content=content, precision=content, nbytes=nbytes,
-                            component=component, precision_nbytes=nbytes, bf16=content, fp8=fp8)
+                            component=component, precision_nbytes=nbytes, bf16=content, fp8=fp8, e5m2=e5m2)
     precision_header = _digest_header("F16", tensor.shape)
     bf16_header = _digest_header("BF16", tensor.shape)
-    cast_bf16 = tensor.dtype in _CAST_TO_BF16
-    if pool is not None and nbytes >= _THREAD_MIN_BYTES:
-        # BLAKE3 and numpy casts release the GIL: hash the raw bytes, the BF16 and the fp8 forms on
-        # the worker while this thread casts and hashes the F16 form (the two threads then carry
-        # about the same work: the fp16 cast costs about as much as the bf16 and fp8 ones together).
-        def raw_bf16_fp8() -> tuple[str, str, str]:
-            raw = _hash_bytes(content_header, flat)
-            bf16 = _hash_as_bf16(bf16_header, flat, tensor.dtype) if cast_bf16 else raw
-            return raw, bf16, _hash_as_fp8(fp8_header, flat, tensor.dtype)
+    # A scaled weight is cast from f32(value) * scale, so even a BF16 or F16 one has a BF16 form to compute.
+    cast_bf16 = scale is not None or dtype in _CAST_TO_BF16
 
+    def raw_bf16_fp8() -> tuple[str, str, str]:
+        if scale is None:
+            raw = _hash_bytes(content_header, flat)
+        else:  # the stored values and their scale: another scale is other content
+            hasher = blake3.blake3(_digest_header(f"{dtype}*F32", tensor.shape))
+            hasher.update(flat.view(np.uint8))
+            hasher.update(np.float32(scale).tobytes())
+            raw = hasher.hexdigest(length=DIGEST_BYTES)
+        bf16 = _hash_cast(bf16_header, flat, dtype, BF16, scale) if cast_bf16 else raw
+        return raw, bf16, _hash_cast(fp8_header, flat, dtype, F8_E4M3, scale)
+
+    def f16_e5m2() -> tuple[str, str]:
+        return (_hash_cast(precision_header, flat, dtype, F16, scale),
+                _hash_cast(e5m2_header, flat, dtype, F8_E5M2, scale))
+
+    if pool is not None and nbytes >= _THREAD_MIN_BYTES:
+        # BLAKE3 and numpy casts release the GIL: the raw bytes, the BF16 and the e4m3fn forms on the
+        # worker while this thread does the F16 and e5m2 casts (about the same work on each side: the
+        # fp16, e4m3fn and e5m2 casts cost about the same, the bf16 cast and the raw hash half that).
         future = pool.submit(raw_bf16_fp8)
-        precision = _hash_as_f16(precision_header, flat, tensor.dtype)
+        precision, e5m2 = f16_e5m2()
         content, bf16, fp8 = future.result()
     else:
-        content = _hash_bytes(content_header, flat)
-        precision = _hash_as_f16(precision_header, flat, tensor.dtype)
-        bf16 = _hash_as_bf16(bf16_header, flat, tensor.dtype) if cast_bf16 else content
-        fp8 = _hash_as_fp8(fp8_header, flat, tensor.dtype)
+        content, bf16, fp8 = raw_bf16_fp8()
+        precision, e5m2 = f16_e5m2()
     return TensorDigest(content=content, precision=precision, nbytes=nbytes,
-                        component=component, precision_nbytes=numel * 2, bf16=bf16, fp8=fp8)
+                        component=component, precision_nbytes=numel * 2, bf16=bf16, fp8=fp8, e5m2=e5m2)
 
 
 def _multiset_id(hex_digests: Iterable[str]) -> str:
@@ -495,12 +541,16 @@ class ContentIdBuilder:
         self.ignore = ignore
         self.digests: list[str] = []
         self.lora = LoraForms()
+        self.tied = TiedWeights()
 
     def add(self, tensor: Tensor, digest: str) -> None:
         if self.ignore(tensor.name) or self.lora.hold_alpha(tensor, digest):
             return
         emitted = self.lora.take(tensor, digest)
-        self._extend(emitted if emitted is not None else [(part, tensor, digest) for part in canonical_parts(tensor)])
+        parts = emitted if emitted is not None else [(part, tensor, digest) for part in canonical_parts(tensor)]
+        if len(parts) == 1 and parts[0][0] is tensor and self.tied.repeats_partner(tensor.name, "", digest):
+            return  # as _fingerprint: a tied weight's second name is not counted
+        self._extend(parts)
 
     def _extend(self, emitted) -> None:
         for part, origin, digest in emitted:
@@ -589,20 +639,26 @@ def _diffusers_stream(root: Path, *, variant: str | None) -> Iterator[tuple[Tens
                 yield tensor, None if is_ignored_key(tensor.name) else component_for_folder_key(component.name, tensor.name)
 
 
+def _progressed(stream: Iterable[tuple[Tensor, str | None]], progress: Callable[[int, int], None] | None,
+                total: int) -> Iterator[tuple[Tensor, str | None]]:
+    done = 0
+    for tensor, component in stream:
+        if progress is not None:
+            done += tensor.array.nbytes
+            progress(done, total)
+        yield tensor, component
+
+
 def _fingerprint(stream: Iterable[tuple[Tensor, str | None]], *,
                  progress: Callable[[int, int], None] | None = None, total: int = 0) -> Fingerprint:
     digests: list[TensorDigest] = []
     dtypes: Counter[str] = Counter()
     parameters: Counter[str] = Counter()
     ignored = 0
-    done = 0
     lora = LoraForms()
     tied = TiedWeights()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fingerprint") as pool:
-        for tensor, component in stream:
-            if progress is not None:
-                done += tensor.array.nbytes
-                progress(done, total)
+        for tensor, component, scale in scaled_fp8.paired(_progressed(stream, progress, total)):
             if component is None:
                 ignored += 1
                 continue
@@ -611,7 +667,7 @@ def _fingerprint(stream: Iterable[tuple[Tensor, str | None]], *,
             emitted = lora.take(tensor, component)  # LoRA matrices (fused Flux halves may wait for their partner)
             if emitted is None:
                 emitted = [(part, tensor, component) for part in canonical_parts(tensor)]  # splits, halves, transposes
-            mine = [_tensor_digest(part, part_component, pool) for part, _, part_component in emitted]
+            mine = [_tensor_digest(part, part_component, pool, scale) for part, _, part_component in emitted]
             if len(mine) == 1 and tied.repeats_partner(tensor.name, component, mine[0].content):
                 ignored += 1  # T5's embed_tokens saved beside the shared.weight it is tied to
                 continue
@@ -636,12 +692,12 @@ def _fingerprint(stream: Iterable[tuple[Tensor, str | None]], *,
         components[name] = ComponentFingerprint(
             content_id=_multiset_id(d.content for d in mine),
             precision_id=_multiset_id(d.precision for d in mine), bf16_id=_multiset_id(d.bf16 for d in mine),
-            fp8_id=_multiset_id(d.fp8 for d in mine),
+            fp8_id=_multiset_id(d.fp8 for d in mine), e5m2_id=_multiset_id(d.e5m2 for d in mine),
             tensors=len(mine), parameters=parameters[name], nbytes=sum(d.nbytes for d in mine))
     return Fingerprint(
         content_id=_multiset_id(d.content for d in digests),
         precision_id=_multiset_id(d.precision for d in digests), bf16_id=_multiset_id(d.bf16 for d in digests),
-        fp8_id=_multiset_id(d.fp8 for d in digests),
+        fp8_id=_multiset_id(d.fp8 for d in digests), e5m2_id=_multiset_id(d.e5m2 for d in digests),
         tensors=len(digests), parameters=sum(parameters.values()), dtypes=dict(dtypes),
         components=components, digests=tuple(digests), ignored_tensors=ignored)
 

@@ -129,6 +129,8 @@ def _fingerprint(report: dict) -> Section:
         section.add("bf16 id", fp["bf16_id"])
     if fp.get("fp8_id"):
         section.add("fp8 id", fp["fp8_id"])
+    if fp.get("e5m2_id"):
+        section.add("fp8 e5m2 id", fp["e5m2_id"])
     tensors = f"{fp.get('tensors', 0):,}"
     if fp.get("ignored_tensors"):
         tensors += (f" (and {fp['ignored_tensors']:,} left out: buffers that are not weights, "
