@@ -450,6 +450,11 @@ class _Inert:
             target.state = state
         elif isinstance(target, (NumpyDtype, NdarrayBuilder)):
             target.__setstate__(state)
+        elif type(target) is OrderedDict and isinstance(state, dict):
+            # torch.save(model.state_dict()): the OrderedDict carries `_metadata` (per-module
+            # versions) as instance state. torch's weights_only unpickler sets it; the weights do not
+            # need it, so it is dropped: nothing of the file's is ever set on a live object.
+            pass
         else:
             raise ModelFileError(f"restricted pickle: BUILD on {type(target).__name__} at byte {pos}")
 

@@ -137,3 +137,14 @@ def test_errors_about_memo_built_graphs_do_not_repr_them_in_full():
     for tail in (b"Q", b"(" + hostile.glob("numpy", "dtype") + b"h\x3c\x85R"):
         with pytest.raises(ModelFileError):
             load_restricted(hostile.pickle_of(body + tail, protocol=4))
+
+
+def test_an_ordered_dicts_attribute_state_is_dropped_and_other_build_states_refused():
+    od = OrderedDict(a=1)
+    od._metadata = {"": {"version": 1}}  # what nn.Module.state_dict() attaches
+    value, _ = load_restricted(pickle.dumps(od, protocol=2))
+    assert value == {"a": 1} and not hasattr(value, "_metadata")  # nothing of the file's is set on an object
+    # BUILD with a non-dict state on an OrderedDict (a __setstate__-style payload) stays refused.
+    forged = pickle.dumps(OrderedDict(), protocol=2)[:-1] + pickle.dumps([1], protocol=2)[2:-1] + b"b."
+    with pytest.raises(ModelFileError, match="BUILD on OrderedDict"):
+        load_restricted(forged)

@@ -62,3 +62,14 @@ def test_only_the_same_prefix_and_component_ties():
     assert not tied.repeats_partner("a.encoder.embed_tokens.weight", "text_encoder", "d1")  # another component
     assert tied.repeats_partner("a.encoder.embed_tokens.weight", "t5xxl", "d1")
     assert not tied.repeats_partner("xshared.weight", "t5xxl", "d1")  # not at a dotted boundary
+
+
+def test_converting_a_t5_checkpoint_with_both_names_verifies_against_the_catalogs_id(tmp_path):
+    from workers.convert import convert_checkpoint
+
+    model = t5_encoder(1)
+    torch.save(model.state_dict(), tmp_path / "t5.pt")  # tied: one storage under two names
+    source = fingerprint_path(tmp_path / "t5.pt")
+    result = convert_checkpoint(tmp_path / "t5.pt", tmp_path / "t5.safetensors", expect_content_id=source.content_id)
+    assert fingerprint_path(tmp_path / "t5.safetensors").content_id == source.content_id
+    assert result.output

@@ -62,6 +62,17 @@ def test_sd_style_checkpoint_with_numpy_scalar_and_parameter(tmp_path):
     _assert_same(_read(path), {"state_dict.model.diffusion_model.w": w, "state_dict.p": torch.ones(3)})
 
 
+@pytest.mark.parametrize("zip_format", [True, False])
+def test_a_saved_module_state_dict_reads_like_torch(tmp_path, zip_format):
+    # torch.save(model.state_dict()) - pytorch_model.bin, most .pt/.pth - pickles an OrderedDict
+    # whose `_metadata` attribute travels as BUILD state; it was refused as "BUILD on OrderedDict".
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
+    path = tmp_path / "pytorch_model.bin"
+    torch.save(model.state_dict(), path, _use_new_zipfile_serialization=zip_format)
+    assert hasattr(model.state_dict(), "_metadata")
+    _assert_same(_read(path), torch.load(path, weights_only=True))
+
+
 def test_lists_are_flattened_by_index(tmp_path):
     a, b = torch.ones(1), torch.zeros(2)
     path = tmp_path / "l.pt"
