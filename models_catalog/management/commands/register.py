@@ -34,21 +34,25 @@ class Command(PipeSafeCommand):
 
     def handle(self, *args, paths, user, wait, timeout, stall_timeout, **options):
         owner = cli_owner(user)
-        outcome = local_file_register(paths=paths, owner=owner)
+        # Only --wait follows the rows, so only it keeps every id (8 bytes a file, never the paths).
+        outcome = local_file_register(paths=paths, owner=owner, keep_ids=wait)
         for raw, why in outcome.refused:
             self.stderr.write(self.style.ERROR(f"refused: {why}"))
+        if outcome.counts["refused"] > len(outcome.refused):
+            self.stderr.write(self.style.ERROR(f"... and {outcome.counts['refused'] - len(outcome.refused)} more refused"))
+        counts = outcome.counts
         self.stdout.write(
-            f"{len(outcome.queued)} queued, {len(outcome.unchanged)} unchanged, "
-            f"{len(outcome.failed)} failed, {len(outcome.refused)} refused"
+            f"{counts['queued']} queued, {counts['unchanged']} unchanged, "
+            f"{counts['failed']} failed, {counts['refused']} refused"
         )
-        ids = [lf.pk for lf in outcome.files]
+        ids = list(outcome.file_ids) if wait else []
         if outcome.queue_error:
             raise CommandError(f"{outcome.queue_error}; start the broker (or the workers) and they are picked up "
                                "within a minute, or run this command again")
         if wait and ids:
             self._wait(ids, owner, timeout=timeout, stall_timeout=stall_timeout)
             self._summary(library_report(local_file_ids=ids, viewer=owner))
-        if outcome.refused and not ids:
+        if outcome.counts["refused"] and not outcome.registered:
             raise CommandError("nothing registered")
 
     # --- waiting ----------------------------------------------------------------
