@@ -34,6 +34,12 @@ def test_a_queue_is_live_only_while_its_worker_beats():
 
 
 @pytest.mark.django_db
+def test_eager_tasks_need_no_worker(settings):
+    settings.CELERY_TASK_ALWAYS_EAGER = True  # tasks run in the caller: no worker is expected
+    assert no_worker_for("hashing") == ""
+
+
+@pytest.mark.django_db
 def test_register_wait_with_no_worker_says_so(model_root, user):
     write_safetensors(model_root / "a.safetensors")
     err_out = io.StringIO()
