@@ -15,6 +15,7 @@ from models_catalog.models import (
     SourceImage,
     SourceVersion,
     UserPreferences,
+    WorkerHeartbeat,
 )
 
 
@@ -141,3 +142,10 @@ class SourceImageAdmin(admin.ModelAdmin):
 class UserPreferencesAdmin(admin.ModelAdmin):
     list_display = ("user", "nsfw_max_level")
     raw_id_fields = ("user",)
+
+
+@admin.register(WorkerHeartbeat)
+class WorkerHeartbeatAdmin(admin.ModelAdmin):
+    # Written by the workers themselves (config/celery.py): shown to see which are alive, not edited.
+    list_display = ("name", "queues", "started_at", "seen_at")
+    readonly_fields = ("name", "queues", "started_at", "seen_at")

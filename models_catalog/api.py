@@ -271,6 +271,7 @@ class LocalFileRegisterView(BodyLimitMixin, APIView):
         if outcome.queue_error:
             raise QueueUnavailable(outcome.queue_error)  # 503: the rows are kept and sent when the queue is back
         return Response({
+            "counts": outcome.counts,  # a big folder's lists are its first SAMPLE_SIZE rows of each kind
             "queued": [lf.pk for lf in outcome.queued],
             "unchanged": [lf.pk for lf in outcome.unchanged],
             "failed": [lf.pk for lf in outcome.failed],

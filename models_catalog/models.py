@@ -585,3 +585,17 @@ class UserPreferences(models.Model):
     user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="preferences")
     # Images with a Civitai nsfwLevel above this are shown blurred; 0 blurs every image.
     nsfw_max_level = models.PositiveIntegerField(default=DEFAULT_NSFW_MAX_LEVEL)
+
+
+class WorkerHeartbeat(models.Model):
+    """A celery worker's proof of life, one row per worker name: written when it is ready and every
+    HEARTBEAT_SECONDS after, deleted at a clean shutdown. A row older than STALLED_AFTER_SECONDS is a
+    worker that died; `register --wait` reads them to say "no worker is running" instead of waiting."""
+
+    name = models.CharField(max_length=255, unique=True)  # celery's node name, e.g. hashing@host
+    queues = models.CharField(max_length=500, blank=True, default="")  # the queues it consumes, comma-separated
+    started_at = models.DateTimeField()
+    seen_at = models.DateTimeField(db_index=True)
+
+    def __str__(self) -> str:
+        return self.name

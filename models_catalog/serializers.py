@@ -584,7 +584,15 @@ class RefusedPathSerializer(serializers.Serializer):
     reason = serializers.CharField()
 
 
+class RegisterCountsSerializer(serializers.Serializer):
+    queued = serializers.IntegerField()
+    unchanged = serializers.IntegerField()
+    failed = serializers.IntegerField()
+    refused = serializers.IntegerField()
+
+
 class RegisterOutcomeSerializer(serializers.Serializer):
+    counts = RegisterCountsSerializer(help_text="how many of each; each list below holds at most the first 1,000")
     queued = serializers.ListField(child=serializers.IntegerField(), help_text="ids of files queued for hashing")
     unchanged = serializers.ListField(child=serializers.IntegerField(), help_text="ids already hashed (or on their way)")
     failed = serializers.ListField(child=serializers.IntegerField(), help_text="ids stored with an error, e.g. a FIFO")

@@ -38,25 +38,27 @@ def register_path(request: HttpRequest) -> HttpResponse:
     if outcome.queue_error:
         service_down_warning(QueueUnavailable(outcome.queue_error), f"page {request.path}")
         messages.warning(request, outcome.queue_error)  # the rows are kept; the reaper sends them later
-    status = 400 if outcome.refused and not outcome.files else 200
+    status = 400 if outcome.counts["refused"] and not outcome.registered else 200
     return render(request, TEMPLATE, {**context, "form": form, "outcome": _outcome_for_page(outcome, user=request.user)}, status=status)
 
 
 def _outcome_for_page(outcome: RegisterOutcome, *, user) -> dict:
-    """The outcome as counts and lists to show: worst news first, paths made printable."""
-    refused = [{"path": path, "note": refusal_reason(path, why, user=user)} for path, why in outcome.refused]
+    """The outcome as counts and lists to show: worst news first, paths made printable. The outcome
+    keeps a sample of each kind and counts them all: only ROWS_SHOWN of each are made printable."""
+    refused = [{"path": path, "note": refusal_reason(path, why, user=user)} for path, why in outcome.refused[:ROWS_SHOWN]]
     parts = [
         ("refused", "Refused", refused),
         ("failed", "Failed (stored with the reason)",
-         [{"path": printable(lf.path), "id": lf.pk, "note": lf.error} for lf in outcome.failed]),
-        ("queued", "Queued for hashing", [{"path": printable(lf.path), "id": lf.pk} for lf in outcome.queued]),
+         [{"path": printable(lf.path), "id": lf.pk, "note": lf.error} for lf in outcome.failed[:ROWS_SHOWN]]),
+        ("queued", "Queued for hashing", [{"path": printable(lf.path), "id": lf.pk} for lf in outcome.queued[:ROWS_SHOWN]]),
         ("unchanged", "Unchanged since they were hashed, or already on their way",
-         [{"path": printable(lf.path), "id": lf.pk} for lf in outcome.unchanged]),
+         [{"path": printable(lf.path), "id": lf.pk} for lf in outcome.unchanged[:ROWS_SHOWN]]),
     ]
+    counts = outcome.counts
     return {
-        "counts": {key: len(rows) for key, _, rows in parts},
-        "nothing_found": not any(rows for _, _, rows in parts),
-        "lists": [{"key": key, "title": title, "rows": rows[:ROWS_SHOWN], "more": max(0, len(rows) - ROWS_SHOWN),
-                   "open": key in ("refused", "failed") or len(rows) <= 10}
+        "counts": dict(counts),
+        "nothing_found": not any(counts.values()),
+        "lists": [{"key": key, "title": title, "rows": rows, "more": max(0, counts[key] - len(rows)),
+                   "open": key in ("refused", "failed") or counts[key] <= 10}
                   for key, title, rows in parts if rows],
     }

@@ -355,7 +355,8 @@ def test_register_queues_then_reports_unchanged(alice, user, model_root, django_
     assert resp.status_code == 200, resp.content
     body = resp.json()
     lf = LocalFile.objects.get(owner=user, path=str(a))
-    assert body == {"queued": [lf.pk], "unchanged": [], "failed": [], "refused": []}
+    assert body == {"counts": {"queued": 1, "unchanged": 0, "failed": 0, "refused": 0},
+                    "queued": [lf.pk], "unchanged": [], "failed": [], "refused": []}
     again = alice.post("/api/v1/files/register/", {"paths": [str(a)]}, format="json").json()
     assert again["unchanged"] == [lf.pk] and again["queued"] == []
 

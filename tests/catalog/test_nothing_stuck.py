@@ -109,6 +109,31 @@ def test_broker_down_marks_and_counts_every_chunk_of_a_register_not_only_the_fir
     assert all(r.status == "queued" and "waiting for the queue" in r.error for r in LocalFile.objects.all())
 
 
+@pytest.mark.django_db(transaction=True)
+def test_broker_down_during_a_chunked_register_marks_the_later_chunks_without_asking_it_again(model_root, user, monkeypatch):
+    from kombu.exceptions import OperationalError
+
+    from models_catalog.services import register as register_service
+    from workers import tasks
+
+    tries = []
+
+    def down(*args):
+        tries.append(args)
+        raise OperationalError("Connection refused")
+
+    monkeypatch.setattr(tasks.hash_local_files, "delay", down)
+    monkeypatch.setattr(register_service, "CHUNK_SIZE", 2)
+    for i in range(5):
+        write_safetensors(model_root / f"m{i}.safetensors", payload=bytes([i]) * 32)
+    outcome = local_file_register(paths=[str(model_root)], owner=user)
+    assert len(tries) == 1  # the first chunk found it down; the others do not wait on it again
+    assert "2 file(s) stay queued" in outcome.queue_error and "3 more file(s)" in outcome.queue_error
+    rows = LocalFile.objects.all()
+    assert len(rows) == 5 and all(r.status == "queued" and r.enqueued_at is None and "waiting for the queue" in r.error
+                                  for r in rows)
+
+
 def test_register_again_resends_a_row_whose_message_never_left(model_root, user, sent, django_capture_on_commit_callbacks):
     lf = _registered(model_root, user)  # no on_commit run: like a broker that was down
     assert LocalFile.objects.get(pk=lf.pk).enqueued_at is None

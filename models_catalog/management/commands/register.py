@@ -13,6 +13,7 @@ from models_catalog.management.commands._owner import cli_owner
 from models_catalog.models import LocalFile
 from models_catalog.services.paths import printable
 from models_catalog.services.register import local_file_register
+from models_catalog.services.worker_liveness import HASHING_QUEUE, LOOKUPS_QUEUE, no_worker_for
 
 POLL_SECONDS = 0.5
 IDENTITIES_EVERY = 5.0  # seconds between identity checks while files are still being hashed
@@ -34,21 +35,25 @@ class Command(PipeSafeCommand):
 
     def handle(self, *args, paths, user, wait, timeout, stall_timeout, **options):
         owner = cli_owner(user)
-        outcome = local_file_register(paths=paths, owner=owner)
+        # Only --wait follows the rows, so only it keeps every id (8 bytes a file, never the paths).
+        outcome = local_file_register(paths=paths, owner=owner, keep_ids=wait)
         for raw, why in outcome.refused:
             self.stderr.write(self.style.ERROR(f"refused: {why}"))
+        if outcome.counts["refused"] > len(outcome.refused):
+            self.stderr.write(self.style.ERROR(f"... and {outcome.counts['refused'] - len(outcome.refused)} more refused"))
+        counts = outcome.counts
         self.stdout.write(
-            f"{len(outcome.queued)} queued, {len(outcome.unchanged)} unchanged, "
-            f"{len(outcome.failed)} failed, {len(outcome.refused)} refused"
+            f"{counts['queued']} queued, {counts['unchanged']} unchanged, "
+            f"{counts['failed']} failed, {counts['refused']} refused"
         )
-        ids = [lf.pk for lf in outcome.files]
+        ids = list(outcome.file_ids) if wait else []
         if outcome.queue_error:
             raise CommandError(f"{outcome.queue_error}; start the broker (or the workers) and they are picked up "
                                "within a minute, or run this command again")
         if wait and ids:
             self._wait(ids, owner, timeout=timeout, stall_timeout=stall_timeout)
             self._summary(library_report(local_file_ids=ids, viewer=owner))
-        if outcome.refused and not ids:
+        if outcome.counts["refused"] and not outcome.registered:
             raise CommandError("nothing registered")
 
     # --- waiting ----------------------------------------------------------------
@@ -60,6 +65,7 @@ class Command(PipeSafeCommand):
         started = last_change = time.monotonic()
         last_state, last_plain = None, 0.0
         identities, identities_at = {}, float("-inf")
+        no_worker = ""
         try:
             while True:
                 files = list(LocalFile.objects.filter(pk__in=ids).only(
@@ -71,6 +77,13 @@ class Command(PipeSafeCommand):
                 if hashed == len(ids) or now - identities_at >= IDENTITIES_EVERY:
                     identities, identities_at = file_identities(files, viewer=owner), now
                 p = _Progress.of(files, identities)
+                if identities_at == now:  # as seldom as identities: a question to the database
+                    said, no_worker = no_worker, _no_worker(p, len(ids))
+                    if no_worker and no_worker != said:
+                        if bars:
+                            bars.files.write(f"warning: {no_worker}", file=sys.stderr)
+                        else:
+                            self.stderr.write(self.style.WARNING(f"warning: {no_worker}"))
                 if p.state != last_state:
                     last_state, last_change = p.state, now
                 if bars:
@@ -81,9 +94,11 @@ class Command(PipeSafeCommand):
                 if p.finished == len(ids):
                     return
                 if timeout and now - started > timeout:
-                    raise CommandError(f"gave up waiting after {timeout:g} s: {p.still(len(ids))}")
+                    raise CommandError(f"gave up waiting after {timeout:g} s: {p.still(len(ids))}"
+                                       + (f"; {no_worker}" if no_worker else ""))
                 if stall_timeout and now - last_change > stall_timeout:
-                    raise CommandError(f"nothing moved for {stall_timeout:g} s: {p.still(len(ids))}")
+                    raise CommandError(f"nothing moved for {stall_timeout:g} s: {p.still(len(ids))}"
+                                       + (f"; {no_worker}" if no_worker else ""))
                 time.sleep(POLL_SECONDS)
         finally:
             if bars:
@@ -133,6 +148,15 @@ def _note(row) -> str:
         return printable(identity.problem)
     if row.file.safety_verdict == "unreadable" and row.file.analysis_error:
         return printable(row.file.analysis_error)
+    return ""
+
+
+def _no_worker(p: "_Progress", n: int) -> str:
+    """Why nothing moves when no worker is alive for what the files wait for (hashing, then lookups)."""
+    if p.hashed < n:
+        return no_worker_for(HASHING_QUEUE)
+    if p.waiting_for.startswith("Civitai"):
+        return no_worker_for(LOOKUPS_QUEUE)
     return ""
 
 
