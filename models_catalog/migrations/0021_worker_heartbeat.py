@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('models_catalog', '0019_fp8_id'),
+        ('models_catalog', '0020_e5m2_id'),
     ]
 
     operations = [
