@@ -8,6 +8,7 @@ from django.core.management import call_command
 from models_catalog.models import LocalFile, Match, Source, SourceFile, SourceModel, SourceVersion
 from models_catalog.services.duplicates import duplicate_groups
 from tests.catalog.test_model_families import flux_pair, register_and_hash, write
+from tests.factories import token_client
 
 pytestmark = pytest.mark.django_db
 
@@ -90,3 +91,5 @@ def test_an_e5m2_copy_of_an_identified_model_is_its_precision_variant(model_root
     assert m.kind == "precision" and "after casting to fp8 e5m2" in m.evidence
     [group] = duplicate_groups(owner=user)
     assert {m.name: m.match for m in group.members}["flux1-dev-e5m2.safetensors"] == "precision variant"
+    detail = token_client(user).get(f"/api/v1/files/{e5m2.pk}/").json()  # the API shows the id that linked them
+    assert detail["e5m2_id"] == fp32.e5m2_id
