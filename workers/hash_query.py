@@ -3,8 +3,9 @@
 PURE: no Django. Accepts
 - a bare hash (8, 10, 12 or 64 hex, any case, surrounding quotes/spaces ignored),
   or several separated by spaces, commas or newlines;
-- a prefixed hash: `sha256:<hex>`, `blake3:<hex>` (InvokeAI's form), `autov1:`,
-  `autov2:`, `autov3:`, `autov3_full:`, `crc32:` (case-insensitive);
+- a prefixed hash: `sha256:<hex>`, `blake3:<hex>` (InvokeAI's form), and
+  `<kind>:` for every kind in workers/kinds.py (`autov2:`, `sha256_12:`, ...;
+  case-insensitive);
 - A1111/Forge generation parameters ("infotext"), a whole pasted block or one
   line: `Model hash`, `VAE hash`, `Lora hashes: "a: 0123456789ab, ..."`,
   `TI hashes: "..."`, `Refiner: name [hash]`, `Hires checkpoint: name [hash]`
@@ -186,8 +187,16 @@ def _bare_hash_query(value: str, *, original: str, label: str | None = None) -> 
     if not kinds:
         raise HashQueryError(_not_a_hash_message(original, value))
     lower = value.lower()
-    note = _NOTE_8 if len(lower) == 8 else _NOTE_64 if len(lower) == 64 else None
+    note = _NOTE_8 if len(lower) == 8 else _NOTE_64 if len(lower) == 64 else _ambiguity_note(kinds)
     return HashQuery(original, tuple(HashCandidate(k, lower) for k in kinds), note, label)
+
+
+def _ambiguity_note(kinds: tuple[str, ...]) -> str | None:
+    """Says which kinds a length shared by several (12 hex: AutoV3 and SHA256_12) is tried as."""
+    if len(kinds) < 2:
+        return None
+    listed = "; ".join(f"{k} ({_kinds.BY_NAME[k].meaning})" for k in kinds)
+    return f"{_kinds.LENGTHS[kinds[0]]} hex characters can be any of: {listed}. All are tried."
 
 
 def _not_a_hash_message(original: str, value: str | None = None) -> str:
@@ -317,17 +326,16 @@ def _short_named_hash(value: str, *, label: str, source: str, kind: str) -> Hash
         # safetensors LoRAs but the plain SHA256 for .pt/.ckpt ones.
         return HashQuery(
             source,
-            (HashCandidate("AutoV3", value), HashCandidate("AutoV2", value[:10])),
-            "A1111's LoRA hash: AutoV3 for .safetensors files, else the start of the SHA256 "
-            "(tried as AutoV2, its first 10 characters)",
+            (HashCandidate("AutoV3", value), HashCandidate("SHA256_12", value)),
+            "A1111's LoRA hash: AutoV3 for .safetensors files, else SHA256_12 (the start of the SHA256); "
+            "both are tried",
             label,
         )
     if len(value) == 12 and kind == "embed":
         return HashQuery(
             source,
-            (HashCandidate("AutoV2", value[:10]),),
-            "A1111's embedding hash is the first 12 characters of the SHA256; "
-            "looked up as AutoV2 (the first 10)",
+            (HashCandidate("SHA256_12", value),),
+            "A1111's embedding hash is SHA256_12, the first 12 characters of the SHA256",
             label,
         )
     try:

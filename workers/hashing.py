@@ -109,6 +109,9 @@ class FileIdentity:
     mtime_ns: int
 
 
+_DERIVED_BY_FIELD = {k.field: k for k in kinds.DERIVED}
+
+
 @dataclass(frozen=True)
 class FileHashes:
     size: int
@@ -120,13 +123,14 @@ class FileHashes:
     embedded_model_hash: str | None = None
     embedded_legacy_hash: str | None = None
 
-    @property
-    def autov2(self) -> str:
-        return self.sha256[:10]
-
-    @property
-    def autov3(self) -> str | None:
-        return None if self.autov3_full is None else self.autov3_full[:12]
+    def __getattr__(self, name: str) -> str | None:
+        # A derived kind (AutoV2, AutoV3, SHA256_12: kinds.DERIVED) is the start of a hash this record
+        # keeps, so it is read off that hash instead of stored: a new derived kind needs no code here.
+        kind = _DERIVED_BY_FIELD.get(name)
+        if kind is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        parent = getattr(self, kinds.BY_NAME[kind.prefix_of].field)
+        return None if parent is None else parent[: kind.length]
 
     def civitai_form(self) -> dict[str, str | None]:
         return kinds.civitai_form({k.field: getattr(self, k.field) for k in kinds.CIVITAI_KINDS})

@@ -125,9 +125,10 @@ def _my_matches(query: HashQuery, user) -> list[LookupMatch]:
 
 def _ask_civitai(query: HashQuery, client) -> str:
     """One GET per distinct value: Civitai matches any stored kind. Returns what happened."""
-    value = query.candidates[0].value
-    if query.candidates[0].kind == "AutoV3_full":
-        value = value[:12]
+    # A kind by-hash does not match is sent as its longest prefix that it does (kinds.by_hash_form);
+    # every kind has one (tests/workers/test_kinds.py).
+    first = query.candidates[0]
+    value = first.value[: kinds.by_hash_form(first.kind).length]
     row, _ = CivitaiLookup.objects.get_or_create(kind=CivitaiLookup.Kind.ANY, value=value.upper())
     if is_fresh(row, timezone.now()):
         return f"cached {row.state}"
