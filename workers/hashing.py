@@ -166,9 +166,9 @@ class FileHashes:
             raise HashesFormatError(
                 f"autov3_full must be present exactly when size >= 8 (size {size}, autov3_full {autov3_full!r})"
             )
-        parents = {"SHA256": sha256, "AutoV3_full": autov3_full}
+        kept = {"sha256": sha256, "autov1": autov1, "autov3_full": autov3_full, "crc32": crc32, "blake3": blake3}
         for kind in kinds.DERIVED:
-            key, parent = kind.civitai or kind.name, parents[kind.prefix_of]
+            key, parent = kind.civitai or kind.name, kept[kinds.BY_NAME[kind.prefix_of].field]
             derived = parent and parent[: kind.length]
             given = d.get(key)
             if given is not None and (not isinstance(given, str) or given.lower() != derived):
