@@ -10,8 +10,8 @@ from workers.hash_query import HashQueryError
 
 
 class Command(PipeSafeCommand):
-    help = ("Look a hash up: AutoV1/CRC32 (8 hex), AutoV2 (10), AutoV3 (12), SHA256/BLAKE3 (64), "
-            "sha256:/blake3: prefixes, or a pasted A1111 infotext. Local catalog first, then Civitai.")
+    help = ("Look a hash up: AutoV1/CRC32 (8 hex), AutoV2 (10), AutoV3/SHA256_12 (12), SHA256/BLAKE3 (64), "
+            "sha256:/blake3:/sha256_12: prefixes, or a pasted A1111 infotext. Local catalog first, then Civitai.")
 
     def add_arguments(self, parser):
         parser.add_argument("text", nargs="+", help="the hash or infotext (quote it)")
