@@ -4,8 +4,7 @@ import hashlib
 import pytest
 
 from workers import kinds
-from workers.hashing import HashesFormatError, hash_file
-from workers.hashing import FileHashes as EngineRecord
+from workers.hashing import ComputedHashes, HashesFormatError, hash_file
 
 
 def test_every_kind_can_be_asked_of_civitai_directly_or_through_a_prefix():
@@ -60,6 +59,6 @@ def test_engine_record_reads_derived_kinds_off_the_hash_it_keeps(record):
 def test_a_pushed_sha256_12_that_disagrees_with_the_sha256_is_refused(record):
     hashes, sha = record
     doc = hashes.to_json()
-    assert EngineRecord.from_json({**doc, "SHA256_12": sha[:12].upper()}) == hashes
+    assert ComputedHashes.from_json({**doc, "SHA256_12": sha[:12].upper()}) == hashes
     with pytest.raises(HashesFormatError, match="SHA256_12"):
-        EngineRecord.from_json({**doc, "SHA256_12": "0" * 12})
+        ComputedHashes.from_json({**doc, "SHA256_12": "0" * 12})
