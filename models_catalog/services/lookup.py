@@ -16,7 +16,8 @@ from models_catalog.models import CivitaiLookup, FileHashes, FolderMember, Sourc
 from models_catalog.services.catalog_store import civitai_version_store
 from models_catalog.services.civitai_lookup import civitai_clients, civitai_site, is_fresh
 from workers import kinds
-from workers.hash_query import HashQuery, parse_hash_query
+from workers.hash_parse import HashQuery
+from workers.hash_query import parse_hash_query
 from workers.sources.civitai import CivitaiError
 
 # Query kind -> (field on HashFields, how many leading chars of the value to compare)
@@ -152,7 +153,7 @@ def _ask_civitai(query: HashQuery, client) -> str:
 
 
 def hash_lookup(*, text: str, user=None, ask_civitai: bool | None = None, client=None) -> list[LookupResult]:
-    """Raises workers.hash_query.HashQueryError for text that holds no hash."""
+    """Raises workers.hash_parse.HashQueryError for text that holds no hash."""
     if ask_civitai is None:
         ask_civitai = settings.CIVITAI_ENABLED
     results = []

@@ -4,15 +4,8 @@ import zlib
 import blake3
 import pytest
 
-from workers.hash_query import (
-    KINDS,
-    MAX_QUERY_CHARS,
-    HashCandidate,
-    HashQuery,
-    HashQueryError,
-    detect_kinds,
-    parse_hash_query,
-)
+from workers.hash_parse import KINDS, HashCandidate, HashQuery, HashQueryError, detect_kinds
+from workers.hash_query import MAX_QUERY_CHARS, parse_hash_query
 
 DATA = b"hello world"
 SHA256 = hashlib.sha256(DATA).hexdigest()

@@ -6,7 +6,7 @@ from models_catalog.management.commands._base import PipeSafeCommand
 from models_catalog.management.commands._owner import cli_owner
 from models_catalog.services.lookup import hash_lookup
 from models_catalog.services.paths import printable
-from workers.hash_query import HashQueryError
+from workers.hash_parse import HashQueryError
 
 
 class Command(PipeSafeCommand):
