@@ -18,7 +18,7 @@ from models_catalog.services.civitai_lookup import civitai_clients, civitai_site
 from workers import kinds
 from workers.hash_parse import HashQuery
 from workers.hash_query import parse_hash_query
-from workers.sources.civitai import CivitaiError
+from workers.sources.civitai_data import CivitaiError
 
 # Query kind -> (field on HashFields, how many leading chars of the value to compare)
 # A kind Civitai does not keep (AutoV3_full) is compared through the kind that is its prefix (AutoV3).
