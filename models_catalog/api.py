@@ -50,7 +50,7 @@ from models_catalog.services.tokens import TokenRefused, api_token_create
 from models_catalog.services.upload import UploadRefused, local_file_upload
 from models_catalog.throttling import ScopedRateThrottle, UserRateThrottle
 from models_catalog.upload_handlers import LimitedTemporaryFileUploadHandler
-from workers.hash_query import HashQueryError
+from workers.hash_parse import HashQueryError
 
 # Multipart framing around an uploaded file adds a little to the declared length.
 MULTIPART_SLACK_BYTES = 64 * 1024

@@ -178,15 +178,18 @@ class LocalComponent(models.Model):
 
 
 class HashFields(models.Model):
-    """The six ecosystem hashes, lower-case hex; indexed for lookups."""
+    """One column per hash kind (workers/kinds.py REGISTRY), lower-case hex, "" where unknown.
 
-    sha256 = models.CharField(max_length=64, blank=True, default="", db_index=True)
-    autov1 = models.CharField(max_length=8, blank=True, default="", db_index=True)
-    autov2 = models.CharField(max_length=10, blank=True, default="", db_index=True)
-    autov3 = models.CharField(max_length=12, blank=True, default="", db_index=True)
-    autov3_full = models.CharField(max_length=64, blank=True, default="")
-    crc32 = models.CharField(max_length=8, blank=True, default="", db_index=True)
-    blake3 = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    The columns are written from the registry so that a new kind is a registry line plus its
+    migration, never a second list to keep in step.
+    """
+
+    # A class body's namespace is a plain dict: this is how Django sees fields declared in a loop.
+    for _kind in kinds.REGISTRY:
+        vars()[_kind.field] = models.CharField(
+            max_length=_kind.length, blank=True, default="", db_index=_kind.indexed,
+        )
+    del _kind
 
     class Meta:
         abstract = True

@@ -23,7 +23,8 @@ from models_catalog.models import (
 from models_catalog.duplicate_relations import precision_of
 from models_catalog.services.lookup import hash_fields_q
 from workers import kinds
-from workers.hash_query import HashQuery, HashQueryError, parse_hash_query
+from workers.hash_parse import HashQuery, HashQueryError
+from workers.hash_query import parse_hash_query
 
 # Worst first wins: a model's badge shows the worst verdict among the viewer's copies.
 VERDICT_RANK = {"safe": 0, "suspicious": 1, "unreadable": 2, "dangerous": 3}

@@ -15,7 +15,8 @@ from models_catalog.selectors import (
 )
 from models_catalog.services.lookup import hash_lookup
 from models_catalog.updates import model_update
-from workers.hash_query import HashQueryError, parse_hash_query
+from workers.hash_parse import HashQueryError
+from workers.hash_query import parse_hash_query
 
 FILTER_NAMES = ("type", "base_model", "source", "format", "safety", "kind")
 

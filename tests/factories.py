@@ -39,7 +39,9 @@ def token_client(user) -> APIClient:
 def hashes_of(data: bytes) -> dict[str, str]:
     """Hashes of `data` as lower-case hex, computed here with hashlib/zlib/blake3 (not the engine)."""
     sha = hashlib.sha256(data).hexdigest()
-    return {"sha256": sha, "autov2": sha[:10], "crc32": f"{zlib.crc32(data):08x}", "blake3": blake3.blake3(data).hexdigest()}
+    # AutoV2 and SHA256_12 as the app derives them for every stored row (workers.kinds.with_derived).
+    return {"sha256": sha, "autov2": sha[:10], "sha256_12": sha[:12], "crc32": f"{zlib.crc32(data):08x}",
+            "blake3": blake3.blake3(data).hexdigest()}
 
 
 def catalog_file(name="Dream Shaper", *, data=b"dream", source="civitai", type_="Checkpoint", base_model="SD 1.5",
@@ -92,7 +94,7 @@ def six_hashes_of(data: bytes) -> dict:
     """Six hash fields computed independently of the app (AutoV1/AutoV3 stand-ins are derived digests)."""
     sha = hashlib.sha256(data).hexdigest()
     return {
-        "sha256": sha, "autov2": sha[:10], "autov1": hashlib.sha256(b"v1" + data).hexdigest()[:8],
+        "sha256": sha, "autov2": sha[:10], "sha256_12": sha[:12], "autov1": hashlib.sha256(b"v1" + data).hexdigest()[:8],
         "autov3": hashlib.sha256(b"v3" + data).hexdigest()[:12], "crc32": f"{zlib.crc32(data):08x}",
         "blake3": hashlib.blake2b(data, digest_size=32).hexdigest(),
     }

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from workers.hashing import (
-    FileHashes,
+    ComputedHashes,
     FileIdentity,
     HashesFormatError,
     HashingError,
@@ -102,7 +102,7 @@ class HashCache:
         self._local.held = (pid, conn)
         return conn
 
-    def get(self, identity: FileIdentity) -> FileHashes | None:
+    def get(self, identity: FileIdentity) -> ComputedHashes | None:
         key = (_to_sqlite_int(identity.device), _to_sqlite_int(identity.inode))
         try:
             row = self._connection().execute(
@@ -113,13 +113,13 @@ class HashCache:
         if row is None or row[0] != identity.size or row[1] != identity.mtime_ns:
             return None
         try:
-            hashes = FileHashes.from_json(json.loads(row[2]))
+            hashes = ComputedHashes.from_json(json.loads(row[2]))
         except (ValueError, HashesFormatError):
             self._delete(key)  # a damaged row is just a miss
             return None
         return hashes if hashes.size == identity.size else None
 
-    def put(self, identity: FileIdentity, hashes: FileHashes) -> None:
+    def put(self, identity: FileIdentity, hashes: ComputedHashes) -> None:
         if hashes.size != identity.size:
             raise HashCacheError(f"refusing to cache hashes of {hashes.size} bytes under a {identity.size}-byte identity")
         try:
@@ -157,7 +157,7 @@ def hash_file_cached(
     *,
     cache: HashCache | None,
     progress: Progress | None = None,
-) -> tuple[FileHashes, bool]:
+) -> tuple[ComputedHashes, bool]:
     """(hashes, cache_hit). A hit costs one stat; a miss hashes and stores the identity verified while reading."""
     hashes, _identity, hit = hash_file_cached_with_identity(path, cache=cache, progress=progress)
     return hashes, hit
@@ -169,7 +169,7 @@ def hash_file_cached_with_identity(
     cache: HashCache | None,
     progress: Progress | None = None,
     follow_symlinks: bool = True,
-) -> tuple[FileHashes, FileIdentity, bool]:
+) -> tuple[ComputedHashes, FileIdentity, bool]:
     """Like hash_file_cached, plus the identity the hashes belong to (for callers that remember files).
     follow_symlinks=False: a symlink as the last component is refused (see hash_file_and_identity)."""
     if cache is not None:

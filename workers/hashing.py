@@ -109,8 +109,13 @@ class FileIdentity:
     mtime_ns: int
 
 
+_DERIVED_BY_FIELD = {k.field: k for k in kinds.DERIVED}
+
+
 @dataclass(frozen=True)
-class FileHashes:
+class ComputedHashes:
+    """What the engine computed for one file (kept apart by name from the FileHashes table it is stored in)."""
+
     size: int
     sha256: str
     autov1: str | None
@@ -120,13 +125,14 @@ class FileHashes:
     embedded_model_hash: str | None = None
     embedded_legacy_hash: str | None = None
 
-    @property
-    def autov2(self) -> str:
-        return self.sha256[:10]
-
-    @property
-    def autov3(self) -> str | None:
-        return None if self.autov3_full is None else self.autov3_full[:12]
+    def __getattr__(self, name: str) -> str | None:
+        # A derived kind (AutoV2, AutoV3, SHA256_12: kinds.DERIVED) is the start of a hash this record
+        # keeps, so it is read off that hash instead of stored: a new derived kind needs no code here.
+        kind = _DERIVED_BY_FIELD.get(name)
+        if kind is None:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        parent = getattr(self, kinds.BY_NAME[kind.prefix_of].field)
+        return None if parent is None else parent[: kind.length]
 
     def civitai_form(self) -> dict[str, str | None]:
         return kinds.civitai_form({k.field: getattr(self, k.field) for k in kinds.CIVITAI_KINDS})
@@ -142,7 +148,7 @@ class FileHashes:
         return doc
 
     @classmethod
-    def from_json(cls, d: Any) -> FileHashes:
+    def from_json(cls, d: Any) -> ComputedHashes:
         """Rebuild from to_json(); validates, since pushed records come from other hosts."""
         if not isinstance(d, dict):
             raise HashesFormatError(f"hashes must be a JSON object, got {type(d).__name__}")
@@ -162,9 +168,9 @@ class FileHashes:
             raise HashesFormatError(
                 f"autov3_full must be present exactly when size >= 8 (size {size}, autov3_full {autov3_full!r})"
             )
-        parents = {"SHA256": sha256, "AutoV3_full": autov3_full}
+        kept = {"sha256": sha256, "autov1": autov1, "autov3_full": autov3_full, "crc32": crc32, "blake3": blake3}
         for kind in kinds.DERIVED:
-            key, parent = kind.civitai or kind.name, parents[kind.prefix_of]
+            key, parent = kind.civitai or kind.name, kept[kinds.BY_NAME[kind.prefix_of].field]
             derived = parent and parent[: kind.length]
             given = d.get(key)
             if given is not None and (not isinstance(given, str) or given.lower() != derived):
@@ -185,9 +191,11 @@ class FileHashes:
 
 
 @dataclass(frozen=True)
-class FolderMember:
+class ComputedMember:
+    """One weight file of a hashed folder (stored as a FolderMember row)."""
+
     relative_path: str  # posix separators, relative to the folder
-    hashes: FileHashes
+    hashes: ComputedHashes
 
     @property
     def in_invokeai_digest(self) -> bool:
@@ -198,7 +206,7 @@ class FolderMember:
 class FolderHashes:
     size: int
     digest: str
-    members: tuple[FolderMember, ...]
+    members: tuple[ComputedMember, ...]
 
     @property
     def invokeai_hash(self) -> str:
@@ -220,7 +228,7 @@ class FolderHashes:
         for item in d["members"]:
             if not isinstance(item, dict) or not isinstance(item.get("relative_path"), str):
                 raise HashesFormatError("each folder member needs a 'relative_path' string")
-            members.append(FolderMember(item["relative_path"], FileHashes.from_json(item.get("hashes"))))
+            members.append(ComputedMember(item["relative_path"], ComputedHashes.from_json(item.get("hashes"))))
         members.sort(key=lambda m: _invokeai_sort_key(m.relative_path))
         digest = _hex_field(d, "digest", 64)
         if digest != invokeai_folder_digest(m.hashes.blake3 for m in members if m.in_invokeai_digest):
@@ -243,7 +251,7 @@ def hash_file(
     progress: Progress | None = None,
     *,
     buffer_size: int = DEFAULT_BUFFER_SIZE,
-) -> FileHashes:
+) -> ComputedHashes:
     """All six hashes of a regular file from one read; see hash_file_and_identity."""
     return hash_file_and_identity(path, progress, buffer_size=buffer_size)[0]
 
@@ -254,7 +262,7 @@ def hash_file_and_identity(
     *,
     buffer_size: int = DEFAULT_BUFFER_SIZE,
     follow_symlinks: bool = True,
-) -> tuple[FileHashes, FileIdentity]:
+) -> tuple[ComputedHashes, FileIdentity]:
     """Hash a file and return the identity it had, unchanged, while being read.
 
     The identity is what a cache must key on: it is checked (stat before and
@@ -505,7 +513,7 @@ class _ProgressReporter:
 
 def _hash_open_file(
     fd: int, *, size: int, progress: Progress | None, buffer_size: int
-) -> tuple[FileHashes, int, bool]:
+) -> tuple[ComputedHashes, int, bool]:
     """One read of fd; returns (hashes, bytes read, whether the first bytes matched our pre-read)."""
     if hasattr(os, "posix_fadvise"):
         try:
@@ -535,7 +543,7 @@ def _hash_open_file(
     autov1 = None
     if reader_side.autov1 is not None and len(reader_side.autov1) == AUTOV1_LENGTH:
         autov1 = hashlib.sha256(reader_side.autov1).hexdigest()[:8]
-    hashes = FileHashes(
+    hashes = ComputedHashes(
         size=bytes_read,
         sha256=whole.hasher.hexdigest(),
         autov1=autov1,
@@ -741,7 +749,7 @@ def hash_folder(
         if progress is not None:
             member_progress = lambda done, _total, base=done_before: progress(base + done, grand_total)  # noqa: E731
         hashes, _hit = hash_file_cached(full, cache=cache, progress=member_progress)
-        members.append(FolderMember(relative_path=relative, hashes=hashes))
+        members.append(ComputedMember(relative_path=relative, hashes=hashes))
         done_before += hashes.size
     digest = invokeai_folder_digest(m.hashes.blake3 for m in members if m.in_invokeai_digest)
     return FolderHashes(size=sum(m.hashes.size for m in members), digest=digest, members=tuple(members))
@@ -769,7 +777,7 @@ def main(argv: list[str] | None = None) -> int:
     status = 0
     for arg in args:
         try:
-            result: FileHashes | FolderHashes = hash_folder(arg) if os.path.isdir(arg) else hash_file(arg)
+            result: ComputedHashes | FolderHashes = hash_folder(arg) if os.path.isdir(arg) else hash_file(arg)
         except HashingError as exc:
             print(f"hashing: {exc}", file=sys.stderr)
             status = 1

@@ -36,6 +36,9 @@ class HashKind:
     # The kind whose first `length` hex characters this one is (AutoV2 = SHA256[:10]): derived, never
     # hashed, and two values that disagree with their parent are refused.
     prefix_of: str | None = None
+    # Its column carries a database index: every kind a lookup searches by does; AutoV3_full is
+    # found through its indexed prefix AutoV3 and compared in full only on the rows that index finds.
+    indexed: bool = True
 
 
 REGISTRY: tuple[HashKind, ...] = (
@@ -53,7 +56,15 @@ REGISTRY: tuple[HashKind, ...] = (
     HashKind("BLAKE3", "BLAKE3", "blake3", 64, Strength.EXACT, "the whole file is identical", "blake3", True),
     # kohya's whole addnet hash (`sshs_model_hash`); Civitai stores and matches only its first 12 (AutoV3).
     HashKind("AutoV3_full", None, "autov3_full", 64, Strength.SAME_WEIGHTS,
-             "the tensor data (everything after the safetensors header) is identical", "autov3_full", False),
+             "the tensor data (everything after the safetensors header) is identical", "autov3_full", False,
+             indexed=False),
+    # Some Forge builds write SHA256[:12] as "Model hash" in image infotext. Civitai is adding this kind but
+    # neither lists it in files[].hashes nor matches it in by-hash yet (shared/reference/civitai-api.md):
+    # a 12-hex GET there matches AutoV3 only. We derive it from the SHA256 we always have and compare it
+    # here; when Civitai ships it, set civitai="SHA256_12" and by_hash=True.
+    HashKind("SHA256_12", None, "sha256_12", 12, Strength.SHORT_HASH,
+             "the first 12 hex of the SHA256 agree (Forge's model hash): almost surely the same file", "sha256_12",
+             False, prefix_of="SHA256"),
 )
 
 BY_NAME: dict[str, HashKind] = {k.name: k for k in REGISTRY}
@@ -73,6 +84,17 @@ BY_HASH_LENGTHS_TEXT = ", ".join(str(n) for n in sorted(BY_HASH_LENGTHS)[:-1]) +
 def kinds_of_length(n: int) -> tuple[str, ...]:
     """Kinds whose value has `n` hex characters, in registry order."""
     return tuple(k.name for k in REGISTRY if k.length == n)
+
+
+def by_hash_form(name: str) -> HashKind | None:
+    """The kind to send Civitai's by-hash for a value of kind `name`: itself if by-hash matches it, else
+    the longest by-hash kind whose value is a prefix of it (AutoV3_full -> AutoV3, SHA256_12 -> AutoV2)."""
+    kind = BY_NAME[name]
+    if kind.by_hash:
+        return kind
+    prefixes = [k for k in REGISTRY if k.by_hash and (
+        k.prefix_of == kind.name or (kind.prefix_of and k.prefix_of == kind.prefix_of and k.length < kind.length))]
+    return max(prefixes, key=lambda k: k.length, default=None)
 
 
 def empty_fields() -> dict[str, str]:

@@ -31,7 +31,7 @@ def civitai_lookup_batch(self) -> None:
     from models_catalog.services.identify import civitai_batch_and_rematch
     from models_catalog.services.jobs import retry_countdown
     from models_catalog.services.pipeline import batch_gathering, batch_run_started
-    from workers.sources.civitai import CivitaiUnavailable
+    from workers.sources.civitai_data import CivitaiUnavailable
 
     batch_run_started()
     try:
@@ -55,7 +55,7 @@ def civitai_refresh_stale() -> None:
     )
     from models_catalog.services.pipeline import enqueue_civitai_batch, enqueue_previews
     from models_catalog.services.previews import previews_retry_due
-    from workers.sources.civitai import CivitaiError
+    from workers.sources.civitai_data import CivitaiError
 
     if not settings.CIVITAI_ENABLED:
         return

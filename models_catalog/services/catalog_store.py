@@ -12,7 +12,7 @@ from models_catalog.models import Source, SourceFile, SourceModel, SourceVersion
 from models_catalog.services.pipeline import versions_stored
 from models_catalog.services.previews import version_images_store
 from workers import kinds
-from workers.sources.civitai import CivitaiModel, CivitaiVersion, parse_datetime
+from workers.sources.civitai_data import CivitaiModel, CivitaiVersion, parse_datetime
 
 CIVITAI_SITE = "https://civitai.com"
 HF_SITE = "https://huggingface.co"

@@ -33,7 +33,8 @@ from models_catalog.models import (
 )
 from models_catalog.services.catalog_store import CIVITAI_SITE, civitai_version_store
 from models_catalog.services.matching import local_files_rematch
-from workers.sources.civitai import CivitaiClient, CivitaiError, CivitaiUnavailable
+from workers.sources.civitai import CivitaiClient
+from workers.sources.civitai_data import CivitaiError, CivitaiUnavailable
 from workers.sources.http import LocalRateLimiter, RedisRateLimiter, RetryPolicy
 
 log = logging.getLogger(__name__)

@@ -27,8 +27,7 @@ from models_catalog.services.paths import (
 )
 from workers import kinds
 from workers.hash_cache import HashCache, hash_file_cached_with_identity
-from workers.hashing import FileHashes as EngineHashes
-from workers.hashing import HashingError, hash_folder
+from workers.hashing import ComputedHashes, HashingError, hash_folder
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +46,7 @@ def hash_cache() -> HashCache:
 EMPTY_HASHES = kinds.empty_fields()
 
 
-def hash_fields(hashes: EngineHashes) -> dict:
+def hash_fields(hashes: ComputedHashes) -> dict:
     return {field: getattr(hashes, field) or "" for field in kinds.FIELDS}
 
 
@@ -215,7 +214,7 @@ def _finish(lf: LocalFile, *, size: int, identity: dict) -> bool:
     return bool(updated)
 
 
-def _store_file(lf: LocalFile, hashes: EngineHashes, identity: dict) -> None:
+def _store_file(lf: LocalFile, hashes: ComputedHashes, identity: dict) -> None:
     with transaction.atomic():
         if not _finish(lf, size=hashes.size, identity=identity):
             log.info("local file %s changed state while hashing; result dropped", lf.pk)

@@ -44,7 +44,7 @@ class JobFailed(Exception):
 def is_transient(exc: BaseException) -> bool:
     """Whether a later identical call may succeed: the sources' own `retryable` flag
     (CivitaiUnavailable, a retryable HuggingFaceError). Anything else is final."""
-    from workers.sources.civitai import CivitaiUnavailable
+    from workers.sources.civitai_data import CivitaiUnavailable
     from workers.sources.huggingface import HuggingFaceError
 
     return isinstance(exc, CivitaiUnavailable) or (isinstance(exc, HuggingFaceError) and exc.retryable)

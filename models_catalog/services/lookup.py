@@ -16,8 +16,9 @@ from models_catalog.models import CivitaiLookup, FileHashes, FolderMember, Sourc
 from models_catalog.services.catalog_store import civitai_version_store
 from models_catalog.services.civitai_lookup import civitai_clients, civitai_site, is_fresh
 from workers import kinds
-from workers.hash_query import HashQuery, parse_hash_query
-from workers.sources.civitai import CivitaiError
+from workers.hash_parse import HashQuery
+from workers.hash_query import parse_hash_query
+from workers.sources.civitai_data import CivitaiError
 
 # Query kind -> (field on HashFields, how many leading chars of the value to compare)
 # A kind Civitai does not keep (AutoV3_full) is compared through the kind that is its prefix (AutoV3).
@@ -125,9 +126,10 @@ def _my_matches(query: HashQuery, user) -> list[LookupMatch]:
 
 def _ask_civitai(query: HashQuery, client) -> str:
     """One GET per distinct value: Civitai matches any stored kind. Returns what happened."""
-    value = query.candidates[0].value
-    if query.candidates[0].kind == "AutoV3_full":
-        value = value[:12]
+    # A kind by-hash does not match is sent as its longest prefix that it does (kinds.by_hash_form);
+    # every kind has one (tests/workers/test_kinds.py).
+    first = query.candidates[0]
+    value = first.value[: kinds.by_hash_form(first.kind).length]
     row, _ = CivitaiLookup.objects.get_or_create(kind=CivitaiLookup.Kind.ANY, value=value.upper())
     if is_fresh(row, timezone.now()):
         return f"cached {row.state}"
@@ -151,7 +153,7 @@ def _ask_civitai(query: HashQuery, client) -> str:
 
 
 def hash_lookup(*, text: str, user=None, ask_civitai: bool | None = None, client=None) -> list[LookupResult]:
-    """Raises workers.hash_query.HashQueryError for text that holds no hash."""
+    """Raises workers.hash_parse.HashQueryError for text that holds no hash."""
     if ask_civitai is None:
         ask_civitai = settings.CIVITAI_ENABLED
     results = []

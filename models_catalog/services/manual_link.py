@@ -109,7 +109,7 @@ def _hf_file(link: ParsedLink) -> SourceFile:
 
 def _civitai_file(link: ParsedLink, *, client) -> tuple[SourceFile, str, bool]:
     from models_catalog.services.civitai_lookup import civitai_client
-    from workers.sources.civitai import CivitaiError, CivitaiUnavailable
+    from workers.sources.civitai_data import CivitaiError, CivitaiUnavailable
 
     if client is None and not settings.CIVITAI_ENABLED:
         return _url_only(link), "Civitai is switched off here (CIVITAI_ENABLED): the link is stored with its URL only", True

@@ -19,7 +19,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from models_catalog.models import Match, SourceImage, SourceVersion
-from workers.sources.civitai import CivitaiImage
+from workers.sources.civitai_data import CivitaiImage
 from workers.sources.images import ImageRefused, image_fetch, thumbnail_make
 
 log = logging.getLogger(__name__)

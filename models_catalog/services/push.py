@@ -18,8 +18,7 @@ from models_catalog.services.pipeline import enqueue_identify
 from models_catalog.services.matching import local_components_sync
 from models_catalog.services.paths import printable
 from workers import push_client
-from workers.hashing import WEIGHT_SUFFIXES, FolderHashes, HashesFormatError
-from workers.hashing import FileHashes as EngineHashes
+from workers.hashing import WEIGHT_SUFFIXES, ComputedHashes, FolderHashes, HashesFormatError
 
 MAX_BATCH = push_client.MAX_BATCH  # one limit for the client and the server
 MAX_FOLDER_MEMBERS = 10_000
@@ -80,7 +79,7 @@ def _store_one(*, owner, host: str, record, outcome: PushOutcome) -> None:
         _store_folder(owner=owner, host=host, path=path, folder=folder, fields=_analysis_fields(record, default_format="diffusers"),
                       outcome=outcome)
     else:
-        hashes = EngineHashes.from_json(record.get("hashes"))
+        hashes = ComputedHashes.from_json(record.get("hashes"))
         if hashes.size > MAX_SIZE:
             raise PushRejected("hashes 'size' is too large")
         _store_file(owner=owner, host=host, path=path, hashes=hashes, fields=_analysis_fields(record, default_format=""),
@@ -118,7 +117,7 @@ def _name_of(path: str) -> str:
     return path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1][:255] or "pushed"
 
 
-def _store_file(*, owner, host: str, path: str, hashes: EngineHashes, fields: dict, outcome: PushOutcome) -> None:
+def _store_file(*, owner, host: str, path: str, hashes: ComputedHashes, fields: dict, outcome: PushOutcome) -> None:
     def unchanged(lf: LocalFile, old: FileHashes) -> bool:
         return not lf.is_folder and old.sha256 == hashes.sha256
 

@@ -15,7 +15,8 @@ from models_catalog.services.lookup import hash_lookup
 from models_catalog.services.tokens import token_digest
 from tests.catalog.conftest import write_safetensors  # noqa: F401
 from tests.factories import catalog_file, error_of, hashes_of, local_file, match, push_record, token_client  # noqa: F401
-from workers.hash_query import HashQueryError, parse_hash_query
+from workers.hash_parse import HashQueryError
+from workers.hash_query import parse_hash_query
 
 pytestmark = pytest.mark.django_db
 

@@ -10,7 +10,7 @@ from models_catalog.services.matching import local_file_match
 from tests.catalog.conftest import write_safetensors
 from tests.fakes.civitai import fake_civitai, file_hashes  # noqa: F401
 from tests.factories import civitai_file, client_for, fingerprinted_file as _fingerprinted, hashed, seed  # noqa: F401
-from workers.sources.civitai import CivitaiUnavailable
+from workers.sources.civitai_data import CivitaiUnavailable
 
 pytestmark = pytest.mark.django_db
 

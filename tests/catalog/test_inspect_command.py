@@ -13,10 +13,10 @@ import re
 import pytest
 from django.core.management import CommandError, call_command
 
-from models_catalog.models import LocalFile, Match, Source, SourceFile, SourceModel, SourceVersion
-from models_catalog.services.hashing import local_file_hash
+from models_catalog.models import Match, Source, SourceFile, SourceModel, SourceVersion
 from tests.browser.conftest import write_model
 from tests.catalog.conftest import write_safetensors
+from tests.factories import hashed
 from tests.workers.modelfiles.hostile import HOSTILE, call, glob, pickle_of, s
 
 pytestmark = pytest.mark.django_db
@@ -41,15 +41,6 @@ def section(text: str, title_start: str) -> list[str]:
             break
         rows.append(line)
     return rows
-
-
-def registered(path, owner) -> LocalFile:
-    st = path.stat()
-    lf = LocalFile.objects.create(owner=owner, origin="registered", path=str(path), name=path.name, size=st.st_size)
-    local_file_hash(local_file_id=lf.pk)
-    lf.refresh_from_db()
-    assert lf.status == "done", lf.error
-    return lf
 
 
 def test_text_form_is_sections_of_words_and_aligned_hashes(model_root):
@@ -92,7 +83,7 @@ def test_text_form_is_sections_of_words_and_aligned_hashes(model_root):
 
 def test_catalog_section_names_status_and_matches_in_words(model_root, user):
     model = write_safetensors(model_root / "renamed-copy.safetensors", payload=b"\x07" * 64)
-    lf = registered(model, user)
+    lf = hashed(model, user)
     m = SourceModel.objects.create(source=Source.CIVITAI, external_id="9", name="Pretty LoRA")
     v = SourceVersion.objects.create(model=m, external_id="90", name="v1")
     source = SourceFile.objects.create(version=v, external_id="900", name="pretty.safetensors",
@@ -194,7 +185,7 @@ def test_diffusers_folder_lists_each_weight_file_with_its_hashes(model_root):
 
 def test_json_form_is_the_raw_report(model_root, user):
     model = write_safetensors(model_root / "a.safetensors")
-    registered(model, user)
+    hashed(model, user)
     out = io.StringIO()
     call_command("inspect", str(model), "--json", stdout=out)
     report = json.loads(out.getvalue())

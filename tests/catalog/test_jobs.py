@@ -103,7 +103,7 @@ def test_a_final_source_error_is_explained_without_a_retry(user, monkeypatch):
 
 
 def test_the_retry_rule_bounds_what_a_source_asks():
-    from workers.sources.civitai import CivitaiUnavailable
+    from workers.sources.civitai_data import CivitaiUnavailable
 
     assert retry_countdown(CivitaiUnavailable("5xx")) == 30
     assert retry_countdown(CivitaiUnavailable("429", retry_after=1)) == 5

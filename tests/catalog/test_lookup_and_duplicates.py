@@ -12,7 +12,7 @@ from models_catalog.services.lookup import hash_lookup
 from tests.catalog.conftest import write_safetensors
 from tests.fakes.civitai import fake_civitai, file_hashes  # noqa: F401
 from tests.fakes.huggingface import fake_hub  # noqa: F401
-from workers.hash_query import HashQueryError
+from workers.hash_parse import HashQueryError
 
 pytestmark = pytest.mark.django_db
 

@@ -402,7 +402,7 @@ def test_matching_stores_the_model_sort_key_and_the_migration_fills_it_for_old_r
     local_file_match(local_file_id=lf.pk)
     lf.refresh_from_db()
     assert lf.best_model_name == "Zeta Model" and lf.matches.get().kind == "renamed"
-    SourceFile.objects.filter(pk=sf.pk).update(sha256="0" * 64, blake3="", autov2="", crc32="")
+    SourceFile.objects.filter(pk=sf.pk).update(sha256="0" * 64, sha256_12="0" * 12, blake3="", autov2="", crc32="")
     local_file_match(local_file_id=lf.pk)
     lf.refresh_from_db()
     assert lf.best_model_name == "" and not lf.matches.exists()

@@ -66,7 +66,7 @@ def test_identification_queues_the_download_of_the_first_few(civitai, model_root
 
 def test_a_version_nobody_holds_downloads_nothing(civitai, previews_on, user):
     from models_catalog.services.catalog_store import civitai_version_store
-    from workers.sources.civitai import parse_version
+    from workers.sources.civitai_data import parse_version
 
     mid = civitai.add_model(name="Nobody's", type="LORA")
     vid = civitai.add_version(mid, images=IMAGES[:1])

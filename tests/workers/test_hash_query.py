@@ -4,15 +4,8 @@ import zlib
 import blake3
 import pytest
 
-from workers.hash_query import (
-    KINDS,
-    MAX_QUERY_CHARS,
-    HashCandidate,
-    HashQuery,
-    HashQueryError,
-    detect_kinds,
-    parse_hash_query,
-)
+from workers.hash_parse import KINDS, HashCandidate, HashQuery, HashQueryError, detect_kinds
+from workers.hash_query import MAX_QUERY_CHARS, parse_hash_query
 
 DATA = b"hello world"
 SHA256 = hashlib.sha256(DATA).hexdigest()
@@ -38,7 +31,7 @@ def pairs(query):
 @pytest.mark.parametrize("value, kinds", [
     (CRC32_CIVITAI, ("AutoV1", "CRC32")),
     (AUTOV2, ("AutoV2",)),
-    (AUTOV3[:12], ("AutoV3",)),
+    (AUTOV3[:12], ("AutoV3", "SHA256_12")),
     (SHA256, ("SHA256", "BLAKE3", "AutoV3_full")),
     (SHA256.upper(), ("SHA256", "BLAKE3", "AutoV3_full")),
 ])
@@ -60,8 +53,15 @@ def test_ten_hex_is_autov2():
     assert q.label is None
 
 
-def test_twelve_hex_is_autov3():
-    assert pairs(only(AUTOV3[:12])) == [("AutoV3", AUTOV3[:12])]
+def test_twelve_hex_tries_autov3_and_sha256_12_and_says_why():
+    # Both kinds are 12 hex (workers/kinds.py): nothing in the value tells them apart, so both are tried.
+    q = only(AUTOV3[:12].upper())
+    assert pairs(q) == [("AutoV3", AUTOV3[:12]), ("SHA256_12", AUTOV3[:12])]
+    assert "AutoV3" in q.note and "SHA256_12" in q.note and "All are tried" in q.note
+
+
+def test_sha256_12_prefix_names_that_kind_only():
+    assert pairs(only(f"sha256_12:{SHA256[:12].upper()}")) == [("SHA256_12", SHA256[:12])]
 
 
 def test_eight_hex_tries_autov1_and_crc32_and_says_why():
@@ -92,7 +92,7 @@ def test_whitespace_quotes_and_case_are_ignored(pasted):
 def test_several_hashes_in_one_paste_keep_their_order():
     queries = parse_hash_query(f"{AUTOV2}, {CRC32_CIVITAI}\n sha256:{SHA256} ; {AUTOV3[:12]}")
     assert [q.kinds_tried for q in queries] == [
-        ("AutoV2",), ("AutoV1", "CRC32"), ("SHA256",), ("AutoV3",),
+        ("AutoV2",), ("AutoV1", "CRC32"), ("SHA256",), ("AutoV3", "SHA256_12"),
     ]
 
 
@@ -182,7 +182,7 @@ def test_bad_prefixed_hashes_are_errors(text, fragment):
 # --- dataclasses ------------------------------------------------------------------
 
 def test_every_kind_has_a_valid_candidate_form():
-    lengths = {"AutoV1": 8, "CRC32": 8, "AutoV2": 10, "AutoV3": 12}
+    lengths = {"AutoV1": 8, "CRC32": 8, "AutoV2": 10, "AutoV3": 12, "SHA256_12": 12}
     for kind in KINDS:
         HashCandidate(kind, SHA256[: lengths.get(kind, 64)])
 
@@ -232,12 +232,20 @@ def test_full_infotext_yields_model_vae_loras_and_embeddings():
 
 def test_lora_hashes_try_autov3_then_the_sha256_prefix():
     lora = by_label(parse_hash_query(INFOTEXT))["lora:aesthetic_v5"]
-    assert pairs(lora) == [("AutoV3", LORA_ADDNET[:12]), ("AutoV2", LORA_ADDNET[:10])]
+    assert pairs(lora) == [("AutoV3", LORA_ADDNET[:12]), ("SHA256_12", LORA_ADDNET[:12])]
 
 
-def test_ti_hashes_are_sha256_prefixes_looked_up_as_autov2():
+def test_ti_hashes_are_sha256_12():
     ti = by_label(parse_hash_query(INFOTEXT))["embed:EasyNegative"]
-    assert pairs(ti) == [("AutoV2", TI_SHA[:10])]
+    assert pairs(ti) == [("SHA256_12", TI_SHA[:12])]
+
+
+def test_forge_twelve_character_model_hash_tries_sha256_12():
+    # Some Forge builds write SHA256[:12] as the model hash; AutoV3 has the same length and is tried too.
+    q = only(f"Steps: 20, Size: 512x512, Model hash: {MODEL_SHA[:12]}, Model: dreamshaper_8")
+    assert q.label == "model"
+    assert pairs(q) == [("AutoV3", MODEL_SHA[:12]), ("SHA256_12", MODEL_SHA[:12])]
+    assert "dreamshaper_8" in q.note and "SHA256_12" in q.note
 
 
 def test_a_single_infotext_line_is_enough():

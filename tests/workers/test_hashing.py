@@ -18,7 +18,7 @@ import pytest
 from workers import hashing
 from workers.hashing import (
     FileChangedError,
-    FileHashes,
+    ComputedHashes,
     FolderHashes,
     HashesFormatError,
     HashingError,
@@ -49,7 +49,7 @@ def reference_hashes(data: bytes) -> dict:
     }
 
 
-def computed(h: FileHashes) -> dict:
+def computed(h: ComputedHashes) -> dict:
     return {k: getattr(h, k) for k in ("size", "sha256", "autov1", "autov3_full", "crc32", "blake3")}
 
 
@@ -346,7 +346,7 @@ def test_civitai_form_json_round_trip_and_derived_hashes(tmp_path):
     doc = json.loads(json.dumps(h.to_json()))
     assert doc["size"] == len(data) and doc["autov3_full"] == ref["autov3_full"]
     assert doc["embedded"] == {"sshs_model_hash": "ab" * 32, "sshs_legacy_hash": None}
-    assert FileHashes.from_json(doc) == h
+    assert ComputedHashes.from_json(doc) == h
 
 
 @pytest.mark.parametrize(
@@ -367,7 +367,7 @@ def test_from_json_rejects_malformed_records(tmp_path, damage):
     doc = hash_file(write(tmp_path, random_bytes(2 * MiB))).to_json()
     damage(doc)
     with pytest.raises(HashesFormatError):
-        FileHashes.from_json(doc)
+        ComputedHashes.from_json(doc)
     assert issubclass(HashesFormatError, HashingError)
 
 
@@ -375,7 +375,7 @@ def test_from_json_accepts_upper_or_lower_case(tmp_path):
     h = hash_file(write(tmp_path, b"hello world"))
     doc = h.to_json()
     doc = {k: (v.lower() if isinstance(v, str) else v) for k, v in doc.items()}
-    assert FileHashes.from_json(doc) == h
+    assert ComputedHashes.from_json(doc) == h
 
 
 # --- folders ---------------------------------------------------------------

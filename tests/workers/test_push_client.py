@@ -2,7 +2,7 @@
 
 `PushStandIn` speaks the push contract (POST /api/v1/files/push/, Token auth,
 <= 500 records, per-record errors by index, file and folder records) and
-validates hashes with the engine's own FileHashes/FolderHashes.from_json, so
+validates hashes with the engine's own ComputedHashes/FolderHashes.from_json, so
 it needs no database. The last test
 runs against the real Django endpoint when it exists.
 """
@@ -24,7 +24,7 @@ import pytest
 from workers import push_client
 import blake3
 
-from workers.hashing import FileHashes, FolderHashes, HashesFormatError
+from workers.hashing import ComputedHashes, FolderHashes, HashesFormatError
 from workers.push_client import PushAuthError, PushRefusedError, PushUnavailableError, push_paths
 from workers.sources.http import RetryPolicy
 
@@ -111,7 +111,7 @@ class PushStandIn:
             # A folder is known by its digest; its members by their own SHA256.
             digest = FolderHashes.from_json(record.get("folder")).digest
         else:
-            digest = FileHashes.from_json(record.get("hashes")).sha256
+            digest = ComputedHashes.from_json(record.get("hashes")).sha256
         safety = record.get("safety")
         if safety is not None and safety.get("verdict") not in {"safe", "suspicious", "dangerous", "unreadable"}:
             raise ValueError("bad verdict")

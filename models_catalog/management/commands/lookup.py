@@ -6,12 +6,12 @@ from models_catalog.management.commands._base import PipeSafeCommand
 from models_catalog.management.commands._owner import cli_owner
 from models_catalog.services.lookup import hash_lookup
 from models_catalog.services.paths import printable
-from workers.hash_query import HashQueryError
+from workers.hash_parse import HashQueryError
 
 
 class Command(PipeSafeCommand):
-    help = ("Look a hash up: AutoV1/CRC32 (8 hex), AutoV2 (10), AutoV3 (12), SHA256/BLAKE3 (64), "
-            "sha256:/blake3: prefixes, or a pasted A1111 infotext. Local catalog first, then Civitai.")
+    help = ("Look a hash up: AutoV1/CRC32 (8 hex), AutoV2 (10), AutoV3/SHA256_12 (12), SHA256/BLAKE3 (64), "
+            "sha256:/blake3:/sha256_12: prefixes, or a pasted A1111 infotext. Local catalog first, then Civitai.")
 
     def add_arguments(self, parser):
         parser.add_argument("text", nargs="+", help="the hash or infotext (quote it)")

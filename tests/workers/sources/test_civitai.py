@@ -10,13 +10,8 @@ import blake3
 import pytest
 
 from tests.fakes.civitai import FakeCivitai, fake_civitai, file_hashes  # noqa: F401
-from workers.sources.civitai import (
-    CivitaiClient,
-    CivitaiError,
-    CivitaiInputError,
-    CivitaiUnavailable,
-    parse_version,
-)
+from workers.sources.civitai import CivitaiClient
+from workers.sources.civitai_data import CivitaiError, CivitaiInputError, CivitaiUnavailable, parse_version
 from workers.sources.http import RateLimiterError, RetryPolicy
 
 REPO = Path(__file__).resolve().parents[3]
@@ -364,7 +359,7 @@ def test_html_404_means_the_base_url_is_wrong(fake_civitai):
 
 def test_a_malformed_success_body_is_retryable_unavailability(fake_civitai):
     """One odd 200 must not end identification for good: it is asked again later, like a 5xx."""
-    from workers.sources.civitai import CivitaiMalformed
+    from workers.sources.civitai_data import CivitaiMalformed
 
     fake_civitai.fail_next(1, status=200, body={"id": "not-an-int", "files": []})
     with pytest.raises(CivitaiMalformed) as info:
