@@ -113,7 +113,7 @@ def test_sha256_12_alone_asks_civitai_by_its_autov2_and_the_stored_file_answers_
 
 @pytest.mark.django_db(transaction=True)
 def test_migration_0020_fills_sha256_12_of_rows_that_existed_before_it():
-    before, after = ("models_catalog", "0019_fp8_id"), ("models_catalog", "0020_sha256_12")
+    before, after = ("models_catalog", "0021_worker_heartbeat"), ("models_catalog", "0022_sha256_12")
     executor = MigrationExecutor(connection)
     executor.migrate([before])
     old = executor.loader.project_state([before]).apps

@@ -17,7 +17,7 @@ def fill_from_sha256(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('models_catalog', '0019_fp8_id'),
+        ('models_catalog', '0021_worker_heartbeat'),
     ]
 
     operations = [
