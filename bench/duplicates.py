@@ -52,7 +52,7 @@ def seed(n: int, dup_rate: float):
         return f"{f.pk:064x}"
 
     FileHashes.objects.bulk_create(
-        (FileHashes(local_file=f, size=f.size, sha256=sha(i, f), autov2=sha(i, f)[:10], autov3_full=f"{f.pk:064x}")
+        (FileHashes(local_file=f, owner_id=f.owner_id, size=f.size, sha256=sha(i, f), autov2=sha(i, f)[:10], autov3_full=f"{f.pk:064x}")
          for i, f in enumerate(files)), batch_size=5000)
     return user, in_groups // 3
 

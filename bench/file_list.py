@@ -68,7 +68,7 @@ def seed(n: int):
                    format="safetensors", safety_verdict=verdicts[i % 100], bytes_total=1, bytes_done=1)
          for i in range(n)), batch_size=5000)
     FileHashes.objects.bulk_create(
-        (FileHashes(local_file=f, size=f.size, sha256=f"{f.pk:064x}", autov2=f"{f.pk:010x}", autov3=f"{f.pk:012x}",
+        (FileHashes(local_file=f, owner_id=f.owner_id, size=f.size, sha256=f"{f.pk:064x}", autov2=f"{f.pk:010x}", autov3=f"{f.pk:012x}",
                     crc32=f"{f.pk % 2**32:08x}", blake3=f"{f.pk + 10**12:064x}") for f in files), batch_size=5000)
     kinds = ["exact"] * 5 + ["renamed", "converted", "precision", "partial"]
     Match.objects.bulk_create(

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import models
+from django.db.models import Q
 from django.db.models.functions import Upper
 
 from workers import kinds
@@ -110,6 +111,10 @@ class LocalFile(models.Model):
             models.Index(fields=["owner", "best_model_name", "id"], name="local_file_owner_model_id"),
             # The folder filter is a range on the path (a prefix).
             models.Index(fields=["owner", "path"], name="local_file_owner_path"),
+            # Duplicate grouping (services/duplicates.py) groups one owner's files by each key: an
+            # owner-led index without the empty values makes that a range of the owner's keyed rows.
+            *[models.Index(fields=["owner", key], condition=~Q(**{key: ""}), name=f"local_file_owner_{key}")
+              for key in ("content_id", "precision_id", "bf16_id", "fp8_id")],
         ]
 
     def __str__(self) -> str:
@@ -215,6 +220,23 @@ class FileHashes(HashFields):
     embedded_legacy_hash = models.CharField(max_length=128, blank=True, default="")
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.ENGINE)
     computed_at = models.DateTimeField(auto_now=True)
+    # local_file.owner, copied so that grouping one owner's duplicates by SHA256 is a range of the
+    # (owner, sha256) index instead of a join over every file (issue #14). Files never change owner;
+    # save() fills it, and the bulk writers (hashing.file_hashes_upsert) pass it.
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, null=True, related_name="+",
+                              db_index=False)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["owner", "sha256"], condition=~Q(sha256=""), name="file_hashes_owner_sha256"),
+            models.Index(fields=["owner", "folder_digest"], condition=~Q(folder_digest=""),
+                         name="file_hashes_owner_folder"),
+        ]
+
+    def save(self, *args, **kwargs):
+        if self.owner_id is None and self.local_file_id is not None:
+            self.owner_id = LocalFile.objects.filter(pk=self.local_file_id).values_list("owner_id", flat=True).first()
+        super().save(*args, **kwargs)
 
     @property
     def embedded_differs(self) -> bool:

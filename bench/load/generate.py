@@ -220,9 +220,10 @@ def generate(url: str, files: int, credentials: Path) -> dict:
         def hash_rows():
             for i in range(files):
                 h = hashes_of(content_of(i))
-                yield (i + 1, i + 1, 2_000_000 + content_of(i), "engine", start, *(h[k] for k in hash_cols))
+                owner = min(i // per_user, USERS - 1) + 1  # file_rows' owner: FileHashes.owner copies it
+                yield (i + 1, i + 1, owner, 2_000_000 + content_of(i), "engine", start, *(h[k] for k in hash_cols))
         load.copy("models_catalog_filehashes", hash_rows(),
-                  ["id", "local_file_id", "size", "source", "computed_at", *hash_cols])
+                  ["id", "local_file_id", "owner_id", "size", "source", "computed_at", *hash_cols])
         timings["hashes"] = time.monotonic() - t0
 
         def component_rows():

@@ -13,7 +13,7 @@ from django.db.models import Count, Q, QuerySet
 from models_catalog.duplicate_relations import (
     PREFERENCES, Copy, DuplicateGroup, Member, duplicate_groups_of, precision_of,
 )
-from models_catalog.models import LocalFile, Match
+from models_catalog.models import FileHashes, LocalFile, Match
 
 __all__ = ["PREFERENCES", "DuplicateGroup", "Member", "duplicate_groups", "precision_of"]
 
@@ -30,14 +30,25 @@ def duplicate_groups(*, owner=None, prefer_precision: str = "lossless") -> list[
     files = files.filter(quarantined_at__isnull=True)  # quarantined files are in no group
     if owner is not None:
         files = files.filter(owner=owner)
-    candidates = files.filter(_shares_a_key(files))
+    candidates = files.filter(_shares_a_key(files, owner=owner))
     return duplicate_groups_of(_copies(candidates), prefer=prefer_precision)
 
 
-def _shares_a_key(files: QuerySet) -> Q:
-    """Files whose value of some key is held by at least one other of these files."""
+def _shares_a_key(files: QuerySet, *, owner=None) -> Q:
+    """Files whose value of some key is held by at least one other of these files.
+
+    For one owner, the SHA256 / folder-digest keys are grouped on FileHashes' own owner copy: a range of
+    the (owner, sha256) index, no join to LocalFile. That set may hold a value repeated only through a
+    file that is not done or is quarantined; such a file is no candidate, and duplicate_groups_of drops
+    the one-member group left, so the groups are the same."""
     shared = Q()
     for key in KEY_FIELDS:
+        if owner is not None and key.startswith("hashes__"):
+            column = key.removeprefix("hashes__")
+            repeated = (FileHashes.objects.filter(owner=owner).exclude(**{column: ""}).order_by()
+                        .values(column).annotate(n=Count("id")).filter(n__gt=1).values(column))
+            shared |= Q(**{f"{key}__in": repeated})
+            continue
         repeated = (files.exclude(**{key: ""}).exclude(**{f"{key}__isnull": True}).order_by()
                     .values(key).annotate(n=Count("id")).filter(n__gt=1).values(key))
         shared |= Q(**{f"{key}__in": repeated})

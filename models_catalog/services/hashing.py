@@ -234,9 +234,10 @@ def file_hashes_upsert(*, local_file: LocalFile, fields: dict) -> None:
     """Create or replace the file's FileHashes row in one statement (INSERT ... ON CONFLICT DO UPDATE):
     update_or_create takes six (two savepoints, a locking read), each a round trip inside the
     transaction that holds SQLite's write lock."""
+    # bulk_create skips save(): the owner copy (the duplicate grouping's index) is set here.
     FileHashes.objects.bulk_create(
-        [FileHashes(local_file=local_file, **fields)],
-        update_conflicts=True, unique_fields=["local_file"], update_fields=[*fields, "computed_at"],
+        [FileHashes(local_file=local_file, owner_id=local_file.owner_id, **fields)],
+        update_conflicts=True, unique_fields=["local_file"], update_fields=[*fields, "owner", "computed_at"],
     )
 
 

@@ -64,7 +64,7 @@ def _import_one(imp: ImportedHashes, *, owner, roots, outcome: ImportOutcome) ->
             bytes_total=st.st_size, bytes_done=st.st_size, error="",
         )
         FileHashes.objects.update_or_create(local_file=lf, defaults={
-            "size": st.st_size, "source": FileHashes.Source.IMPORTED,
+            "size": st.st_size, "source": FileHashes.Source.IMPORTED, "owner_id": lf.owner_id,
             **kinds.with_derived({
                 **kinds.empty_fields(), "sha256": imp.sha256, "autov1": imp.autov1 or "",
                 "autov3": (imp.autov3 or "")[:12], "autov3_full": imp.autov3 if imp.autov3 and len(imp.autov3) == 64 else "",

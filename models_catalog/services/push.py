@@ -125,7 +125,7 @@ def _store_file(*, owner, host: str, path: str, hashes: ComputedHashes, fields: 
         FolderMember.objects.filter(folder=lf).delete()  # in case it was pushed as a folder before
         FileHashes.objects.update_or_create(local_file=lf, defaults={
             **hash_fields(hashes), "size": hashes.size, "folder_digest": "", "source": FileHashes.Source.PUSHED,
-            "embedded_model_hash": hashes.embedded_model_hash or "", "embedded_legacy_hash": hashes.embedded_legacy_hash or "",
+            "owner_id": lf.owner_id, "embedded_model_hash": hashes.embedded_model_hash or "", "embedded_legacy_hash": hashes.embedded_legacy_hash or "",
         })
 
     _upsert(owner=owner, host=host, path=path, fields={**fields, "is_folder": False}, size=hashes.size,

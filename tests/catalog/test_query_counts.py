@@ -42,8 +42,8 @@ def seed(owner, n: int, start: int) -> None:
                                        quarantine_path=f"/q/{i}.safetensors", size=10)
 
 
-PAGES = ["/", "/?state=identified", "/catalog/", "/duplicates/", "/quarantine/", "/hf/", "/tokens/"]
-ENDPOINTS = ["/api/v1/files/", "/api/v1/models/", "/api/v1/duplicates/", "/api/v1/quarantine/", "/api/v1/jobs/"]
+PAGES = ["/", "/?state=identified", "/?search=safetensors", "/catalog/", "/duplicates/", "/quarantine/", "/hf/", "/tokens/"]
+ENDPOINTS = ["/api/v1/files/", "/api/v1/files/?search=safetensors", "/api/v1/models/", "/api/v1/duplicates/", "/api/v1/quarantine/", "/api/v1/jobs/"]
 
 
 def queries(client, url) -> int:
