@@ -44,7 +44,7 @@ def hexd(seed: str, n: int = 64) -> str:
 def hashes_of(content: int) -> dict:
     """The hash set of one piece of content, in the forms the engine stores (upper-case hex as Civitai)."""
     sha = hexd(f"c{content}").upper()
-    return {"sha256": sha, "autov1": hexd(f"a1{content}", 8).upper(), "autov2": sha[:10],
+    return {"sha256": sha, "autov1": hexd(f"a1{content}", 8).upper(), "autov2": sha[:10], "sha256_12": sha[:12],
             "autov3": hexd(f"a3{content}", 12).upper(), "autov3_full": hexd(f"a3{content}").upper(),
             "crc32": hexd(f"crc{content}", 8).upper(), "blake3": hexd(f"b3{content}").upper()}
 
@@ -173,7 +173,7 @@ def generate(url: str, files: int, credentials: Path) -> dict:
         load.copy("models_catalog_sourceversion", version_rows(),
                   ["id", "model_id", "external_id", "name", "base_model", "trained_words", "published_at", "raw",
                    "fetched_at"])
-        hash_cols = ["sha256", "autov1", "autov2", "autov3", "autov3_full", "crc32", "blake3"]
+        hash_cols = ["sha256", "sha256_12", "autov1", "autov2", "autov3", "autov3_full", "crc32", "blake3"]
 
         def source_rows():
             for s in range(n_sources):

@@ -63,7 +63,7 @@ def fill_owners(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('models_catalog', '0019_fp8_id'),
+        ('models_catalog', '0022_sha256_12'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
