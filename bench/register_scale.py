@@ -41,7 +41,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.procfile import Worker, _timestamped_copy, procfile_workers, stop_workers  # noqa: E402
+from tests.procfile import Worker, procfile_workers, start_process, stop_workers  # noqa: E402
 
 SECTION = "## Registration at scale (100,000 files)"
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")
@@ -104,18 +104,6 @@ def host_env(*, database_url: str, redis_url: str, data_dir: Path, roots: Path |
     if roots is not None:
         env["MODELXREF_MODEL_ROOTS"] = str(roots)
     return env
-
-
-def start_worker(name: str, command: str, env: dict, log_dir: Path) -> Worker:
-    import threading
-
-    log = log_dir / f"{name}.log"
-    log.write_text("")
-    proc = subprocess.Popen(["/bin/sh", "-c", f"exec {command}"], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    copier = threading.Thread(target=_timestamped_copy, args=(proc.stdout, log), daemon=True)
-    copier.start()
-    return Worker(name, proc, log, copier)
 
 
 def wait_ready(workers: list[Worker], timeout: float = 120) -> None:
@@ -188,14 +176,14 @@ def start_variant(name: str, *, database_url: str, redis_url: str, work: Path, m
         return []
     if name == "one-host":
         env = host_env(database_url=database_url, redis_url=redis_url, data_dir=work / "data", roots=model_root)
-        return [start_worker("w1", ONE_HOST_WORKER.format(name="w1") + " --beat", env, work),
-                start_worker("w2", ONE_HOST_WORKER.format(name="w2"), env, work)]
+        return [start_process("w1", ONE_HOST_WORKER.format(name="w1") + " --beat", env, work),
+                start_process("w2", ONE_HOST_WORKER.format(name="w2"), env, work)]
     lines = procfile_workers()  # the lines `make run` starts, each on a "host" of its own
     hashing = host_env(database_url=database_url, redis_url=redis_url, data_dir=work / "hashing-host",
                        roots=model_root)
     lookups = host_env(database_url=database_url, redis_url=redis_url, data_dir=work / "lookups-host", roots=None)
-    return [start_worker("hashing", lines["hashing"], hashing, work),
-            start_worker("lookups", lines["lookups"], lookups, work)]
+    return [start_process("hashing", lines["hashing"], hashing, work),
+            start_process("lookups", lines["lookups"], lookups, work)]
 
 
 def task_count(worker: Worker) -> int:

@@ -16,7 +16,7 @@ from django.test import Client
 from rest_framework.test import APIClient
 
 from models_catalog.identity import best_model_names_sync
-from models_catalog.models import FileHashes, LocalFile, Match, SourceFile, SourceModel, SourceVersion
+from models_catalog.models import FileHashes, LocalFile, Match, Source, SourceFile, SourceModel, SourceVersion
 from models_catalog.services.civitai_lookup import civitai_client
 from models_catalog.services.hashing import local_file_hash
 from models_catalog.services.matching import local_components_sync
@@ -246,3 +246,12 @@ def write_lora(path, *, seed=0, metadata=KOHYA):
     state = {k: ("F32", rng.standard_normal(shape).astype(np.float32)) for k, shape in SDXL_LORA.items()}
     path.write_bytes(safetensors_bytes(state, metadata=metadata))
     return path
+
+
+def published_on_civitai(path: Path, *, model: str, version: str = "v1", external_id: int) -> SourceFile:
+    """The file at `path` as Civitai publishes it (by its SHA256): model `external_id`, its version
+    `external_id * 10`, the file `external_id * 100`, under the file's own name."""
+    source_model = SourceModel.objects.create(source=Source.CIVITAI, external_id=str(external_id), name=model)
+    source_version = SourceVersion.objects.create(model=source_model, external_id=str(external_id * 10), name=version)
+    return SourceFile.objects.create(version=source_version, external_id=str(external_id * 100), name=path.name,
+                                     sha256=hashlib.sha256(path.read_bytes()).hexdigest())

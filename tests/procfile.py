@@ -79,7 +79,11 @@ def _timestamped_copy(stream, log: Path) -> None:
 def start_procfile_process(name: str, env: dict, log_dir: Path) -> Worker:
     """Start one Procfile line as honcho would (through a shell, in the repo), in a session of its own;
     its output goes to log_dir/<name>.log. Does not wait for it to be ready."""
-    command = procfile_entries()[name]
+    return start_process(name, procfile_entries()[name], env, log_dir)
+
+
+def start_process(name: str, command: str, env: dict, log_dir: Path) -> Worker:
+    """`command` started as start_procfile_process starts a Procfile line (bench variants of its lines)."""
     log = log_dir / f"{name}.log"
     log.write_text("")
     # `exec`: the pid is the program's own (celery, gunicorn), so SIGTERM gives it its warm shutdown.

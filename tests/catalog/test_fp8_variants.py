@@ -1,14 +1,13 @@
 """fp8 (e4m3fn) copies through register -> hashing -> analysis: matching, duplicates, refingerprint."""
-import hashlib
 
 import pytest
 import torch
 from django.core.management import call_command
 
-from models_catalog.models import LocalFile, Match, Source, SourceFile, SourceModel, SourceVersion
+from models_catalog.models import LocalFile, Match
 from models_catalog.services.duplicates import duplicate_groups
 from tests.catalog.test_model_families import flux_pair, register_and_hash, write
-from tests.factories import token_client
+from tests.factories import published_on_civitai, token_client
 
 pytestmark = pytest.mark.django_db
 
@@ -21,10 +20,7 @@ def test_an_fp8_copy_of_an_identified_model_is_its_precision_variant(model_root,
     bfl, _ = flux_pair(seed=11)
     original = write(model_root / "flux1-dev.safetensors", bfl)
     write(model_root / "flux1-dev-fp8.safetensors", {k: ("F8_E4M3", fp8_bits(a)) for k, (_, a) in bfl.items()})
-    model = SourceModel.objects.create(source=Source.CIVITAI, external_id="7", name="Flux Dev")
-    version = SourceVersion.objects.create(model=model, external_id="70", name="dev")
-    SourceFile.objects.create(version=version, external_id="700", name="flux1-dev.safetensors",
-                              sha256=hashlib.sha256(original.read_bytes()).hexdigest())
+    published_on_civitai(original, model="Flux Dev", version="dev", external_id=7)
     files = register_and_hash(model_root, user, sent_for_hashing)
     fp32, fp8 = files["flux1-dev.safetensors"], files["flux1-dev-fp8.safetensors"]
     assert fp32.fp8_id == fp8.fp8_id == fp8.content_id != ""
@@ -80,10 +76,7 @@ def test_an_e5m2_copy_of_an_identified_model_is_its_precision_variant(model_root
     bfl, _ = flux_pair(seed=14)
     original = write(model_root / "flux1-dev.safetensors", bfl)
     write(model_root / "flux1-dev-e5m2.safetensors", {k: ("F8_E5M2", e5m2_bits(a)) for k, (_, a) in bfl.items()})
-    model = SourceModel.objects.create(source=Source.CIVITAI, external_id="8", name="Flux Dev")
-    version = SourceVersion.objects.create(model=model, external_id="80", name="dev")
-    SourceFile.objects.create(version=version, external_id="800", name="flux1-dev.safetensors",
-                              sha256=hashlib.sha256(original.read_bytes()).hexdigest())
+    published_on_civitai(original, model="Flux Dev", version="dev", external_id=8)
     files = register_and_hash(model_root, user, sent_for_hashing)
     fp32, e5m2 = files["flux1-dev.safetensors"], files["flux1-dev-e5m2.safetensors"]
     assert fp32.e5m2_id == e5m2.e5m2_id == e5m2.content_id != "" and fp32.fp8_id != e5m2.fp8_id

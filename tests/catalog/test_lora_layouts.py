@@ -1,5 +1,4 @@
 """A kohya LoRA and its PEFT copy (made by diffusers' own converter) through register -> hashing -> analysis."""
-import hashlib
 
 import pytest
 import safetensors.torch
@@ -8,8 +7,9 @@ from django.core.management import call_command
 from django.test import Client
 from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya
 
-from models_catalog.models import LocalFile, Match, Source, SourceFile, SourceModel, SourceVersion
+from models_catalog.models import LocalFile, Match
 from models_catalog.services.duplicates import duplicate_groups
+from tests.factories import published_on_civitai
 from tests.catalog.test_model_families import register_and_hash
 from tests.workers.modelfiles.test_lora_forms import peft_lora
 from workers.modelfiles.fingerprint import FINGERPRINT_VERSION
@@ -27,10 +27,7 @@ def test_a_kohya_lora_and_its_peft_copy_are_one_lora_converted(model_root, user,
     kohya = save(model_root / "my_style_kohya.safetensors", convert_state_dict_to_kohya(dict(peft)))
     save(model_root / "my_style_peft.safetensors", peft)
     save(model_root / "another_style_peft.safetensors", peft_lora(seed=8))
-    model = SourceModel.objects.create(source=Source.CIVITAI, external_id="15", name="My Style LoRA")
-    version = SourceVersion.objects.create(model=model, external_id="150", name="v1")
-    SourceFile.objects.create(version=version, external_id="1500", name="my_style_kohya.safetensors",
-                              sha256=hashlib.sha256(kohya.read_bytes()).hexdigest())
+    published_on_civitai(kohya, model="My Style LoRA", version="v1", external_id=15)
     files = register_and_hash(model_root, user, sent_for_hashing)
     k, p, other = files["my_style_kohya.safetensors"], files["my_style_peft.safetensors"], files["another_style_peft.safetensors"]
     assert (k.architecture_kind, p.architecture_kind) == ("lora_kohya", "lora_peft")
@@ -56,10 +53,7 @@ def test_refingerprint_links_a_kohya_lora_stored_by_version_3(model_root, user, 
     peft = peft_lora(seed=9)
     kohya = save(model_root / "old_kohya.safetensors", convert_state_dict_to_kohya(dict(peft)))
     save(model_root / "old_peft.safetensors", peft)
-    model = SourceModel.objects.create(source=Source.CIVITAI, external_id="16", name="Old LoRA")
-    version = SourceVersion.objects.create(model=model, external_id="160", name="v1")
-    SourceFile.objects.create(version=version, external_id="1600", name="old_kohya.safetensors",
-                              sha256=hashlib.sha256(kohya.read_bytes()).hexdigest())
+    published_on_civitai(kohya, model="Old LoRA", version="v1", external_id=16)
     files = register_and_hash(model_root, user, sent_for_hashing)
     k, p = files["old_kohya.safetensors"], files["old_peft.safetensors"]
     good = k.content_id
@@ -79,10 +73,7 @@ def test_a_peft_copy_that_lost_the_alphas_is_related_not_the_same(model_root, us
                 for k, v in convert_state_dict_to_kohya(dict(peft)).items()}
     kohya = save(model_root / "scaled_kohya.safetensors", kohya_sd)
     save(model_root / "scaled_peft.safetensors", peft)
-    model = SourceModel.objects.create(source=Source.CIVITAI, external_id="17", name="Scaled LoRA")
-    version = SourceVersion.objects.create(model=model, external_id="170", name="v1")
-    SourceFile.objects.create(version=version, external_id="1700", name="scaled_kohya.safetensors",
-                              sha256=hashlib.sha256(kohya.read_bytes()).hexdigest())
+    published_on_civitai(kohya, model="Scaled LoRA", version="v1", external_id=17)
     files = register_and_hash(model_root, user, sent_for_hashing)
     k, p = files["scaled_kohya.safetensors"], files["scaled_peft.safetensors"]
     assert k.content_id != p.content_id

@@ -1,5 +1,4 @@
 """bf16 copies and fused-attention conversions, through register -> hashing -> analysis, and refingerprint."""
-import hashlib
 import json
 import struct
 
@@ -8,10 +7,11 @@ import pytest
 import torch
 from django.core.management import call_command
 
-from models_catalog.models import LocalFile, Match, Source, SourceFile, SourceModel, SourceVersion
+from models_catalog.models import LocalFile, Match
 from models_catalog.services.duplicates import duplicate_groups
 from models_catalog.services.hashing import local_files_hash
 from models_catalog.services.register import local_file_register
+from tests.factories import published_on_civitai
 from workers.modelfiles.fingerprint import FINGERPRINT_VERSION
 
 pytestmark = pytest.mark.django_db
@@ -77,10 +77,7 @@ def test_a_bf16_copy_of_an_identified_model_is_its_precision_variant(model_root,
     bfl, _ = flux_pair(seed=9)
     original = write(model_root / "flux1-dev.safetensors", bfl)
     write(model_root / "my-bf16.safetensors", {k: ("BF16", bf16_bits(a)) for k, (_, a) in bfl.items()})
-    model = SourceModel.objects.create(source=Source.CIVITAI, external_id="5", name="Flux Dev")
-    version = SourceVersion.objects.create(model=model, external_id="50", name="dev")
-    SourceFile.objects.create(version=version, external_id="500", name="flux1-dev.safetensors",
-                              sha256=hashlib.sha256(original.read_bytes()).hexdigest())
+    published_on_civitai(original, model="Flux Dev", version="dev", external_id=5)
     files = register_and_hash(model_root, user, sent_for_hashing)
     [m] = Match.objects.filter(local_file=files["my-bf16.safetensors"])
     assert m.kind == "precision" and "casting to bf16" in m.evidence and m.source_file.version.model.name == "Flux Dev"
