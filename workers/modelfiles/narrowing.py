@@ -6,17 +6,15 @@ the same integer algorithm (F. Giesen's float_to_half_fast3, generalised), drive
 
 - normal range: add half a target ulp minus one, plus the lowest kept bit (ties to even), rebias
   the exponent, shift;
-- below the smallest normal: an F32 add of a "magic" power of two aligns the bits at the target's
-  subnormal step and rounds (RNE) for us;
+- below the smallest normal: the magnitude in units of the target's subnormal step, shifted down
+  with the same half-to-even rounding;
 - beyond the largest finite value: inf (IEEE formats: F16, e5m2) or the largest finite value
   (saturating e4m3fn, as torch 2.13's cast writes it); NaN -> the format's NaN.
-BF16 shares F32's exponent, so it is the normal-range step alone, on the signed bits (subnormals
-and overflow to inf fall out of the add).
+BF16 shares F32's exponent: the normal step alone decides it (rebias 0; overflow to inf falls out).
 
-Speed: every step is a whole-array numpy ufunc into preallocated scratch. The subnormal results are
-blended in with xor/and on an all-ones mask (5 passes) when they are many: `copyto(where=)` is a
-branchy loop, ~8x slower than the blend when a random half of the values are subnormal (fp8 casts of
-weights), faster when under ~3% are (F16 casts).
+Speed: numba compiles the per-element rule (narrowing_kernels.py) into loops that make one pass over the input;
+`FourNarrower` writes all four forms in that one pass (bench: ~43 ms of CPU per 64 MiB of F32 for
+the four, against ~250 ms for the earlier whole-array numpy version).
 """
 from __future__ import annotations
 
@@ -40,8 +38,6 @@ class FloatFormat:
     out_dtype: np.dtype = field(init=False)
     rebias: np.uint32 = field(init=False)
     normal_min: int = field(init=False)
-    magic: int = field(init=False)
-    magic_f32: np.float32 = field(init=False)
     overflow_from: int = field(init=False)
     overflow_bits: int = field(init=False)
     sign_shift: int = field(init=False)
@@ -56,14 +52,11 @@ class FloatFormat:
             overflow_from, overflow_bits = max_finite + 1, (top << m) | max_mantissa
         else:  # IEEE: from 2**(emax + 1) on the normal step cannot hold it: inf
             overflow_from, overflow_bits = (top - bias + 127) << 23, top << m
-        magic = (127 + 1 - bias - m + 23) << 23  # 2**(23 + the exponent of the subnormal step)
         values = {
             "shift": shift,
             "out_dtype": np.dtype(np.uint16 if 1 + e + m == 16 else np.uint8),
             "rebias": np.uint32((((bias - 127) << 23) + (1 << (shift - 1)) - 1) & 0xFFFFFFFF),
             "normal_min": (127 + 1 - bias) << 23,
-            "magic": magic,
-            "magic_f32": np.array([magic], dtype=np.uint32).view(np.float32)[0],
             "overflow_from": overflow_from,
             "overflow_bits": overflow_bits,
             "sign_shift": 32 - (1 + e + m),
@@ -82,68 +75,44 @@ F8_E5M2 = FloatFormat("F8_E5M2", 5, 2, 15, finite_only=False, nan=0x7F, nan_sign
 FORMATS = {f.name: f for f in (F16, BF16, F8_E4M3, F8_E5M2)}
 
 
+_KERNEL_FORMATS = (F16, BF16, F8_E4M3, F8_E5M2)  # the order of `which` and of `_narrow_four`'s outputs
+
+
+def _kernels():
+    # Imported on first use: numba (LLVM) adds ~125 MiB to a process, which the web processes, that
+    # read fingerprints but never compute them, should not carry.
+    from workers.modelfiles import narrowing_kernels
+    return narrowing_kernels
+
+
 class Narrower:
-    """F32 bits -> `fmt` bits, RNE, with scratch reused across calls of up to `size` elements."""
+    """F32 bits -> `fmt` bits, RNE, into an output buffer reused across calls of up to `size` elements."""
 
     def __init__(self, fmt: FloatFormat, size: int) -> None:
         self.fmt = fmt
-        self.magnitude = np.empty(size, dtype=np.uint32)
-        self.result = np.empty(size, dtype=np.uint32)
-        self.scratch = np.empty(size, dtype=np.uint32)
-        self.blend = np.empty(size, dtype=np.uint32)
-        self.mask = np.empty(size, dtype=bool)
+        self.which = _KERNEL_FORMATS.index(fmt)
         self.out = np.empty(size, dtype=fmt.out_dtype)
 
     def __call__(self, bits: np.ndarray) -> np.ndarray:
         """`bits` (uint32 views of F32 values) narrowed; the returned array is scratch, valid until the next call."""
-        k = bits.size
-        fmt = self.fmt
-        a, t, s, b, m, out = (x[:k] for x in (self.magnitude, self.result, self.scratch, self.blend, self.mask,
-                                              self.out))
-        with np.errstate(all="ignore"):
-            if fmt.exponent_bits == 8:
-                return self._same_exponent(bits, t, m, out)
-            np.bitwise_and(bits, 0x7FFFFFFF, out=a)
-            np.right_shift(a, fmt.shift, out=t)
-            np.bitwise_and(t, 1, out=t)  # the lowest kept bit: ties go to even
-            np.add(t, a, out=t)
-            np.add(t, fmt.rebias, out=t)
-            np.right_shift(t, fmt.shift, out=t)
-            np.less(a, fmt.normal_min, out=m)
-            subnormal = np.count_nonzero(m)
-            if subnormal:
-                np.add(a.view(np.float32), fmt.magic_f32, out=s.view(np.float32))
-                np.subtract(s, fmt.magic, out=s)
-                if subnormal < k >> 5:  # few (F16 of weights): the masked copy's branches predict well
-                    np.copyto(t, s, where=m)
-                else:  # many (fp8): blend where b is all ones, i.e. a < normal_min (a's top bit is clear)
-                    np.subtract(a, fmt.normal_min, out=b)
-                    np.right_shift(b.view(np.int32), 31, out=b.view(np.int32))
-                    np.bitwise_xor(t, s, out=s)
-                    np.bitwise_and(s, b, out=s)
-                    np.bitwise_xor(t, s, out=t)
-            np.greater_equal(a, fmt.overflow_from, out=m)
-            if m.any():  # rare: NaN, inf, |x| beyond the range
-                t[m] = np.where(a[m] > 0x7F800000, fmt.nan, fmt.overflow_bits)
-            np.right_shift(bits, fmt.sign_shift, out=s)
-            np.bitwise_and(s, 1 << (31 - fmt.sign_shift), out=s)
-            np.bitwise_or(t, s, out=t)
-            np.copyto(out, t, casting="unsafe")
+        out = self.out[:bits.size]
+        _kernels().narrow_one(np.ascontiguousarray(bits), out, self.which)
         return out
 
-    def _same_exponent(self, bits: np.ndarray, t: np.ndarray, m: np.ndarray, out: np.ndarray) -> np.ndarray:
-        """BF16: no rebias, so round the signed bits in place; NaN inputs may wrap: replaced after."""
-        fmt = self.fmt
-        np.right_shift(bits, fmt.shift, out=t)
-        np.bitwise_and(t, 1, out=t)
-        np.add(t, fmt.rebias, out=t)
-        np.add(t, bits, out=t)
-        np.right_shift(t, fmt.shift, out=out, casting="unsafe")
-        np.isnan(bits.view(np.float32), out=m)
-        if m.any():
-            sign = (bits[m] >> fmt.sign_shift) & (1 << (31 - fmt.sign_shift)) if fmt.nan_signed else 0
-            out[m] = fmt.nan | sign
-        return out
+
+class FourNarrower:
+    """F32 bits -> (F16, BF16, F8_E4M3, F8_E5M2) bits in one pass, into buffers reused across calls."""
+
+    FORMATS = _KERNEL_FORMATS
+
+    def __init__(self, size: int) -> None:
+        self.outs = tuple(np.empty(size, dtype=fmt.out_dtype) for fmt in self.FORMATS)
+
+    def __call__(self, bits: np.ndarray, outs: tuple[np.ndarray, ...] | None = None) -> tuple[np.ndarray, ...]:
+        """The four narrowed forms of `bits` (into `outs` if given, else this narrower's own buffers)."""
+        outs = tuple(o[:bits.size] for o in (outs or self.outs))
+        _kernels().narrow_four(np.ascontiguousarray(bits), *outs)
+        return outs
 
 
 def widen_to_f32_bits(piece: np.ndarray, dtype: str, wide: np.ndarray) -> np.ndarray:
