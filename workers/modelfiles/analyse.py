@@ -125,6 +125,13 @@ def describe_and_detect(path: Path, *, fmt: str, evidence) -> tuple[dict | None,
     from workers.modelfiles.self_description import TensorEvidence, describe
 
     metadata = None
+    if fmt == "diffusers":
+        from workers.modelfiles.diffusers import read_model_index
+
+        try:
+            evidence.observe_model_index(read_model_index(path))
+        except ModelFileError:
+            pass  # the folder's own error is reported by the fingerprint; the tensors still speak
     if fmt == "safetensors":
         try:
             header = read_safetensors_header(path)

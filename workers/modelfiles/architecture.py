@@ -72,6 +72,21 @@ CONTEXT_WIDTHS = {768: "SD 1.x", 1024: "SD 2.x", 2048: "SDXL", 1280: "SDXL refin
 ADM_WIDTHS = {2816: "SDXL", 2560: "SDXL refiner"}
 
 
+# A diffusers folder's model_index.json names its pipeline class, and diffusers' class names carry
+# the family (diffusers/pipelines/__init__.py: StableDiffusionXLPipeline, StableDiffusionXLImg2Img...,
+# StableDiffusion3Pipeline, FluxPipeline, FluxFillPipeline, ...). First prefix that matches wins, so
+# the longer SD names come before any shorter one. StableDiffusionPipeline serves SD 1.x and 2.x
+# alike: it names no family, the text encoder's width does. The refiner shares SDXL's img2img class;
+# its model_index.json sets requires_aesthetics_score (the refiner's extra conditioning).
+PIPELINE_FAMILIES = (("StableDiffusionXL", "SDXL"), ("StableDiffusion3", "SD3"), ("Flux", "Flux"))
+
+
+def pipeline_family(class_name: str, *, aesthetics_score: bool = False) -> str:
+    """The family a diffusers pipeline class names, "unknown" when it names none."""
+    family = next((f for prefix, f in PIPELINE_FAMILIES if class_name.startswith(prefix)), "unknown")
+    return "SDXL refiner" if family == "SDXL" and aesthetics_score else family
+
+
 @dataclass(frozen=True)
 class Rule:
     fact: str
@@ -232,6 +247,14 @@ class ArchitectureDetector:
     def __init__(self) -> None:
         self.tensors = 0
         self.seen: dict[str, _Seen] = {}
+        self.pipeline_class = ""  # a diffusers folder's model_index.json _class_name
+        self.aesthetics_score = False  # ... and its requires_aesthetics_score (the SDXL refiner)
+
+    def observe_model_index(self, model_index: dict) -> None:
+        """What a diffusers folder's model_index.json says it is (its tensors still decide first)."""
+        name = model_index.get("_class_name")
+        self.pipeline_class = name[:MAX_KEY_CHARS] if isinstance(name, str) else ""
+        self.aesthetics_score = model_index.get("requires_aesthetics_score") is True
 
     def observe(self, name: str, shape: tuple[int, ...]) -> None:
         self.tensors += 1
@@ -292,6 +315,21 @@ class ArchitectureDetector:
 
 
 def _family(d: ArchitectureDetector) -> tuple[str, str]:
+    """The tensors' answer; a diffusers pipeline class fills in when they have none, and is quoted
+    when it disagrees with them (a mislabelled or hand-assembled folder)."""
+    family, why = _family_from_tensors(d)
+    if not d.pipeline_class:
+        return family, why
+    named = pipeline_family(d.pipeline_class, aesthetics_score=d.aesthetics_score)
+    says = f"model_index.json names {_quote(d.pipeline_class)}"
+    if family == "unknown" and named != "unknown":
+        return named, f"{says} ({named} pipeline)"
+    if named not in ("unknown", family):
+        return family, f"{why} (but {says}, a {named} pipeline)"
+    return family, why
+
+
+def _family_from_tensors(d: ArchitectureDetector) -> tuple[str, str]:
     """Strongest evidence first: block names a family alone has, then widths, then slots."""
     if d.has("flux") or d.has("xlabs"):
         return "Flux", d.why("flux" if d.has("flux") else "xlabs")
@@ -382,4 +420,4 @@ def detect(tensors, fmt: str = "") -> Architecture:
 
 
 __all__ = ["Architecture", "ArchitectureDetector", "RULES", "Rule", "FAMILIES", "KINDS", "LORA_KINDS",
-           "TEXT_ENCODER_KINDS", "component_renames", "detect", "other_layouts", "short_kind"]
+           "TEXT_ENCODER_KINDS", "component_renames", "detect", "other_layouts", "pipeline_family", "short_kind"]

@@ -79,7 +79,8 @@ class _Candidate:
     shards: dict[int, tuple[int, Path]] = field(default_factory=dict)  # number -> (count, path)
 
 
-def read_diffusers_folder(path: str | os.PathLike, *, variant: str | None = None) -> DiffusersFolder:
+def read_model_index(path: str | os.PathLike) -> dict:
+    """A diffusers folder's model_index.json, checked to be an object with a string `_class_name`."""
     root = Path(path)
     index_path = root / "model_index.json"
     if not index_path.is_file():
@@ -87,9 +88,15 @@ def read_diffusers_folder(path: str | os.PathLike, *, variant: str | None = None
     model_index = _read_json(index_path, limit=MAX_MODEL_INDEX_BYTES)
     if not isinstance(model_index, dict):
         raise ModelFileError("model_index.json is not a JSON object")
-    pipeline_class = model_index.get("_class_name", "")
-    if not isinstance(pipeline_class, str):
+    if not isinstance(model_index.get("_class_name", ""), str):
         raise ModelFileError("model_index.json _class_name is not a string")
+    return model_index
+
+
+def read_diffusers_folder(path: str | os.PathLike, *, variant: str | None = None) -> DiffusersFolder:
+    root = Path(path)
+    model_index = read_model_index(root)
+    pipeline_class = model_index.get("_class_name", "")
 
     notes: list[str] = []
     code_files = _python_files(root)
@@ -250,4 +257,4 @@ def _files_from_index(index_path: Path, folder: Path) -> tuple[Path, ...]:
     return tuple(files)
 
 
-__all__ = ["DiffusersComponent", "DiffusersFolder", "read_diffusers_folder", "WEIGHT_STEMS"]
+__all__ = ["DiffusersComponent", "DiffusersFolder", "read_diffusers_folder", "read_model_index", "WEIGHT_STEMS"]

@@ -161,6 +161,52 @@ def test_diffusers_folder_kind_with_the_family_its_tensors_show(tmp_path):
     assert result.self_description["type_guess"] == "diffusers" and result.self_description["base_guess"] == "Flux"
 
 
+def _folder_of(tmp_path, model_index: dict, tensors: dict[str, tuple[int, ...]] | None = None):
+    """A diffusers folder with one unet component: `tensors` (names -> shapes), or no weights at all."""
+    root = tmp_path / "pipeline"
+    (root / "unet").mkdir(parents=True)
+    (root / "model_index.json").write_text(json.dumps({**model_index, "unet": ["diffusers", "UNet2DConditionModel"]}))
+    (root / "unet" / "config.json").write_text("{}")
+    if tensors:
+        _write(root / "unet" / "diffusion_pytorch_model.safetensors", _arrays(tensors, 5))
+    return root
+
+
+def _architecture(root):
+    return analyse_path(root, member_paths=[p.relative_to(root).as_posix() for p in root.rglob("*.safetensors")]
+                        ).architecture
+
+
+@pytest.mark.parametrize("model_index, family", [
+    ({"_class_name": "StableDiffusionXLPipeline"}, "SDXL"),
+    ({"_class_name": "StableDiffusionXLImg2ImgPipeline", "requires_aesthetics_score": True}, "SDXL refiner"),
+    ({"_class_name": "StableDiffusion3Pipeline"}, "SD3"),
+    ({"_class_name": "FluxFillPipeline"}, "Flux"),
+    ({"_class_name": "StableDiffusionPipeline"}, "unknown"),  # SD 1.x and 2.x share it: the text encoder decides
+])
+def test_a_diffusers_folder_whose_tensors_say_nothing_takes_the_family_its_pipeline_class_names(
+        tmp_path, model_index, family):
+    arch = _architecture(_folder_of(tmp_path, model_index))
+    assert (arch["family"], arch["kind"]) == (family, "diffusers")
+    if family != "unknown":
+        assert f"model_index.json names {model_index['_class_name']}" in arch["family_why"]
+
+
+def test_a_diffusers_folders_tensors_outrank_its_pipeline_class_and_the_disagreement_is_shown(tmp_path):
+    # SD 1.x cross-attention (768 wide) under an SDXL pipeline class: a hand-assembled or mislabelled folder.
+    unet = {"down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight": (8, 768)}
+    arch = _architecture(_folder_of(tmp_path, {"_class_name": "StableDiffusionXLPipeline"}, unet))
+    assert arch["family"] == "SD 1.x"
+    assert "but model_index.json names StableDiffusionXLPipeline, a SDXL pipeline" in arch["family_why"]
+    agreeing = _architecture(_folder_of(tmp_path / "b", {"_class_name": "StableDiffusionPipeline"}, unet))
+    assert agreeing["family"] == "SD 1.x" and "model_index" not in agreeing["family_why"]
+
+
+def test_a_pipeline_class_is_hostile_text_too(tmp_path):
+    arch = _architecture(_folder_of(tmp_path, {"_class_name": "Flux\x1b[31m" + "x" * 5000}))
+    assert arch["family"] == "Flux" and len(arch["family_why"]) < 200 and "\x1b" not in arch["family_why"]
+
+
 def test_a_pickle_checkpoint_gets_the_same_answer_as_its_safetensors_copy(tmp_path):
     # The same names with the first dimension cut to 2: the widths (the evidence) stay.
     state = {name: ("F32", np.zeros((2, *shape[1:]), dtype=np.float32)) for name, shape in CASES["SDXL checkpoint"][2]}
