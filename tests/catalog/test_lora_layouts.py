@@ -1,5 +1,7 @@
 """A kohya LoRA and its PEFT copy (made by diffusers' own converter) through register -> hashing -> analysis."""
 
+import json
+
 import pytest
 import safetensors.torch
 import torch
@@ -81,3 +83,27 @@ def test_a_peft_copy_that_lost_the_alphas_is_related_not_the_same(model_root, us
     [m] = Match.objects.filter(local_file=p)
     assert m.kind == Match.Kind.PARTIAL and "the same LoRA matrices" in m.evidence and "other alphas" in m.evidence
     assert m.share >= 0.999
+
+
+def test_a_peft_copy_that_keeps_its_alphas_in_metadata_is_the_kohya_lora_converted(model_root, user, sent_for_hashing,
+                                                                                   capsys):
+    """diffusers' save_lora_weights keeps the LoraConfig (lora_alpha per model) in the safetensors metadata."""
+    peft = peft_lora(seed=11, scale=100)
+    kohya_sd = {k: (torch.tensor(1.0) if k.endswith(".alpha") else v)
+                for k, v in convert_state_dict_to_kohya(dict(peft)).items()}
+    kohya = save(model_root / "kept_kohya.safetensors", kohya_sd)
+    config = {f"{model}.{key}": value for model in ("unet", "text_encoder", "text_encoder_2")
+              for key, value in (("r", 4), ("lora_alpha", 1.0), ("alpha_pattern", {}), ("use_rslora", False))}
+    safetensors.torch.save_file({k: v.contiguous() for k, v in peft.items()}, str(model_root / "kept_peft.safetensors"),
+                                metadata={"format": "pt", "lora_adapter_metadata": json.dumps(config)})
+    published_on_civitai(kohya, model="Kept LoRA", version="v1", external_id=18)
+    files = register_and_hash(model_root, user, sent_for_hashing)
+    k, p = files["kept_kohya.safetensors"], files["kept_peft.safetensors"]
+    assert k.content_id == p.content_id and "lora_alpha" in p.fingerprint["components"]
+    assert Match.objects.get(local_file=p).kind == Match.Kind.CONVERTED
+
+    # Version 5 changed only PEFT LoRAs: refingerprint reads those version-4 rows again, not the others.
+    for lf in (k, p):
+        LocalFile.objects.filter(pk=lf.pk).update(fingerprint={**lf.fingerprint, "version": 4})
+    call_command("refingerprint", "--user", user.username, "--dry-run")
+    assert "1 file(s) would be read again" in capsys.readouterr().out

@@ -37,7 +37,9 @@ model and its bf16 export, which `precision_id` (an fp16 cast) cannot.
 LoRA tensors go through `lora_forms.LoraForms` instead (a kohya file and its PEFT / diffusers copy
 share ids): an alpha equal to its module's rank is left out (counted in `ignored_tensors`), any other
 alpha is digested in the "lora_alpha" component, fused Flux LoRA projections are split as diffusers'
-converters split them.
+converters split them. A PEFT / diffusers file keeps its alphas in a config instead (safetensors
+metadata or adapter_config.json, `lora_alpha_config`): read for the modules without an alpha tensor,
+so the copy digests the same "lora_alpha" component as the kohya file it came from.
 A fourth, `fp8`, casts every wider float (F32/F64/BF16/F16) to float8_e4m3fn exactly as torch's
 `.to(torch.float8_e4m3fn)` does (RNE, saturating at +-448): `fp8_id` links any float copy and its plain
 fp8 cast. A fifth, `e5m2`, does the same for float8_e5m2 (RNE, overflow to inf, as torch): `e5m2_id`
@@ -77,7 +79,7 @@ from workers.modelfiles.lora_forms import ALPHA_COMPONENT, LoraForms
 from workers.modelfiles.narrowing import (
     BF16, F8_E4M3, F16, FloatFormat, FourNarrower, Narrower, widen_to_f32_bits,
 )
-from workers.modelfiles.safetensors_reader import NUMPY_DTYPES, iter_safetensors_tensors
+from workers.modelfiles.safetensors_reader import NUMPY_DTYPES, iter_safetensors_tensors, read_safetensors_header
 from workers.modelfiles.tied_weights import TiedWeights
 from workers.modelfiles.types import ModelFileError, Tensor
 
@@ -85,9 +87,14 @@ from workers.modelfiles.types import ModelFileError, Tensor
 # 4: the fp8 e5m2 id, ComfyUI scaled fp8 weights digested de-scaled, LoRA canonical forms (lora_forms.py:
 # neutral alphas dropped, others in "lora_alpha"; fused Flux LoRA projections split) and tied weights
 # counted once (tied_weights.py: T5's embed_tokens beside shared).
+# 5: a PEFT / diffusers LoRA's alphas read from its config (safetensors metadata or adapter_config.json,
+# lora_alpha_config.py), so its lora_alpha component equals the kohya file's it was converted from.
 # Older fingerprints (stored rows, older push clients) still load; `manage.py refingerprint` recomputes them.
-FINGERPRINT_VERSION = 4
-READABLE_VERSIONS = frozenset({1, 2, 3, 4})
+FINGERPRINT_VERSION = 5
+READABLE_VERSIONS = frozenset({1, 2, 3, 4, 5})
+# Versions whose ids are still those of the current one except for files of these kinds (what the
+# versions after them changed): refingerprint leaves the others alone instead of reading every file again.
+CURRENT_EXCEPT_KINDS = {4: frozenset({"lora_peft", "lora"})}
 DIGEST_BYTES = 16
 _TENSOR_DOMAIN = b"modelxref/tensor/v1\n"
 _SET_DOMAIN = b"modelxref/tensor-multiset/v1\n"
@@ -625,7 +632,30 @@ def fingerprint_path(path: str | os.PathLike, *, variant: str | None = None,
     if variant is not None:
         raise FingerprintError("variant= applies to diffusers folders only")
     stream = ((t, None if is_ignored_key(t.name) else component_for_key(t.name)) for t in _iter_file_tensors(p, kind))
-    return _fingerprint(_observed(stream, observe), progress=progress, total=p.stat().st_size)
+    return _fingerprint(_observed(stream, observe), progress=progress, total=p.stat().st_size,
+                        alpha_of=_config_alphas(p, kind))
+
+
+def _config_alphas(path: Path, kind: str) -> Callable[[str], float | None]:
+    """The LoRA alphas a PEFT file keeps outside its tensors (lora_alpha_config.py): its safetensors
+    metadata, else an adapter_config.json beside it. Read on the first question, which only a LoRA
+    with alpha-less modules asks."""
+    from workers.modelfiles import lora_alpha_config
+
+    found: list = []
+
+    def alpha_of(module: str) -> float | None:
+        if not found:
+            config = None
+            if kind == "safetensors":
+                try:
+                    config = lora_alpha_config.from_metadata(read_safetensors_header(path).metadata)
+                except ModelFileError:
+                    config = None
+            found.append(config or lora_alpha_config.from_adapter_config(path))
+        return found[0].alpha_for(module) if found[0] is not None else None
+
+    return alpha_of
 
 
 def _observed(stream: Iterable[tuple[Tensor, str | None]], observe) -> Iterable[tuple[Tensor, str | None]]:
@@ -668,7 +698,8 @@ def _progressed(stream: Iterable[tuple[Tensor, str | None]], progress: Callable[
 
 
 def _fingerprint(stream: Iterable[tuple[Tensor, str | None]], *,
-                 progress: Callable[[int, int], None] | None = None, total: int = 0) -> Fingerprint:
+                 progress: Callable[[int, int], None] | None = None, total: int = 0,
+                 alpha_of: Callable[[str], float | None] | None = None) -> Fingerprint:
     digests: list[TensorDigest] = []
     dtypes: Counter[str] = Counter()
     parameters: Counter[str] = Counter()
@@ -692,7 +723,7 @@ def _fingerprint(stream: Iterable[tuple[Tensor, str | None]], *,
             digests.extend(mine)
             dtypes[tensor.dtype] += 1
             parameters[component] += math.prod(tensor.shape)
-        halves, alphas = lora.finish()
+        halves, alphas = lora.finish(alpha_of)
         for part, _, part_component in halves:
             digests.append(_tensor_digest(part, part_component, pool))
         for alpha, component, is_lora in alphas:
@@ -774,5 +805,5 @@ __all__ = [
     "Fingerprint", "ComponentFingerprint", "TensorDigest", "FingerprintError",
     "fingerprint_tensors", "fingerprint_path", "similarity", "shared_components",
     "component_for_key", "component_for_folder_key", "is_ignored_key", "SCHEDULE_BUFFERS", "IGNORED_LEAVES", "IGNORED_PREFIXES",
-    "DIFFUSERS_SKIPPED_COMPONENTS", "FINGERPRINT_VERSION", "TensorHasher", "multiset_id", "ContentIdBuilder",
+    "DIFFUSERS_SKIPPED_COMPONENTS", "FINGERPRINT_VERSION", "CURRENT_EXCEPT_KINDS", "TensorHasher", "multiset_id", "ContentIdBuilder",
 ]

@@ -21,7 +21,8 @@ writes the diffusers module path with '_' for '.'). SGM-named kohya SDXL modules
 mapping pairs a module's alpha with its rank, and tests check it against diffusers' converters.
 
 Alpha (the decision). The forward pass scales a module's delta by alpha / rank. PEFT files carry no
-alpha (PEFT keeps lora_alpha in adapter_config.json); diffusers' `convert_state_dict_to_kohya`
+alpha tensor (PEFT keeps lora_alpha in its config: `finish(alpha_of)` takes what
+lora_alpha_config.py read of it, for the modules that have a rank and no alpha); diffusers' `convert_state_dict_to_kohya`
 (PEFT -> kohya) writes alpha = rank for every module, and its kohya Flux converter takes a missing
 alpha as rank. So an alpha equal to its module's rank is the neutral scale, what "no alpha" means:
 it is dropped before digesting, and a kohya file and its PEFT/diffusers copy share content_id and
@@ -48,6 +49,7 @@ conversion multiplies the weights by alpha / rank (new values, new digests).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -297,9 +299,12 @@ class LoraForms:
             out.append((p, origin[0], origin[1]))
         return out
 
-    def finish(self) -> tuple[Emitted, list[tuple[Tensor | None, object, bool]]]:
+    def finish(self, alpha_of: Callable[[str], float | None] | None = None
+               ) -> tuple[Emitted, list[tuple[Tensor | None, object, bool]]]:
         """(the fused halves whose partner never came, in the copy form; per held-back alpha: its canonical
-        tensor or None when neutral, its context, whether it is a LoRA's alpha)."""
+        tensor or None when neutral, its context, whether it is a LoRA's alpha). `alpha_of(module)` is
+        asked for the modules that have a rank and no alpha tensor (a PEFT file's config keeps them,
+        lora_alpha_config.py); only called when there are some, so a file that is no LoRA costs nothing."""
         halves: Emitted = []
         for (module, role), half in self.halves.items():
             fused = _fused(module)
@@ -319,6 +324,14 @@ class LoraForms:
                 out.append((Tensor(name=tensor.name, dtype="F32", shape=(), array=scalar), context, True))
             else:  # a float as stored: an fp16 copy's alpha is then its precision variant too
                 out.append((tensor, context, True))
+        missing = [m for m in self.ranks if m not in {module for module, _, _ in self.alphas}]
+        for module in missing if alpha_of is not None else ():
+            value = alpha_of(module)
+            if value is None or value == self.ranks[module]:
+                continue  # unknown, or neutral: digested as a file without alpha is
+            # As kohya stores it (F32 scalar); an integer alpha would be canonicalised to this too.
+            scalar = np.array(value, dtype="<f4")
+            out.append((Tensor(name=f"{module}.alpha", dtype="F32", shape=(), array=scalar), None, True))
         return halves, out
 
 

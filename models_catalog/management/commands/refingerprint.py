@@ -19,7 +19,7 @@ from models_catalog.management.commands._base import PipeSafeCommand
 from models_catalog.management.commands._owner import cli_owner
 from models_catalog.models import LocalFile
 from models_catalog.services.analysis import local_file_analyse
-from workers.modelfiles.fingerprint import FINGERPRINT_VERSION
+from workers.modelfiles.fingerprint import CURRENT_EXCEPT_KINDS, FINGERPRINT_VERSION
 
 
 class Command(PipeSafeCommand):
@@ -41,8 +41,10 @@ class Command(PipeSafeCommand):
             # Rows analysed before the architecture detector have no family yet, and those holding a T5
             # encoder or a bare CLIP projection have component names that changed (text_encoder_2 ->
             # t5xxl, text_projection now in text_encoder): reading them again refreshes both.
-            files = files.exclude(fingerprint__isnull=True).filter(
-                ~Q(fingerprint__version=FINGERPRINT_VERSION) | Q(architecture__isnull=True))
+            current = Q(fingerprint__version=FINGERPRINT_VERSION)
+            for version, kinds in CURRENT_EXCEPT_KINDS.items():  # what a later version left unchanged
+                current |= Q(fingerprint__version=version) & ~Q(architecture_kind__in=kinds)
+            files = files.exclude(fingerprint__isnull=True).filter(~current | Q(architecture__isnull=True))
         ids = list(files.order_by("pk").values_list("pk", flat=True))
         if dry_run:
             self.stdout.write(f"{len(ids)} file(s) would be read again (fingerprint version {FINGERPRINT_VERSION}, "
