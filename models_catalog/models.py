@@ -69,6 +69,9 @@ class LocalFile(models.Model):
     fp8_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
     # The content cast to fp8 e5m2: links any float copy and its e5m2 cast (e4m3fn and e5m2 round differently).
     e5m2_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
+    # A kohya Flux LoRA with alphas other than its ranks: the content_id of diffusers' conversion of it,
+    # whose weights hold the alphas folded in (workers/modelfiles/lora_folding.py). "" for other files.
+    folded_id = models.CharField(max_length=64, blank=True, default="", db_index=True)
     analysis_error = models.TextField(blank=True, default="")
     # What the file says about itself (header metadata, type/base guess with evidence): see
     # workers/modelfiles/self_description.py. `described_as` is its one-line label ("LoRA for SDXL:

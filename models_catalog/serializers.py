@@ -386,7 +386,7 @@ class LocalFileDetailSerializer(_IdentityField, _OwnerField, serializers.ModelSe
     class Meta:
         model = LocalFile
         fields = ["id", "owner", "name", "path", "host", "origin", "is_folder", "size", "format", "content_id",
-                  "precision_id", "bf16_id", "fp8_id", "e5m2_id", "analysis_error", "identity", "hashes", "members", "matches",
+                  "precision_id", "bf16_id", "fp8_id", "e5m2_id", "folded_id", "analysis_error", "identity", "hashes", "members", "matches",
                   "safety", "fingerprint", "progress", "self_description", "architecture", "previews", "created_at",
                   "updated_at", "hashed_at",
                   "quarantined_at"]

@@ -112,6 +112,7 @@ def _fingerprint_summary(lf: LocalFile) -> dict | None:
         "bf16_id": fp.get("bf16_id") or "",
         "fp8_id": fp.get("fp8_id") or "",
         "e5m2_id": fp.get("e5m2_id") or "",
+        "folded_id": fp.get("folded_id") or "",
         "tensors": fp.get("tensors"), "parameters": fp.get("parameters"), "nbytes": fp.get("nbytes"),
         "dtypes": sorted((fp.get("dtypes") or {}).items()) if isinstance(fp.get("dtypes"), dict) else [],
         "components": sorted((name, c) for name, c in components.items() if isinstance(c, dict)),

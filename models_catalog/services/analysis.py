@@ -88,7 +88,7 @@ def local_file_analyse(*, local_file_id: int) -> None:
             fingerprint=result.fingerprint, analysis_error=result.error,
             content_id=fingerprint.get("content_id") or "", precision_id=fingerprint.get("precision_id") or "",
             bf16_id=fingerprint.get("bf16_id") or "", fp8_id=fingerprint.get("fp8_id") or "",
-            e5m2_id=fingerprint.get("e5m2_id") or "",
+            e5m2_id=fingerprint.get("e5m2_id") or "", folded_id=fingerprint.get("folded_id") or "",
             **description_fields(result.self_description), **architecture_fields(result.architecture),
         )
         if updated:  # only the writer that won the compare-and-set replaces the component rows

@@ -48,7 +48,8 @@ def _stored(lf: LocalFile) -> dict:
     row = {"id": lf.pk, "owner": lf.owner.username, "status": lf.status, "error": lf.error or None,
            "format": lf.format or None, "safety_verdict": lf.safety_verdict or None,
            "content_id": lf.content_id or None, "precision_id": lf.precision_id or None,
-           "bf16_id": lf.bf16_id or None, "fp8_id": lf.fp8_id or None, "e5m2_id": lf.e5m2_id or None}
+           "bf16_id": lf.bf16_id or None, "fp8_id": lf.fp8_id or None, "e5m2_id": lf.e5m2_id or None,
+           "folded_id": lf.folded_id or None}
     stored = FileHashes.objects.filter(local_file=lf).first()
     if stored is not None:
         row["hashes"] = stored.civitai_form()

@@ -75,10 +75,18 @@ def _via_fingerprint(lf: LocalFile) -> list[Candidate]:
         same |= Q(fp8_id=lf.fp8_id)
     if lf.e5m2_id:
         same |= Q(e5m2_id=lf.e5m2_id)
+    # A kohya Flux LoRA and diffusers' conversion of it, whose weights hold the alphas (lora_folding.py).
+    same |= Q(folded_id=lf.content_id)
+    if lf.folded_id:
+        same |= Q(content_id=lf.folded_id)
     related = LocalFile.objects.filter(same).exclude(pk=lf.pk)
     for other in related.filter(matches__kind__in=EXACT_KINDS).distinct():
         shown, via = _through(lf, other)
-        if other.content_id == lf.content_id:
+        folded = other.folded_id == lf.content_id or (lf.folded_id and other.content_id == lf.folded_id)
+        if folded and other.content_id != lf.content_id:
+            kind, why = Match.Kind.CONVERTED, (
+                f"the same LoRA as {shown} with its alphas folded into the weights (diffusers' kohya Flux conversion)")
+        elif other.content_id == lf.content_id:
             layouts = other_layouts(other.architecture_kind, lf.architecture_kind)
             if other.format != lf.format:
                 kind, why = Match.Kind.CONVERTED, f"same tensors as {shown} ({other.format}), here as {lf.format or 'another container'}"
@@ -278,12 +286,14 @@ def relatives_rematch(*, local_file_ids: set[int]) -> None:
     """Rematch the files without an exact match that share a fingerprint with these
     (they may now reach a source through them). Files without a fingerprint cost one query."""
     keys = list(LocalFile.objects.filter(pk__in=local_file_ids).exclude(content_id="")
-                .values_list("content_id", "precision_id", "bf16_id", "fp8_id", "e5m2_id"))
+                .values_list("content_id", "precision_id", "bf16_id", "fp8_id", "e5m2_id", "folded_id"))
     if not keys:
         return
     q = Q(pk__in=[])
-    for content_id, precision_id, bf16_id, fp8_id, e5m2_id in keys:
-        q |= Q(content_id=content_id) | Q(precision_id=precision_id)
+    for content_id, precision_id, bf16_id, fp8_id, e5m2_id, folded_id in keys:
+        q |= Q(content_id=content_id) | Q(precision_id=precision_id) | Q(folded_id=content_id)
+        if folded_id:
+            q |= Q(content_id=folded_id)
         if bf16_id:
             q |= Q(bf16_id=bf16_id)
         if fp8_id:

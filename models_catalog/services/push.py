@@ -110,6 +110,7 @@ def _analysis_fields(record: dict, *, default_format: str) -> dict:
         # Architecture.from_json accepts (known family and kind), so a hostile record stores nothing odd.
         **architecture_fields(record.get("architecture")),
         "e5m2_id": str((fingerprint or {}).get("e5m2_id") or "")[:64],
+        "folded_id": str((fingerprint or {}).get("folded_id") or "")[:64],
     }
 
 

@@ -195,5 +195,5 @@ def test_json_form_is_the_raw_report(model_root, user):
     assert report["hashes"]["SHA256"] == hashlib.sha256(model.read_bytes()).hexdigest().upper()
     assert report["safety"] == {"verdict": "safe", "findings": [], "globals": []}
     [row] = report["registered"]
-    assert set(row) == {"id", "owner", "status", "error", "format", "safety_verdict", "content_id", "precision_id", "bf16_id", "fp8_id", "e5m2_id",
+    assert set(row) == {"id", "owner", "status", "error", "format", "safety_verdict", "content_id", "precision_id", "bf16_id", "fp8_id", "e5m2_id", "folded_id",
                         "hashes", "hashes_source", "folder_digest", "matches"}

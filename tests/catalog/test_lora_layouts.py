@@ -11,6 +11,7 @@ from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya
 
 from models_catalog.models import LocalFile, Match
 from models_catalog.services.duplicates import duplicate_groups
+from tests.catalog.conftest import write_safetensors
 from tests.factories import published_on_civitai
 from tests.catalog.test_model_families import register_and_hash
 from tests.workers.modelfiles.test_lora_forms import peft_lora
@@ -20,7 +21,7 @@ pytestmark = pytest.mark.django_db
 
 
 def save(path, sd):
-    safetensors.torch.save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    safetensors.torch.save_file({k: v.clone().contiguous() for k, v in sd.items()}, str(path))  # converters share A
     return path
 
 
@@ -102,8 +103,37 @@ def test_a_peft_copy_that_keeps_its_alphas_in_metadata_is_the_kohya_lora_convert
     assert k.content_id == p.content_id and "lora_alpha" in p.fingerprint["components"]
     assert Match.objects.get(local_file=p).kind == Match.Kind.CONVERTED
 
-    # Version 5 changed only PEFT LoRAs: refingerprint reads those version-4 rows again, not the others.
-    for lf in (k, p):
+    # Version 5 changed only LoRAs (PEFT alphas, kohya folded ids): refingerprint reads those version-4
+    # rows again, and leaves a version-4 checkpoint alone.
+    write_safetensors(model_root / "checkpoint.safetensors")
+    files = register_and_hash(model_root, user, sent_for_hashing)
+    for lf in LocalFile.objects.filter(owner=user):
         LocalFile.objects.filter(pk=lf.pk).update(fingerprint={**lf.fingerprint, "version": 4})
     call_command("refingerprint", "--user", user.username, "--dry-run")
-    assert "1 file(s) would be read again" in capsys.readouterr().out
+    assert "2 file(s) would be read again" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("published", ["kohya", "diffusers"])
+def test_a_kohya_flux_lora_and_diffusers_folded_conversion_are_one_lora_converted(model_root, user, sent_for_hashing,
+                                                                                  published):
+    """diffusers' kohya Flux converter multiplies the weights by alpha / rank: new values, linked by folded_id."""
+    from diffusers.loaders.lora_conversion_utils import _convert_kohya_flux_lora_to_diffusers
+
+    from tests.workers.modelfiles.test_lora_forms import flux_kohya
+
+    kohya_sd = {k: (torch.tensor(0.5) if k.endswith(".alpha") else v) for k, v in flux_kohya(seed=12).items()}
+    paths = {"kohya": save(model_root / "flux_style_kohya.safetensors", kohya_sd),
+             "diffusers": save(model_root / "flux_style_diffusers.safetensors",
+                               _convert_kohya_flux_lora_to_diffusers({k: v.clone() for k, v in kohya_sd.items()}))}
+    published_on_civitai(paths[published], model="Flux Style", version="v1", external_id=19)
+    files = register_and_hash(model_root, user, sent_for_hashing)
+    k, d = files["flux_style_kohya.safetensors"], files["flux_style_diffusers.safetensors"]
+    assert k.content_id != d.content_id and k.folded_id == d.content_id
+    other = d if published == "kohya" else k
+    [m] = Match.objects.filter(local_file=other)
+    assert m.kind == Match.Kind.CONVERTED and "alphas folded into the weights" in m.evidence
+    client = Client()
+    client.force_login(user)
+    page = client.get(f"/files/{other.pk}/").content.decode()
+    assert "Converted copy of Flux Style" in page
+    assert ("Folded id" in client.get(f"/files/{k.pk}/").content.decode())

@@ -67,7 +67,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import blake3
@@ -88,13 +88,14 @@ from workers.modelfiles.types import ModelFileError, Tensor
 # neutral alphas dropped, others in "lora_alpha"; fused Flux LoRA projections split) and tied weights
 # counted once (tied_weights.py: T5's embed_tokens beside shared).
 # 5: a PEFT / diffusers LoRA's alphas read from its config (safetensors metadata or adapter_config.json,
-# lora_alpha_config.py), so its lora_alpha component equals the kohya file's it was converted from.
+# lora_alpha_config.py), so its lora_alpha component equals the kohya file's it was converted from;
+# a kohya Flux LoRA with alphas other than its ranks gets folded_id (lora_folding.py).
 # Older fingerprints (stored rows, older push clients) still load; `manage.py refingerprint` recomputes them.
 FINGERPRINT_VERSION = 5
 READABLE_VERSIONS = frozenset({1, 2, 3, 4, 5})
 # Versions whose ids are still those of the current one except for files of these kinds (what the
 # versions after them changed): refingerprint leaves the others alone instead of reading every file again.
-CURRENT_EXCEPT_KINDS = {4: frozenset({"lora_peft", "lora"})}
+CURRENT_EXCEPT_KINDS = {4: frozenset({"lora_peft", "lora", "lora_kohya"})}
 DIGEST_BYTES = 16
 _TENSOR_DOMAIN = b"modelxref/tensor/v1\n"
 _SET_DOMAIN = b"modelxref/tensor-multiset/v1\n"
@@ -293,6 +294,9 @@ class Fingerprint:
     bf16_id: str = ""  # the content cast to bf16: an fp32 model and its bf16 export share it ("" in version 1)
     fp8_id: str = ""  # the content cast to fp8 e4m3fn: any float copy and its fp8 cast share it ("" before version 3)
     e5m2_id: str = ""  # the content cast to fp8 e5m2: any float copy and its e5m2 cast share it ("" before version 4)
+    # A kohya Flux LoRA with alphas other than its ranks: the content_id diffusers' conversion of it has
+    # (alphas folded into the weights, lora_folding.py); "" for every other file.
+    folded_id: str = ""
     version: int = FINGERPRINT_VERSION
 
     @property
@@ -307,6 +311,7 @@ class Fingerprint:
             "bf16_id": self.bf16_id,
             "fp8_id": self.fp8_id,
             "e5m2_id": self.e5m2_id,
+            **({"folded_id": self.folded_id} if self.folded_id else {}),
             "tensors": self.tensors,
             "parameters": self.parameters,
             "nbytes": self.nbytes,
@@ -352,7 +357,8 @@ class Fingerprint:
                 dtypes={str(k): int(v) for k, v in data["dtypes"].items()},
                 components=components, digests=digests, ignored_tensors=int(data.get("ignored_tensors", 0)),
                 bf16_id=str(data.get("bf16_id", "")), fp8_id=str(data.get("fp8_id", "")),
-                e5m2_id=str(data.get("e5m2_id", "")), version=int(data["version"]))
+                e5m2_id=str(data.get("e5m2_id", "")), folded_id=str(data.get("folded_id", "")),
+                version=int(data["version"]))
         except FingerprintError:
             raise
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as exc:
@@ -577,6 +583,10 @@ class ContentIdBuilder:
             return  # as _fingerprint: a tied weight's second name is not counted
         self._extend(parts)
 
+    def add_tensor(self, tensor: Tensor) -> None:
+        """`add` for a tensor held whole: its content digest is computed here."""
+        self.add(tensor, _hash_bytes(_digest_header(tensor.dtype, tensor.shape), _canonical_array(tensor)))
+
     def _extend(self, emitted) -> None:
         for part, origin, digest in emitted:
             self.digests.append(digest if part is origin else
@@ -632,8 +642,17 @@ def fingerprint_path(path: str | os.PathLike, *, variant: str | None = None,
     if variant is not None:
         raise FingerprintError("variant= applies to diffusers folders only")
     stream = ((t, None if is_ignored_key(t.name) else component_for_key(t.name)) for t in _iter_file_tensors(p, kind))
-    return _fingerprint(_observed(stream, observe), progress=progress, total=p.stat().st_size,
-                        alpha_of=_config_alphas(p, kind))
+    fingerprint = _fingerprint(_observed(stream, observe), progress=progress, total=p.stat().st_size,
+                               alpha_of=_config_alphas(p, kind))
+    if ALPHA_COMPONENT in fingerprint.components:  # alphas other than the ranks: diffusers may fold them
+        from workers.modelfiles import lora_folding
+
+        names = (t.name for t in _iter_file_tensors(p, kind))
+        if lora_folding.is_kohya_flux(names):
+            folded = lora_folding.folded_content_id(lambda: _iter_file_tensors(p, kind), builder_factory=ContentIdBuilder)
+            if folded:
+                fingerprint = replace(fingerprint, folded_id=folded)
+    return fingerprint
 
 
 def _config_alphas(path: Path, kind: str) -> Callable[[str], float | None]:

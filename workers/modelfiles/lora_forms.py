@@ -43,8 +43,9 @@ once per part, up split (row slices are views: nothing is copied). The kohya con
 case (rank divisible by the parts and an up matrix that is zero off its diagonal blocks, what
 merging per-projection LoRAs into the fused layout gives) chunks the down matrix by rows and keeps
 the diagonal blocks of the up one instead: mirrored too, so a module's down half waits for its up
-half (`LoraForms.take`). Not linked: kohya Flux LoRAs with alpha != rank, whose diffusers
-conversion multiplies the weights by alpha / rank (new values, new digests).
+half (`LoraForms.take`). A kohya Flux LoRA with alpha != rank, whose diffusers conversion multiplies
+the weights by alpha / rank (new values, new digests), is linked to it another way: its fingerprint
+also holds the id that conversion will have (`folded_id`, lora_folding.py).
 """
 from __future__ import annotations
 

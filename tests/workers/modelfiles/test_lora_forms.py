@@ -1,5 +1,6 @@
 """LoRA identity across layouts: the copies are made by diffusers' own converters (0.42.1)."""
 import numpy as np
+import pytest
 import safetensors.torch
 import torch
 from diffusers.loaders.lora_conversion_utils import (
@@ -242,3 +243,45 @@ def test_a_fused_projections_halves_pair_in_any_order():
                for k, v in block_diagonal_flux_kohya(seed=6).items()]
     forward, backward = fingerprint_tensors(tensors), fingerprint_tensors(tensors[::-1])
     assert forward.content_id == backward.content_id and forward.tensors == 14
+
+
+def _with_alphas(sd, alpha, dtype=None):
+    out = {}
+    for k, v in sd.items():
+        if k.endswith(".alpha"):
+            out[k] = torch.tensor(alpha, dtype=dtype or torch.float32)
+        else:
+            out[k] = v.to(dtype) if dtype is not None else v
+    return out
+
+
+@pytest.mark.parametrize("alpha, dtype", [
+    (1.0, None),  # scale 1/2: powers of two, the products are exact
+    (3.0, None),  # scale 1.5 on the down matrix: rounded products
+    (0.3, None), (0.3, torch.bfloat16), (0.7, torch.float16), (5.0, torch.bfloat16),
+])
+def test_a_kohya_flux_lora_with_other_alphas_knows_the_id_of_its_folded_diffusers_conversion(tmp_path, alpha, dtype):
+    kohya = _with_alphas(flux_kohya(seed=4), alpha, dtype)
+    kohya["lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_down.weight"] = torch.randn(2, 768).to(
+        dtype or torch.float32)
+    kohya["lora_te1_text_model_encoder_layers_0_self_attn_q_proj.lora_up.weight"] = torch.randn(768, 2).to(
+        dtype or torch.float32)
+    kohya["lora_te1_text_model_encoder_layers_0_self_attn_q_proj.alpha"] = torch.tensor(alpha)
+    diffusers = _convert_kohya_flux_lora_to_diffusers({k: v.clone() for k, v in kohya.items()})
+    a, b = fp(tmp_path, "kohya", kohya), fp(tmp_path, "diffusers", diffusers)
+    assert a.content_id != b.content_id  # the conversion holds other values
+    assert a.folded_id == b.content_id and not b.folded_id
+    assert a.folded_id != fp(tmp_path, "other", _with_alphas(flux_kohya(seed=5), alpha, dtype)).folded_id
+
+
+def test_a_block_diagonal_kohya_flux_lora_folds_before_it_is_chunked(tmp_path):
+    kohya = _with_alphas(block_diagonal_flux_kohya(), 1.0)  # rank 12: scale 1/12
+    diffusers = _convert_kohya_flux_lora_to_diffusers({k: v.clone() for k, v in kohya.items()})
+    assert fp(tmp_path, "kohya", kohya).folded_id == fp(tmp_path, "diffusers", diffusers).content_id
+
+
+def test_only_kohya_flux_loras_with_other_alphas_get_a_folded_id(tmp_path):
+    assert not fp(tmp_path, "neutral", flux_kohya()).folded_id  # alpha == rank: nothing to fold
+    sds, _ = layouts()
+    sd_kohya = {k: (torch.tensor(1.0) if k.endswith(".alpha") else v) for k, v in sds["kohya"].items()}
+    assert not fp(tmp_path, "sd", sd_kohya).folded_id  # SD kohya: diffusers keeps the alphas (network alphas)
