@@ -9,9 +9,8 @@ from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya
 
 from models_catalog.models import LocalFile, Match
 from models_catalog.services.duplicates import duplicate_groups
-from tests.factories import published_on_civitai
-from tests.catalog.test_model_families import register_and_hash
-from tests.workers.modelfiles.test_lora_forms import peft_lora
+from tests.factories import published_on_civitai, register_root_and_hash
+from tests.model_builders import peft_lora
 from workers.modelfiles.fingerprint import FINGERPRINT_VERSION
 
 pytestmark = pytest.mark.django_db
@@ -28,7 +27,7 @@ def test_a_kohya_lora_and_its_peft_copy_are_one_lora_converted(model_root, user,
     save(model_root / "my_style_peft.safetensors", peft)
     save(model_root / "another_style_peft.safetensors", peft_lora(seed=8))
     published_on_civitai(kohya, model="My Style LoRA", version="v1", external_id=15)
-    files = register_and_hash(model_root, user, sent_for_hashing)
+    files = register_root_and_hash(model_root, user, sent_for_hashing)
     k, p, other = files["my_style_kohya.safetensors"], files["my_style_peft.safetensors"], files["another_style_peft.safetensors"]
     assert (k.architecture_kind, p.architecture_kind) == ("lora_kohya", "lora_peft")
     assert k.content_id == p.content_id != other.content_id
@@ -54,7 +53,7 @@ def test_refingerprint_links_a_kohya_lora_stored_by_version_3(model_root, user, 
     kohya = save(model_root / "old_kohya.safetensors", convert_state_dict_to_kohya(dict(peft)))
     save(model_root / "old_peft.safetensors", peft)
     published_on_civitai(kohya, model="Old LoRA", version="v1", external_id=16)
-    files = register_and_hash(model_root, user, sent_for_hashing)
+    files = register_root_and_hash(model_root, user, sent_for_hashing)
     k, p = files["old_kohya.safetensors"], files["old_peft.safetensors"]
     good = k.content_id
     LocalFile.objects.filter(pk=k.pk).update(fingerprint={**k.fingerprint, "version": 3}, content_id="v3" + good[2:])
@@ -74,7 +73,7 @@ def test_a_peft_copy_that_lost_the_alphas_is_related_not_the_same(model_root, us
     kohya = save(model_root / "scaled_kohya.safetensors", kohya_sd)
     save(model_root / "scaled_peft.safetensors", peft)
     published_on_civitai(kohya, model="Scaled LoRA", version="v1", external_id=17)
-    files = register_and_hash(model_root, user, sent_for_hashing)
+    files = register_root_and_hash(model_root, user, sent_for_hashing)
     k, p = files["scaled_kohya.safetensors"], files["scaled_peft.safetensors"]
     assert k.content_id != p.content_id
     assert k.fingerprint["components"]["lora"]["content_id"] == p.fingerprint["components"]["lora"]["content_id"]
