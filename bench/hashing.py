@@ -34,7 +34,7 @@ import blake3
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from workers import hashing  # noqa: E402
+from workers import hash_engine, hashing  # noqa: E402
 from workers.hash_cache import HashCache, hash_file_cached  # noqa: E402
 
 OUT = ROOT / "bench" / "out"
@@ -174,10 +174,10 @@ def cached_rehash(paths: list[Path]) -> tuple[float, float]:
 
 def tune() -> None:
     print(f"\ntuning (best of {REPEATS}, GB/s; CPU = user+sys seconds of the best run):")
-    original = (hashing.RING_DEPTH, hashing.BLAKE3_MAX_THREADS)
+    original = (hash_engine.RING_DEPTH, hash_engine.BLAKE3_MAX_THREADS)
     for threads in (1, 2):
         for depth, mib in ((3, 8), (4, 4), (4, 8), (4, 16), (8, 2), (16, 1), (32, 1)):
-            hashing.RING_DEPTH, hashing.BLAKE3_MAX_THREADS = depth, threads
+            hash_engine.RING_DEPTH, hash_engine.BLAKE3_MAX_THREADS = depth, threads
             best = (float("inf"), 0.0)
             for _ in range(REPEATS):
                 cpu0, start = os.times(), time.perf_counter()
@@ -188,7 +188,7 @@ def tune() -> None:
                 f"  blake3 threads={threads} ring={depth:2d} buffer={mib:2d} MiB:"
                 f" {BIG_SIZE / best[0] / 1e9:.2f} GB/s, CPU {best[1]:.2f} s"
             )
-    hashing.RING_DEPTH, hashing.BLAKE3_MAX_THREADS = original
+    hash_engine.RING_DEPTH, hash_engine.BLAKE3_MAX_THREADS = original
 
 
 def verdict(ok: bool) -> str:
@@ -253,11 +253,11 @@ def main() -> int:
     ]
     lines = [
         f"Machine: {os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {platform.processor() or platform.machine()},"
-        f" Python {platform.python_version()}, CRC32 via {hashing.CRC32_IMPLEMENTATION},"
+        f" Python {platform.python_version()}, CRC32 via {hash_engine.CRC32_IMPLEMENTATION},"
         f" {datetime.date.today().isoformat()}.",
         f"File: {BIG_SIZE / GiB:.0f} GiB safetensors, page cache warm; best of {REPEATS}."
-        f" Buffers {hashing.DEFAULT_BUFFER_SIZE // (1024 * 1024)} MiB x ring {hashing.RING_DEPTH},"
-        f" BLAKE3 threads {hashing.BLAKE3_MAX_THREADS}. Load average when started: {load_at_start:.2f}"
+        f" Buffers {hash_engine.DEFAULT_BUFFER_SIZE // (1024 * 1024)} MiB x ring {hash_engine.RING_DEPTH},"
+        f" BLAKE3 threads {hash_engine.BLAKE3_MAX_THREADS}. Load average when started: {load_at_start:.2f}"
         f" (other work on the machine slows the two-thread hasher more than single-threaded OpenSSL).",
         "",
         "| what | time | throughput |",

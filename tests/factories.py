@@ -18,7 +18,7 @@ from rest_framework.test import APIClient
 from models_catalog.identity import best_model_names_sync
 from models_catalog.models import FileHashes, LocalFile, Match, Source, SourceFile, SourceModel, SourceVersion
 from models_catalog.services.civitai_lookup import civitai_client
-from models_catalog.services.hashing import local_file_hash
+from models_catalog.services.hashing import local_file_hash, local_files_hash
 from models_catalog.services.matching import local_components_sync
 from models_catalog.services.register import local_file_register
 from models_catalog.services.tokens import api_token_create
@@ -179,6 +179,14 @@ def register_and_hash(owner, *paths) -> list[LocalFile]:
     for lf in rows:
         assert lf.status == "done", lf.error
     return rows
+
+
+def register_root_and_hash(model_root, user, sent_for_hashing) -> dict[str, LocalFile]:
+    """Register the whole root, hash what register sent (the `sent_for_hashing` fixture's ids); the user's rows by name."""
+    outcome = local_file_register(paths=[str(model_root)], owner=user)
+    assert not outcome.refused
+    local_files_hash(local_file_ids=sent_for_hashing)
+    return {lf.name: lf for lf in LocalFile.objects.filter(owner=user)}
 
 
 # --- identification against the Civitai stand-in --------------------------------------

@@ -17,10 +17,10 @@ from models_catalog.services.hashing import folder_hashes_store, hash_fields
 from models_catalog.services.pipeline import enqueue_identify
 from models_catalog.services.matching import local_components_sync
 from models_catalog.services.paths import printable
-from workers import push_client
 from workers.hashing import WEIGHT_SUFFIXES, ComputedHashes, FolderHashes, HashesFormatError
+from workers.push import defaults as push_defaults
 
-MAX_BATCH = push_client.MAX_BATCH  # one limit for the client and the server
+MAX_BATCH = push_defaults.MAX_BATCH  # one limit for the client and the server
 MAX_FOLDER_MEMBERS = 10_000
 MAX_RELATIVE_PATH = 1024
 MAX_SIZE = 2**63 - 1  # a BigIntegerField: larger sizes are lies, and would crash the insert

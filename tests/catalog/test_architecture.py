@@ -8,8 +8,7 @@ from django.core.management import call_command
 from rest_framework.test import APIClient
 
 from models_catalog.models import LocalComponent, LocalFile, Match, Source, SourceFile, SourceModel, SourceVersion
-from models_catalog.services.hashing import local_files_hash
-from models_catalog.services.register import local_file_register
+from tests.factories import register_root_and_hash
 from tests.fakes.demo_library import safetensors_bytes
 
 pytestmark = pytest.mark.django_db
@@ -28,12 +27,6 @@ def arrays(spec, seed=1):
     return {k: ("F32", rng.standard_normal(shape, dtype=np.float32)) for k, shape in spec.items()}
 
 
-def register_and_hash(model_root, user, sent_for_hashing):
-    assert not local_file_register(paths=[str(model_root)], owner=user).refused
-    local_files_hash(local_file_ids=sent_for_hashing)
-    return {lf.name: lf for lf in LocalFile.objects.filter(owner=user)}
-
-
 @pytest.fixture
 def library(model_root, user, sent_for_hashing):
     flux = arrays(FLUX)
@@ -46,7 +39,7 @@ def library(model_root, user, sent_for_hashing):
     version = SourceVersion.objects.create(model=model, external_id="70", name="dev")
     SourceFile.objects.create(version=version, external_id="700", name=aio.name,
                               sha256=hashlib.sha256(aio.read_bytes()).hexdigest())
-    return register_and_hash(model_root, user, sent_for_hashing)
+    return register_root_and_hash(model_root, user, sent_for_hashing)
 
 
 def test_analysis_stores_family_kind_and_evidence(library):

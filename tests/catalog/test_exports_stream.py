@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 
 from models_catalog import views_tools
 from models_catalog.services.duplicates import duplicate_groups
-from tests.catalog.test_pages_catalog import login, seed_local
+from tests.factories import login, seed_local
 
 pytestmark = pytest.mark.django_db
 

@@ -6,8 +6,8 @@ from django.core.management import call_command
 
 from models_catalog.models import LocalFile, Match
 from models_catalog.services.duplicates import duplicate_groups
-from tests.catalog.test_model_families import flux_pair, register_and_hash, write
-from tests.factories import published_on_civitai, token_client
+from tests.factories import published_on_civitai, register_root_and_hash, token_client
+from tests.model_builders import flux_pair, write_tensors
 
 pytestmark = pytest.mark.django_db
 
@@ -18,10 +18,10 @@ def fp8_bits(array):
 
 def test_an_fp8_copy_of_an_identified_model_is_its_precision_variant(model_root, user, sent_for_hashing):
     bfl, _ = flux_pair(seed=11)
-    original = write(model_root / "flux1-dev.safetensors", bfl)
-    write(model_root / "flux1-dev-fp8.safetensors", {k: ("F8_E4M3", fp8_bits(a)) for k, (_, a) in bfl.items()})
+    original = write_tensors(model_root / "flux1-dev.safetensors", bfl)
+    write_tensors(model_root / "flux1-dev-fp8.safetensors", {k: ("F8_E4M3", fp8_bits(a)) for k, (_, a) in bfl.items()})
     published_on_civitai(original, model="Flux Dev", version="dev", external_id=7)
-    files = register_and_hash(model_root, user, sent_for_hashing)
+    files = register_root_and_hash(model_root, user, sent_for_hashing)
     fp32, fp8 = files["flux1-dev.safetensors"], files["flux1-dev-fp8.safetensors"]
     assert fp32.fp8_id == fp8.fp8_id == fp8.content_id != ""
     assert fp32.bf16_id != fp8.bf16_id and fp32.precision_id != fp8.precision_id  # only fp8_id links them
@@ -32,9 +32,9 @@ def test_an_fp8_copy_of_an_identified_model_is_its_precision_variant(model_root,
 
 def test_fp8_is_the_lossiest_copy_and_kept_only_when_asked(model_root, user, sent_for_hashing):
     bfl, _ = flux_pair(seed=12)
-    write(model_root / "full.safetensors", bfl)
-    write(model_root / "small-fp8.safetensors", {k: ("F8_E4M3", fp8_bits(a)) for k, (_, a) in bfl.items()})
-    register_and_hash(model_root, user, sent_for_hashing)
+    write_tensors(model_root / "full.safetensors", bfl)
+    write_tensors(model_root / "small-fp8.safetensors", {k: ("F8_E4M3", fp8_bits(a)) for k, (_, a) in bfl.items()})
+    register_root_and_hash(model_root, user, sent_for_hashing)
     [group] = duplicate_groups(owner=user)
     members = {m.name: m for m in group.members}
     assert members["full.safetensors"].match == "keep"
@@ -47,8 +47,8 @@ def test_fp8_is_the_lossiest_copy_and_kept_only_when_asked(model_root, user, sen
 
 def test_refingerprint_fills_fp8_id(model_root, user, sent_for_hashing):
     bfl, _ = flux_pair(seed=13)
-    write(model_root / "old.safetensors", bfl)
-    lf = register_and_hash(model_root, user, sent_for_hashing)["old.safetensors"]
+    write_tensors(model_root / "old.safetensors", bfl)
+    lf = register_root_and_hash(model_root, user, sent_for_hashing)["old.safetensors"]
     good = lf.fp8_id
     assert good
     LocalFile.objects.filter(pk=lf.pk).update(fingerprint={**lf.fingerprint, "version": 2}, fp8_id="")
@@ -60,9 +60,9 @@ def test_refingerprint_fills_fp8_id(model_root, user, sent_for_hashing):
 def test_unrelated_fp8_models_are_not_grouped(model_root, user, sent_for_hashing):
     for seed in (21, 22):
         bfl, _ = flux_pair(seed=seed)
-        write(model_root / f"m{seed}.safetensors", bfl)
-        write(model_root / f"m{seed}-fp8.safetensors", {k: ("F8_E4M3", fp8_bits(a)) for k, (_, a) in bfl.items()})
-    register_and_hash(model_root, user, sent_for_hashing)
+        write_tensors(model_root / f"m{seed}.safetensors", bfl)
+        write_tensors(model_root / f"m{seed}-fp8.safetensors", {k: ("F8_E4M3", fp8_bits(a)) for k, (_, a) in bfl.items()})
+    register_root_and_hash(model_root, user, sent_for_hashing)
     groups = duplicate_groups(owner=user)
     assert sorted(sorted(m.name for m in g.members) for g in groups) == [
         ["m21-fp8.safetensors", "m21.safetensors"], ["m22-fp8.safetensors", "m22.safetensors"]]
@@ -74,10 +74,10 @@ def e5m2_bits(array):
 
 def test_an_e5m2_copy_of_an_identified_model_is_its_precision_variant(model_root, user, sent_for_hashing):
     bfl, _ = flux_pair(seed=14)
-    original = write(model_root / "flux1-dev.safetensors", bfl)
-    write(model_root / "flux1-dev-e5m2.safetensors", {k: ("F8_E5M2", e5m2_bits(a)) for k, (_, a) in bfl.items()})
+    original = write_tensors(model_root / "flux1-dev.safetensors", bfl)
+    write_tensors(model_root / "flux1-dev-e5m2.safetensors", {k: ("F8_E5M2", e5m2_bits(a)) for k, (_, a) in bfl.items()})
     published_on_civitai(original, model="Flux Dev", version="dev", external_id=8)
-    files = register_and_hash(model_root, user, sent_for_hashing)
+    files = register_root_and_hash(model_root, user, sent_for_hashing)
     fp32, e5m2 = files["flux1-dev.safetensors"], files["flux1-dev-e5m2.safetensors"]
     assert fp32.e5m2_id == e5m2.e5m2_id == e5m2.content_id != "" and fp32.fp8_id != e5m2.fp8_id
     [m] = Match.objects.filter(local_file=e5m2)

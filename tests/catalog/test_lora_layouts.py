@@ -12,9 +12,8 @@ from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya
 from models_catalog.models import LocalFile, Match
 from models_catalog.services.duplicates import duplicate_groups
 from tests.catalog.conftest import write_safetensors
-from tests.factories import published_on_civitai
-from tests.catalog.test_model_families import register_and_hash
-from tests.workers.modelfiles.test_lora_forms import peft_lora
+from tests.factories import published_on_civitai, register_root_and_hash
+from tests.model_builders import flux_kohya, peft_lora
 from workers.modelfiles.fingerprint import FINGERPRINT_VERSION
 
 pytestmark = pytest.mark.django_db
@@ -31,7 +30,7 @@ def test_a_kohya_lora_and_its_peft_copy_are_one_lora_converted(model_root, user,
     save(model_root / "my_style_peft.safetensors", peft)
     save(model_root / "another_style_peft.safetensors", peft_lora(seed=8))
     published_on_civitai(kohya, model="My Style LoRA", version="v1", external_id=15)
-    files = register_and_hash(model_root, user, sent_for_hashing)
+    files = register_root_and_hash(model_root, user, sent_for_hashing)
     k, p, other = files["my_style_kohya.safetensors"], files["my_style_peft.safetensors"], files["another_style_peft.safetensors"]
     assert (k.architecture_kind, p.architecture_kind) == ("lora_kohya", "lora_peft")
     assert k.content_id == p.content_id != other.content_id
@@ -57,7 +56,7 @@ def test_refingerprint_links_a_kohya_lora_stored_by_version_3(model_root, user, 
     kohya = save(model_root / "old_kohya.safetensors", convert_state_dict_to_kohya(dict(peft)))
     save(model_root / "old_peft.safetensors", peft)
     published_on_civitai(kohya, model="Old LoRA", version="v1", external_id=16)
-    files = register_and_hash(model_root, user, sent_for_hashing)
+    files = register_root_and_hash(model_root, user, sent_for_hashing)
     k, p = files["old_kohya.safetensors"], files["old_peft.safetensors"]
     good = k.content_id
     LocalFile.objects.filter(pk=k.pk).update(fingerprint={**k.fingerprint, "version": 3}, content_id="v3" + good[2:])
@@ -77,7 +76,7 @@ def test_a_peft_copy_that_lost_the_alphas_is_related_not_the_same(model_root, us
     kohya = save(model_root / "scaled_kohya.safetensors", kohya_sd)
     save(model_root / "scaled_peft.safetensors", peft)
     published_on_civitai(kohya, model="Scaled LoRA", version="v1", external_id=17)
-    files = register_and_hash(model_root, user, sent_for_hashing)
+    files = register_root_and_hash(model_root, user, sent_for_hashing)
     k, p = files["scaled_kohya.safetensors"], files["scaled_peft.safetensors"]
     assert k.content_id != p.content_id
     assert k.fingerprint["components"]["lora"]["content_id"] == p.fingerprint["components"]["lora"]["content_id"]
@@ -98,7 +97,7 @@ def test_a_peft_copy_that_keeps_its_alphas_in_metadata_is_the_kohya_lora_convert
     safetensors.torch.save_file({k: v.contiguous() for k, v in peft.items()}, str(model_root / "kept_peft.safetensors"),
                                 metadata={"format": "pt", "lora_adapter_metadata": json.dumps(config)})
     published_on_civitai(kohya, model="Kept LoRA", version="v1", external_id=18)
-    files = register_and_hash(model_root, user, sent_for_hashing)
+    files = register_root_and_hash(model_root, user, sent_for_hashing)
     k, p = files["kept_kohya.safetensors"], files["kept_peft.safetensors"]
     assert k.content_id == p.content_id and "lora_alpha" in p.fingerprint["components"]
     assert Match.objects.get(local_file=p).kind == Match.Kind.CONVERTED
@@ -106,7 +105,7 @@ def test_a_peft_copy_that_keeps_its_alphas_in_metadata_is_the_kohya_lora_convert
     # Version 5 changed only LoRAs (PEFT alphas, kohya folded ids): refingerprint reads those version-4
     # rows again, and leaves a version-4 checkpoint alone.
     write_safetensors(model_root / "checkpoint.safetensors")
-    files = register_and_hash(model_root, user, sent_for_hashing)
+    files = register_root_and_hash(model_root, user, sent_for_hashing)
     for lf in LocalFile.objects.filter(owner=user):
         LocalFile.objects.filter(pk=lf.pk).update(fingerprint={**lf.fingerprint, "version": 4})
     call_command("refingerprint", "--user", user.username, "--dry-run")
@@ -119,14 +118,12 @@ def test_a_kohya_flux_lora_and_diffusers_folded_conversion_are_one_lora_converte
     """diffusers' kohya Flux converter multiplies the weights by alpha / rank: new values, linked by folded_id."""
     from diffusers.loaders.lora_conversion_utils import _convert_kohya_flux_lora_to_diffusers
 
-    from tests.workers.modelfiles.test_lora_forms import flux_kohya
-
     kohya_sd = {k: (torch.tensor(0.5) if k.endswith(".alpha") else v) for k, v in flux_kohya(seed=12).items()}
     paths = {"kohya": save(model_root / "flux_style_kohya.safetensors", kohya_sd),
              "diffusers": save(model_root / "flux_style_diffusers.safetensors",
                                _convert_kohya_flux_lora_to_diffusers({k: v.clone() for k, v in kohya_sd.items()}))}
     published_on_civitai(paths[published], model="Flux Style", version="v1", external_id=19)
-    files = register_and_hash(model_root, user, sent_for_hashing)
+    files = register_root_and_hash(model_root, user, sent_for_hashing)
     k, d = files["flux_style_kohya.safetensors"], files["flux_style_diffusers.safetensors"]
     assert k.content_id != d.content_id and k.folded_id == d.content_id
     other = d if published == "kohya" else k

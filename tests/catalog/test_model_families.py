@@ -1,6 +1,4 @@
 """bf16 copies and fused-attention conversions, through register -> hashing -> analysis, and refingerprint."""
-import json
-import struct
 
 import numpy as np
 import pytest
@@ -9,59 +7,23 @@ from django.core.management import call_command
 
 from models_catalog.models import LocalFile, Match
 from models_catalog.services.duplicates import duplicate_groups
-from models_catalog.services.hashing import local_files_hash
-from models_catalog.services.register import local_file_register
-from tests.factories import published_on_civitai
+from tests.factories import published_on_civitai, register_root_and_hash
+from tests.model_builders import flux_pair, write_tensors
 from workers.modelfiles.fingerprint import FINGERPRINT_VERSION
 
 pytestmark = pytest.mark.django_db
-
-
-def write(path, tensors: dict[str, tuple[str, np.ndarray]]):
-    header, blobs, offset = {}, [], 0
-    for name, (dtype, array) in tensors.items():
-        raw = np.ascontiguousarray(array).tobytes()
-        header[name] = {"dtype": dtype, "shape": list(array.shape), "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)
-    path.write_bytes(struct.pack("<Q", len(text)) + text + b"".join(blobs))
-    return path
 
 
 def bf16_bits(array):
     return torch.from_numpy(array.copy()).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
 
 
-def flux_pair(seed=3, h=8, mlp=32):
-    rng = np.random.default_rng(seed)
-    qkv, lin1 = rng.standard_normal((3 * h, h), dtype=np.float32), rng.standard_normal((3 * h + mlp, h), dtype=np.float32)
-    bfl = {"double_blocks.0.img_attn.qkv.weight": ("F32", qkv), "single_blocks.0.linear1.weight": ("F32", lin1)}
-    q, k, v = np.split(qkv, 3)
-    sq, sk, sv, smlp = np.split(lin1, [h, 2 * h, 3 * h])
-    diffusers = {"transformer_blocks.0.attn.to_q.weight": ("F32", q), "transformer_blocks.0.attn.to_k.weight": ("F32", k),
-                 "transformer_blocks.0.attn.to_v.weight": ("F32", v),
-                 "single_transformer_blocks.0.attn.to_q.weight": ("F32", sq),
-                 "single_transformer_blocks.0.attn.to_k.weight": ("F32", sk),
-                 "single_transformer_blocks.0.attn.to_v.weight": ("F32", sv),
-                 "single_transformer_blocks.0.proj_mlp.weight": ("F32", smlp)}
-    return bfl, diffusers
-
-
-def register_and_hash(model_root, user, sent_for_hashing):
-    outcome = local_file_register(paths=[str(model_root)], owner=user)
-    assert not outcome.refused
-    local_files_hash(local_file_ids=sent_for_hashing)
-    return {lf.name: lf for lf in LocalFile.objects.filter(owner=user)}
-
-
 def test_flux_bfl_file_and_its_split_conversion_and_bf16_copy_are_one_group(model_root, user, sent_for_hashing):
     bfl, diffusers = flux_pair()
-    write(model_root / "flux-dev.safetensors", bfl)
-    write(model_root / "flux-dev-diffusers-layout.safetensors", diffusers)
-    write(model_root / "flux-dev-bf16.safetensors", {k: ("BF16", bf16_bits(a)) for k, (_, a) in bfl.items()})
-    files = register_and_hash(model_root, user, sent_for_hashing)
+    write_tensors(model_root / "flux-dev.safetensors", bfl)
+    write_tensors(model_root / "flux-dev-diffusers-layout.safetensors", diffusers)
+    write_tensors(model_root / "flux-dev-bf16.safetensors", {k: ("BF16", bf16_bits(a)) for k, (_, a) in bfl.items()})
+    files = register_root_and_hash(model_root, user, sent_for_hashing)
     assert files["flux-dev.safetensors"].content_id == files["flux-dev-diffusers-layout.safetensors"].content_id
     assert files["flux-dev.safetensors"].bf16_id == files["flux-dev-bf16.safetensors"].bf16_id != ""
     assert files["flux-dev.safetensors"].precision_id != files["flux-dev-bf16.safetensors"].precision_id
@@ -75,18 +37,18 @@ def test_flux_bfl_file_and_its_split_conversion_and_bf16_copy_are_one_group(mode
 
 def test_a_bf16_copy_of_an_identified_model_is_its_precision_variant(model_root, user, sent_for_hashing):
     bfl, _ = flux_pair(seed=9)
-    original = write(model_root / "flux1-dev.safetensors", bfl)
-    write(model_root / "my-bf16.safetensors", {k: ("BF16", bf16_bits(a)) for k, (_, a) in bfl.items()})
+    original = write_tensors(model_root / "flux1-dev.safetensors", bfl)
+    write_tensors(model_root / "my-bf16.safetensors", {k: ("BF16", bf16_bits(a)) for k, (_, a) in bfl.items()})
     published_on_civitai(original, model="Flux Dev", version="dev", external_id=5)
-    files = register_and_hash(model_root, user, sent_for_hashing)
+    files = register_root_and_hash(model_root, user, sent_for_hashing)
     [m] = Match.objects.filter(local_file=files["my-bf16.safetensors"])
     assert m.kind == "precision" and "casting to bf16" in m.evidence and m.source_file.version.model.name == "Flux Dev"
 
 
 def test_refingerprint_reads_version_1_rows_again(model_root, user, sent_for_hashing, capsys):
     bfl, _ = flux_pair(seed=4)
-    write(model_root / "old.safetensors", bfl)
-    lf = register_and_hash(model_root, user, sent_for_hashing)["old.safetensors"]
+    write_tensors(model_root / "old.safetensors", bfl)
+    lf = register_root_and_hash(model_root, user, sent_for_hashing)["old.safetensors"]
     good = (lf.content_id, lf.bf16_id)
     LocalFile.objects.filter(pk=lf.pk).update(fingerprint={**lf.fingerprint, "version": 1}, bf16_id="", content_id="v1")
     call_command("refingerprint", "--user", user.username, "--dry-run")
@@ -101,8 +63,8 @@ def test_refingerprint_reads_version_1_rows_again(model_root, user, sent_for_has
 
 def test_refingerprint_skips_a_file_changed_since_it_was_hashed(model_root, user, sent_for_hashing, capsys):
     bfl, _ = flux_pair(seed=5)
-    path = write(model_root / "moved.safetensors", bfl)
-    lf = register_and_hash(model_root, user, sent_for_hashing)["moved.safetensors"]
+    path = write_tensors(model_root / "moved.safetensors", bfl)
+    lf = register_root_and_hash(model_root, user, sent_for_hashing)["moved.safetensors"]
     LocalFile.objects.filter(pk=lf.pk).update(fingerprint={**lf.fingerprint, "version": 1})
     path.write_bytes(path.read_bytes() + b"")  # same bytes, new mtime
     import os

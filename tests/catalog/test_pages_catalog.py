@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 
 from models_catalog.models import Match, SourceModel
 from models_catalog.selectors import CatalogQuery, catalog_page
-from tests.factories import fp, login, page, seed_local, seed_model, six_hashes_of as hashes_of  # noqa: F401
+from tests.factories import fp, login, page, seed_local, seed_model
 from workers.hash_parse import HashQueryError
 from workers.hash_query import parse_hash_query
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from workers import hashing
+from workers import hash_engine
 from workers.hash_cache import HashCache, HashCacheError, hash_file_cached
 from workers.hashing import FileIdentity, HashingError, file_identity, hash_file, hash_folder
 
@@ -42,7 +42,7 @@ def forbid_reads(monkeypatch):
         def no_open(*args, **kwargs):
             raise AssertionError(f"file was opened: {args[0]}")
 
-        monkeypatch.setattr(hashing.os, "open", no_open)
+        monkeypatch.setattr(hash_engine.os, "open", no_open)
 
     return arm
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import blake3
 import pytest
 
-from workers import hashing
+from workers import hash_engine
 from workers.hashing import (
     FileChangedError,
     ComputedHashes,
@@ -82,8 +82,8 @@ def test_every_hash_matches_independent_computation(tmp_path, size):
 
 
 def test_multi_buffer_file_not_a_multiple_of_the_buffer_size(tmp_path):
-    data = safetensors_bytes(random_bytes(2 * hashing.DEFAULT_BUFFER_SIZE + 12345))
-    assert len(data) % hashing.DEFAULT_BUFFER_SIZE != 0
+    data = safetensors_bytes(random_bytes(2 * hash_engine.DEFAULT_BUFFER_SIZE + 12345))
+    assert len(data) % hash_engine.DEFAULT_BUFFER_SIZE != 0
     assert computed(hash_file(write(tmp_path, data))) == reference_hashes(data)
 
 
@@ -96,20 +96,20 @@ def test_small_odd_buffers_straddle_autov1_window_and_header(tmp_path, size, buf
     assert h.autov3_full == hashlib.sha256(data[8 + int.from_bytes(data[:8], "little") :]).hexdigest()
 
 
-@pytest.mark.parametrize("size, buffer_size", [(3 * MiB, 1 * MiB), (512 * 1024, hashing.DEFAULT_BUFFER_SIZE)])
+@pytest.mark.parametrize("size, buffer_size", [(3 * MiB, 1 * MiB), (512 * 1024, hash_engine.DEFAULT_BUFFER_SIZE)])
 def test_the_test_only_pace_slows_reading_and_changes_no_hash(tmp_path, monkeypatch, size, buffer_size):
     """MODELXREF_TEST_HASH_BYTES_PER_SECOND lets the fault tests catch a worker mid-hash; off when unset."""
     import time
 
     data = safetensors_bytes(random_bytes(size))
     path = write(tmp_path, data)
-    monkeypatch.setenv(hashing.TEST_PACE_ENV, str(4 * MiB))
+    monkeypatch.setenv(hash_engine.TEST_PACE_ENV, str(4 * MiB))
     started = time.monotonic()
     h = hash_file(path, buffer_size=buffer_size)
     assert time.monotonic() - started >= 0.9 * len(data) / (4 * MiB)
     assert computed(h) == reference_hashes(data)
-    monkeypatch.delenv(hashing.TEST_PACE_ENV)
-    assert hashing._TestPace.from_env() is None
+    monkeypatch.delenv(hash_engine.TEST_PACE_ENV)
+    assert hash_engine._TestPace.from_env() is None
 
 
 @pytest.mark.parametrize("buffer_size", [1, 2, 3, 7, 8, 9, 64])
@@ -230,7 +230,7 @@ def test_unreadable_file_gives_a_clear_error(tmp_path, monkeypatch):
             raise PermissionError(13, "Permission denied", str(p))
         return real_open(p, *args, **kwargs)
 
-    monkeypatch.setattr(hashing.os, "open", deny)
+    monkeypatch.setattr(hash_engine.os, "open", deny)
     with pytest.raises(HashingError, match="permission denied"):
         hash_file(path)
 
@@ -241,7 +241,7 @@ def test_read_error_midway_is_a_hashing_error(tmp_path, monkeypatch):
     def failing_readv(fd, buffers):
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(hashing.os, "readv", failing_readv)
+    monkeypatch.setattr(hash_engine.os, "readv", failing_readv)
     with pytest.raises(HashingError, match="read failed: Input/output error"):
         hash_file(path)
 
@@ -318,7 +318,7 @@ def test_memory_stays_bounded_by_the_ring(tmp_path):
         for _ in range(12):  # 192 MiB
             f.write(block)
     grew_kib = int(subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, check=True, text=True).stdout)
-    assert grew_kib * 1024 < hashing.RING_DEPTH * hashing.DEFAULT_BUFFER_SIZE + 32 * MiB
+    assert grew_kib * 1024 < hash_engine.RING_DEPTH * hash_engine.DEFAULT_BUFFER_SIZE + 32 * MiB
 
 
 def test_file_identity_comes_from_stat(tmp_path):
@@ -541,13 +541,13 @@ def test_a_symlink_swapped_in_for_a_checked_path_is_refused_without_reading_the_
 
 
 def test_nofollow_open_refuses_a_link_swapped_in_after_the_stat(tmp_path, monkeypatch):
-    import workers.hashing as engine
+    import workers.hash_engine as engine
 
     secret = tmp_path / "secret"
     secret.write_bytes(b"s" * 64)
     path = tmp_path / "m.bin"
     path.write_bytes(b"m" * 64)
-    real_stat = engine._stat_regular_file
+    real_stat = engine.stat_regular_file
 
     def stat_then_swap(p, **kw):
         st = real_stat(p, **kw)
@@ -555,6 +555,6 @@ def test_nofollow_open_refuses_a_link_swapped_in_after_the_stat(tmp_path, monkey
         os.symlink(secret, path)  # the race: swapped between the check and the open
         return st
 
-    monkeypatch.setattr(engine, "_stat_regular_file", stat_then_swap)
+    monkeypatch.setattr(engine, "stat_regular_file", stat_then_swap)
     with pytest.raises(engine.SymlinkRefused):
         engine.hash_file_and_identity(path, follow_symlinks=False)

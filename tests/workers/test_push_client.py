@@ -1,4 +1,4 @@
-"""workers.push_client against a real HTTP server on 127.0.0.1.
+"""The push client (workers.push_client, workers.push) against a real HTTP server on 127.0.0.1.
 
 `PushStandIn` speaks the push contract (POST /api/v1/files/push/, Token auth,
 <= 500 records, per-record errors by index, file and folder records) and
@@ -25,7 +25,8 @@ from workers import push_client
 import blake3
 
 from workers.hashing import ComputedHashes, FolderHashes, HashesFormatError
-from workers.push_client import PushAuthError, PushRefusedError, PushUnavailableError, push_paths
+from workers.push.report import PushAuthError, PushRefusedError, PushUnavailableError
+from workers.push.send import push_paths
 from workers.sources.http import RetryPolicy
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -470,7 +471,7 @@ def test_unreadable_state_file_means_sending_everything_again(push, server, mode
 def test_two_runs_cannot_share_one_state_file(push, models, tmp_path):
     import fcntl
 
-    from workers.push_client import PushUsageError
+    from workers.push.report import PushUsageError
 
     with open(tmp_path / "state.json.lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)

@@ -15,7 +15,7 @@ from diffusers.loaders.lora_base import LORA_ADAPTER_METADATA_KEY, _pack_dict_wi
 from diffusers.utils.peft_utils import get_peft_kwargs
 from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya
 
-from tests.workers.modelfiles.test_lora_forms import MODULES, peft_lora
+from tests.model_builders import LORA_MODULES as MODULES, peft_lora
 from workers.modelfiles.fingerprint import fingerprint_path
 from workers.modelfiles.lora_alpha_config import parse_alpha_config
 from workers.modelfiles.lora_forms import ALPHA_COMPONENT, module_key

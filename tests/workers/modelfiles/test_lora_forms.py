@@ -14,29 +14,11 @@ from diffusers.utils.state_dict_utils import (
     convert_state_dict_to_peft,
 )
 
+from tests.model_builders import LORA_MODULES, LORA_RANK, flux_kohya, peft_lora
 from workers.modelfiles.architecture import detect
 from workers.modelfiles.fingerprint import fingerprint_path, fingerprint_tensors
 from workers.modelfiles.lora_forms import ALPHA_COMPONENT, lora_part, module_key
 from workers.modelfiles.types import Tensor
-
-RANK = 4
-MODULES = {  # PEFT module -> (in, out)
-    "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_k": (8, 8),
-    "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_out.0": (8, 8),
-    "unet.mid_block.attentions.0.proj_in": (16, 16),
-    "text_encoder.text_model.encoder.layers.0.self_attn.q_proj": (6, 6),
-    "text_encoder_2.text_model.encoder.layers.1.mlp.fc1": (6, 12),
-}
-
-
-def peft_lora(seed=0, scale=1):
-    g = torch.Generator().manual_seed(seed)
-    sd = {}
-    for module, (i, o) in MODULES.items():
-        sd[module + ".lora_A.weight"] = torch.randn(RANK, i * scale, generator=g)
-        sd[module + ".lora_B.weight"] = torch.randn(o * scale, RANK, generator=g)
-    return sd
-
 
 def fp(tmp_path, name, sd):
     path = tmp_path / f"{name}.safetensors"
@@ -58,7 +40,7 @@ def test_the_layouts_are_what_the_test_means():
     assert any(k.endswith(".alpha") for k in sds["kohya"]) and not any(k.endswith(".alpha") for k in sds["peft"])
     assert any(".lora_linear_layer.down." in k for k in sds["diffusers"])
     assert any("_lora.down.weight" in k for k in sds["from_kohya"])
-    assert set(alphas.values()) == {RANK}
+    assert set(alphas.values()) == {LORA_RANK}
 
 
 def test_every_layout_reads_as_a_lora_and_is_one_lora_component(tmp_path):
@@ -78,7 +60,7 @@ def test_kohya_peft_and_diffusers_copies_share_content_and_precision_ids(tmp_pat
     assert len({f.precision_id for f in fps.values()}) == 1
     assert len({f.bf16_id for f in fps.values()}) == 1 and len({f.fp8_id for f in fps.values()}) == 1
     # The kohya copy's alphas equal the rank: the neutral scale, skipped and counted as skipped.
-    assert fps["kohya"].ignored_tensors == len(MODULES) and fps["peft"].ignored_tensors == 0
+    assert fps["kohya"].ignored_tensors == len(LORA_MODULES) and fps["peft"].ignored_tensors == 0
 
 
 def test_the_key_mapping_agrees_with_diffusers_kohya_converter():
@@ -106,11 +88,11 @@ def test_a_bf16_or_fp8_alpha_equal_to_the_rank_is_neutral_too(tmp_path):
     sds, _ = layouts()
     bf16 = fp(tmp_path, "bf16", {k: v.bfloat16() if v.is_floating_point() else v.bfloat16()
                                  for k, v in sds["kohya"].items()})
-    assert bf16.ignored_tensors == len(MODULES) and ALPHA_COMPONENT not in bf16.components
+    assert bf16.ignored_tensors == len(LORA_MODULES) and ALPHA_COMPONENT not in bf16.components
     assert bf16.bf16_id == fp(tmp_path, "peft", sds["peft"]).bf16_id
     for dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
         f8 = fp(tmp_path, str(dtype), {k: v.to(dtype) if k.endswith(".alpha") else v for k, v in sds["kohya"].items()})
-        assert f8.ignored_tensors == len(MODULES), dtype
+        assert f8.ignored_tensors == len(LORA_MODULES), dtype
 
 
 def test_different_seeds_truncated_and_altered_loras_differ(tmp_path):
@@ -140,7 +122,7 @@ def test_an_alpha_other_than_the_rank_counts_and_losing_it_shows(tmp_path):
     assert alpha_lost.content_id == neutral.content_id != with_alpha.content_id
     # Same matrices, alpha lost: the "lora" component is one, only the alphas' component differs.
     assert with_alpha.components["lora"].content_id == alpha_lost.components["lora"].content_id
-    assert with_alpha.components[ALPHA_COMPONENT].tensors == len(MODULES) and ALPHA_COMPONENT not in alpha_lost.components
+    assert with_alpha.components[ALPHA_COMPONENT].tensors == len(LORA_MODULES) and ALPHA_COMPONENT not in alpha_lost.components
     # An F16 alpha of the same value is its precision variant; an int64 one (diffusers writes them) the same alpha.
     half_alpha = fp(tmp_path, "alpha1h", {k: (torch.tensor(1.0).half() if k.endswith(".alpha") else v)
                                           for k, v in sds["kohya"].items()})
@@ -159,22 +141,6 @@ def test_an_alpha_without_a_lora_module_is_an_ordinary_tensor():
     a = fingerprint_tensors([t("blocks.0.act.alpha", one), t("blocks.0.linear.weight", w)])
     b = fingerprint_tensors([t("blocks.0.act.alpha", np.array(2.0, dtype="<f4")), t("blocks.0.linear.weight", w)])
     assert a.tensors == 2 and a.ignored_tensors == 0 and a.content_id != b.content_id
-
-
-def flux_kohya(seed=0):
-    """kohya Flux LoRA on fused BFL projections; rank 2 so diffusers' "sparse" branch (rank divisible by
-    the number of parts) is not taken."""
-    g = torch.Generator().manual_seed(seed)
-    rank, sd = 2, {}
-    for name, (i, o) in {"lora_unet_double_blocks_0_img_attn_qkv": (3072, 9216),
-                         "lora_unet_double_blocks_0_txt_attn_qkv": (3072, 9216),
-                         "lora_unet_double_blocks_0_img_attn_proj": (3072, 3072),
-                         "lora_unet_single_blocks_0_linear1": (3072, 21504),
-                         "lora_unet_single_blocks_0_linear2": (15360, 3072)}.items():
-        sd[name + ".lora_down.weight"] = torch.randn(rank, i, generator=g)
-        sd[name + ".lora_up.weight"] = torch.randn(o, rank, generator=g)
-        sd[name + ".alpha"] = torch.tensor(float(rank))
-    return sd
 
 
 def test_kohya_flux_lora_and_its_diffusers_conversion_share_content_id(tmp_path):
