@@ -75,7 +75,7 @@ import numpy as np
 
 from workers.modelfiles import scaled_fp8
 from workers.modelfiles.canonical_forms import canonical_parts
-from workers.modelfiles.lora_forms import ALPHA_COMPONENT, LoraForms
+from workers.modelfiles.lora_forms import ALPHA_COMPONENT, Emitted, LoraForms
 from workers.modelfiles.narrowing import (
     BF16, F8_E4M3, F16, FloatFormat, FourNarrower, Narrower, widen_to_f32_bits,
 )
@@ -562,6 +562,16 @@ class TensorHasher:
         return content, None if self.skipped else content
 
 
+def _canonical_emitted(lora: LoraForms, tensor: Tensor, context: object) -> Emitted | None:
+    """What one tensor is digested as, for the fingerprint and ContentIdBuilder alike: None for a LoRA
+    alpha (held until its module's rank is known), the LoRA forms of a LoRA matrix ([] while half of a
+    fused Flux projection waits for its partner), else the canonical parts (splits, halves, transposes)."""
+    if lora.hold_alpha(tensor, context):
+        return None
+    emitted = lora.take(tensor, context)
+    return emitted if emitted is not None else [(part, tensor, context) for part in canonical_parts(tensor)]
+
+
 class ContentIdBuilder:
     """`content_id` of a file from each tensor and its own content digest (TensorHasher's), with the
     fingerprint's canonical forms (split tensors, LoRA alphas) applied: what the converter checks the
@@ -575,10 +585,9 @@ class ContentIdBuilder:
         self.tied = TiedWeights()
 
     def add(self, tensor: Tensor, digest: str) -> None:
-        if self.ignore(tensor.name) or self.lora.hold_alpha(tensor, digest):
+        parts = None if self.ignore(tensor.name) else _canonical_emitted(self.lora, tensor, digest)
+        if parts is None:
             return
-        emitted = self.lora.take(tensor, digest)
-        parts = emitted if emitted is not None else [(part, tensor, digest) for part in canonical_parts(tensor)]
         if len(parts) == 1 and parts[0][0] is tensor and self.tied.repeats_partner(tensor.name, "", digest):
             return  # as _fingerprint: a tied weight's second name is not counted
         self._extend(parts)
@@ -730,11 +739,9 @@ def _fingerprint(stream: Iterable[tuple[Tensor, str | None]], *,
             if component is None:
                 ignored += 1
                 continue
-            if lora.hold_alpha(tensor, component):  # counted once its module's rank says whether it is neutral
+            emitted = _canonical_emitted(lora, tensor, component)
+            if emitted is None:  # an alpha: counted once its module's rank says whether it is neutral
                 continue
-            emitted = lora.take(tensor, component)  # LoRA matrices (fused Flux halves may wait for their partner)
-            if emitted is None:
-                emitted = [(part, tensor, component) for part in canonical_parts(tensor)]  # splits, halves, transposes
             mine = [_tensor_digest(part, part_component, pool, scale) for part, _, part_component in emitted]
             if len(mine) == 1 and tied.repeats_partner(tensor.name, component, mine[0].content):
                 ignored += 1  # T5's embed_tokens saved beside the shared.weight it is tied to
