@@ -12,9 +12,9 @@ import struct
 import numpy as np
 
 
-def write_tensors(path, tensors: dict[str, tuple[str, np.ndarray]]):
+def write_tensors(path, tensors: dict[str, tuple[str, np.ndarray]], metadata: dict[str, str] | None = None):
     """A safetensors file at `path` from {name: (dtype, array)}, the header padded to 8 bytes; returns `path`."""
-    header, blobs, offset = {}, [], 0
+    header, blobs, offset = ({"__metadata__": metadata} if metadata else {}), [], 0
     for name, (dtype, array) in tensors.items():
         raw = np.ascontiguousarray(array).tobytes()
         header[name] = {"dtype": dtype, "shape": list(array.shape), "data_offsets": [offset, offset + len(raw)]}

@@ -5,15 +5,14 @@ monkeypatches reach it; the browser runs in its own process.
 """
 from __future__ import annotations
 
-import json
 import os
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 from django.contrib.auth import get_user_model
 
+from tests.model_builders import write_tensors
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -167,14 +166,5 @@ def write_model(path: Path, *, seed: int, rank: int = 16) -> Path:
         tensors[f"{base}.lora_up.weight"] = rng.standard_normal((1280, rank), dtype=np.float32).astype(np.float16)
         tensors[f"{base}.alpha"] = np.array(rank, dtype=np.float16)
     names = {np.dtype(np.float32): "F32", np.dtype(np.float16): "F16"}
-    header, blobs, offset = {"__metadata__": {"ss_network_dim": str(rank), "ss_network_module": "networks.lora"}}, [], 0
-    for name, array in tensors.items():
-        raw = array.tobytes()
-        header[name] = {"dtype": names[array.dtype], "shape": list(array.shape),
-                        "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    head = json.dumps(header).encode()
-    head += b" " * (-len(head) % 8)
-    path.write_bytes(struct.pack("<Q", len(head)) + head + b"".join(blobs))
-    return path
+    return write_tensors(path, {name: (names[array.dtype], array) for name, array in tensors.items()},
+                         metadata={"ss_network_dim": str(rank), "ss_network_module": "networks.lora"})
