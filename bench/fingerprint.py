@@ -188,7 +188,7 @@ def main() -> None:
               f"{'yes' if ok else 'NO':>4}  "
               f"{fingerprint.content_id}")
     print("\nfingerprint = content + fp16, bf16, fp8 e4m3fn and fp8 e5m2 digests of every tensor (canonical forms, "
-          "fingerprint v4); "
+          "fingerprint v5); "
           "blake3 file = BLAKE3 (all threads) of the raw bytes, the lower bound for any content hash.")
 
 
