@@ -62,10 +62,12 @@ def local_file_describe(*, local_file_id: int) -> bool:
 
 
 def local_file_analyse(*, local_file_id: int) -> None:
-    lf = LocalFile.objects.filter(pk=local_file_id).first()
+    lf = LocalFile.objects.filter(pk=local_file_id).select_related("hashes").first()
     if lf is None or lf.status != LocalFile.Status.ANALYSING:
         return
-    members = list(FolderMember.objects.filter(folder=lf).values_list("relative_path", flat=True))
+    # A folder's members were stored by its hashing (which also gave it a folder digest); a file has none.
+    folder = lf.is_folder or bool(getattr(getattr(lf, "hashes", None), "folder_digest", ""))
+    members = list(FolderMember.objects.filter(folder=lf).values_list("relative_path", flat=True)) if folder else []
     # "reading tensors" shows its progress and rate as hashing does (progress fields only: the status
     # stays as it is, so a worker dying here leaves nothing stuck).
     LocalFile.objects.filter(pk=lf.pk, status=LocalFile.Status.ANALYSING).update(

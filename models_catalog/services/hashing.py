@@ -84,7 +84,7 @@ def local_file_hash(*, local_file_id: int) -> LocalFile | None:
     return lf
 
 
-def _hash_row(lf: LocalFile) -> bool:
+def _hash_row(lf: LocalFile, *, roots: list[Path] | None = None) -> bool:
     """The hashing stage for a loaded row. Returns whether it got as far as hashing (and storing, unless
     the row changed meanwhile); every early end stores its reason on the row, or has nothing to do."""
     if lf.origin == LocalFile.Origin.PUSHED:
@@ -100,7 +100,7 @@ def _hash_row(lf: LocalFile) -> bool:
     except OSError as exc:
         _fail(lf.pk, f"cannot read the file: {exc.strerror or exc}")
         return False
-    refused = registered_path_problem(lf, path, st)
+    refused = registered_path_problem(lf, path, st, roots=roots)
     if refused:
         _fail(lf.pk, refused)  # nothing about what the path now leads to is stored
         return False
@@ -191,12 +191,16 @@ def local_files_hash(*, local_file_ids: list[int]) -> None:
     chunk then ends in ChunkFailed so the task shows as failed, as a one-file task would."""
     # One read for the chunk's rows: each file's own compare-and-set still guards what it writes.
     rows = LocalFile.objects.select_related("hashes", "owner").in_bulk(local_file_ids)
+    roots: dict[int, list[Path]] = {}  # each owner's model roots, asked once a chunk (a query or two each)
     failed = []
     for local_file_id in local_file_ids:
         if local_file_id not in rows:
             continue  # deleted since it was queued
+        lf = rows[local_file_id]
+        if lf.owner_id not in roots:
+            roots[lf.owner_id] = model_roots_for(lf.owner)
         try:
-            _hash_row(rows[local_file_id])
+            _hash_row(lf, roots=roots[lf.owner_id])
         except Exception:
             # local_file_hash stored "internal error ..." on the row; the traceback goes to the log.
             log.exception("hashing local file %s (in a chunk of %s) failed", local_file_id, len(local_file_ids))
