@@ -104,7 +104,7 @@ def write_library(root: Path, n: int) -> list[tuple[Path, str, str]]:
     """N distinct small safetensors files in folders of 100. Returns (path, sha256, blake3)."""
     import blake3
 
-    from tests.catalog.conftest import write_safetensors
+    from tests.model_builders import write_safetensors
 
     rng = random.Random(20261123)
     files = []

@@ -82,7 +82,7 @@ def push_record(tmp_path: Path, name: str, payload: bytes) -> dict:
 
 
 def _write_safetensors(path: Path, payload: bytes) -> Path:
-    from tests.catalog.conftest import write_safetensors
+    from tests.model_builders import write_safetensors
 
     return write_safetensors(path, payload=payload)
 

@@ -5,6 +5,7 @@ from django.contrib.auth import get_user_model
 from django.core.cache import cache
 
 from tests.factories import DUPLICATE_PAYLOAD, register_and_hash, write_lora
+from tests.model_builders import write_safetensors
 from tests.fakes.civitai import fake_civitai  # noqa: F401  (the stand-in fixture the civitai fixture takes)
 
 
@@ -31,20 +32,6 @@ def user(db):
 @pytest.fixture
 def other_user(db):
     return get_user_model().objects.create_user("bob", password="pw-bob-123")
-
-
-def write_safetensors(path: Path, payload: bytes = b"\x00" * 16, metadata: dict | None = None) -> Path:
-    """A tiny valid safetensors file: one U8 tensor holding `payload`."""
-    import json
-    import struct
-
-    header = {"w": {"dtype": "U8", "shape": [len(payload)], "data_offsets": [0, len(payload)]}}
-    if metadata:
-        header["__metadata__"] = metadata
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    path.write_bytes(struct.pack("<Q", len(raw)) + raw + payload)
-    return path
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from rest_framework.throttling import ScopedRateThrottle
 from models_catalog.models import ApiToken, FileHashes, FolderMember, Job, LocalFile, SourceVersion
 from models_catalog.services.lookup import hash_lookup
 from models_catalog.services.tokens import token_digest
-from tests.catalog.conftest import write_safetensors  # noqa: F401
+from tests.model_builders import write_safetensors  # noqa: F401
 from tests.factories import catalog_file, error_of, hashes_of, local_file, match, push_record, token_client  # noqa: F401
 from workers.hash_parse import HashQueryError
 from workers.hash_query import parse_hash_query

@@ -18,7 +18,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.generation import GenerationMode
 
 from models_catalog.models import Job
-from tests.catalog.conftest import write_safetensors
+from tests.model_builders import write_safetensors
 from tests.factories import catalog_file, local_file, match, token_client  # noqa: F401
 
 pytestmark = pytest.mark.django_db

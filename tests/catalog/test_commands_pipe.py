@@ -17,7 +17,7 @@ import pytest
 
 import models_catalog.management.commands as command_package
 from models_catalog.management.commands._base import EXIT_PIPE_CLOSED, PipeSafeCommand
-from tests.catalog.conftest import write_safetensors
+from tests.model_builders import write_safetensors
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,7 @@ from models_catalog.models import FileHashes, LocalComponent, LocalFile, Match, 
 from models_catalog.services import analysis
 from models_catalog.services.matching import PARTIAL_MIN_SHARE, local_components_sync, local_file_match
 from models_catalog.services.push import pushed_files_store
-from tests.catalog.conftest import write_safetensors
+from tests.model_builders import write_safetensors
 from workers.hashing import hash_file
 from workers.modelfiles.analyse import Analysis
 

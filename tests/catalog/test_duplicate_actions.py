@@ -13,7 +13,7 @@ from models_catalog.services.duplicates import duplicate_groups
 from models_catalog.services.file_action_jobs import file_action_job_create
 from models_catalog.services.file_actions import hardlink_copies, purge_quarantine, quarantine_files, restore_files
 from models_catalog.services.register import local_file_register
-from tests.catalog.conftest import write_safetensors
+from tests.model_builders import write_safetensors
 from tests.factories import DUPLICATE_PAYLOAD as PAYLOAD, register_and_hash  # noqa: F401
 from workers import file_ops
 

@@ -107,7 +107,7 @@ def test_bad_requests_answer_in_the_error_format(user, body, field):
 
 
 def test_a_group_without_exact_copies_is_nothing_to_do(user, model_root, sent_for_hashing):
-    from tests.catalog.conftest import write_safetensors
+    from tests.model_builders import write_safetensors
 
     lonely = register_and_hash(user, write_safetensors(model_root / "one.safetensors"))[0]
     resp = token_client(user).post(URL, {"action": "hardlink", "group": lonely.pk}, format="json")

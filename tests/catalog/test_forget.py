@@ -12,7 +12,7 @@ from models_catalog.models import FileHashes, LocalFile
 from models_catalog.services import hashing as hashing_service
 from models_catalog.services.forget import local_file_forget
 from models_catalog.services.hashing import local_file_hash, local_files_hash
-from tests.catalog.conftest import write_safetensors
+from tests.model_builders import write_safetensors
 from tests.factories import token_client  # noqa: F401
 from tests.factories import login  # noqa: F401
 

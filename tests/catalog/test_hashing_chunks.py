@@ -10,7 +10,7 @@ from models_catalog.services import register as register_service
 from models_catalog.services.enqueue import hashing_chunks
 from models_catalog.services.hashing import ChunkFailed, local_files_hash
 from models_catalog.services.register import local_file_register
-from tests.catalog.conftest import write_safetensors
+from tests.model_builders import write_safetensors
 from workers import tasks
 
 MiB = 1024**2

@@ -9,7 +9,7 @@ from models_catalog.services import register as register_service
 from models_catalog.services.hashing import local_file_hash
 from models_catalog.services.matching import local_file_match
 from models_catalog.services.register import local_file_register
-from tests.catalog.conftest import write_safetensors
+from tests.model_builders import write_safetensors
 
 pytestmark = pytest.mark.django_db
 COMMIT = "a" * 40

@@ -7,7 +7,7 @@ from models_catalog.models import CivitaiLookup, FileHashes, LocalFile, Match, S
 from models_catalog.services.civitai_lookup import civitai_lookup_run, civitai_refresh_stale
 from models_catalog.services.identify import civitai_batch_and_rematch, local_file_identify
 from models_catalog.services.matching import local_file_match
-from tests.catalog.conftest import write_safetensors
+from tests.model_builders import write_safetensors
 from tests.fakes.civitai import fake_civitai, file_hashes  # noqa: F401
 from tests.factories import civitai_file, client_for, fingerprinted_file as _fingerprinted, hashed, seed  # noqa: F401
 from workers.sources.civitai_data import CivitaiUnavailable

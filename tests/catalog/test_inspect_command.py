@@ -15,7 +15,7 @@ from django.core.management import CommandError, call_command
 
 from models_catalog.models import Match, Source, SourceFile, SourceModel, SourceVersion
 from tests.browser.conftest import write_model
-from tests.catalog.conftest import write_safetensors
+from tests.model_builders import write_safetensors
 from tests.factories import hashed
 from tests.workers.modelfiles.hostile import HOSTILE, call, glob, pickle_of, s
 

@@ -9,7 +9,7 @@ from models_catalog.services.duplicates import duplicate_groups
 from models_catalog.services.huggingface import hf_repo_index
 from models_catalog.services.import_hashes import hashes_import
 from models_catalog.services.lookup import hash_lookup
-from tests.catalog.conftest import write_safetensors
+from tests.model_builders import write_safetensors
 from tests.fakes.civitai import fake_civitai, file_hashes  # noqa: F401
 from tests.fakes.huggingface import fake_hub  # noqa: F401
 from workers.hash_parse import HashQueryError

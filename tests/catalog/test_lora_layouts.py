@@ -11,7 +11,7 @@ from diffusers.utils.state_dict_utils import convert_state_dict_to_kohya
 
 from models_catalog.models import LocalFile, Match
 from models_catalog.services.duplicates import duplicate_groups
-from tests.catalog.conftest import write_safetensors
+from tests.model_builders import write_safetensors
 from tests.factories import published_on_civitai, register_root_and_hash
 from tests.model_builders import flux_kohya, peft_lora
 from workers.modelfiles.fingerprint import FINGERPRINT_VERSION

@@ -18,7 +18,7 @@ from models_catalog.services.hf_verify_job import hf_verify_job_create
 from models_catalog.services.import_hashes import hashes_import
 from models_catalog.services.paths import PathRefused, model_roots_for
 from models_catalog.services.register import local_file_register
-from tests.catalog.conftest import write_safetensors
+from tests.model_builders import write_safetensors
 from tests.factories import error_of, token_client  # noqa: F401
 
 pytestmark = pytest.mark.django_db

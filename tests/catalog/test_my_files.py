@@ -347,7 +347,7 @@ def test_api_file_detail_carries_the_identity_too(api, library):
 
 def test_the_analysis_stage_writes_how_many_tensor_bytes_it_has_read(user, tmp_path, monkeypatch):
     from models_catalog.services import analysis, hashing
-    from tests.catalog.conftest import write_safetensors
+    from tests.model_builders import write_safetensors
 
     monkeypatch.setattr(hashing, "PROGRESS_EVERY_SECONDS", 0)
     seen = []

@@ -9,7 +9,7 @@ from models_catalog.services.hashing import local_file_hash
 from models_catalog.services.heartbeat import STALLED_AFTER_SECONDS
 from models_catalog.services.reaper import MAX_STAGE_ATTEMPTS, local_files_reap
 from models_catalog.services.register import local_file_register
-from tests.catalog.conftest import write_safetensors
+from tests.model_builders import write_safetensors
 
 pytestmark = pytest.mark.django_db
 

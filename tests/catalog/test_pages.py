@@ -72,7 +72,7 @@ def test_error_is_explained_on_the_page(client_alice, user):
 
 
 def test_upload_stores_clean_name_and_runs_pipeline(client_alice, model_root, eager_celery, django_capture_on_commit_callbacks):
-    from tests.catalog.conftest import write_safetensors
+    from tests.model_builders import write_safetensors
 
     f = write_safetensors(model_root / "x", payload=b"\x07" * 64)
     upload = SimpleUploadedFile("../../etc/evil\x00\x1b[31m.safetensors", f.read_bytes())

@@ -10,7 +10,7 @@ from django.test import Client
 
 from models_catalog.models import LocalFile
 from models_catalog.services import register as register_service
-from tests.catalog.conftest import write_safetensors
+from tests.model_builders import write_safetensors
 
 pytestmark = pytest.mark.django_db
 

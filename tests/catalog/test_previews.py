@@ -10,7 +10,7 @@ from models_catalog.models import LocalFile, SourceImage, SourceVersion
 from models_catalog.prompt_usage import prompt_usage
 from models_catalog.services.identify import civitai_batch_and_rematch, local_file_identify
 from models_catalog.services.previews import previews_retry_due, version_previews_download
-from tests.catalog.conftest import write_safetensors
+from tests.model_builders import write_safetensors
 from tests.factories import civitai_file, client_for, hashed  # noqa: F401
 from tests.fakes.civitai import fake_civitai, generated_image  # noqa: F401
 

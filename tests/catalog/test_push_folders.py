@@ -11,7 +11,7 @@ import pytest
 from django.test import Client
 
 from models_catalog.models import FolderMember, LocalFile
-from tests.catalog.conftest import write_safetensors
+from tests.model_builders import write_safetensors
 from tests.factories import error_of, token_client  # noqa: F401
 from workers.hashing import hash_file, hash_folder
 from workers.modelfiles.analyse import analyse_path

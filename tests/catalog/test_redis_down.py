@@ -18,7 +18,7 @@ from rest_framework.test import APIClient
 from rest_framework.throttling import SimpleRateThrottle
 
 from config.celery import app as celery_app
-from tests.catalog.conftest import write_safetensors
+from tests.model_builders import write_safetensors
 from tests.factories import push_record as _record, error_of, token_client  # noqa: F401
 
 # Work is queued on commit: these tests need real commits, not a rolled-back test transaction.

@@ -6,7 +6,7 @@ import pytest
 from models_catalog.models import FileHashes, LocalFile
 from models_catalog.services import register as register_service
 from models_catalog.services.register import local_file_register
-from tests.catalog.conftest import write_safetensors
+from tests.model_builders import write_safetensors
 
 pytestmark = pytest.mark.django_db
 

@@ -8,7 +8,7 @@ from django.utils import timezone
 from models_catalog.models import LocalFile
 from models_catalog.services import register as register_service
 from models_catalog.services.register import local_file_register
-from tests.catalog.conftest import write_safetensors
+from tests.model_builders import write_safetensors
 
 pytestmark = pytest.mark.django_db
 

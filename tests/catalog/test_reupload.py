@@ -14,7 +14,7 @@ from models_catalog.models import FileHashes, LocalFile
 from models_catalog.services import upload as upload_service
 from models_catalog.services.hashing import local_file_hash
 from models_catalog.services.upload import local_file_upload
-from tests.catalog.conftest import write_safetensors
+from tests.model_builders import write_safetensors
 from tests.factories import token_client  # noqa: F401
 from tests.factories import login  # noqa: F401
 

@@ -13,7 +13,7 @@ from django.db.migrations.executor import MigrationExecutor
 
 from models_catalog.models import SourceFile, SourceModel, SourceVersion
 from models_catalog.services.lookup import hash_lookup
-from tests.catalog.conftest import write_safetensors
+from tests.model_builders import write_safetensors
 from tests.factories import client_for, hashed, login, page, token_client
 from tests.fakes.civitai import fake_civitai, file_hashes  # noqa: F401
 

@@ -15,7 +15,7 @@ from models_catalog.services.identify import (
     local_file_identify,
 )
 from models_catalog.services.sidecar_export import sidecars_export
-from tests.catalog.conftest import write_safetensors
+from tests.model_builders import write_safetensors
 from tests.factories import civitai_file, client_for, hashed, seed  # noqa: F401
 from tests.fakes.civitai import fake_civitai  # noqa: F401
 from workers.sources.local_sidecars import find_sidecar_hashes, parse_civitai_info

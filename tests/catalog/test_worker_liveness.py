@@ -11,7 +11,7 @@ from django.utils import timezone
 from config import celery as celery_config
 from models_catalog.models import WorkerHeartbeat
 from models_catalog.services.worker_liveness import live_queues, no_worker_for
-from tests.catalog.conftest import write_safetensors
+from tests.model_builders import write_safetensors
 
 
 def _beat(name, queues, *, ago=0):

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.catalog.conftest import write_safetensors
+from tests.model_builders import write_safetensors
 from tests.e2e.conftest import _reachable, _unavailable, manage
 from tests.procfile import Worker, kill_whole, start_procfile_process, start_procfile_workers, stop_workers
 from workers.hashing import TEST_PACE_ENV

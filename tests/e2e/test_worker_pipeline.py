@@ -6,7 +6,7 @@ from pathlib import Path
 import blake3
 import pytest
 
-from tests.catalog.conftest import write_safetensors
+from tests.model_builders import write_safetensors
 from tests.e2e.conftest import manage, worker_running
 from tests.workers.modelfiles.hostile import HOSTILE
 
