@@ -114,7 +114,7 @@ class LocalFile(models.Model):
             # Duplicate grouping (services/duplicates.py) groups one owner's files by each key: an
             # owner-led index without the empty values makes that a range of the owner's keyed rows.
             *[models.Index(fields=["owner", key], condition=~Q(**{key: ""}), name=f"local_file_owner_{key}")
-              for key in ("content_id", "precision_id", "bf16_id", "fp8_id")],
+              for key in ("content_id", "precision_id", "bf16_id", "fp8_id", "e5m2_id")],
         ]
 
     def __str__(self) -> str:
