@@ -228,7 +228,9 @@ class FileHashes(HashFields):
 
     class Meta:
         indexes = [
-            models.Index(fields=["owner", "sha256"], condition=~Q(sha256=""), name="file_hashes_owner_sha256"),
+            # local_file_id included (PostgreSQL): the files holding a repeated SHA256 are read from the index too
+            models.Index(fields=["owner", "sha256"], condition=~Q(sha256=""), include=["local_file"],
+                         name="file_hashes_owner_sha256"),
             models.Index(fields=["owner", "folder_digest"], condition=~Q(folder_digest=""),
                          name="file_hashes_owner_folder"),
         ]
