@@ -2,7 +2,8 @@
 
 The Django test client against the same PostgreSQL, one user of the generated library (load00 unless
 --user), each request made twice and the second call measured (the first warms caches and connections);
---repeat N measures N calls and reports the median. --explain prints EXPLAIN (ANALYZE, BUFFERS) of every
+--repeat N measures N calls and reports the median. Django is set up as gunicorn loads it (config.wsgi,
+with its gc.freeze()) unless --no-gc-freeze. --explain prints EXPLAIN (ANALYZE, BUFFERS) of every
 query of the selected requests that took at least --explain-ms.
 
     .venv/bin/python bench/load/single_requests.py [--only duplicates] [--explain] [--repeat 3]
@@ -11,6 +12,7 @@ query of the selected requests that took at least --explain-ms.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import statistics
@@ -42,7 +44,7 @@ REQUESTS = (
 )
 
 
-def setup(url: str) -> None:
+def setup(url: str, *, gc_freeze: bool = True) -> None:
     base, name = url.rsplit("/", 1)
     if name == "test":
         raise SystemExit("the load database is not `test`: give it the one generate.py made")
@@ -50,9 +52,12 @@ def setup(url: str) -> None:
                        "MODELXREF_DATA_DIR": str(ROOT / "bench" / "out" / "load-data")})
     os.environ.pop("REDIS_URL", None)
     sys.path.insert(0, str(ROOT))
-    import django
+    if gc_freeze:
+        import config.wsgi  # noqa: F401  the app as gunicorn loads it (django.setup, the URLconf, gc.freeze)
+    else:
+        import django
 
-    django.setup()
+        django.setup()
 
 
 def main() -> None:
@@ -60,12 +65,14 @@ def main() -> None:
     ap.add_argument("--postgres", default=DEFAULT_URL)
     ap.add_argument("--user", default="load00")
     ap.add_argument("--credentials", type=Path, default=ROOT / "bench" / "out" / "load-credentials.json")
-    ap.add_argument("--only", default="", help="measure only the requests whose label contains this (case-insensitive)")
+    ap.add_argument("--only", default="", help="measure only the requests whose label contains one of these (comma-separated, case-insensitive)")
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--explain", action="store_true")
+    ap.add_argument("--no-gc-freeze", action="store_true",
+                    help="set Django up without config.wsgi's gc.freeze() (as before 2026-12-03)")
     ap.add_argument("--explain-ms", type=float, default=20.0)
     args = ap.parse_args()
-    setup(args.postgres)
+    setup(args.postgres, gc_freeze=not args.no_gc_freeze)
 
     from django.contrib.auth import get_user_model
     from django.db import connection
@@ -86,9 +93,19 @@ def main() -> None:
 
     print(f"user {args.user} ({LocalFile.objects.filter(owner=user).count()} files), {time.strftime('%Y-%m-%d %H:%M')}, "
           f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
-    print("| request | time | queries | slowest query |\n|---|---:|---:|---:|")
+    gc_seconds = [0.0]
+    gc_started = [0.0]
+
+    def gc_timer(phase, info):  # the cyclic collector's pauses, which stop every thread of a worker
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        else:
+            gc_seconds[0] += time.perf_counter() - gc_started[0]
+
+    gc.callbacks.append(gc_timer)
+    print("| request | time | queries | slowest query | gc pauses a call |\n|---|---:|---:|---:|---:|")
     for label, url, is_api in REQUESTS:
-        if args.only.lower() not in label.lower():
+        if not any(part.strip().lower() in label.lower() for part in args.only.split(",")):
             continue
         url = url.format(sha256=sha256, file_id=any_file)
         client = api if is_api else page
@@ -101,6 +118,7 @@ def main() -> None:
 
         call()
         times, captured = [], None
+        gc_seconds[0] = 0.0
         for _ in range(args.repeat):
             with CaptureQueriesContext(connection) as captured:
                 t = time.perf_counter()
@@ -108,7 +126,7 @@ def main() -> None:
                 times.append(time.perf_counter() - t)
         slowest = max((float(q["time"]) for q in captured.captured_queries), default=0.0)
         print(f"| {label} | {statistics.median(times) * 1000:,.0f} ms | {len(captured.captured_queries)} | "
-              f"{slowest * 1000:,.0f} ms |", flush=True)
+              f"{slowest * 1000:,.0f} ms | {gc_seconds[0] / args.repeat * 1000:,.1f} ms |", flush=True)
         if args.explain:
             for q in captured.captured_queries:
                 if float(q["time"]) * 1000 < args.explain_ms or not q["sql"].lstrip().upper().startswith("SELECT"):
