@@ -3,7 +3,9 @@
 The database narrows the library down to the files that share a key with
 another file (GROUP BY ... HAVING COUNT > 1 over indexed columns), so only
 duplicates are ever loaded into Python: a 100,000-file library with few
-duplicates costs a few grouped index scans, not 100,000 objects.
+duplicates costs a few grouped index scans, not 100,000 objects. For one owner
+those scans read only indexes and return a small superset, which Python makes
+exact (_may_share_a_key, _sharing_a_key: docs/BENCHMARKS.md, load test).
 What the groups mean lives in `models_catalog.duplicate_relations`.
 """
 from __future__ import annotations
