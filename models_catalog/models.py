@@ -117,7 +117,7 @@ class LocalFile(models.Model):
             # Duplicate grouping (services/duplicates.py) groups one owner's files by each key: an
             # owner-led index without the empty values makes that a range of the owner's keyed rows.
             *[models.Index(fields=["owner", key], condition=~Q(**{key: ""}), name=f"local_file_owner_{key}")
-              for key in ("content_id", "precision_id", "bf16_id", "fp8_id")],
+              for key in ("content_id", "precision_id", "bf16_id", "fp8_id", "e5m2_id")],
         ]
 
     def __str__(self) -> str:
@@ -231,7 +231,9 @@ class FileHashes(HashFields):
 
     class Meta:
         indexes = [
-            models.Index(fields=["owner", "sha256"], condition=~Q(sha256=""), name="file_hashes_owner_sha256"),
+            # local_file_id included (PostgreSQL): the files holding a repeated SHA256 are read from the index too
+            models.Index(fields=["owner", "sha256"], condition=~Q(sha256=""), include=["local_file"],
+                         name="file_hashes_owner_sha256"),
             models.Index(fields=["owner", "folder_digest"], condition=~Q(folder_digest=""),
                          name="file_hashes_owner_folder"),
         ]

@@ -461,7 +461,10 @@ def _file_search_ids(files: QuerySet[LocalFile], text: str, queries: list[HashQu
                   # What the file says about itself (title, output name, top tags): its own
                   # trigram index (migration 0014), so a part of its own in the UNION.
                   files.filter(described_words__icontains=text).order_by().values("pk"),
-                  Match.objects.filter(shown_matches(viewer), source_file__version__model__name__icontains=text)
+                  # Of these files' matches only: a common word names thousands of catalog models, whose
+                  # matches over everyone's files the viewer's library would otherwise be cut from.
+                  Match.objects.filter(shown_matches(viewer), local_file__in=files.order_by().values("pk"),
+                                       source_file__version__model__name__icontains=text)
                   .order_by().values("local_file_id")]
     if candidates:
         parts.append(FileHashes.objects.filter(hash_fields_q(candidates, True)).order_by().values("local_file_id"))

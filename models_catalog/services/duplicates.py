@@ -3,11 +3,14 @@
 The database narrows the library down to the files that share a key with
 another file (GROUP BY ... HAVING COUNT > 1 over indexed columns), so only
 duplicates are ever loaded into Python: a 100,000-file library with few
-duplicates costs a few grouped index scans, not 100,000 objects.
+duplicates costs a few grouped index scans, not 100,000 objects. For one owner
+those scans read only indexes and return a small superset, which Python makes
+exact (_may_share_a_key, _sharing_a_key: docs/BENCHMARKS.md, load test).
 What the groups mean lives in `models_catalog.duplicate_relations`.
 """
 from __future__ import annotations
 
+from django.db import connection
 from django.db.models import Count, Q, QuerySet
 
 from models_catalog.duplicate_relations import (
@@ -20,6 +23,7 @@ __all__ = ["PREFERENCES", "DuplicateGroup", "Member", "duplicate_groups", "preci
 # Where a group key lives; each one is indexed (see the models' db_index / indexes). AutoV3 is not one:
 # equal tensor data gives equal content_id, and its GROUP BY was a sixth of the time on PostgreSQL.
 KEY_FIELDS = ("hashes__sha256", "hashes__folder_digest", "content_id", "precision_id", "bf16_id", "fp8_id", "e5m2_id")
+MATCH_BATCH = 10_000  # candidate ids per Match query (fewer where the backend takes fewer parameters: SQLite)
 
 
 def duplicate_groups(*, owner=None, prefer_precision: str = "lossless") -> list[DuplicateGroup]:
@@ -28,40 +32,74 @@ def duplicate_groups(*, owner=None, prefer_precision: str = "lossless") -> list[
         raise ValueError(f"prefer must be one of {', '.join(PREFERENCES)}")
     files = LocalFile.objects.filter(status=LocalFile.Status.DONE)
     files = files.filter(quarantined_at__isnull=True)  # quarantined files are in no group
-    if owner is not None:
+    if owner is None:
+        rows = _rows(files.filter(_shares_a_key(files)))
+    else:
         files = files.filter(owner=owner)
-    candidates = files.filter(_shares_a_key(files, owner=owner))
-    return duplicate_groups_of(_copies(candidates), prefer=prefer_precision)
+        rows = _sharing_a_key(_rows(files.filter(_may_share_a_key(owner))))
+    return duplicate_groups_of(_copies(rows), prefer=prefer_precision)
 
 
-def _shares_a_key(files: QuerySet, *, owner=None) -> Q:
-    """Files whose value of some key is held by at least one other of these files.
-
-    For one owner, the SHA256 / folder-digest keys are grouped on FileHashes' own owner copy: a range of
-    the (owner, sha256) index, no join to LocalFile. That set may hold a value repeated only through a
-    file that is not done or is quarantined; such a file is no candidate, and duplicate_groups_of drops
-    the one-member group left, so the groups are the same."""
+def _shares_a_key(files: QuerySet) -> Q:
+    """Files whose value of some key is held by at least one other of these files (everyone's)."""
     shared = Q()
     for key in KEY_FIELDS:
-        if owner is not None and key.startswith("hashes__"):
-            column = key.removeprefix("hashes__")
-            repeated = (FileHashes.objects.filter(owner=owner).exclude(**{column: ""}).order_by()
-                        .values(column).annotate(n=Count("id")).filter(n__gt=1).values(column))
-            shared |= Q(**{f"{key}__in": repeated})
-            continue
         repeated = (files.exclude(**{key: ""}).exclude(**{f"{key}__isnull": True}).order_by()
                     .values(key).annotate(n=Count("id")).filter(n__gt=1).values(key))
         shared |= Q(**{f"{key}__in": repeated})
     return shared
 
 
-def _copies(candidates: QuerySet) -> list[Copy]:
-    sources = _source_matches(candidates)
-    rows = candidates.order_by().values(
-        "id", "owner_id", "name", "path", "host", "format", "size", "device", "inode", "safety_verdict",
-        "content_id", "precision_id", "bf16_id", "fp8_id", "e5m2_id", "created_at", "fingerprint__dtypes", "architecture_kind",
-        "hashes__sha256", "hashes__folder_digest", "hashes__autov3_full",
-    )
+def _may_share_a_key(owner) -> Q:
+    """One owner's files with a key value held more than once among ALL the owner's rows: a superset.
+
+    Each GROUP BY is an index-only range of an owner-led partial index ((owner, key) WHERE key <> ''),
+    with no heap access, because it does not ask whether the other holder is done and not quarantined
+    (that needs the table); _sharing_a_key then drops the rows that share only with such files. The
+    SHA256 / folder-digest keys are grouped on FileHashes' own owner copy (no join to LocalFile) and
+    select file ids, so that the whole condition is on LocalFile's row and is checked before the join."""
+    shared = Q()
+    for key in KEY_FIELDS:
+        if key.startswith("hashes__"):
+            column = key.removeprefix("hashes__")
+            hashes = FileHashes.objects.filter(owner=owner).exclude(**{column: ""}).order_by()
+            repeated = hashes.values(column).annotate(n=Count("*")).filter(n__gt=1).values(column)
+            shared |= Q(id__in=hashes.filter(**{f"{column}__in": repeated}).values("local_file_id"))
+            continue
+        repeated = (LocalFile.objects.filter(owner=owner).exclude(**{key: ""}).order_by()
+                    .values(key).annotate(n=Count("*")).filter(n__gt=1).values(key))
+        shared |= Q(**{f"{key}__in": repeated})
+    return shared
+
+
+def _sharing_a_key(rows: list[dict]) -> list[dict]:
+    """The rows holding some key value that another of these rows holds.
+
+    Exact on _may_share_a_key's superset: a value two done, unquarantined files hold is repeated among all
+    the owner's rows, so every such holder is in the superset; a value held once in it is held by no other
+    candidate. The candidates are therefore the files sharing a key with another done, unquarantined file
+    of the owner, as the grouping over those files alone would find them."""
+    seen: dict[tuple[str, str], int] = {}
+    for r in rows:
+        for key in KEY_FIELDS:
+            if r[key]:
+                seen[(key, r[key])] = seen.get((key, r[key]), 0) + 1
+    return [r for r in rows if any(r[key] and seen[(key, r[key])] > 1 for key in KEY_FIELDS)]
+
+
+ROW_FIELDS = (
+    "id", "owner_id", "name", "path", "host", "format", "size", "device", "inode", "safety_verdict",
+    "content_id", "precision_id", "bf16_id", "fp8_id", "e5m2_id", "created_at", "fingerprint__dtypes", "architecture_kind",
+    "hashes__sha256", "hashes__folder_digest", "hashes__autov3_full",
+)
+
+
+def _rows(candidates: QuerySet) -> list[dict]:
+    return list(candidates.order_by().values(*ROW_FIELDS))
+
+
+def _copies(rows: list[dict]) -> list[Copy]:
+    sources = _source_matches([r["id"] for r in rows])
     copies = []
     for r in rows:
         verified = sources.get(r["id"])
@@ -80,12 +118,19 @@ def _copies(candidates: QuerySet) -> list[Copy]:
     return copies
 
 
-def _source_matches(candidates: QuerySet) -> dict[int, dict]:
-    """The byte-exact source match of each candidate that has one (exact name first)."""
-    rows = (Match.objects.filter(local_file__in=candidates.values("id"), kind__in=(Match.Kind.EXACT, Match.Kind.RENAMED))
-            .order_by("local_file_id", "kind", "id")  # "exact" sorts before "renamed"
-            .values("local_file_id", "kind", "source_file__version__model__name", "source_file__version__model_id"))
+def _source_matches(ids: list[int]) -> dict[int, dict]:
+    """The byte-exact source match of each candidate that has one (exact name first).
+
+    By the candidates' ids (one query per batch the backend takes), not by re-running the candidate query
+    as a subquery: that query is most of the cost."""
     found: dict[int, dict] = {}
-    for r in rows:
-        found.setdefault(r["local_file_id"], r)
+    limit = connection.features.max_query_params  # None: no limit (PostgreSQL)
+    batch = MATCH_BATCH if limit is None else max(1, min(limit - 2, MATCH_BATCH))  # 2: the kinds' parameters
+    for start in range(0, len(ids), batch):
+        rows = (Match.objects.filter(local_file_id__in=ids[start:start + batch],
+                                     kind__in=(Match.Kind.EXACT, Match.Kind.RENAMED))
+                .order_by("local_file_id", "kind", "id")  # "exact" sorts before "renamed"
+                .values("local_file_id", "kind", "source_file__version__model__name", "source_file__version__model_id"))
+        for r in rows:
+            found.setdefault(r["local_file_id"], r)
     return found

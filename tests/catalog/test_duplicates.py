@@ -125,3 +125,39 @@ def test_everyones_duplicates_are_still_grouped_per_owner(user, other_user):
     pushed(other_user, "theirs-2.safetensors", sha="a" * 64, content_id="ca")
     [g] = duplicate_groups(owner=None)
     assert {m.name for m in g.members} == {"theirs.safetensors", "theirs-2.safetensors"}
+
+
+def test_a_key_shared_only_with_a_quarantined_or_unfinished_file_loads_nothing(user):
+    """The owner's key groups count every row (an index-only range); the files that share a value only with
+    a quarantined or not-done file are then dropped, so they cannot join a group through another key."""
+    from django.utils import timezone
+
+    lonely = pushed(user, "lonely.safetensors", sha="1" * 64, content_id="cx")
+    gone = pushed(user, "gone.safetensors", sha="2" * 64, content_id="cx")
+    LocalFile.objects.filter(pk=gone.pk).update(quarantined_at=timezone.now())
+    unfinished = pushed(user, "unfinished.safetensors", sha="1" * 64, content_id="cy")
+    LocalFile.objects.filter(pk=unfinished.pk).update(status="queued")
+    pair = [pushed(user, f"pair-{i}.safetensors", sha="3" * 64, content_id=f"cp{i}") for i in (1, 2)]
+    # lonely's AutoV3 equals the pair's: were it loaded, the grouping would put it in their group
+    FileHashes.objects.filter(local_file__in=[lonely, *pair]).update(autov3_full="f" * 64)
+    [g] = duplicate_groups(owner=user)
+    assert {m.id for m in g.members} == {p.pk for p in pair}
+
+
+def test_source_matches_are_read_in_batches_of_ids(user, monkeypatch, django_assert_num_queries):
+    from models_catalog.models import Match
+    from models_catalog.services import duplicates
+
+    model = SourceModel.objects.create(source=Source.CIVITAI, external_id="7", name="Seven")
+    version = SourceVersion.objects.create(model=model, external_id="70", name="v1")
+    source = SourceFile.objects.create(version=version, external_id="700", name="s.safetensors", sha256="b" * 64)
+    files = [pushed(user, f"b{i}.safetensors", sha="b" * 64, content_id="cb") for i in range(3)]
+    for lf, kind in zip(files, ("renamed", "exact", "renamed")):
+        Match.objects.create(local_file=lf, source_file=source, kind=kind, evidence="e")
+    monkeypatch.setattr(duplicates, "MATCH_BATCH", 1)
+    with django_assert_num_queries(3):
+        found = duplicates._source_matches([lf.pk for lf in files])
+    assert {i: r["kind"] for i, r in found.items()} == {files[0].pk: "renamed", files[1].pk: "exact",
+                                                         files[2].pk: "renamed"}
+    [g] = duplicate_groups(owner=user)
+    assert g.model == "Seven" and g.keep_id == files[1].pk  # the source's bytes under its own name: kept
