@@ -13,7 +13,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('models_catalog', '0023_owner_search_and_duplicates'),
+        ('models_catalog', '0024_localfile_folded_id'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
