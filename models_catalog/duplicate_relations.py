@@ -15,7 +15,8 @@ The relations a member gets:
     exact copy         the same bytes as a member listed before it
     same weights       the same tensors in the same container, other header or metadata (AutoV3 / content_id)
     converted          the same tensors in another container (.ckpt, diffusers, ...) or under other names
-                       (a kohya LoRA and its PEFT copy: another architecture kind)
+                       (a kohya LoRA and its PEFT copy: another architecture kind), or a kohya Flux LoRA's
+                       diffusers conversion, which holds its alphas folded into the weights (folded_id)
     precision variant  the same weights cast to another precision
 
 Deleting an exact copy, a same-weights or a converted copy loses nothing while
@@ -67,6 +68,7 @@ class Copy:
     fp8_id: str = ""
     layout: str = ""  # architecture kind (lora_kohya, lora_peft, checkpoint, ...): equal tensors under other names
     e5m2_id: str = ""
+    folded_id: str = ""  # a kohya Flux LoRA's: the content_id of diffusers' conversion of it (alphas folded in)
     host: str = ""
     device: int | None = None
     inode: int | None = None
@@ -121,7 +123,7 @@ def keep_rank(c: Copy, prefer: str = "lossless") -> tuple:
 def group_keys(c: Copy) -> list[tuple[str, str]]:
     """What makes two of one owner's copies the same model."""
     keys = [("sha", c.sha256), ("v3", c.autov3), ("content", c.content_id), ("precision", c.precision_id),
-            ("bf16", c.bf16_id), ("fp8", c.fp8_id), ("e5m2", c.e5m2_id)]
+            ("bf16", c.bf16_id), ("fp8", c.fp8_id), ("e5m2", c.e5m2_id), ("content", c.folded_id)]
     return [(kind, f"{c.owner_id}:{value}") for kind, value in keys if value]
 
 
@@ -152,8 +154,12 @@ def duplicate_groups_of(copies: list[Copy], *, prefer: str = "lossless") -> list
     return groups
 
 
-def _cluster_key(c: Copy) -> str:
-    return c.content_id or (c.autov3 and f"v3:{c.autov3}") or (c.sha256 and f"sha:{c.sha256}") or f"id:{c.id}"
+def _cluster_key(c: Copy, folded_into: dict[str, str]) -> str:
+    """Same tensor content, or the diffusers conversion of a kohya Flux LoRA (`folded_into`: folded_id ->
+    the kohya file's content_id), which holds the same LoRA with its alphas folded into the weights."""
+    if c.content_id:
+        return folded_into.get(c.content_id, c.content_id)
+    return (c.autov3 and f"v3:{c.autov3}") or (c.sha256 and f"sha:{c.sha256}") or f"id:{c.id}"
 
 
 def _bytes_key(c: Copy) -> str:
@@ -164,8 +170,9 @@ def explain_group(copies: list[Copy], *, prefer: str = "lossless") -> DuplicateG
     ranked = sorted(copies, key=lambda c: keep_rank(c, prefer))
     keeper = ranked[0]
     clusters: dict[str, list[Copy]] = {}
+    folded_into = {c.folded_id: c.content_id for c in copies if c.folded_id and c.content_id}
     for c in ranked:  # dicts keep insertion order: the keeper's cluster first, then by rank
-        clusters.setdefault(_cluster_key(c), []).append(c)
+        clusters.setdefault(_cluster_key(c, folded_into), []).append(c)
     members: list[Member] = []
     copy_sets: dict[str, int] = {}
     for cluster in clusters.values():
@@ -201,6 +208,9 @@ def _relation(c: Copy, *, keeper: Copy, cluster_head: Copy, earlier: list[Copy])
         if link is not None:
             return "same file", f"a hard link of {link.name} (same device and inode): deleting it frees nothing"
         return "exact copy", f"the same bytes as {earlier[0].name} (SHA256 equal)"
+    if c is not cluster_head and c.content_id and c.content_id != cluster_head.content_id:  # one is folded
+        return "converted", f"the same LoRA as {cluster_head.name}, converted by diffusers' kohya Flux converter " \
+                            "(its alphas folded into the weights)"
     if c is not cluster_head:
         how = "AutoV3 equal" if c.autov3 and c.autov3 == cluster_head.autov3 else "tensor content equal"
         layouts = other_layouts(cluster_head.layout, c.layout)

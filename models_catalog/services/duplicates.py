@@ -47,7 +47,13 @@ def _shares_a_key(files: QuerySet) -> Q:
         repeated = (files.exclude(**{key: ""}).exclude(**{f"{key}__isnull": True}).order_by()
                     .values(key).annotate(n=Count("id")).filter(n__gt=1).values(key))
         shared |= Q(**{f"{key}__in": repeated})
-    return shared
+    return shared | _folded_pairs(files)
+
+
+def _folded_pairs(files: QuerySet) -> Q:
+    """A kohya Flux LoRA and diffusers' conversion of it: one's folded_id is the other's content_id
+    (lora_folding.py). A superset (every file with a folded id): groups of one are dropped anyway."""
+    return ~Q(folded_id="") | Q(content_id__in=files.exclude(folded_id="").order_by().values("folded_id"))
 
 
 def _may_share_a_key(owner) -> Q:
@@ -69,7 +75,7 @@ def _may_share_a_key(owner) -> Q:
         repeated = (LocalFile.objects.filter(owner=owner).exclude(**{key: ""}).order_by()
                     .values(key).annotate(n=Count("*")).filter(n__gt=1).values(key))
         shared |= Q(**{f"{key}__in": repeated})
-    return shared
+    return shared | _folded_pairs(LocalFile.objects.filter(owner=owner))
 
 
 def _sharing_a_key(rows: list[dict]) -> list[dict]:
@@ -81,15 +87,21 @@ def _sharing_a_key(rows: list[dict]) -> list[dict]:
     of the owner, as the grouping over those files alone would find them."""
     seen: dict[tuple[str, str], int] = {}
     for r in rows:
-        for key in KEY_FIELDS:
-            if r[key]:
-                seen[(key, r[key])] = seen.get((key, r[key]), 0) + 1
-    return [r for r in rows if any(r[key] and seen[(key, r[key])] > 1 for key in KEY_FIELDS)]
+        for key in _keys_of(r):
+            seen[key] = seen.get(key, 0) + 1
+    return [r for r in rows if any(seen[key] > 1 for key in _keys_of(r))]
+
+
+def _keys_of(row: dict) -> list[tuple[str, str]]:
+    keys = [(key, row[key]) for key in KEY_FIELDS if row[key]]
+    if row["folded_id"]:  # the content id of its diffusers conversion: a content key like its own
+        keys.append(("content_id", row["folded_id"]))
+    return keys
 
 
 ROW_FIELDS = (
     "id", "owner_id", "name", "path", "host", "format", "size", "device", "inode", "safety_verdict",
-    "content_id", "precision_id", "bf16_id", "fp8_id", "e5m2_id", "created_at", "fingerprint__dtypes", "architecture_kind",
+    "content_id", "precision_id", "bf16_id", "fp8_id", "e5m2_id", "folded_id", "created_at", "fingerprint__dtypes", "architecture_kind",
     "hashes__sha256", "hashes__folder_digest", "hashes__autov3_full",
 )
 
@@ -107,7 +119,8 @@ def _copies(rows: list[dict]) -> list[Copy]:
             id=r["id"], owner_id=r["owner_id"], name=r["name"], path=r["path"], host=r["host"], format=r["format"],
             precision=precision_of(r["fingerprint__dtypes"]), size=r["size"] or 0,
             sha256=r["hashes__sha256"] or r["hashes__folder_digest"] or "", autov3=r["hashes__autov3_full"] or "",
-            content_id=r["content_id"], precision_id=r["precision_id"], bf16_id=r["bf16_id"], fp8_id=r["fp8_id"], e5m2_id=r["e5m2_id"], layout=r["architecture_kind"],
+            content_id=r["content_id"], precision_id=r["precision_id"], bf16_id=r["bf16_id"], fp8_id=r["fp8_id"], e5m2_id=r["e5m2_id"], folded_id=r["folded_id"],
+            layout=r["architecture_kind"],
             device=r["device"], inode=r["inode"],
             verdict=r["safety_verdict"], verified=verified is not None,
             source_name=bool(verified and verified["kind"] == Match.Kind.EXACT),

@@ -134,3 +134,10 @@ def test_a_kohya_flux_lora_and_diffusers_folded_conversion_are_one_lora_converte
     page = client.get(f"/files/{other.pk}/").content.decode()
     assert "Converted copy of Flux Style" in page
     assert ("Folded id" in client.get(f"/files/{k.pk}/").content.decode())
+    # The duplicates page: one LoRA, the other copy converted (lossless to delete while the keeper stays).
+    [group] = duplicate_groups(owner=user)
+    members = {mem.name: mem for mem in group.members}
+    assert set(members) == {"flux_style_kohya.safetensors", "flux_style_diffusers.safetensors"}
+    [copy] = [mem for mem in group.members if mem.match != "keep"]
+    assert copy.match == "converted" and "alphas folded into the weights" in copy.evidence
+    assert copy.reclaim == "lossless"
