@@ -13,10 +13,11 @@ Privacy rules every view follows:
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict
 
 from django.conf import settings
-from django.db.models import Count, IntegerField, OuterRef, Prefetch, Q, Subquery, Value
+from django.db.models import Count, IntegerField, OuterRef, Prefetch, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.shortcuts import get_object_or_404
 from django_filters import rest_framework as filters
@@ -54,6 +55,7 @@ from workers.hash_parse import HashQueryError
 
 # Multipart framing around an uploaded file adds a little to the declared length.
 MULTIPART_SLACK_BYTES = 64 * 1024
+GIT_SHA1 = re.compile(r"[0-9a-f]{40}")  # a Hub file's git blob id, as SourceFile.git_sha1 stores it
 
 
 def errors(*codes: int) -> dict:
@@ -359,12 +361,19 @@ class SourceModelFilter(filters.FilterSet):
         return queryset.filter(pk__in=ids) if value else queryset.exclude(pk__in=ids)
 
     def filter_search(self, queryset, name, value):
+        # A UNION of index-served sets (as selectors.catalog_queryset): under one OR, PostgreSQL joined
+        # every version to every file to test `trained_words LIKE ... OR git_sha1 = ...` (~450 ms at
+        # 400,000 files for a common word), where each part alone is an index lookup.
         text = value.strip()
-        versions = Q(trained_words__icontains=text) | Q(files__git_sha1=text.lower())
+        parts = [SourceModel.objects.filter(name__icontains=text).order_by().values("pk"),
+                 SourceVersion.objects.filter(trained_words__icontains=text).order_by().values("model_id")]
+        if GIT_SHA1.fullmatch(text.lower()):  # a Hub file's git blob id
+            parts.append(SourceFile.objects.filter(git_sha1=text.lower()).order_by().values("version__model_id"))
         candidates = [c for query in hash_search(text) for c in query.candidates]
         if candidates:
-            versions |= Q(pk__in=SourceFile.objects.filter(hash_fields_q(candidates, False)).values("version_id"))
-        return queryset.filter(Q(name__icontains=text) | Q(pk__in=SourceVersion.objects.filter(versions).values("model_id")))
+            parts.append(SourceFile.objects.filter(hash_fields_q(candidates, False)).order_by()
+                         .values("version__model_id"))
+        return queryset.filter(pk__in=parts[0].union(*parts[1:]))
 
 
 def catalog_models(user):

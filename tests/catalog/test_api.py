@@ -10,7 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 from rest_framework.throttling import ScopedRateThrottle
 
-from models_catalog.models import ApiToken, FileHashes, FolderMember, Job, LocalFile, SourceVersion
+from models_catalog.models import ApiToken, FileHashes, FolderMember, Job, LocalFile, SourceFile, SourceVersion
 from models_catalog.services.lookup import hash_lookup
 from models_catalog.services.tokens import token_digest
 from tests.model_builders import write_safetensors  # noqa: F401
@@ -452,6 +452,8 @@ def test_models_filters_search_and_ordering(alice, user):
     assert names(search="alp") == names(search="moonlit") == ["Alpha"]
     assert names(search=hashlib.sha256(b"beta").hexdigest().upper()) == ["Beta"]
     assert names(search=hashes_of(b"gamma")["autov2"]) == ["Gamma"]
+    SourceFile.objects.filter(version__model__name="Gamma").update(git_sha1="ab" * 20)  # a Hub file's git blob id
+    assert names(search="AB" * 20) == ["Gamma"] and names(search="ab" * 19) == []
     assert names(ordering="name") == ["Alpha", "Beta", "Gamma"] and names(ordering="-name") == ["Gamma", "Beta", "Alpha"]
     resp = alice.get("/api/v1/models/", {"source": "elsewhere"})
     assert resp.status_code == 400 and "source" in error_of(resp)["detail"]
