@@ -347,6 +347,9 @@ if REDIS_URL:
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(DATA_DIR / "cache")}}
 
+# How long a process reuses the My files filter suggestions (types, base models of the whole catalog).
+FILTER_CHOICES_SECONDS = env_float("MODELXREF_FILTER_CHOICES_SECONDS", 60.0)
+
 # --- REST API (api helper) ----------------------------------------------------
 # One error format for every API error: {"error": {"code", "message", "detail"}}.
 REST_FRAMEWORK["EXCEPTION_HANDLER"] = "models_catalog.api_errors.api_exception_handler"

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import Q, QuerySet
 from django.utils import timezone
@@ -551,9 +553,23 @@ def _after(phase: _Phase, value, pk: int) -> Q:
     return Q(**{f"{phase.key}__{bound}": value}) & (Q(**{f"{phase.key}__{strict}": value}) | later_pk)
 
 
+_choices_cache: list = []  # [(computed at, choices)]: one per process
+
+
 def file_filter_choices() -> dict[str, list[str]]:
     """Type and base-model suggestions for the My files filters, from the catalog's own indexed columns:
-    what the viewer's matches hold would cost a pass over their whole library on every page view."""
+    what the viewer's matches hold would cost a pass over their whole library on every page view.
+    The same for everyone, so kept per process for FILTER_CHOICES_SECONDS: the DISTINCT over every
+    catalog version was ~25 ms of a 60 ms My files page at 200,000 versions (docs/BENCHMARKS.md)."""
+    ttl = settings.FILTER_CHOICES_SECONDS
+    if ttl > 0 and _choices_cache and time.monotonic() - _choices_cache[0][0] < ttl:
+        return _choices_cache[0][1]
+    choices = _file_filter_choices()
+    _choices_cache[:] = [(time.monotonic(), choices)]
+    return choices
+
+
+def _file_filter_choices() -> dict[str, list[str]]:
     types = set(SourceModel.objects.exclude(type="").order_by().values_list("type", flat=True).distinct()[:200])
     bases = set(SourceVersion.objects.exclude(base_model="").order_by().values_list("base_model", flat=True)
                 .distinct()[:200])

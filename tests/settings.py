@@ -18,3 +18,5 @@ from config.settings import *  # noqa: E402,F401,F403
 
 # Creating users dominates API test time with the real hasher.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+# Each test has its own catalog: filter suggestions are computed afresh (a test of the reuse sets it).
+FILTER_CHOICES_SECONDS = 0

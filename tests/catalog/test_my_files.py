@@ -418,3 +418,19 @@ def test_matching_stores_the_model_sort_key_and_the_migration_fills_it_for_old_r
     best_model_names_sync(local_file_ids=[old.pk])  # the app's rule agrees with the migration's copy
     old.refresh_from_db()
     assert old.best_model_name == "Zeta Model"
+
+
+def test_the_filter_suggestions_are_reused_for_a_while_then_read_again(settings, db, django_assert_num_queries):
+    from models_catalog import selectors
+    from models_catalog.models import SourceModel, SourceVersion
+
+    model = SourceModel.objects.create(source="civitai", external_id="901", name="Choices", type="LORA")
+    SourceVersion.objects.create(model=model, external_id="9010", name="v1", base_model="Illustrious")
+    settings.FILTER_CHOICES_SECONDS = 60
+    selectors._choices_cache.clear()
+    assert "Illustrious" in selectors.file_filter_choices()["base_models"]
+    SourceVersion.objects.create(model=model, external_id="9011", name="v2", base_model="NoobAI")
+    with django_assert_num_queries(0):  # within the minute: the same answer, no query
+        assert "NoobAI" not in selectors.file_filter_choices()["base_models"]
+    settings.FILTER_CHOICES_SECONDS = 0
+    assert "NoobAI" in selectors.file_filter_choices()["base_models"]
