@@ -258,7 +258,13 @@ def _rows_for(models: list[SourceModel], user) -> list[CatalogRow]:
 
 
 def my_catalog_choices(user) -> dict[str, list[str]]:
-    """Filter choices from the viewer's own identified models (cheap) plus the common ones."""
+    """Filter choices from the viewer's own identified models plus the common ones, reused per process
+    and user for FILTER_CHOICES_SECONDS (two passes over the viewer's matches: ~110 ms of a catalog page
+    for a user of 10,000 files)."""
+    return _reused(("catalog", user.pk), lambda: _my_catalog_choices(user))
+
+
+def _my_catalog_choices(user) -> dict[str, list[str]]:
     model_ids = Match.objects.filter(local_file__owner=user).values("source_file__version__model_id")
     types = set(SourceModel.objects.filter(pk__in=model_ids).exclude(type="").values_list("type", flat=True)[:200])
     # order_by(): the default ordering's columns would make DISTINCT return one row per version
@@ -553,20 +559,30 @@ def _after(phase: _Phase, value, pk: int) -> Q:
     return Q(**{f"{phase.key}__{bound}": value}) & (Q(**{f"{phase.key}__{strict}": value}) | later_pk)
 
 
-_choices_cache: list = []  # [(computed at, choices)]: one per process
+_choices_cache: dict[tuple, tuple[float, dict]] = {}  # key -> (computed at, choices), per process
+MAX_CACHED_CHOICES = 1000  # users' catalog choices kept at once (oldest dropped)
+
+
+def _reused(key: tuple, compute: Callable[[], dict]) -> dict:
+    """Filter suggestions computed at most once per FILTER_CHOICES_SECONDS per process (0: every time).
+    Suggestions only: a new type or base model shows up within that time."""
+    ttl = settings.FILTER_CHOICES_SECONDS
+    hit = _choices_cache.get(key)
+    if ttl > 0 and hit is not None and time.monotonic() - hit[0] < ttl:
+        return hit[1]
+    value = compute()
+    if len(_choices_cache) >= MAX_CACHED_CHOICES:
+        _choices_cache.pop(min(_choices_cache, key=lambda k: _choices_cache[k][0]), None)
+    _choices_cache[key] = (time.monotonic(), value)
+    return value
 
 
 def file_filter_choices() -> dict[str, list[str]]:
     """Type and base-model suggestions for the My files filters, from the catalog's own indexed columns:
     what the viewer's matches hold would cost a pass over their whole library on every page view.
-    The same for everyone, so kept per process for FILTER_CHOICES_SECONDS: the DISTINCT over every
-    catalog version was ~25 ms of a 60 ms My files page at 200,000 versions (docs/BENCHMARKS.md)."""
-    ttl = settings.FILTER_CHOICES_SECONDS
-    if ttl > 0 and _choices_cache and time.monotonic() - _choices_cache[0][0] < ttl:
-        return _choices_cache[0][1]
-    choices = _file_filter_choices()
-    _choices_cache[:] = [(time.monotonic(), choices)]
-    return choices
+    The same for everyone, so reused (`_reused`): the DISTINCT over every catalog version was ~25 ms
+    of a 60 ms My files page at 200,000 versions (docs/BENCHMARKS.md)."""
+    return _reused(("files",), _file_filter_choices)
 
 
 def _file_filter_choices() -> dict[str, list[str]]:
