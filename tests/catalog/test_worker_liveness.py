@@ -9,7 +9,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from config import celery as celery_config
-from models_catalog.models import WorkerHeartbeat
+from models_catalog.models import LocalFile, WorkerHeartbeat
 from models_catalog.services.worker_liveness import live_queues, no_worker_for
 from tests.model_builders import write_safetensors
 
@@ -72,3 +72,23 @@ def test_a_ready_worker_beats_with_its_queues_and_a_clean_shutdown_removes_it():
     assert live_queues() == {"hashing", "lookups"}
     celery_config.forget_at_shutdown(sender=sender)
     assert not WorkerHeartbeat.objects.exists()
+
+
+def test_register_wait_reads_only_the_files_not_finished_yet(user, django_assert_num_queries):
+    """A 100,000-file --wait must not read every row on every poll: a finished file is counted once."""
+    from models_catalog.management.commands.register import _Watch
+    from tests.factories import local_file
+
+    done = local_file(user, "done.safetensors", data=b"done")  # hashed and read, unknown: finished
+    queued = local_file(user, "queued.safetensors", data=b"queued", status=LocalFile.Status.QUEUED)
+    gone = local_file(user, "gone.safetensors", data=b"gone", status=LocalFile.Status.QUEUED)
+    watch = _Watch([done.pk, queued.pk, gone.pk])
+    p = watch.poll(viewer=user, identities=True)
+    assert (p.finished, p.hashed) == (1, 1) and watch.pending == [queued.pk, gone.pk]
+    gone.delete()  # forgotten meanwhile: nothing more will happen to it
+    with django_assert_num_queries(1):  # the two pending rows in one query; no identity for unhashed files
+        p = watch.poll(viewer=user, identities=True)
+    assert (p.finished, p.hashed) == (2, 2) and watch.pending == [queued.pk]
+    LocalFile.objects.filter(pk=queued.pk).update(status=LocalFile.Status.DONE)
+    p = watch.poll(viewer=user, identities=True)
+    assert p.finished == 3 and watch.pending == [] and p.line(3).startswith("hashed 3/3 files")

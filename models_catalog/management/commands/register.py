@@ -18,6 +18,7 @@ from models_catalog.services.worker_liveness import HASHING_QUEUE, LOOKUPS_QUEUE
 POLL_SECONDS = 0.5
 IDENTITIES_EVERY = 5.0  # seconds between identity checks while files are still being hashed
 PLAIN_PROGRESS_EVERY = 5.0  # seconds between progress lines when stderr is not a terminal
+WATCH_CHUNK = 2_000  # ids per query while watching (SQLite takes at most 250,000 parameters)
 
 
 class Command(PipeSafeCommand):
@@ -62,22 +63,20 @@ class Command(PipeSafeCommand):
         """Until every file is hashed, read AND identified (or its sources said why not)."""
         interactive = sys.stderr.isatty()
         bars = _Bars(len(ids)) if interactive else None
+        watch = _Watch(ids)
         started = last_change = time.monotonic()
         last_state, last_plain = None, 0.0
-        identities, identities_at = {}, float("-inf")
+        identities_at = float("-inf")
         no_worker = ""
         try:
             while True:
-                files = list(LocalFile.objects.filter(pk__in=ids).only(
-                    "id", "status", "bytes_done", "bytes_total", "size", "error", "safety_verdict", "analysis_error"))
                 now = time.monotonic()
-                # Identities cost a few queries over every file: while files are still being hashed, ask
-                # only now and then, so a large registration's watcher does not take CPU from the workers.
-                hashed = sum(f.status in (LocalFile.Status.DONE, LocalFile.Status.ERROR) for f in files)
-                if hashed == len(ids) or now - identities_at >= IDENTITIES_EVERY:
-                    identities, identities_at = file_identities(files, viewer=owner), now
-                p = _Progress.of(files, identities)
-                if identities_at == now:  # as seldom as identities: a question to the database
+                # Identities cost a few queries over the hashed files: while files are still being hashed,
+                # ask only now and then, so a large registration's watcher does not take CPU from the workers.
+                ask = watch.all_hashed or now - identities_at >= IDENTITIES_EVERY
+                p = watch.poll(viewer=owner, identities=ask)
+                if ask:
+                    identities_at = now
                     said, no_worker = no_worker, _no_worker(p, len(ids))
                     if no_worker and no_worker != said:
                         if bars:
@@ -99,7 +98,7 @@ class Command(PipeSafeCommand):
                 if stall_timeout and now - last_change > stall_timeout:
                     raise CommandError(f"nothing moved for {stall_timeout:g} s: {p.still(len(ids))}"
                                        + (f"; {no_worker}" if no_worker else ""))
-                time.sleep(POLL_SECONDS)
+                time.sleep(watch.interval())
         finally:
             if bars:
                 bars.close()
@@ -160,6 +159,63 @@ def _no_worker(p: "_Progress", n: int) -> str:
     return ""
 
 
+class _Watch:
+    """The rows `register --wait` follows, read in chunks, and only those not finished yet: a file whose
+    identity is final (identified, unknown with the reason, broken) is counted once and never read
+    again, so the polls of a 100,000-file registration shrink as it advances. A row deleted meanwhile
+    (forgotten) is finished too: nothing more will happen to it."""
+
+    def __init__(self, ids: list[int]):
+        self.pending = sorted(set(ids))
+        self.finished = 0
+        self.finished_bytes = 0
+        self.hashed_pending = 0
+        self.waiting_for = ""
+
+    @property
+    def all_hashed(self) -> bool:
+        return self.hashed_pending == len(self.pending)
+
+    def interval(self) -> float:
+        """Seconds between polls: 0.5 s, longer while many files are left (5 s at 100,000)."""
+        return max(POLL_SECONDS, len(self.pending) / 20_000)
+
+    def poll(self, *, viewer, identities: bool) -> "_Progress":
+        done_states = (LocalFile.Status.DONE, LocalFile.Status.ERROR)
+        files, seen = [], set()
+        for start in range(0, len(self.pending), WATCH_CHUNK):
+            chunk = LocalFile.objects.filter(pk__in=self.pending[start:start + WATCH_CHUNK]).only(
+                "id", "status", "bytes_done", "bytes_total", "size", "error", "safety_verdict", "analysis_error",
+                "described_as")
+            files += chunk
+        seen = {f.pk for f in files}
+        gone = len(self.pending) - len(seen)
+        hashed = [f for f in files if f.status in done_states]
+        if identities:
+            waiting: set[str] = set()
+            final: set[int] = set()
+            for start in range(0, len(hashed), WATCH_CHUNK):
+                for pk, identity in file_identities(hashed[start:start + WATCH_CHUNK], viewer=viewer).items():
+                    if identity.is_finished:
+                        final.add(pk)
+                    elif identity.state == IdentityState.WAITING and identity.waiting_for:
+                        waiting.add(identity.waiting_for)
+            self.waiting_for = min(waiting) if waiting else ""
+            for f in files:
+                if f.pk in final:
+                    self.finished_bytes += max(f.bytes_total, f.size or 0)
+            self.finished += len(final) + gone
+            self.pending = [pk for pk in self.pending if pk in seen and pk not in final]
+            files = [f for f in files if f.pk not in final]
+            hashed = [f for f in hashed if f.pk not in final]
+        self.hashed_pending = len(hashed)
+        total = self.finished_bytes + sum(max(f.bytes_total, f.size or 0) for f in files)
+        done = self.finished_bytes + sum(
+            (f.size or f.bytes_total) if f.status in done_states else f.bytes_done for f in files)
+        return _Progress(finished=self.finished, hashed=self.finished + len(hashed),
+                         bytes_done=min(done, total), bytes_total=total, waiting_for=self.waiting_for)
+
+
 class _Progress:
     """One poll's snapshot of a registration: hashed bytes, files finished, what they wait for."""
 
@@ -167,16 +223,6 @@ class _Progress:
         self.finished, self.hashed = finished, hashed
         self.bytes_done, self.bytes_total = bytes_done, bytes_total
         self.waiting_for = waiting_for
-
-    @classmethod
-    def of(cls, files, identities):
-        done_states = (LocalFile.Status.DONE, LocalFile.Status.ERROR)
-        total = sum(max(f.bytes_total, f.size or 0) for f in files)
-        done = sum((f.size or f.bytes_total) if f.status in done_states else f.bytes_done for f in files)
-        waiting = sorted({i.waiting_for for i in identities.values() if i.state == IdentityState.WAITING and i.waiting_for})
-        return cls(finished=sum(identities[f.pk].is_finished for f in files if f.pk in identities),
-                   hashed=sum(f.status in done_states for f in files),
-                   bytes_done=min(done, total), bytes_total=total, waiting_for=waiting[0] if waiting else "")
 
     @property
     def state(self):
