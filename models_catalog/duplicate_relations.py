@@ -209,6 +209,9 @@ def _relation(c: Copy, *, keeper: Copy, cluster_head: Copy, earlier: list[Copy])
             return "same file", f"a hard link of {link.name} (same device and inode): deleting it frees nothing"
         return "exact copy", f"the same bytes as {earlier[0].name} (SHA256 equal)"
     if c is not cluster_head and c.content_id and c.content_id != cluster_head.content_id:  # one is folded
+        if c.folded_id and c.folded_id == cluster_head.content_id:
+            return "converted", f"the kohya original of {cluster_head.name}, which diffusers converted with the " \
+                                "alphas folded into the weights"
         return "converted", f"the same LoRA as {cluster_head.name}, converted by diffusers' kohya Flux converter " \
                             "(its alphas folded into the weights)"
     if c is not cluster_head:

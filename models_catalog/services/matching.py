@@ -82,10 +82,12 @@ def _via_fingerprint(lf: LocalFile) -> list[Candidate]:
     related = LocalFile.objects.filter(same).exclude(pk=lf.pk)
     for other in related.filter(matches__kind__in=EXACT_KINDS).distinct():
         shown, via = _through(lf, other)
-        folded = other.folded_id == lf.content_id or (lf.folded_id and other.content_id == lf.folded_id)
-        if folded and other.content_id != lf.content_id:
+        if other.folded_id == lf.content_id and other.content_id != lf.content_id:
             kind, why = Match.Kind.CONVERTED, (
-                f"the same LoRA as {shown} with its alphas folded into the weights (diffusers' kohya Flux conversion)")
+                f"the same LoRA as {shown}, converted by diffusers' kohya Flux converter (its alphas folded into the weights)")
+        elif lf.folded_id and other.content_id == lf.folded_id:
+            kind, why = Match.Kind.CONVERTED, (
+                f"the kohya original of {shown}, which diffusers converted with the alphas folded into the weights")
         elif other.content_id == lf.content_id:
             layouts = other_layouts(other.architecture_kind, lf.architecture_kind)
             if other.format != lf.format:

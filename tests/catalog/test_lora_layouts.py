@@ -129,6 +129,8 @@ def test_a_kohya_flux_lora_and_diffusers_folded_conversion_are_one_lora_converte
     other = d if published == "kohya" else k
     [m] = Match.objects.filter(local_file=other)
     assert m.kind == Match.Kind.CONVERTED and "alphas folded into the weights" in m.evidence
+    # Which way it went: the diffusers file was converted from the kohya one, never the other way round.
+    assert ("kohya original of" in m.evidence) == (other is k)
     client = Client()
     client.force_login(user)
     page = client.get(f"/files/{other.pk}/").content.decode()
@@ -140,4 +142,5 @@ def test_a_kohya_flux_lora_and_diffusers_folded_conversion_are_one_lora_converte
     assert set(members) == {"flux_style_kohya.safetensors", "flux_style_diffusers.safetensors"}
     [copy] = [mem for mem in group.members if mem.match != "keep"]
     assert copy.match == "converted" and "alphas folded into the weights" in copy.evidence
+    assert ("kohya original of" in copy.evidence) == (copy.name == "flux_style_kohya.safetensors")
     assert copy.reclaim == "lossless"
