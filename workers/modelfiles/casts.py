@@ -39,7 +39,7 @@ def cast_chunk(flat: np.ndarray, dtype: str, target: str) -> np.ndarray:
     """`flat` (values of `dtype`, as carried) cast to `target`, as carried (F16 float16, BF16 uint16)."""
     if dtype == target:
         return flat
-    wide = _as_f32(flat, dtype)
+    wide = as_f32(flat, dtype)
     if target == "F16":
         return _f32_to_f16(wide)
     if target == "BF16":
@@ -47,7 +47,7 @@ def cast_chunk(flat: np.ndarray, dtype: str, target: str) -> np.ndarray:
     raise ValueError(f"no cast to {target}")
 
 
-def _as_f32(flat: np.ndarray, dtype: str) -> np.ndarray:
+def as_f32(flat: np.ndarray, dtype: str) -> np.ndarray:
     if dtype == "F32":
         return flat
     if dtype == "BF16":

@@ -28,8 +28,8 @@ from collections.abc import Callable, Iterable
 
 import numpy as np
 
-from workers.modelfiles.casts import _as_f32, cast_chunk
-from workers.modelfiles.lora_forms import _alpha_value, _fused, lora_part
+from workers.modelfiles.casts import as_f32, cast_chunk
+from workers.modelfiles.lora_forms import alpha_value, fused_projection, lora_part
 from workers.modelfiles.types import Tensor
 
 # The kohya Flux names the converter handles; other kohya LoRAs (SD, SDXL) keep their alphas as
@@ -54,14 +54,14 @@ def _rounded_to(value: float, dtype: str) -> float:
     if dtype not in ("F16", "BF16"):
         return value
     narrow = cast_chunk(np.array([value], dtype=np.float32), "F32", dtype)
-    return float(_as_f32(narrow, dtype)[0])
+    return float(as_f32(narrow, dtype)[0])
 
 
 def scaled(tensor: Tensor, factor: float) -> Tensor:
     """tensor * factor as torch computes it: in float32, rounded back to the tensor's dtype."""
     flat = np.asarray(tensor.array).reshape(-1)
     with np.errstate(all="ignore"):
-        wide = _as_f32(flat, tensor.dtype) * np.float32(factor)
+        wide = as_f32(flat, tensor.dtype) * np.float32(factor)
     out = wide if tensor.dtype == "F32" else cast_chunk(wide, "F32", tensor.dtype)
     return Tensor(name=tensor.name, dtype=tensor.dtype, shape=tensor.shape, array=out.reshape(tensor.shape))
 
@@ -83,7 +83,7 @@ def folded_content_id(tensors: Callable[[], Iterable[Tensor]], *, builder_factor
         if part is None:
             continue
         if part.role == "alpha" and int(np.prod(t.shape, dtype=np.int64)) == 1:
-            value = _alpha_value(t)
+            value = alpha_value(t)
             if value is not None:
                 alphas[part.module] = (value, t.dtype)
         elif part.role == "down" and len(t.shape) >= 2:
@@ -96,7 +96,7 @@ def folded_content_id(tensors: Callable[[], Iterable[Tensor]], *, builder_factor
         if not rank or module.startswith(_UNSCALED):
             continue
         # The fused helper divides the alpha tensor (its dtype), the others alpha.item() (a double).
-        scale = _rounded_to(alpha / rank, dtype) if _fused(module) is not None else alpha / rank
+        scale = _rounded_to(alpha / rank, dtype) if fused_projection(module) is not None else alpha / rank
         if scale != 1.0:
             factors[module] = fold_scales(scale)
     if not factors:

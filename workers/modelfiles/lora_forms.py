@@ -150,7 +150,8 @@ _FUSED = (
 )
 
 
-def _fused(module: str) -> Fused | None:
+def fused_projection(module: str) -> Fused | None:
+    """How a fused Flux projection (BFL qkv / linear1, xlabs qkv_lora) splits, None for any other module."""
     return next((f for pattern, f in _FUSED if pattern.match(module)), None)
 
 
@@ -219,7 +220,7 @@ def _e4m3fn(bits: int) -> float:
     return sign * (1 + mantissa / 8) * 2.0 ** (exponent - 7)
 
 
-def _alpha_value(tensor: Tensor) -> float | None:
+def alpha_value(tensor: Tensor) -> float | None:
     """The scalar's value; None for a dtype that holds no plain real number (bool, complex)."""
     flat = np.asarray(tensor.array).reshape(-1)
     if flat.size != 1:
@@ -277,7 +278,7 @@ class LoraForms:
             return [(tensor, tensor, context)]
         if part.role == "down":
             self.ranks[part.module] = int(tensor.shape[0])
-        fused = _fused(part.module)
+        fused = fused_projection(part.module)
         if fused is None:
             return [(tensor, tensor, context)]
         other = "up" if part.role == "down" else "down"
@@ -308,7 +309,7 @@ class LoraForms:
         lora_alpha_config.py); only called when there are some, so a file that is no LoRA costs nothing."""
         halves: Emitted = []
         for (module, role), half in self.halves.items():
-            fused = _fused(module)
+            fused = fused_projection(module)
             halves += self._emit(fused, half if role == "down" else None, half if role == "up" else None)
         self.halves = {}
         out = []
@@ -317,7 +318,7 @@ class LoraForms:
             if rank is None:
                 out.append((tensor, context, False))
                 continue
-            value = _alpha_value(tensor)
+            value = alpha_value(tensor)
             if value is not None and value == rank:
                 out.append((None, context, True))
             elif value is not None and tensor.dtype in _INTEGERS:  # diffusers' int64: the value is what counts
@@ -336,4 +337,4 @@ class LoraForms:
         return halves, out
 
 
-__all__ = ["ALPHA_COMPONENT", "Emitted", "LoraForms", "LoraPart", "lora_part", "module_key"]
+__all__ = ["ALPHA_COMPONENT", "Emitted", "LoraForms", "LoraPart", "alpha_value", "fused_projection", "lora_part", "module_key"]
