@@ -35,7 +35,9 @@ from rest_framework.views import APIView
 from models_catalog import serializers as s
 from models_catalog.api_errors import ApiError
 from models_catalog.models import Job, LocalFile, Match, Source, SourceFile, SourceModel, SourceVersion
-from models_catalog.selectors import FileQuery, file_list_page, hash_search, local_files_visible_to, shown_matches
+from models_catalog.selectors import (
+    FileQuery, catalog_text_parts, file_list_page, hash_search, local_files_visible_to, shown_matches,
+)
 from models_catalog.services.duplicates import PREFERENCES, duplicate_groups
 from models_catalog.services.huggingface import hf_index_job_create
 from models_catalog.services.forget import local_file_forget
@@ -361,12 +363,11 @@ class SourceModelFilter(filters.FilterSet):
         return queryset.filter(pk__in=ids) if value else queryset.exclude(pk__in=ids)
 
     def filter_search(self, queryset, name, value):
-        # A UNION of index-served sets (as selectors.catalog_queryset): under one OR, PostgreSQL joined
+        # A UNION of index-served sets (the catalog page's, plus hashes): under one OR, PostgreSQL joined
         # every version to every file to test `trained_words LIKE ... OR git_sha1 = ...` (~450 ms at
         # 400,000 files for a common word), where each part alone is an index lookup.
         text = value.strip()
-        parts = [SourceModel.objects.filter(name__icontains=text).order_by().values("pk"),
-                 SourceVersion.objects.filter(trained_words__icontains=text).order_by().values("model_id")]
+        parts = catalog_text_parts(text)
         if GIT_SHA1.fullmatch(text.lower()):  # a Hub file's git blob id
             parts.append(SourceFile.objects.filter(git_sha1=text.lower()).order_by().values("version__model_id"))
         candidates = [c for query in hash_search(text) for c in query.candidates]

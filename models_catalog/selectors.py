@@ -168,6 +168,14 @@ def _my_match_filter(q: CatalogQuery) -> Q | None:
     return Q(local_file__owner=q.user, **cond)
 
 
+def catalog_text_parts(text: str) -> list[QuerySet]:
+    """Model ids whose name or a version's trigger words contain `text`, as parts of a UNION: PostgreSQL
+    cannot use the trigram indexes (migration 0007) under `name OR pk IN (...)` and walks the whole
+    name index instead. The API's search adds its hash parts to these."""
+    return [SourceModel.objects.filter(name__icontains=text).order_by().values("pk"),
+            SourceVersion.objects.filter(trained_words__icontains=text).order_by().values("model_id")]
+
+
 def catalog_queryset(q: CatalogQuery) -> QuerySet[SourceModel]:
     models = SourceModel.objects.all()
     mine = _my_match_filter(q)
@@ -177,10 +185,7 @@ def catalog_queryset(q: CatalogQuery) -> QuerySet[SourceModel]:
     if q.model_ids is not None:
         models = models.filter(pk__in=list(q.model_ids))
     elif q.text:
-        # A UNION of two index-served sets, not `name OR pk IN (...)`: PostgreSQL cannot use the
-        # trigram indexes (migration 0007) under that OR and walks the whole name index instead.
-        names = SourceModel.objects.filter(name__icontains=q.text).values("pk")
-        words = SourceVersion.objects.filter(trained_words__icontains=q.text).order_by().values("model_id")
+        names, words = catalog_text_parts(q.text)
         models = models.filter(pk__in=names.union(words))
     if q.type:
         models = models.filter(type=q.type)

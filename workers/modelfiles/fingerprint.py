@@ -656,11 +656,9 @@ def fingerprint_path(path: str | os.PathLike, *, variant: str | None = None,
     if ALPHA_COMPONENT in fingerprint.components:  # alphas other than the ranks: diffusers may fold them
         from workers.modelfiles import lora_folding
 
-        names = (t.name for t in _iter_file_tensors(p, kind))
-        if lora_folding.is_kohya_flux(names):
-            folded = lora_folding.folded_content_id(lambda: _iter_file_tensors(p, kind), builder_factory=ContentIdBuilder)
-            if folded:
-                fingerprint = replace(fingerprint, folded_id=folded)
+        folded = lora_folding.folded_content_id(lambda: _iter_file_tensors(p, kind), builder_factory=ContentIdBuilder)
+        if folded:
+            fingerprint = replace(fingerprint, folded_id=folded)
     return fingerprint
 
 

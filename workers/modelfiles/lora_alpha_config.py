@@ -80,9 +80,10 @@ def _scope(config: dict, group: str) -> _Scope | None:
         return None
     plain = []
     for key, value in patterns.items():
-        if not isinstance(key, str) or not _PLAIN_MODULE.match(key) or _number(value) is None:
+        number = _number(value)
+        if not isinstance(key, str) or not _PLAIN_MODULE.match(key) or number is None:
             return None  # one pattern we cannot apply makes every module's alpha uncertain
-        plain.append((module_key(key).partition(":")[2], _number(value)))
+        plain.append((module_key(key).partition(":")[2], number))
     return _Scope(group=group, alpha=alpha, patterns=tuple(plain))
 
 

@@ -66,19 +66,18 @@ def scaled(tensor: Tensor, factor: float) -> Tensor:
     return Tensor(name=tensor.name, dtype=tensor.dtype, shape=tensor.shape, array=out.reshape(tensor.shape))
 
 
-def is_kohya_flux(names: Iterable[str]) -> bool:
-    return any(name.startswith(_FLUX_MARKERS) for name in names)
-
-
 def folded_content_id(tensors: Callable[[], Iterable[Tensor]], *, builder_factory) -> str | None:
-    """The content_id of diffusers' conversion of this kohya Flux LoRA, None when folding changes
-    nothing (every alpha is its rank, or none is stored) or cannot be mirrored (F64 / fp8 matrices).
+    """The content_id of diffusers' conversion of this kohya Flux LoRA, None when the file is no kohya
+    Flux LoRA, when folding changes nothing (every alpha is its rank, or none is stored) or when it
+    cannot be mirrored (F64 / fp8 matrices).
     `tensors()` streams the file; it is called twice (alphas and ranks first, then the values), so
     memory stays at one tensor. `builder_factory()` is fingerprint.ContentIdBuilder, which applies
     the same canonical forms (fused projections split) as the fingerprint."""
     alphas: dict[str, tuple[float, str]] = {}
     ranks: dict[str, int] = {}
+    flux = False
     for t in tensors():
+        flux = flux or t.name.startswith(_FLUX_MARKERS)
         part = lora_part(t.name)
         if part is None:
             continue
@@ -90,6 +89,8 @@ def folded_content_id(tensors: Callable[[], Iterable[Tensor]], *, builder_factor
             if t.dtype not in _FOLDABLE:
                 return None
             ranks[part.module] = int(t.shape[0])
+    if not flux:
+        return None
     factors: dict[str, tuple[float, float]] = {}
     for module, (alpha, dtype) in alphas.items():
         rank = ranks.get(module)
@@ -113,4 +114,4 @@ def folded_content_id(tensors: Callable[[], Iterable[Tensor]], *, builder_factor
     return builder.content_id()
 
 
-__all__ = ["fold_scales", "folded_content_id", "is_kohya_flux", "scaled"]
+__all__ = ["fold_scales", "folded_content_id", "scaled"]

@@ -182,7 +182,7 @@ class _Watch:
 
     def poll(self, *, viewer, identities: bool) -> "_Progress":
         done_states = (LocalFile.Status.DONE, LocalFile.Status.ERROR)
-        files, seen = [], set()
+        files = []
         for start in range(0, len(self.pending), WATCH_CHUNK):
             chunk = LocalFile.objects.filter(pk__in=self.pending[start:start + WATCH_CHUNK]).only(
                 "id", "status", "bytes_done", "bytes_total", "size", "error", "safety_verdict", "analysis_error",
