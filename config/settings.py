@@ -170,6 +170,13 @@ DATABASES = {
         conn_max_age=60,
     )
 }
+if DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # No parallel query plans: every query here is one owner's index ranges (a few ms), and a parallel
+    # plan runs its subplans once per worker process. Under the 50-client load test the duplicates
+    # query did its seven GROUP BYs twice (docs/BENCHMARKS.md, "Scale"). DATABASE_PARALLEL_WORKERS
+    # gives them back to a deployment with cores to spare.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
+        "options", f"-c max_parallel_workers_per_gather={env_int('DATABASE_PARALLEL_WORKERS', 0)}")
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Web and worker write the same SQLite file: wait for locks instead of failing.
     # WAL: readers (pages, `register --wait`) never block the workers' writes, and a commit is an

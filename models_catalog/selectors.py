@@ -165,7 +165,7 @@ def _my_match_filter(q: CatalogQuery) -> Q | None:
         cond["kind"] = q.kind
     if q.scope == "all" and not cond:
         return None
-    return Q(local_file__owner=q.user, **cond)
+    return Q(owner=q.user, **cond)
 
 
 def catalog_text_parts(text: str) -> list[QuerySet]:
@@ -181,7 +181,7 @@ def catalog_queryset(q: CatalogQuery) -> QuerySet[SourceModel]:
     mine = _my_match_filter(q)
     if mine is not None:
         # A semi-join driven by the viewer's matches: small even when the catalog is huge.
-        models = models.filter(pk__in=Match.objects.filter(mine).values("source_file__version__model_id"))
+        models = models.filter(pk__in=Match.objects.filter(mine).values("model_id"))
     if q.model_ids is not None:
         models = models.filter(pk__in=list(q.model_ids))
     elif q.text:
@@ -462,7 +462,22 @@ def hash_search(text: str) -> list[HashQuery]:
         return []
 
 
-def _file_search_ids(files: QuerySet[LocalFile], text: str, queries: list[HashQuery], *, viewer) -> QuerySet:
+def _model_name_arm(files: QuerySet[LocalFile], text: str, *, viewer, own_only: bool) -> QuerySet:
+    """Ids of `files` with a match (shown to the viewer) whose model's name contains `text`.
+
+    Of these files' matches only: a common word names thousands of catalog models, whose matches over
+    everyone's files the viewer's library would otherwise be cut from. The viewer's own files are the
+    (owner, model) index range of Match's copied columns, every match shown to them; other scopes go
+    through the listed files."""
+    if own_only:
+        mine = Match.objects.filter(owner=viewer)
+    else:
+        mine = Match.objects.filter(shown_matches(viewer), local_file__in=files.order_by().values("pk"))
+    return mine.filter(model__name__icontains=text).order_by().values("local_file_id")
+
+
+def _file_search_ids(files: QuerySet[LocalFile], text: str, queries: list[HashQuery], *, viewer,
+                     own_only: bool = False) -> QuerySet:
     """Ids of files whose name, path, self-description words or matched model name contains `text`, or whose hashes (or a
     folder member's) are one of `queries`: a UNION of index-served sets, not one OR (see catalog_queryset)."""
     candidates = [c for query in queries for c in query.candidates]
@@ -474,11 +489,7 @@ def _file_search_ids(files: QuerySet[LocalFile], text: str, queries: list[HashQu
                   # What the file says about itself (title, output name, top tags): its own
                   # trigram index (migration 0014), so a part of its own in the UNION.
                   files.filter(described_words__icontains=text).order_by().values("pk"),
-                  # Of these files' matches only: a common word names thousands of catalog models, whose
-                  # matches over everyone's files the viewer's library would otherwise be cut from.
-                  Match.objects.filter(shown_matches(viewer), local_file__in=files.order_by().values("pk"),
-                                       source_file__version__model__name__icontains=text)
-                  .order_by().values("local_file_id")]
+                  _model_name_arm(files, text, viewer=viewer, own_only=own_only)]
     if candidates:
         parts.append(FileHashes.objects.filter(hash_fields_q(candidates, True)).order_by().values("local_file_id"))
         parts.append(FolderMember.objects.filter(hash_fields_q(candidates, True)).order_by().values("folder_id"))
@@ -505,7 +516,7 @@ def file_list_queryset(q: FileQuery, *, hash_queries: list[HashQuery] | None = N
     text = q.search.strip()
     if text:
         queries = hash_search(text) if hash_queries is None else hash_queries
-        files = files.filter(pk__in=_file_search_ids(files, text, queries, viewer=q.user))
+        files = files.filter(pk__in=_file_search_ids(files, text, queries, viewer=q.user, own_only=q.scope != "all"))
     if q.type:
         files = files.filter(pk__in=Match.objects.filter(shown_matches(q.user), source_file__version__model__type__iexact=q.type)
                              .values("local_file_id"))

@@ -42,11 +42,12 @@ def hexd(seed: str, n: int = 64) -> str:
 
 
 def hashes_of(content: int) -> dict:
-    """The hash set of one piece of content, in the forms the engine stores (upper-case hex as Civitai)."""
-    sha = hexd(f"c{content}").upper()
-    return {"sha256": sha, "autov1": hexd(f"a1{content}", 8).upper(), "autov2": sha[:10], "sha256_12": sha[:12],
-            "autov3": hexd(f"a3{content}", 12).upper(), "autov3_full": hexd(f"a3{content}").upper(),
-            "crc32": hexd(f"crc{content}", 8).upper(), "blake3": hexd(f"b3{content}").upper()}
+    """The hash set of one piece of content, as the app stores it: lower-case hex (catalog_store and the hash
+    engine lower Civitai's upper-case values), so the load test's lookups find what they ask for."""
+    sha = hexd(f"c{content}")
+    return {"sha256": sha, "autov1": hexd(f"a1{content}", 8), "autov2": sha[:10], "sha256_12": sha[:12],
+            "autov3": hexd(f"a3{content}", 12), "autov3_full": hexd(f"a3{content}"),
+            "crc32": hexd(f"crc{content}", 8), "blake3": hexd(f"b3{content}")}
 
 
 def recreate_database(url: str) -> None:
@@ -241,10 +242,11 @@ def generate(url: str, files: int, credentials: Path) -> dict:
             for i in range(files):
                 if matched(i):
                     n += 1
-                    yield (n, i + 1, content_of(i) + 1, "renamed" if i % 10 == 9 else "exact",
-                           "SHA256 agrees", start)
+                    s = content_of(i)  # source file s is of version s % n_versions, of model version % n_models
+                    yield (n, i + 1, s + 1, "renamed" if i % 10 == 9 else "exact", "SHA256 agrees", start,
+                           min(i // per_user, USERS - 1) + 1, (s % n_versions) % n_models + 1)
         load.copy("models_catalog_match", match_rows(),
-                  ["id", "local_file_id", "source_file_id", "kind", "evidence", "created_at"])
+                  ["id", "local_file_id", "source_file_id", "kind", "evidence", "created_at", "owner_id", "model_id"])
         conn.commit()
         timings["copy"] = time.monotonic() - t0
         for ddl in restore:

@@ -125,8 +125,8 @@ def _copies(rows: list[dict]) -> list[Copy]:
             verdict=r["safety_verdict"], verified=verified is not None,
             source_name=bool(verified and verified["kind"] == Match.Kind.EXACT),
             created=r["created_at"].timestamp() if r["created_at"] else 0.0,
-            model=verified["source_file__version__model__name"] if verified else None,
-            model_id=verified["source_file__version__model_id"] if verified else None,
+            model=verified["model__name"] if verified else None,
+            model_id=verified["model_id"] if verified else None,
         ))
     return copies
 
@@ -143,7 +143,7 @@ def _source_matches(ids: list[int]) -> dict[int, dict]:
         rows = (Match.objects.filter(local_file_id__in=ids[start:start + batch],
                                      kind__in=(Match.Kind.EXACT, Match.Kind.RENAMED))
                 .order_by("local_file_id", "kind", "id")  # "exact" sorts before "renamed"
-                .values("local_file_id", "kind", "source_file__version__model__name", "source_file__version__model_id"))
+                .values("local_file_id", "kind", "model__name", "model_id"))
         for r in rows:
             found.setdefault(r["local_file_id"], r)
     return found

@@ -267,10 +267,11 @@ def local_file_match_loaded(*, local_file: LocalFile) -> list[Match]:
             LocalFile.objects.filter(pk=lf.pk).exclude(best_model_name="").exclude(
                 pk__in=Match.objects.filter(kind=Match.Kind.MANUAL).values("local_file_id")).update(best_model_name="")
             return []
-        created = Match.objects.bulk_create(
-            Match(local_file=lf, source_file=c.source_file, kind=c.kind, evidence=c.evidence[:2000], via=c.via, share=c.share)
+        created = Match.objects.bulk_create(Match.fill_copies([
+            Match(local_file=lf, source_file=c.source_file, kind=c.kind, evidence=c.evidence[:2000], via=c.via,
+                  share=c.share, owner_id=lf.owner_id)
             for c in best.values()
-        )
+        ]))
         best_model_names_sync(local_file_ids=[lf.pk])  # My files' model sort key, with the matches
         return created
 
