@@ -171,12 +171,14 @@ DATABASES = {
     )
 }
 if DATABASES["default"]["ENGINE"].endswith("postgresql"):
-    # No parallel query plans: every query here is one owner's index ranges (a few ms), and a parallel
-    # plan runs its subplans once per worker process. Under the 50-client load test the duplicates
-    # query did its seven GROUP BYs twice (docs/BENCHMARKS.md, "Scale"). DATABASE_PARALLEL_WORKERS
-    # gives them back to a deployment with cores to spare.
+    # Every query here is one owner's index ranges, a few ms, which two server features made slower:
+    # - parallel plans run their subplans once per worker process (under the 50-client load test the
+    #   duplicates query did its seven GROUP BYs twice). DATABASE_PARALLEL_WORKERS gives them back to a
+    #   deployment with cores to spare;
+    # - JIT compiles any plan whose estimate passes jit_above_cost: the duplicates query's subplans did,
+    #   and spent 73 ms compiling for 30 ms of work (docs/BENCHMARKS.md, "Scale").
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
-        "options", f"-c max_parallel_workers_per_gather={env_int('DATABASE_PARALLEL_WORKERS', 0)}")
+        "options", f"-c max_parallel_workers_per_gather={env_int('DATABASE_PARALLEL_WORKERS', 0)} -c jit=off")
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Web and worker write the same SQLite file: wait for locks instead of failing.
     # WAL: readers (pages, `register --wait`) never block the workers' writes, and a commit is an
@@ -356,6 +358,10 @@ else:
 
 # How long a process reuses the My files filter suggestions (types, base models of the whole catalog).
 FILTER_CHOICES_SECONDS = env_float("MODELXREF_FILTER_CHOICES_SECONDS", 60.0)
+# How long one library's duplicate groups stay cached (models_catalog/library_revision.py: any change to
+# the files, hashes, matches or model names makes a new entry at once; this only bounds what a write the
+# revision missed could leave behind). 0: computed on every request.
+DUPLICATES_CACHE_SECONDS = env_int("MODELXREF_DUPLICATES_CACHE_SECONDS", 300)
 
 # --- REST API (api helper) ----------------------------------------------------
 # One error format for every API error: {"error": {"code", "message", "detail"}}.

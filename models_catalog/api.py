@@ -38,7 +38,7 @@ from models_catalog.models import Job, LocalFile, Match, Source, SourceFile, Sou
 from models_catalog.selectors import (
     FileQuery, catalog_text_parts, file_list_page, hash_search, local_files_visible_to, shown_matches,
 )
-from models_catalog.services.duplicates import PREFERENCES, duplicate_groups
+from models_catalog.services.duplicates import PREFERENCES, duplicate_groups, shown_duplicate_groups
 from models_catalog.services.huggingface import hf_index_job_create
 from models_catalog.services.forget import local_file_forget
 from models_catalog.services.convert import convert_job_create
@@ -491,7 +491,8 @@ class DuplicatesView(APIView):
         if everyone and not request.user.is_staff:
             raise ApiError("only staff may see everyone's duplicates", code="permission_denied",
                            status_code=status.HTTP_403_FORBIDDEN)
-        groups = duplicate_groups(owner=None if everyone else request.user, prefer_precision=prefer)
+        groups = (duplicate_groups(owner=None, prefer_precision=prefer) if everyone
+                  else shown_duplicate_groups(owner=request.user, prefer_precision=prefer))
         return DuplicatesPagination().paginated(groups, request, self)
 
 

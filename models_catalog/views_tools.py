@@ -18,7 +18,7 @@ from django.views.decorators.http import require_http_methods
 from models_catalog.forms import ApiTokenForm, DuplicatesForm, HFIndexForm, HFVerifyForm
 from models_catalog.models import ApiToken
 from models_catalog.selectors import visible_jobs
-from models_catalog.services.duplicates import duplicate_groups
+from models_catalog.services.duplicates import shown_duplicate_groups
 from models_catalog.services.hf_verify_job import hf_verify_job_create
 from models_catalog.services.huggingface import hf_index_job_create
 from models_catalog.services.paths import PathRefused, refusal_reason
@@ -42,7 +42,7 @@ GROUPS_PER_PAGE = 50
 @login_required
 def duplicates(request: HttpRequest) -> HttpResponse:
     form, prefer = _prefer(request)
-    groups = duplicate_groups(owner=request.user, prefer_precision=prefer)
+    groups = shown_duplicate_groups(owner=request.user, prefer_precision=prefer)
     # The biggest lossless savings come first; a library with thousands of groups gets pages, not one huge page.
     page = Paginator(groups, GROUPS_PER_PAGE).get_page(request.GET.get("page"))
     return render(request, "models_catalog/duplicates.html", {
@@ -62,7 +62,7 @@ EXPORT_ROWS_PER_CHUNK = 500
 def duplicates_export(request: HttpRequest, fmt: str) -> StreamingHttpResponse:
     """Streamed: the body goes out a chunk at a time, never built whole (thousands of groups at 1M files)."""
     _, prefer = _prefer(request)
-    groups = duplicate_groups(owner=request.user, prefer_precision=prefer)
+    groups = shown_duplicate_groups(owner=request.user, prefer_precision=prefer)
     if fmt == "json":
         response = StreamingHttpResponse(_json_chunks(groups, prefer), content_type="application/json")
     else:

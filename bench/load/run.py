@@ -81,10 +81,10 @@ def make_sessions(env: dict, credentials: Path, out: Path) -> None:
     out.write_text(json.dumps(data))
 
 
-def start_gunicorn(env: dict, port: int, log: Path) -> subprocess.Popen:
-    # The Procfile's web line, on a port of our own.
-    cmd = [str(VENV_BIN / "gunicorn"), "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", "2",
-           "--threads", "4", "--timeout", "3600"]
+def start_gunicorn(env: dict, port: int, log: Path, *, workers: int = 2, threads: int = 4) -> subprocess.Popen:
+    # The Procfile's web line (its workers and threads unless asked otherwise), on a port of our own.
+    cmd = [str(VENV_BIN / "gunicorn"), "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
+           "--threads", str(threads), "--timeout", "3600"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -112,13 +112,13 @@ def target_of(name: str) -> int | None:
 
 
 def run(*, users: int, run_time: int, max_requests: int, database_url: str, redis_url: str,
-        credentials: Path, spawn_rate: float = 10.0) -> dict:
+        credentials: Path, spawn_rate: float = 10.0, workers: int = 2, threads: int = 4) -> dict:
     work = Path(tempfile.mkdtemp(prefix="modelxref-load-"))
     (work / "data").mkdir()
     port = free_port()
     env = production_env(database_url=database_url, redis_url=redis_url, data_dir=work / "data")
     make_sessions(env, credentials, work / "credentials.json")
-    gunicorn = start_gunicorn(env, port, work / "gunicorn.log")
+    gunicorn = start_gunicorn(env, port, work / "gunicorn.log", workers=workers, threads=threads)
     try:
         load_env = dict(os.environ, LOAD_CREDENTIALS=str(work / "credentials.json"), LOAD_MAX_REQUESTS=str(max_requests))
         started = time.time()
@@ -141,11 +141,12 @@ def run(*, users: int, run_time: int, max_requests: int, database_url: str, redi
                          "rps": float(r["Requests/s"] or 0), "target": target_of(r["Name"])})
     failures = (work / "stats_failures.csv").read_text() if (work / "stats_failures.csv").exists() else ""
     return {"rows": rows, "wall": wall, "load_before": load1, "load_after": os.getloadavg()[0], "users": users,
+            "gunicorn": f"{workers} workers x {threads} threads",
             "failures_csv": failures, "work": str(work)}
 
 
 def print_table(result: dict) -> None:
-    print(f"{result['users']} clients, {result['wall']:.0f} s, load average {result['load_before']:.1f} -> "
+    print(f"{result['users']} clients, gunicorn {result['gunicorn']}, {result['wall']:.0f} s, load average {result['load_before']:.1f} -> "
           f"{result['load_after']:.1f}")
     print("| request | requests | errors | p50 ms | p95 ms | max ms | target p95 | |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
@@ -166,10 +167,13 @@ def main() -> None:
     ap.add_argument("--postgres", default="postgres://postgres@127.0.0.1:5432/modelxref_load")
     ap.add_argument("--redis", default="redis://127.0.0.1:6379/10")
     ap.add_argument("--credentials", type=Path, default=ROOT / "bench" / "out" / "load-credentials.json")
+    ap.add_argument("--workers", type=int, default=2, help="gunicorn processes (default: the Procfile's)")
+    ap.add_argument("--threads", type=int, default=4, help="threads per gunicorn process (default: the Procfile's)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     result = run(users=args.users, run_time=args.run_time, max_requests=args.max_requests,
-                 database_url=args.postgres, redis_url=args.redis, credentials=args.credentials)
+                 database_url=args.postgres, redis_url=args.redis, credentials=args.credentials,
+                 workers=args.workers, threads=args.threads)
     print(json.dumps(result, indent=1) if args.json else "", end="")
     print_table(result)
     sys.exit(1 if any(r["failures"] for r in result["rows"]) else 0)

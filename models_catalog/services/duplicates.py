@@ -7,23 +7,31 @@ duplicates costs a few grouped index scans, not 100,000 objects. For one owner
 those scans read only indexes and return a small superset, which Python makes
 exact (_may_share_a_key, _sharing_a_key: docs/BENCHMARKS.md, load test).
 What the groups mean lives in `models_catalog.duplicate_relations`.
+
+The pages, exports and API show `shown_duplicate_groups`: the same answer, cached until the next write
+to what it is made of (models_catalog/library_revision.py).
 """
 from __future__ import annotations
 
-from django.db import connection
-from django.db.models import Count, Q, QuerySet
+import pickle
+import zlib
 
+from django.conf import settings
+from django.core.cache import cache
+from django.db.models import Count, JSONField, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import JSONObject
+
+from models_catalog import library_revision
 from models_catalog.duplicate_relations import (
     PREFERENCES, Copy, DuplicateGroup, Member, duplicate_groups_of, precision_of,
 )
 from models_catalog.models import FileHashes, LocalFile, Match
 
-__all__ = ["PREFERENCES", "DuplicateGroup", "Member", "duplicate_groups", "precision_of"]
+__all__ = ["PREFERENCES", "DuplicateGroup", "Member", "duplicate_groups", "precision_of", "shown_duplicate_groups"]
 
 # Where a group key lives; each one is indexed (see the models' db_index / indexes). AutoV3 is not one:
 # equal tensor data gives equal content_id, and its GROUP BY was a sixth of the time on PostgreSQL.
 KEY_FIELDS = ("hashes__sha256", "hashes__folder_digest", "content_id", "precision_id", "bf16_id", "fp8_id", "e5m2_id")
-MATCH_BATCH = 10_000  # candidate ids per Match query (fewer where the backend takes fewer parameters: SQLite)
 
 
 def duplicate_groups(*, owner=None, prefer_precision: str = "lossless") -> list[DuplicateGroup]:
@@ -38,6 +46,33 @@ def duplicate_groups(*, owner=None, prefer_precision: str = "lossless") -> list[
         files = files.filter(owner=owner)
         rows = _sharing_a_key(_rows(files.filter(_may_share_a_key(owner))))
     return duplicate_groups_of(_copies(rows), prefer=prefer_precision)
+
+
+def shown_duplicate_groups(*, owner, prefer_precision: str = "lossless") -> list[DuplicateGroup]:
+    """duplicate_groups for one owner, to show (pages, exports, API): cached under the library revision.
+
+    What acts on files (the duplicate actions, the CLI) calls duplicate_groups and reads the database:
+    a cached answer is as new as the last write the revision saw, and a delete must not rest on that."""
+    if prefer_precision not in PREFERENCES:
+        raise ValueError(f"prefer must be one of {', '.join(PREFERENCES)}")
+    seconds = settings.DUPLICATES_CACHE_SECONDS
+    revision = library_revision.current() if seconds > 0 and library_revision.usable() else None
+    if revision is None:
+        return duplicate_groups(owner=owner, prefer_precision=prefer_precision)
+    key = f"modelxref:duplicates:{revision}:{getattr(owner, 'pk', owner)}:{prefer_precision}"
+    try:
+        stored = cache.get(key)
+    except Exception:  # the cache is an optimisation (library_revision.current logs why it is down)
+        stored = None
+    if stored is not None:
+        return pickle.loads(zlib.decompress(stored))
+    groups = duplicate_groups(owner=owner, prefer_precision=prefer_precision)
+    # zlib level 1: a 1,000-group library is 630 KB pickled, 100 KB so, for ~2 ms
+    try:
+        cache.set(key, zlib.compress(pickle.dumps(groups, protocol=pickle.HIGHEST_PROTOCOL), 1), seconds)
+    except Exception:
+        pass
+    return groups
 
 
 def _shares_a_key(files: QuerySet) -> Q:
@@ -103,47 +138,39 @@ ROW_FIELDS = (
     "id", "owner_id", "name", "path", "host", "format", "size", "device", "inode", "safety_verdict",
     "content_id", "precision_id", "bf16_id", "fp8_id", "e5m2_id", "folded_id", "created_at", "fingerprint__dtypes", "architecture_kind",
     "hashes__sha256", "hashes__folder_digest", "hashes__autov3_full",
+    "source_kind", "source_model", "source_model_id",
 )
 
 
 def _rows(candidates: QuerySet) -> list[dict]:
-    return list(candidates.order_by().values(*ROW_FIELDS))
+    """The candidates with their byte-exact source match (exact name first), in one query.
+
+    The match comes in as correlated subqueries (an index probe each) rather than a second query listing
+    every candidate's id: at 2,000 candidates that IN list cost more to build and parse than the probes."""
+    best = (Match.objects.filter(local_file=OuterRef("pk"), kind__in=(Match.Kind.EXACT, Match.Kind.RENAMED))
+            .order_by("kind", "id")  # "exact" sorts before "renamed"
+            .values(source=JSONObject(kind="kind", model="model__name", model_id="model_id"))[:1])
+    candidates = candidates.annotate(source=Subquery(best, output_field=JSONField()))
+    rows = []
+    for values in candidates.order_by().values_list(*ROW_FIELDS[:-3], "source"):
+        row = dict(zip(ROW_FIELDS, values))
+        source = values[-1] or {}
+        row["source_kind"], row["source_model"], row["source_model_id"] = (
+            source.get("kind"), source.get("model"), source.get("model_id"))
+        rows.append(row)
+    return rows
 
 
 def _copies(rows: list[dict]) -> list[Copy]:
-    sources = _source_matches([r["id"] for r in rows])
-    copies = []
-    for r in rows:
-        verified = sources.get(r["id"])
-        copies.append(Copy(
-            id=r["id"], owner_id=r["owner_id"], name=r["name"], path=r["path"], host=r["host"], format=r["format"],
-            precision=precision_of(r["fingerprint__dtypes"]), size=r["size"] or 0,
-            sha256=r["hashes__sha256"] or r["hashes__folder_digest"] or "", autov3=r["hashes__autov3_full"] or "",
-            content_id=r["content_id"], precision_id=r["precision_id"], bf16_id=r["bf16_id"], fp8_id=r["fp8_id"], e5m2_id=r["e5m2_id"], folded_id=r["folded_id"],
-            layout=r["architecture_kind"],
-            device=r["device"], inode=r["inode"],
-            verdict=r["safety_verdict"], verified=verified is not None,
-            source_name=bool(verified and verified["kind"] == Match.Kind.EXACT),
-            created=r["created_at"].timestamp() if r["created_at"] else 0.0,
-            model=verified["model__name"] if verified else None,
-            model_id=verified["model_id"] if verified else None,
-        ))
-    return copies
-
-
-def _source_matches(ids: list[int]) -> dict[int, dict]:
-    """The byte-exact source match of each candidate that has one (exact name first).
-
-    By the candidates' ids (one query per batch the backend takes), not by re-running the candidate query
-    as a subquery: that query is most of the cost."""
-    found: dict[int, dict] = {}
-    limit = connection.features.max_query_params  # None: no limit (PostgreSQL)
-    batch = MATCH_BATCH if limit is None else max(1, min(limit - 2, MATCH_BATCH))  # 2: the kinds' parameters
-    for start in range(0, len(ids), batch):
-        rows = (Match.objects.filter(local_file_id__in=ids[start:start + batch],
-                                     kind__in=(Match.Kind.EXACT, Match.Kind.RENAMED))
-                .order_by("local_file_id", "kind", "id")  # "exact" sorts before "renamed"
-                .values("local_file_id", "kind", "model__name", "model_id"))
-        for r in rows:
-            found.setdefault(r["local_file_id"], r)
-    return found
+    return [Copy(
+        id=r["id"], owner_id=r["owner_id"], name=r["name"], path=r["path"], host=r["host"], format=r["format"],
+        precision=precision_of(r["fingerprint__dtypes"]), size=r["size"] or 0,
+        sha256=r["hashes__sha256"] or r["hashes__folder_digest"] or "", autov3=r["hashes__autov3_full"] or "",
+        content_id=r["content_id"], precision_id=r["precision_id"], bf16_id=r["bf16_id"], fp8_id=r["fp8_id"],
+        e5m2_id=r["e5m2_id"], folded_id=r["folded_id"], layout=r["architecture_kind"],
+        device=r["device"], inode=r["inode"],
+        verdict=r["safety_verdict"], verified=r["source_kind"] is not None,
+        source_name=r["source_kind"] == Match.Kind.EXACT,
+        created=r["created_at"].timestamp() if r["created_at"] else 0.0,
+        model=r["source_model"], model_id=r["source_model_id"],
+    ) for r in rows]

@@ -1,0 +1,119 @@
+"""The duplicate groups shown are cached under a library revision that moves on every committed write to
+what they are made of, whichever ORM call (or cascade, or raw cursor) made it; acting on them reads afresh.
+
+transactional_db: the revision moves when a transaction commits, which the usual test transaction never does.
+"""
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
+
+from models_catalog import library_revision
+from models_catalog.models import ApiToken, FileHashes, LocalFile, Match, SourceModel
+from models_catalog.services.duplicates import duplicate_groups, shown_duplicate_groups
+from tests.factories import catalog_file, local_file, match
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def owner():
+    return get_user_model().objects.create_user("rev-owner", password="pw-123456")
+
+
+@pytest.fixture
+def twins(owner):
+    """Two exact copies: one duplicate group."""
+    return [local_file(owner, "a.safetensors", data=b"same bytes"), local_file(owner, "b.safetensors", data=b"same bytes")]
+
+
+def moved(change) -> bool:
+    before = library_revision.current()
+    change()
+    return library_revision.current() != before
+
+
+def test_the_sql_of_watched_writes_is_recognised():
+    assert library_revision.writes_watched_table('UPDATE "models_catalog_localfile" SET "name" = %s WHERE id = 1')
+    assert library_revision.writes_watched_table('INSERT INTO "models_catalog_match" ("kind") VALUES (%s)')
+    assert library_revision.writes_watched_table('DELETE FROM "models_catalog_filehashes" WHERE 1')
+    assert library_revision.writes_watched_table('  update models_catalog_sourcemodel set name = 1')
+    assert not library_revision.writes_watched_table('SELECT * FROM "models_catalog_localfile"')
+    assert not library_revision.writes_watched_table('UPDATE "models_catalog_apitoken" SET "last_used_at" = %s')
+    assert not library_revision.writes_watched_table('UPDATE "models_catalog_localfilex" SET a = 1')
+
+
+def test_every_kind_of_write_to_a_watched_table_moves_the_revision(owner, twins):
+    a, b = twins
+    sf = catalog_file("Toad")
+    assert moved(lambda: LocalFile.objects.filter(pk=a.pk).update(name="renamed.safetensors"))
+    assert moved(lambda: FileHashes.objects.filter(local_file=b).update(autov3_full="ab" * 32))
+    assert moved(lambda: match(a, sf))
+    assert moved(lambda: SourceModel.objects.filter(pk=sf.version.model_id).update(name="Toad v2"))
+    assert moved(lambda: LocalFile.objects.bulk_update([a], ["size"]))
+
+    def raw_cursor_write():
+        with connection.cursor() as cur:
+            cur.execute("UPDATE models_catalog_localfile SET safety_verdict = 'dangerous' WHERE id = %s", [b.pk])
+    assert moved(raw_cursor_write)
+    assert moved(lambda: owner.delete())  # a cascade: the files, hashes and matches go with the user
+    assert not Match.objects.exists()
+
+
+def test_what_does_not_change_a_group_leaves_the_revision(owner, twins):
+    assert not moved(lambda: ApiToken.objects.create(user=owner, prefix="mxr_x", digest="d" * 64))
+    assert not moved(lambda: list(LocalFile.objects.all()))
+
+
+def test_the_revision_moves_when_the_write_commits_and_not_for_a_rollback(owner, twins):
+    a, _ = twins
+    before = library_revision.current()
+    with transaction.atomic():
+        LocalFile.objects.filter(pk=a.pk).update(name="inside.safetensors")
+        LocalFile.objects.filter(pk=a.pk).update(name="inside-again.safetensors")
+        assert library_revision.current() == before  # not yet visible to anyone else: nothing to bump for
+    after_commit = library_revision.current()
+    assert after_commit != before
+
+    class Abort(Exception):
+        pass
+
+    with pytest.raises(Abort), transaction.atomic():
+        LocalFile.objects.filter(pk=a.pk).update(name="never.safetensors")
+        raise Abort
+    assert library_revision.current() == after_commit
+
+
+def test_shown_groups_are_cached_until_the_library_changes(owner, twins, settings):
+    settings.DUPLICATES_CACHE_SECONDS = 300
+    a, b = twins
+    first = shown_duplicate_groups(owner=owner)
+    assert [sorted(m.id for m in g.members) for g in first] == [sorted([a.pk, b.pk])]
+    with CaptureQueriesContext(connection) as queries:
+        again = shown_duplicate_groups(owner=owner)
+    assert again == first
+    assert not any("models_catalog_localfile" in q["sql"] for q in queries.captured_queries)  # from the cache
+
+    LocalFile.objects.filter(pk=b.pk).delete()  # one copy gone: no group any more
+    assert shown_duplicate_groups(owner=owner) == []
+    c = local_file(owner, "c.safetensors", data=b"same bytes")  # another copy: a group again
+    assert [sorted(m.id for m in g.members) for g in shown_duplicate_groups(owner=owner)] == [sorted([a.pk, c.pk])]
+    LocalFile.objects.filter(pk=c.pk).update(name="kept-name.safetensors")
+    assert {m.name for m in shown_duplicate_groups(owner=owner)[0].members} == {"a.safetensors", "kept-name.safetensors"}
+
+
+def test_inside_a_transaction_shown_groups_are_computed_afresh(owner, twins, settings):
+    settings.DUPLICATES_CACHE_SECONDS = 300
+    shown_duplicate_groups(owner=owner)  # cached
+    with transaction.atomic():
+        LocalFile.objects.filter(pk=twins[1].pk).delete()
+        # this transaction's own write is not committed, so the revision has not moved; the cache must not answer
+        assert shown_duplicate_groups(owner=owner) == duplicate_groups(owner=owner) == []
+
+
+def test_a_zero_lifetime_turns_the_cache_off(owner, twins, settings):
+    settings.DUPLICATES_CACHE_SECONDS = 0
+    shown_duplicate_groups(owner=owner)
+    with CaptureQueriesContext(connection) as queries:
+        shown_duplicate_groups(owner=owner)
+    assert any("models_catalog_localfile" in q["sql"] for q in queries.captured_queries)
