@@ -13,8 +13,10 @@ nothing, and bumps nothing). Readers take the revision before they compute, so w
 least as new as the revision says. Inside a transaction a reader could see its own uncommitted writes:
 `usable()` is False there, and such readers compute afresh.
 
-The revision lives in the default cache (Redis in production: shared by every process). Where it is
-missing it starts from the clock, never from a number an older cache entry could carry.
+The revision lives in the default cache when that is Redis: shared by every process, incremented
+atomically. Where it is missing it starts from the clock, never from a number an older cache entry could
+carry. Without Redis (one machine, SQLite, the file-based cache) two processes could both read N and write
+N + 1, so nothing is bumped and nothing cached: `shared()` is False.
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ import logging
 import re
 import time
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db import connections, transaction
 
@@ -31,6 +34,11 @@ KEY = "modelxref:library-revision"
 WATCHED_TABLES = frozenset({"models_catalog_localfile", "models_catalog_filehashes", "models_catalog_match",
                             "models_catalog_sourcemodel"})
 _WRITE = re.compile(r'\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+"?(\w+)"?', re.IGNORECASE)
+
+
+def shared() -> bool:
+    """Whether the revision can be trusted: in Redis (see the module's docstring)."""
+    return settings.CACHES["default"]["BACKEND"].endswith(".RedisCache")
 
 
 def writes_watched_table(sql: str) -> bool:
@@ -51,15 +59,27 @@ def current() -> int | None:
         return None
 
 
+RETRY_AFTER_SECONDS = 5.0  # after a failed bump, writes do not wait on an unreachable Redis again for this long
+_down_since = [0.0]
+
+
 def bump() -> None:
+    """Called after a watched write commits. Never raises, and logs only at debug level: the write has
+    happened, and Redis being down is already said where it matters (the broker's errors, the 503 pages, the
+    commands' one-line message). What an outage can leave is a cached answer that missed writes made
+    meanwhile, for at most MODELXREF_DUPLICATES_CACHE_SECONDS (README)."""
+    if _down_since[0] and time.monotonic() - _down_since[0] < RETRY_AFTER_SECONDS:
+        return
     try:
         try:
             cache.incr(KEY)
         except ValueError:  # no revision yet (or evicted): start one no older entry can carry
             cache.add(KEY, time.time_ns())
+        _down_since[0] = 0.0
     except Exception as exc:
-        log.warning("library revision not bumped (%s: %s): cached duplicate groups may be stale until they "
-                    "expire (MODELXREF_DUPLICATES_CACHE_SECONDS)", type(exc).__name__, exc)
+        _down_since[0] = time.monotonic()
+        log.debug("library revision not bumped (%s: %s): cached duplicate groups may miss this write until "
+                 "they expire (MODELXREF_DUPLICATES_CACHE_SECONDS)", type(exc).__name__, exc)
 
 
 def usable(using: str = "default") -> bool:
@@ -75,7 +95,7 @@ class WriteWatcher:
 
     def __call__(self, execute, sql, params, many, context):
         result = execute(sql, params, many, context)
-        if isinstance(sql, str) and writes_watched_table(sql):
+        if isinstance(sql, str) and writes_watched_table(sql) and shared():
             connection = connections[self.alias]
             if not connection.in_atomic_block:
                 bump()  # autocommit: the statement has committed

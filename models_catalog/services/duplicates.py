@@ -56,7 +56,8 @@ def shown_duplicate_groups(*, owner, prefer_precision: str = "lossless") -> list
     if prefer_precision not in PREFERENCES:
         raise ValueError(f"prefer must be one of {', '.join(PREFERENCES)}")
     seconds = settings.DUPLICATES_CACHE_SECONDS
-    revision = library_revision.current() if seconds > 0 and library_revision.usable() else None
+    usable = seconds > 0 and library_revision.shared() and library_revision.usable()
+    revision = library_revision.current() if usable else None
     if revision is None:
         return duplicate_groups(owner=owner, prefer_precision=prefer_precision)
     key = f"modelxref:duplicates:{revision}:{getattr(owner, 'pk', owner)}:{prefer_precision}"

@@ -113,7 +113,7 @@ def test_only_files_that_share_a_key_are_loaded(user, django_assert_num_queries)
         pushed(user, f"unique-{i}.safetensors", sha=f"{i:064x}", content_id=f"c{i}")
     pushed(user, "a.safetensors", sha="a" * 64, content_id="ca")
     pushed(user, "a-copy.safetensors", sha="a" * 64, content_id="ca")
-    with django_assert_num_queries(2):  # the candidates with their source matches, then the candidates' rows
+    with django_assert_num_queries(1):  # the candidates' rows, each with its source match (a correlated subquery)
         [g] = duplicate_groups(owner=user)
     assert {m.name for m in g.members} == {"a.safetensors", "a-copy.safetensors"}
 
@@ -144,20 +144,19 @@ def test_a_key_shared_only_with_a_quarantined_or_unfinished_file_loads_nothing(u
     assert {m.id for m in g.members} == {p.pk for p in pair}
 
 
-def test_source_matches_are_read_in_batches_of_ids(user, monkeypatch, django_assert_num_queries):
+def test_each_candidates_source_match_comes_with_its_row_exact_name_first(user, django_assert_num_queries):
     from models_catalog.models import Match
-    from models_catalog.services import duplicates
 
     model = SourceModel.objects.create(source=Source.CIVITAI, external_id="7", name="Seven")
     version = SourceVersion.objects.create(model=model, external_id="70", name="v1")
     source = SourceFile.objects.create(version=version, external_id="700", name="s.safetensors", sha256="b" * 64)
+    other = SourceFile.objects.create(version=version, external_id="701", name="t.safetensors", sha256="c" * 64)
     files = [pushed(user, f"b{i}.safetensors", sha="b" * 64, content_id="cb") for i in range(3)]
     for lf, kind in zip(files, ("renamed", "exact", "renamed")):
         Match.objects.create(local_file=lf, source_file=source, kind=kind, evidence="e")
-    monkeypatch.setattr(duplicates, "MATCH_BATCH", 1)
-    with django_assert_num_queries(3):
-        found = duplicates._source_matches([lf.pk for lf in files])
-    assert {i: r["kind"] for i, r in found.items()} == {files[0].pk: "renamed", files[1].pk: "exact",
-                                                         files[2].pk: "renamed"}
-    [g] = duplicate_groups(owner=user)
-    assert g.model == "Seven" and g.keep_id == files[1].pk  # the source's bytes under its own name: kept
+    Match.objects.create(local_file=files[1], source_file=other, kind="renamed", evidence="e")  # exact wins
+    with django_assert_num_queries(1):
+        [g] = duplicate_groups(owner=user)
+    assert g.model == "Seven" and g.model_id == model.pk
+    assert g.keep_id == files[1].pk  # the source's bytes under its own name: kept
+    assert "under its name" in g.reason

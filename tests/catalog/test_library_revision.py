@@ -16,6 +16,12 @@ from tests.factories import catalog_file, local_file, match
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+@pytest.fixture(autouse=True)
+def revision_kept(monkeypatch):
+    """The suite's file-based cache stands in for Redis: one process, so its increments cannot race."""
+    monkeypatch.setattr(library_revision, "shared", lambda: True)
+
+
 @pytest.fixture
 def owner():
     return get_user_model().objects.create_user("rev-owner", password="pw-123456")
@@ -111,9 +117,36 @@ def test_inside_a_transaction_shown_groups_are_computed_afresh(owner, twins, set
         assert shown_duplicate_groups(owner=owner) == duplicate_groups(owner=owner) == []
 
 
-def test_a_zero_lifetime_turns_the_cache_off(owner, twins, settings):
-    settings.DUPLICATES_CACHE_SECONDS = 0
+@pytest.mark.parametrize("why_not", ["zero lifetime", "no Redis"])
+def test_without_a_lifetime_or_redis_nothing_is_cached(owner, twins, settings, monkeypatch, why_not):
+    settings.DUPLICATES_CACHE_SECONDS = 0 if why_not == "zero lifetime" else 300
+    if why_not == "no Redis":
+        monkeypatch.setattr(library_revision, "shared", lambda: False)
+        assert not moved(lambda: LocalFile.objects.filter(pk=twins[0].pk).update(name="x.safetensors"))
     shown_duplicate_groups(owner=owner)
     with CaptureQueriesContext(connection) as queries:
         shown_duplicate_groups(owner=owner)
     assert any("models_catalog_localfile" in q["sql"] for q in queries.captured_queries)
+
+
+def test_the_revision_is_trusted_only_in_redis(settings, monkeypatch):
+    monkeypatch.undo()  # the real shared()
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": "/tmp/x"}}
+    assert not library_revision.shared()
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": "redis://127.0.0.1:1"}}
+    assert library_revision.shared()
+
+
+def test_a_write_while_redis_is_down_neither_fails_nor_waits_on_it_again(owner, twins, monkeypatch):
+    calls = []
+
+    def unreachable(*args, **kwargs):
+        calls.append(args)
+        raise ConnectionError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(library_revision.cache, "incr", unreachable)
+    monkeypatch.setattr(library_revision, "_down_since", [0.0])
+    LocalFile.objects.filter(pk=twins[0].pk).update(name="written anyway.safetensors")
+    LocalFile.objects.filter(pk=twins[1].pk).update(name="and this.safetensors")
+    assert LocalFile.objects.filter(name__in=["written anyway.safetensors", "and this.safetensors"]).count() == 2
+    assert len(calls) == 1  # the second write did not ask the unreachable cache again
