@@ -12,6 +12,8 @@ from pathlib import Path
 
 import blake3
 import numpy as np
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 from django.test import Client
 from rest_framework.test import APIClient
 
@@ -263,3 +265,17 @@ def published_on_civitai(path: Path, *, model: str, version: str = "v1", externa
     source_version = SourceVersion.objects.create(model=source_model, external_id=str(external_id * 10), name=version)
     return SourceFile.objects.create(version=source_version, external_id=str(external_id * 100), name=path.name,
                                      sha256=hashlib.sha256(path.read_bytes()).hexdigest())
+
+
+def migrated_to(target: tuple[str, str]):
+    """Migrate the test database to `target` and return the app registry of that state (for migration tests;
+    a transactional_db test, and it must end with migrated_to_latest())."""
+    executor = MigrationExecutor(connection)
+    executor.migrate([target])
+    return executor.loader.project_state([target]).apps
+
+
+def migrated_to_latest() -> None:
+    """Leave the schema as the other tests expect it."""
+    executor = MigrationExecutor(connection)
+    executor.migrate(executor.loader.graph.leaf_nodes())

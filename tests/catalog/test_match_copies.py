@@ -2,13 +2,11 @@
 migration fills the rows made before it, and the searches that read them find what the joins found."""
 import pytest
 from django.contrib.auth import get_user_model
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
 from models_catalog.models import Match
 from models_catalog.selectors import CatalogQuery, FileQuery, catalog_queryset, file_list_queryset
 from models_catalog.services.matching import local_file_match
-from tests.factories import catalog_file, local_file, match
+from tests.factories import catalog_file, local_file, match, migrated_to, migrated_to_latest
 
 
 @pytest.fixture
@@ -48,9 +46,7 @@ def test_my_files_and_my_catalog_find_files_by_their_models_name(owner, django_u
 @pytest.mark.django_db(transaction=True)
 def test_migration_0026_fills_the_copies_of_matches_made_before_it():
     before, after = ("models_catalog", "0025_duplicate_key_indexes"), ("models_catalog", "0026_match_owner_model")
-    executor = MigrationExecutor(connection)
-    executor.migrate([before])
-    old = executor.loader.project_state([before]).apps
+    old = migrated_to(before)
     owner = old.get_model("auth", "User").objects.create(username="old")
     lf = old.get_model("models_catalog", "LocalFile").objects.create(owner=owner, origin="pushed", path="/m/o", name="o")
     model = old.get_model("models_catalog", "SourceModel").objects.create(source="civitai", external_id="1", name="M")
@@ -58,10 +54,7 @@ def test_migration_0026_fills_the_copies_of_matches_made_before_it():
     sf = old.get_model("models_catalog", "SourceFile").objects.create(version=version, external_id="3", name="a")
     old.get_model("models_catalog", "Match").objects.create(local_file=lf, source_file=sf, kind="exact", evidence="e")
 
-    executor = MigrationExecutor(connection)
-    executor.migrate([after])
-    new = executor.loader.project_state([after]).apps
+    new = migrated_to(after)
     m = new.get_model("models_catalog", "Match").objects.get()
     assert (m.owner_id, m.model_id) == (owner.pk, model.pk)
-    executor = MigrationExecutor(connection)
-    executor.migrate(executor.loader.graph.leaf_nodes())  # leave the schema as the other tests expect it
+    migrated_to_latest()

@@ -8,13 +8,11 @@ import io
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
-from django.db.migrations.executor import MigrationExecutor
 
 from models_catalog.models import SourceFile, SourceModel, SourceVersion
 from models_catalog.services.lookup import hash_lookup
 from tests.model_builders import write_safetensors
-from tests.factories import client_for, hashed, login, page, token_client
+from tests.factories import client_for, hashed, login, migrated_to, migrated_to_latest, page, token_client
 from tests.fakes.civitai import fake_civitai, file_hashes  # noqa: F401
 
 PAYLOAD = b"forge twelve" * 8
@@ -114,9 +112,7 @@ def test_sha256_12_alone_asks_civitai_by_its_autov2_and_the_stored_file_answers_
 @pytest.mark.django_db(transaction=True)
 def test_migration_0020_fills_sha256_12_of_rows_that_existed_before_it():
     before, after = ("models_catalog", "0021_worker_heartbeat"), ("models_catalog", "0022_sha256_12")
-    executor = MigrationExecutor(connection)
-    executor.migrate([before])
-    old = executor.loader.project_state([before]).apps
+    old = migrated_to(before)
     sha = hashlib.sha256(b"old row").hexdigest()
     owner = old.get_model("auth", "User").objects.create(username="old")
     lf = old.get_model("models_catalog", "LocalFile").objects.create(owner=owner, origin="pushed", path="/m/o", name="o")
@@ -130,12 +126,9 @@ def test_migration_0020_fills_sha256_12_of_rows_that_existed_before_it():
     source_files.create(version=version, external_id="3", name="a", sha256=sha)
     source_files.create(version=version, external_id="4", name="b")  # no SHA256: stays blank
 
-    executor = MigrationExecutor(connection)
-    executor.migrate([after])
-    new = executor.loader.project_state([after]).apps
+    new = migrated_to(after)
     assert new.get_model("models_catalog", "FileHashes").objects.get().sha256_12 == sha[:12]
     assert new.get_model("models_catalog", "FolderMember").objects.get().sha256_12 == sha[:12]
     got = dict(new.get_model("models_catalog", "SourceFile").objects.values_list("external_id", "sha256_12"))
     assert got == {"3": sha[:12], "4": ""}
-    executor = MigrationExecutor(connection)
-    executor.migrate(executor.loader.graph.leaf_nodes())  # leave the schema as the other tests expect it
+    migrated_to_latest()
