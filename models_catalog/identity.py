@@ -122,6 +122,13 @@ def best_match(matches: list[Match]) -> Match | None:
                                        m.source_file.version.model.source != "civitai", m.pk))
 
 
+# What an identity never reads of the catalog rows it joins: Civitai's whole API answers (`raw`) and the
+# descriptions, tens of KB a model for real models, fetched for every match of every listed file.
+CATALOG_TEXT_DEFERRED = tuple(f"source_file__version__{path}" for path in (
+    "raw", "description", "model__raw", "model__description", "model__newest_version__raw",
+    "model__newest_version__description"))
+
+
 def file_identities(files, *, viewer) -> dict[int, FileIdentity]:
     """The identity of each file in `files` (LocalFile rows the viewer may see), in a fixed number of queries."""
     from models_catalog.selectors import evidence_shown_to, shown_matches
@@ -134,7 +141,8 @@ def file_identities(files, *, viewer) -> dict[int, FileIdentity]:
     by_file: dict[int, list[Match]] = {}
     # The newest version rides along (a join, a semi-join): the update badge costs no query of its own.
     matches = (Match.objects.filter(shown_matches(viewer), local_file_id__in=ids)
-               .select_related("source_file__version__model__newest_version").annotate(holds_newest=holds_newest()))
+               .select_related("source_file__version__model__newest_version").defer(*CATALOG_TEXT_DEFERRED)
+               .annotate(holds_newest=holds_newest()))
     for m in matches:
         by_file.setdefault(m.local_file_id, []).append(m)
     unmatched_done = [f.pk for f in files if f.pk not in by_file and f.status == LocalFile.Status.DONE]

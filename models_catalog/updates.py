@@ -17,12 +17,12 @@ from models_catalog.identity import IDENTIFYING_KINDS
 from models_catalog.models import Match, Source, SourceVersion
 
 
-def holds_newest(owner_ref: str = "local_file__owner") -> Exists:
+def holds_newest() -> Exists:
     """For a Match row: its file's owner holds a file identified as the newest version of the model
-    (or a later one). Another user's copy of v2 does not make this user's v1 current."""
+    (or a later one). Another user's copy of v2 does not make this user's v1 current. On Match's copied
+    owner and model: a range of the (owner, model) index, no join through the owner's files."""
     return Exists(Match.objects.filter(
-        local_file__owner=OuterRef(owner_ref), kind__in=IDENTIFYING_KINDS,
-        source_file__version__model=OuterRef("source_file__version__model"),
+        owner=OuterRef("owner"), kind__in=IDENTIFYING_KINDS, model=OuterRef("model"),
         source_file__version__published_at__gte=OuterRef("source_file__version__model__newest_version__published_at"),
     ))
 

@@ -159,3 +159,21 @@ def test_throttles_count_in_redis_and_let_requests_through_once_it_stops(redis_s
         redis_server.stop()
         assert client.get("/api/v1/files/").status_code == 200  # no counter to check: let it through
         assert_service_unavailable(client.post("/api/v1/files/register/", {"paths": [str(f)]}, format="json"))
+
+
+def test_in_redis_a_throttle_counts_its_window_instead_of_keeping_its_history(redis_server, settings, user,
+                                                                            monkeypatch):
+    """One integer a window, whatever the rate (DRF's history would hold every request's timestamp), and
+    a 429 that says when the window ends."""
+    import redis
+
+    settings.CACHES = redis_cache(redis_server.url)
+    monkeypatch.setitem(SimpleRateThrottle.THROTTLE_RATES, "user", "3/minute")
+    client = token_client(user)
+    assert [client.get("/api/v1/files/").status_code for _ in range(4)] == [200, 200, 200, 429]
+    raw = redis.Redis.from_url(redis_server.url)
+    [key] = [k for k in raw.keys("*throttle_user_*") if not k.endswith(b":ends")]
+    assert int(raw.get(key)) == 4 and 0 < raw.ttl(key) <= 60
+    resp = client.get("/api/v1/files/")
+    assert resp.status_code == 429 and 0 < int(resp["Retry-After"]) <= 60
+    assert 0 < error_of(resp)["detail"]["wait_seconds"] <= 60
