@@ -44,10 +44,11 @@ class CountingRateThrottle(throttling.SimpleRateThrottle):
 
         if self.rate is None or not shared():
             return super().allow_request(request, view)
-        self.key = self.get_cache_key(request, view)
-        if self.key is None:
+        key = self.get_cache_key(request, view)
+        if key is None:
             return True
-        self.counted, self.now, self.window_ends = True, self.timer(), None
+        # A key of its own: DRF's history lists (under `key`, from before) just expire.
+        self.key, self.counted, self.now, self.window_ends = f"{key}:count", True, self.timer(), None
         if self._opened():
             return True
         try:
