@@ -13,6 +13,8 @@ import time
 from redis.exceptions import RedisError
 from rest_framework import throttling
 
+from models_catalog.library_revision import shared
+
 log = logging.getLogger(__name__)
 
 WARN_EVERY_SECONDS = 60.0
@@ -40,9 +42,7 @@ class CountingRateThrottle(throttling.SimpleRateThrottle):
     counted = False  # this request went through the counter (wait() then knows the window's end)
 
     def allow_request(self, request, view):
-        from models_catalog.library_revision import shared  # True when the default cache is Redis
-
-        if self.rate is None or not shared():
+        if self.rate is None or not shared():  # shared(): the default cache is Redis
             return super().allow_request(request, view)
         key = self.get_cache_key(request, view)
         if key is None:

@@ -53,8 +53,6 @@ def shown_duplicate_groups(*, owner, prefer_precision: str = "lossless") -> list
 
     What acts on files (the duplicate actions, the CLI) calls duplicate_groups and reads the database:
     a cached answer is as new as the last write the revision saw, and a delete must not rest on that."""
-    if prefer_precision not in PREFERENCES:
-        raise ValueError(f"prefer must be one of {', '.join(PREFERENCES)}")
     seconds = settings.DUPLICATES_CACHE_SECONDS
     usable = seconds > 0 and library_revision.shared() and library_revision.usable()
     revision = library_revision.current() if usable else None
@@ -139,26 +137,23 @@ ROW_FIELDS = (
     "id", "owner_id", "name", "path", "host", "format", "size", "device", "inode", "safety_verdict",
     "content_id", "precision_id", "bf16_id", "fp8_id", "e5m2_id", "folded_id", "created_at", "fingerprint__dtypes", "architecture_kind",
     "hashes__sha256", "hashes__folder_digest", "hashes__autov3_full",
-    "source_kind", "source_model", "source_model_id",
 )
 
 
 def _rows(candidates: QuerySet) -> list[dict]:
     """The candidates with their byte-exact source match (exact name first), in one query.
 
-    The match comes in as correlated subqueries (an index probe each) rather than a second query listing
+    The match comes in as one correlated subquery (an index probe a row) rather than a second query listing
     every candidate's id: at 2,000 candidates that IN list cost more to build and parse than the probes."""
     best = (Match.objects.filter(local_file=OuterRef("pk"), kind__in=(Match.Kind.EXACT, Match.Kind.RENAMED))
             .order_by("kind", "id")  # "exact" sorts before "renamed"
             .values(source=JSONObject(kind="kind", model="model__name", model_id="model_id"))[:1])
     candidates = candidates.annotate(source=Subquery(best, output_field=JSONField()))
     rows = []
-    for values in candidates.order_by().values_list(*ROW_FIELDS[:-3], "source"):
-        row = dict(zip(ROW_FIELDS, values))
-        source = values[-1] or {}
-        row["source_kind"], row["source_model"], row["source_model_id"] = (
-            source.get("kind"), source.get("model"), source.get("model_id"))
-        rows.append(row)
+    for *values, source in candidates.order_by().values_list(*ROW_FIELDS, "source"):
+        source = source or {}
+        rows.append({**dict(zip(ROW_FIELDS, values)), "source_kind": source.get("kind"),
+                     "source_model": source.get("model"), "source_model_id": source.get("model_id")})
     return rows
 
 
