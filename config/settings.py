@@ -162,6 +162,11 @@ TEMPLATES = [
             ],
         },
     },
+    {   # only the partials drawn once per row of a long list (models_catalog/jinja_env.py)
+        "BACKEND": "django.template.backends.jinja2.Jinja2",
+        "APP_DIRS": True,
+        "OPTIONS": {"environment": "models_catalog.jinja_env.environment"},
+    },
 ]
 
 DATABASES = {

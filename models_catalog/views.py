@@ -8,7 +8,9 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils.safestring import mark_safe
 from django.views.decorators.csrf import csrf_exempt, csrf_protect
 from django.views.decorators.http import require_http_methods
 
@@ -51,6 +53,10 @@ def file_list(request: HttpRequest) -> HttpResponse:
         "filtered": any(params[n] for n in FILTER_NAMES), "choices": file_filter_choices(),
         "next_url": f"?{urlencode(keep | {'cursor': page.next_cursor})}" if page.next_cursor else None,
         "first_url": f"?{urlencode(keep)}", "clear_url": "?" + urlencode({"scope": params["scope"]} if "scope" in keep else {}),
+        # The rows in Jinja2 (models_catalog/jinja_env.py): a quarter of the page's CPU in Django's templates.
+        # Jinja2 escaped every value it drew; its backend returns a plain str.
+        "rows_html": mark_safe(render_to_string("models_catalog/_file_rows.html", {"page": page, "user": request.user},
+                                                request=request, using="jinja2")),
     }
     if request.headers.get("HX-Request"):
         return render(request, "models_catalog/_file_results.html", context)

@@ -60,6 +60,31 @@ def setup(url: str, *, gc_freeze: bool = True) -> None:
         django.setup()
 
 
+def backend_cpu(pid: int) -> float:
+    """CPU seconds (user + system) the PostgreSQL backend serving this connection has used: it runs on this
+    machine, and CPU time, unlike wall time, does not count what a busy host steals from the VM."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def profile(call, label: str, calls: int) -> None:
+    """Where the Python time of a request goes: cProfile over `calls` calls, the functions of most own time."""
+    import cProfile
+    import io
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(calls):
+        call()
+    profiler.disable()
+    out = io.StringIO()
+    stats = pstats.Stats(profiler, stream=out)
+    stats.sort_stats("tottime").print_stats(25)
+    print(f"\n-- {label}: cProfile of {calls} calls, {stats.total_tt / calls * 1000:.1f} ms a call under the profiler\n"
+          + out.getvalue().split("\n", 4)[-1], flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--postgres", default=DEFAULT_URL)
@@ -71,6 +96,9 @@ def main() -> None:
     ap.add_argument("--no-gc-freeze", action="store_true",
                     help="set Django up without config.wsgi's gc.freeze() (as before 2026-12-03)")
     ap.add_argument("--explain-ms", type=float, default=20.0)
+    ap.add_argument("--profile", type=int, default=0, metavar="N",
+                    help="after measuring, profile N more calls of each selected request (cProfile) and print "
+                         "its 25 functions of most own time")
     args = ap.parse_args()
     setup(args.postgres, gc_freeze=not args.no_gc_freeze)
 
@@ -103,7 +131,11 @@ def main() -> None:
             gc_seconds[0] += time.perf_counter() - gc_started[0]
 
     gc.callbacks.append(gc_timer)
-    print("| request | time | queries | in SQL | slowest query | gc pauses a call |\n|---|---:|---:|---:|---:|---:|")
+    with connection.cursor() as cur:
+        cur.execute("SELECT pg_backend_pid()")
+        backend = cur.fetchone()[0]
+    print("| request | time | CPU Python | CPU PostgreSQL | queries | in SQL | slowest query | gc pauses a call |\n"
+          "|---|---:|---:|---:|---:|---:|---:|---:|")
     for label, url, is_api in REQUESTS:
         if not any(part.strip().lower() in label.lower() for part in args.only.split(",")):
             continue
@@ -119,15 +151,20 @@ def main() -> None:
         call()
         times, captured = [], None
         gc_seconds[0] = 0.0
+        cpu_started, pg_started = time.process_time(), backend_cpu(backend)
         for _ in range(args.repeat):
             with CaptureQueriesContext(connection) as captured:
                 t = time.perf_counter()
                 call()
                 times.append(time.perf_counter() - t)
+        cpu = (time.process_time() - cpu_started) / args.repeat
+        pg_cpu = (backend_cpu(backend) - pg_started) / args.repeat
         slowest = max((float(q["time"]) for q in captured.captured_queries), default=0.0)
         in_sql = sum(float(q["time"]) for q in captured.captured_queries)  # the last call's; the rest is Python
-        print(f"| {label} | {statistics.median(times) * 1000:,.0f} ms | {len(captured.captured_queries)} | "
+        print(f"| {label} | {statistics.median(times) * 1000:,.0f} ms | {cpu * 1000:,.1f} ms | {pg_cpu * 1000:,.1f} ms | {len(captured.captured_queries)} | "
               f"{in_sql * 1000:,.0f} ms | {slowest * 1000:,.0f} ms | {gc_seconds[0] / args.repeat * 1000:,.1f} ms |", flush=True)
+        if args.profile:
+            profile(call, label, args.profile)
         if args.explain:
             for q in captured.captured_queries:
                 if float(q["time"]) * 1000 < args.explain_ms or not q["sql"].lstrip().upper().startswith("SELECT"):

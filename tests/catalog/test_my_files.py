@@ -87,6 +87,20 @@ def test_rows_say_why_a_file_is_not_identified(client_alice, library):
     assert "40%" in working[:working.index("</tr>")]
 
 
+def test_hostile_names_folders_hosts_and_model_names_are_escaped_in_the_rows(client_alice, user):
+    """The rows are a Jinja2 template: what a file or Civitai calls itself is text, never markup."""
+    evil = "<b onmouseover=alert(1)>x"
+    model = _model(f"model {evil}", type_="LORA", base="SD 1.5")
+    _file(user, f"{evil}.safetensors", folder=f"/models/{evil}", host=f"pc{evil}", data=b"evil", matches=[(model, "exact")])
+    text = client_alice.get("/").content.decode()
+    assert evil not in text
+    escaped = html.escape(evil)
+    assert f">{escaped}.safetensors</a>" in text  # the name
+    assert f"model {escaped}</a>" in text  # what Civitai calls it
+    assert f"pc{escaped}:" in text and f">/models/{escaped}</a>" in text  # host and folder
+    assert f"&lt;lora:{escaped}:1&gt;" in text  # the A1111 copy button of the row
+
+
 def test_the_folder_of_a_row_links_to_the_folder_filter(client_alice, library):
     assert 'href="?folder=/models/lora"' in client_alice.get("/").content.decode()
 
