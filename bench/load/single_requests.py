@@ -67,8 +67,9 @@ def backend_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def profile(call, label: str, calls: int) -> None:
-    """Where the Python time of a request goes: cProfile over `calls` calls, the functions of most own time."""
+def profile(call, label: str, calls: int, *, by: str, only: str) -> None:
+    """Where the Python time of a request goes: cProfile over `calls` calls, the functions of most own time
+    (by="tottime") or of most time with their callees among those whose path matches `only`."""
     import cProfile
     import io
     import pstats
@@ -80,7 +81,10 @@ def profile(call, label: str, calls: int) -> None:
     profiler.disable()
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out)
-    stats.sort_stats("tottime").print_stats(25)
+    if by == "tottime":
+        stats.sort_stats("tottime").print_stats(25)
+    else:
+        stats.sort_stats("cumulative").print_stats(only, 40)
     print(f"\n-- {label}: cProfile of {calls} calls, {stats.total_tt / calls * 1000:.1f} ms a call under the profiler\n"
           + out.getvalue().split("\n", 4)[-1], flush=True)
 
@@ -99,6 +103,10 @@ def main() -> None:
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="after measuring, profile N more calls of each selected request (cProfile) and print "
                          "its 25 functions of most own time")
+    ap.add_argument("--profile-by", default="tottime", choices=("tottime", "cumulative"),
+                    help="own time, or time with callees (then only the functions whose path matches --profile-only)")
+    ap.add_argument("--profile-only", default="models_catalog|rest_framework/(views|serializers)|django/template/(loader_tags|backends)",
+                    metavar="REGEX")
     args = ap.parse_args()
     setup(args.postgres, gc_freeze=not args.no_gc_freeze)
 
@@ -164,7 +172,7 @@ def main() -> None:
         print(f"| {label} | {statistics.median(times) * 1000:,.0f} ms | {cpu * 1000:,.1f} ms | {pg_cpu * 1000:,.1f} ms | {len(captured.captured_queries)} | "
               f"{in_sql * 1000:,.0f} ms | {slowest * 1000:,.0f} ms | {gc_seconds[0] / args.repeat * 1000:,.1f} ms |", flush=True)
         if args.profile:
-            profile(call, label, args.profile)
+            profile(call, label, args.profile, by=args.profile_by, only=args.profile_only)
         if args.explain:
             for q in captured.captured_queries:
                 if float(q["time"]) * 1000 < args.explain_ms or not q["sql"].lstrip().upper().startswith("SELECT"):
