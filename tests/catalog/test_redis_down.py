@@ -177,3 +177,18 @@ def test_in_redis_a_throttle_counts_its_window_instead_of_keeping_its_history(re
     resp = client.get("/api/v1/files/")
     assert resp.status_code == 429 and 0 < int(resp["Retry-After"]) <= 60
     assert 0 < error_of(resp)["detail"]["wait_seconds"] <= 60
+
+
+def test_a_throttle_counter_left_without_an_expiry_gets_one(redis_server, settings, user, monkeypatch):
+    """A counter that lost its expiry (written by hand, or by an older release) must not throttle forever."""
+    import redis
+
+    settings.CACHES = redis_cache(redis_server.url)
+    monkeypatch.setitem(SimpleRateThrottle.THROTTLE_RATES, "user", "3/minute")
+    client = token_client(user)
+    assert client.get("/api/v1/files/").status_code == 200
+    raw = redis.Redis.from_url(redis_server.url)
+    [key] = raw.keys("*throttle_user_*:count")
+    raw.set(key, 1000)  # no expiry, over the rate
+    resp = client.get("/api/v1/files/")
+    assert resp.status_code == 429 and 0 < raw.ttl(key) <= 60 and 0 < int(resp["Retry-After"]) <= 60
