@@ -168,9 +168,6 @@ TEMPLATES = [
         "OPTIONS": {"environment": "models_catalog.jinja_env.environment"},
     },
 ]
-# Form widgets drawn by Django's Jinja2 copies of its widget templates (the same markup): the Django-template
-# renderer renders a template per <option>, 9 ms of the My files page's filter form.
-FORM_RENDERER = "django.forms.renderers.Jinja2"
 
 DATABASES = {
     "default": dj_database_url.parse(

@@ -12,6 +12,8 @@ from django.core.paginator import Paginator
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.utils.safestring import mark_safe
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
@@ -48,6 +50,9 @@ def duplicates(request: HttpRequest) -> HttpResponse:
     return render(request, "models_catalog/duplicates.html", {
         "form": form, "prefer": prefer, "groups": groups, "page": page,
         "lossless": sum(g.lossless_bytes for g in groups), "lossy": sum(g.lossy_bytes for g in groups),
+        # The groups in Jinja2 (models_catalog/jinja_env.py), which escaped every value; its backend returns a str.
+        "groups_html": mark_safe(render_to_string("models_catalog/_duplicate_groups.html",
+                                                  {"page": page, "prefer": prefer}, using="jinja2")),
     })
 
 

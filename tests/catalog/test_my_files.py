@@ -89,7 +89,7 @@ def test_rows_say_why_a_file_is_not_identified(client_alice, library):
 
 def test_hostile_names_folders_hosts_and_model_names_are_escaped_in_the_rows(client_alice, user):
     """The rows are a Jinja2 template: what a file or Civitai calls itself is text, never markup."""
-    evil = "<b onmouseover=alert(1)>x"
+    evil = "<b onmouseover=\"alert('x')\">x"
     model = _model(f"model {evil}", type_="LORA", base="SD 1.5")
     _file(user, f"{evil}.safetensors", folder=f"/models/{evil}", host=f"pc{evil}", data=b"evil", matches=[(model, "exact")])
     text = client_alice.get("/").content.decode()
