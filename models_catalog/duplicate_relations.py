@@ -26,7 +26,7 @@ casting back, so the default keeper is always a highest-precision copy.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from workers.modelfiles.architecture import other_layouts
 
@@ -110,7 +110,9 @@ class DuplicateGroup:
     keeper_copies: int = 0  # exact copies of the keeper that are not yet hard links of it (what the actions take)
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """asdict(self), built shallow: every field but the lists is a plain value (asdict's deep copy of a
+        page of 50 groups was 9 ms of a cached API duplicates request, a third of it)."""
+        return {**vars(self), "members": [dict(vars(m)) for m in self.members], "evidence": list(self.evidence)}
 
 
 def keep_rank(c: Copy, prefer: str = "lossless") -> tuple:

@@ -44,13 +44,15 @@ REQUESTS = (
 )
 
 
-def setup(url: str, *, gc_freeze: bool = True) -> None:
+def setup(url: str, *, gc_freeze: bool = True, redis_url: str = "") -> None:
     base, name = url.rsplit("/", 1)
     if name == "test":
         raise SystemExit("the load database is not `test`: give it the one generate.py made")
     os.environ.update({"DATABASE_URL": url, "CIVITAI_ENABLED": "false", "DJANGO_SETTINGS_MODULE": "config.settings",
                        "MODELXREF_DATA_DIR": str(ROOT / "bench" / "out" / "load-data")})
     os.environ.pop("REDIS_URL", None)
+    if redis_url:  # as production runs: Redis cache (duplicate groups, throttle counters) and broker
+        os.environ["REDIS_URL"] = redis_url
     sys.path.insert(0, str(ROOT))
     if gc_freeze:
         import config.wsgi  # noqa: F401  the app as gunicorn loads it (django.setup, the URLconf, gc.freeze)
@@ -100,6 +102,9 @@ def main() -> None:
     ap.add_argument("--no-gc-freeze", action="store_true",
                     help="set Django up without config.wsgi's gc.freeze() (as before 2026-12-03)")
     ap.add_argument("--explain-ms", type=float, default=20.0)
+    ap.add_argument("--redis", default="", metavar="URL",
+                    help="use this Redis as production does (cached duplicate groups, throttle counters); "
+                         "without it the file cache is used and duplicates are computed every time")
     ap.add_argument("--profile", type=int, default=0, metavar="N",
                     help="after measuring, profile N more calls of each selected request (cProfile) and print "
                          "its 25 functions of most own time")
@@ -108,7 +113,7 @@ def main() -> None:
     ap.add_argument("--profile-only", default="models_catalog|rest_framework/(views|serializers)|django/template/(loader_tags|backends)",
                     metavar="REGEX")
     args = ap.parse_args()
-    setup(args.postgres, gc_freeze=not args.no_gc_freeze)
+    setup(args.postgres, gc_freeze=not args.no_gc_freeze, redis_url=args.redis)
 
     from django.contrib.auth import get_user_model
     from django.db import connection

@@ -47,3 +47,18 @@ def test_a_hard_link_elsewhere_is_not_the_same_file_on_another_host():
     b = copy(2, "b.safetensors", sha="s" * 64, device=1, inode=7, host="other-pc")
     [g] = duplicate_groups_of([a, b])
     assert relations(g)["b.safetensors"] == "exact copy"
+
+
+def test_a_groups_json_is_its_dataclass_as_plain_values_and_shares_nothing_with_it():
+    """to_json is built by hand (asdict's deep copy was a third of a cached API request): it must stay what
+    asdict gives, and changing the JSON must not change the group (a cached page reuses it)."""
+    from dataclasses import asdict
+
+    [g] = duplicate_groups_of([copy(1, "full.safetensors"),
+                               copy(2, "half.safetensors", precision="fp16", sha="h" * 64, content="c16", size=50)])
+    assert g.evidence and len(g.members) == 2
+    shown = g.to_json()
+    assert shown == asdict(g)
+    shown["members"][0]["name"] = "changed"
+    shown["evidence"].append("changed")
+    assert g.members[0].name == "full.safetensors" and "changed" not in g.evidence
