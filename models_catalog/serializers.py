@@ -267,6 +267,9 @@ class _IdentityField:
 
     @extend_schema_field(FileIdentitySerializer)
     def get_identity(self, lf: LocalFile) -> dict:
+        return self._identity_of(lf).to_json()
+
+    def _identity_of(self, lf: LocalFile):
         identities = self.context.get("identities") or {}
         identity = identities.get(lf.pk)
         if identity is None:  # computed once per file even when two fields need it
@@ -274,7 +277,7 @@ class _IdentityField:
             if lf.pk not in cache:
                 cache[lf.pk] = file_identities([lf], viewer=_requester(self.context))[lf.pk]
             identity = cache[lf.pk]
-        return identity.to_json()
+        return identity
 
 
 class LocalFileListSerializer(_IdentityField, _OwnerField, serializers.ModelSerializer):
@@ -303,7 +306,7 @@ class LocalFileListSerializer(_IdentityField, _OwnerField, serializers.ModelSeri
 
     def get_best_match(self, lf: LocalFile) -> str | None:
         """The strongest match kind, e.g. "exact" (null: not identified); the same as identity.match_kind."""
-        return self.get_identity(lf)["match_kind"] or None
+        return self._identity_of(lf).match_kind or None
 
 
 class LocalFilePageSerializer(serializers.Serializer):
