@@ -608,13 +608,18 @@ def _file_filter_choices() -> dict[str, list[str]]:
     return {"types": sorted(types | set(COMMON_TYPES), key=str.lower), "base_models": sorted(bases, key=str.lower)}
 
 
+# What a row of My files (page or API) never reads: the JSON a file's analysis left, KBs a row for real
+# files (the fingerprint's components, a LoRA's capped training metadata), decoded for 50 rows a page.
+FILE_ROW_DEFERRED = ("fingerprint", "safety_findings", "self_description", "architecture")
+
+
 def file_list_page(q: FileQuery, *, page_size: int = PAGE_SIZE) -> FilePage:
     """One page of `q` in keyset order: no OFFSET and no COUNT, so page 2,000 costs what page 1 does.
     A fixed number of queries whatever the page size: the rows (one more where a size or model sort
     reaches the files without a size or a match), then the identities of those rows."""
     sort = q.sort if q.sort in _FILE_SORT_PHASES else "newest"
     queries = hash_search(q.search.strip()) if q.search.strip() else []
-    files = file_list_queryset(q, hash_queries=queries).select_related("hashes", "owner")
+    files = file_list_queryset(q, hash_queries=queries).select_related("hashes", "owner").defer(*FILE_ROW_DEFERRED)
     phases = _FILE_SORT_PHASES[sort]
     last = decode_file_cursor(q.cursor, sort)
     found: list[tuple[int, LocalFile]] = []

@@ -313,9 +313,19 @@ def test_a_later_page_with_nothing_pending_does_not_poll(client_alice, user):
 
 
 def _seed(user, n: int, tag: str) -> None:
+    """Matched and unmatched rows, some with what analysis leaves (JSON the list defers: reading it on a row
+    would be a query a row) and some unreadable."""
     sf = _model(f"Counted {tag}")
+    analysed = {"fingerprint": {"content_id": "c", "components": {"unet": {"content_id": "u"}}},
+                "self_description": {"label": "LoRA for SDXL"}, "described_as": "LoRA for SDXL",
+                "architecture": {"family": "SDXL", "evidence": ["x"]}, "architecture_family": "SDXL",
+                "architecture_kind": "lora_kohya", "safety_findings": [{"severity": "info", "what": "w"}]}
     for i in range(n):
-        _file(user, f"{tag}-{i}.safetensors", data=f"{tag}{i}".encode(), size=i, matches=[(sf, "exact")] if i % 2 else [])
+        extra = analysed if i % 3 == 0 else {}
+        if i % 5 == 4:
+            extra = {**extra, "safety_verdict": "unreadable", "analysis_error": "truncated"}
+        _file(user, f"{tag}-{i}.safetensors", data=f"{tag}{i}".encode(), size=i, matches=[(sf, "exact")] if i % 2 else [],
+              **extra)
 
 
 @pytest.mark.parametrize("sort", ["newest", "model"])
