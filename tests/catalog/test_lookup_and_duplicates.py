@@ -193,3 +193,33 @@ def test_register_confirms_imported_hashes(model_root, user, monkeypatch):
 def test_lookup_says_when_civitai_is_off(user):
     [r] = hash_lookup(text="0123456789", user=user, ask_civitai=False)
     assert r.civitai == "off" and r.matches == []
+
+
+def test_lookup_queries_do_not_grow_with_the_copies_it_finds_nor_read_a_column_a_copy(user, other_user, django_user_model):
+    """A lookup reads only some columns of each file it finds: reading a deferred one would be a query a copy."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from models_catalog.models import FolderMember
+
+    staff = django_user_model.objects.create_user("staff-looker", password="pw-123456", is_staff=True)
+    sha = hashlib.sha256(b"copied").hexdigest()
+    source_file(sha256=sha, autov2=sha[:10])
+    counts = {}
+    for n in (1, 4):
+        LocalFile.objects.all().delete()
+        for i in range(n):
+            for owner in (user, other_user):
+                lf = local(owner, f"copy-{i}.safetensors", sha=sha)
+                LocalFile.objects.filter(pk=lf.pk).update(status="error" if i == 1 else "done", error="cut short",
+                                                          safety_verdict="unreadable" if i == 2 else "safe")
+            folder = LocalFile.objects.create(owner=other_user, origin="pushed", path=f"/m/folder-{i}", name=f"folder-{i}",
+                                              status="done", is_folder=True)
+            FolderMember.objects.create(folder=folder, relative_path="unet/m.safetensors", size=3, sha256=sha)
+        with CaptureQueriesContext(connection) as ctx:
+            [result] = hash_lookup(text=sha, user=staff)
+        mine = [m for m in result.matches if m.source == "my files"]
+        assert len(mine) == 3 * n and {m.owner for m in mine} == {user.username, other_user.username}
+        assert any(m.file == "folder-0/unet/m.safetensors" for m in mine)
+        counts[n] = len(ctx)
+    assert counts[1] == counts[4], counts
