@@ -26,7 +26,6 @@ _SHORT_FORM = {k.prefix_of: k for k in kinds.DERIVED if not kinds.BY_NAME[k.pref
 KIND_FIELDS = {k.name: ((_SHORT_FORM[k.name].field, _SHORT_FORM[k.name].length) if k.name in _SHORT_FORM
                         else (k.field, k.length)) for k in kinds.REGISTRY}
 KIND_MEANING = {k.name: k.meaning for k in kinds.REGISTRY}
-HASH_COLUMNS = tuple(sorted({name for name, _ in KIND_FIELDS.values()}))  # what _which reads of a row
 
 
 # What agreeing on one hash kind says about a source file, in Match kinds (see matching.py).
@@ -100,14 +99,6 @@ def _source_matches(query: HashQuery) -> list[LookupMatch]:
     return found
 
 
-def _hit_fields(file: str) -> list[str]:
-    """What a lookup reads of a hit: its hash columns, and of its file what `file_identities` and the owner
-    label read. Not the file's other ~50 columns (its analysis JSON among them): compiling and decoding
-    them was a fifth of a lookup's Python time."""
-    return [*HASH_COLUMNS, *(f"{file}__{name}" for name in (
-        "name", "status", "error", "safety_verdict", "analysis_error", "described_as", "owner__username"))]
-
-
 def _my_matches(query: HashQuery, user) -> list[LookupMatch]:
     """The viewer's own copies, each tied to what it is (the identity the pages show)."""
     if user is None:
@@ -117,11 +108,9 @@ def _my_matches(query: HashQuery, user) -> list[LookupMatch]:
 
     visible = local_files_visible_to(user=user)
     hits = []  # (local file, shown name, hash kind)
-    hashes = FileHashes.objects.filter(hash_fields_q(query.candidates, True), local_file__in=visible)
-    for h in hashes.select_related("local_file__owner").only(*_hit_fields("local_file"))[:50]:
+    for h in FileHashes.objects.filter(hash_fields_q(query.candidates, True), local_file__in=visible).select_related("local_file__owner")[:50]:
         hits.append((h.local_file, h.local_file.name, _which(h, query.candidates)))
-    members = FolderMember.objects.filter(hash_fields_q(query.candidates, True), folder__in=visible)
-    for m in members.select_related("folder__owner").only("relative_path", *_hit_fields("folder"))[:50]:
+    for m in FolderMember.objects.filter(hash_fields_q(query.candidates, True), folder__in=visible).select_related("folder__owner")[:50]:
         hits.append((m.folder, f"{m.folder.name}/{m.relative_path}", _which(m, query.candidates)))
     identities = file_identities({lf.pk: lf for lf, _, _ in hits}.values(), viewer=user)
     found = []
