@@ -35,6 +35,12 @@ def id_url(name: str):
     return lambda pk: f"{prefix}{int(pk)}{suffix}"
 
 
+def partial_html(template_name: str, context: dict, *, request=None) -> str:
+    """A Jinja2 partial as HTML a Django page embeds as it is: Jinja escaped every value it drew, and its
+    backend returns a plain str."""
+    return mark_safe(render_to_string(template_name, context, request=request, using="jinja2"))
+
+
 def django_include(template_name: str, **context) -> str:
     """A partial shared with Django-template pages (a status or update badge), rendered by Django: one
     source for its markup. For what only some rows show; a partial every row shows belongs in Jinja."""

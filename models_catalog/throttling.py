@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 
+from redis.commands.core import Script
 from redis.exceptions import RedisError
 from rest_framework import throttling
 
@@ -40,7 +41,9 @@ if ttl < 0 then
 end
 return {count, ttl}
 """
-_count_script = []  # this process's registered redis-py Script (it runs EVALSHA, and loads the script if Redis lost it)
+# As bytes, the Script needs no client to take its SHA; it runs EVALSHA on the client it is given, and loads
+# itself into a Redis that lost it.
+COUNT = Script(None, COUNT_SCRIPT.encode())
 
 
 class CountingRateThrottle(throttling.SimpleRateThrottle):
@@ -70,10 +73,8 @@ class CountingRateThrottle(throttling.SimpleRateThrottle):
 
     def _count(self, key: str) -> tuple[int, int]:
         client = self.cache._cache.get_client(write=True)  # Django's RedisCache: its redis-py client
-        if not _count_script:
-            _count_script.append(client.register_script(COUNT_SCRIPT))
-        count, ttl_ms = _count_script[0](keys=[self.cache.make_and_validate_key(key)],
-                                         args=[int(self.duration * 1000)], client=client)
+        count, ttl_ms = COUNT(keys=[self.cache.make_and_validate_key(key)], args=[int(self.duration * 1000)],
+                              client=client)
         return int(count), int(ttl_ms)
 
     def wait(self):

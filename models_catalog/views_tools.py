@@ -12,12 +12,11 @@ from django.core.paginator import Paginator
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
-from django.template.loader import render_to_string
-from django.utils.safestring import mark_safe
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
 from models_catalog.forms import ApiTokenForm, DuplicatesForm, HFIndexForm, HFVerifyForm
+from models_catalog.jinja_env import partial_html
 from models_catalog.models import ApiToken
 from models_catalog.selectors import visible_jobs
 from models_catalog.services.duplicates import shown_duplicate_groups
@@ -50,9 +49,8 @@ def duplicates(request: HttpRequest) -> HttpResponse:
     return render(request, "models_catalog/duplicates.html", {
         "form": form, "prefer": prefer, "groups": groups, "page": page,
         "lossless": sum(g.lossless_bytes for g in groups), "lossy": sum(g.lossy_bytes for g in groups),
-        # The groups in Jinja2 (models_catalog/jinja_env.py), which escaped every value; its backend returns a str.
-        "groups_html": mark_safe(render_to_string("models_catalog/_duplicate_groups.html",
-                                                  {"page": page, "prefer": prefer}, using="jinja2")),
+        # The groups in Jinja2 (models_catalog/jinja_env.py): Django's templates resolve each value at run time.
+        "groups_html": partial_html("models_catalog/_duplicate_groups.html", {"page": page, "prefer": prefer}),
     })
 
 
