@@ -81,6 +81,17 @@ def make_sessions(env: dict, credentials: Path, out: Path) -> None:
     out.write_text(json.dumps(data))
 
 
+def clear_cache(redis_url: str) -> int:
+    """Every run starts from a cold cache: each user's first duplicates view is computed, as it would be the
+    first time, and not served from the previous run's entries (they live 300 s). Deletes only the Django
+    cache's keys (":1:..."), not a broker's. Returns how many."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url)
+    keys = list(client.scan_iter(match=":1:*", count=1000))
+    return client.delete(*keys) if keys else 0
+
+
 def start_gunicorn(env: dict, port: int, log: Path, *, workers: int = 2, threads: int = 4) -> subprocess.Popen:
     # The Procfile's web line (its workers and threads unless asked otherwise), on a port of our own.
     cmd = [str(VENV_BIN / "gunicorn"), "config.wsgi", "--bind", f"127.0.0.1:{port}", "--workers", str(workers),
@@ -103,6 +114,51 @@ def start_gunicorn(env: dict, port: int, log: Path, *, workers: int = 2, threads
     raise RuntimeError("gunicorn did not answer within 60 s")
 
 
+def _proc_stats() -> dict[int, tuple[str, int, float]]:
+    """pid -> (command, parent pid, CPU seconds used, user + system) of every process now running."""
+    out, tick = {}, os.sysconf("SC_CLK_TCK")
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            head, tail = (d / "stat").read_text().rsplit(")", 1)
+        except OSError:
+            continue  # ended while we looked
+        fields = tail.split()
+        out[int(d.name)] = (head.split("(", 1)[1], int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    return out
+
+
+class CpuMeter:
+    """CPU seconds used during the run by gunicorn (master and workers), PostgreSQL (every postgres process)
+    and locust. CPU time, unlike wall time, leaves out what a busy host steals from this VM: divided by
+    the requests served it is what a request costs, comparable between runs. Read each second: a process
+    that ends during the run (a PostgreSQL backend whose connection reached CONN_MAX_AGE, locust itself)
+    keeps what it had used by its last reading."""
+
+    def __init__(self, gunicorn_pid: int):
+        self.gunicorn_pid = gunicorn_pid
+        self.start = {pid: cpu for pid, (_, _, cpu) in _proc_stats().items()}
+        self.last: dict[int, tuple[str, float]] = {}
+
+    def _part(self, pid: int, command: str, ppid: int) -> str | None:
+        if pid == self.gunicorn_pid or ppid == self.gunicorn_pid:
+            return "gunicorn"
+        return next((p for p in ("postgres", "locust") if command.startswith(p)), None)
+
+    def read(self) -> None:
+        for pid, (command, ppid, cpu) in _proc_stats().items():
+            part = self._part(pid, command, ppid)
+            if part:
+                self.last[pid] = (part, cpu)
+
+    def seconds(self) -> dict[str, float]:
+        parts = {"gunicorn": 0.0, "postgres": 0.0, "locust": 0.0}
+        for pid, (part, cpu) in self.last.items():
+            parts[part] += cpu - self.start.get(pid, 0.0)  # a process born during the run started at 0
+        return parts
+
+
 def target_of(name: str) -> int | None:
     if name.startswith("lookup"):
         return LOOKUP_P95_MS
@@ -118,17 +174,23 @@ def run(*, users: int, run_time: int, max_requests: int, database_url: str, redi
     port = free_port()
     env = production_env(database_url=database_url, redis_url=redis_url, data_dir=work / "data")
     make_sessions(env, credentials, work / "credentials.json")
+    clear_cache(redis_url)
     gunicorn = start_gunicorn(env, port, work / "gunicorn.log", workers=workers, threads=threads)
     try:
         load_env = dict(os.environ, LOAD_CREDENTIALS=str(work / "credentials.json"), LOAD_MAX_REQUESTS=str(max_requests))
         started = time.time()
         load1 = os.getloadavg()[0]
-        subprocess.run([str(VENV_BIN / "locust"), "-f", str(Path(__file__).with_name("locustfile.py")),
+        cpu = CpuMeter(gunicorn.pid)
+        locust = subprocess.Popen([str(VENV_BIN / "locust"), "-f", str(Path(__file__).with_name("locustfile.py")),
                         "--headless", "--host", f"http://127.0.0.1:{port}", "--users", str(users),
                         "--spawn-rate", str(spawn_rate), "--run-time", f"{run_time}s", "--csv",
                         str(work / "stats"), "--only-summary", "--loglevel", "WARNING", "--stop-timeout", "5"],
-                       cwd=ROOT, env=load_env, check=False, stdout=subprocess.DEVNULL,
-                       stderr=(work / "locust.log").open("wb"), timeout=run_time + 120)
+                       cwd=ROOT, env=load_env, stdout=subprocess.DEVNULL, stderr=(work / "locust.log").open("wb"))
+        while locust.poll() is None and time.time() - started < run_time + 120:
+            cpu.read()
+            time.sleep(1)
+        if locust.poll() is None:
+            locust.kill()
         wall = time.time() - started
     finally:
         gunicorn.terminate()
@@ -139,15 +201,20 @@ def run(*, users: int, run_time: int, max_requests: int, database_url: str, redi
             rows.append({"name": r["Name"], "requests": int(r["Request Count"]), "failures": int(r["Failure Count"]),
                          "p50": float(r["50%"] or 0), "p95": float(r["95%"] or 0), "max": float(r["Max Response Time"] or 0),
                          "rps": float(r["Requests/s"] or 0), "target": target_of(r["Name"])})
+    served = next((r["requests"] for r in rows if r["name"] == "Aggregated"), 0)
+    cpu_ms = {part: seconds * 1000 / served if served else 0.0 for part, seconds in cpu.seconds().items()}
     failures = (work / "stats_failures.csv").read_text() if (work / "stats_failures.csv").exists() else ""
     return {"rows": rows, "wall": wall, "load_before": load1, "load_after": os.getloadavg()[0], "users": users,
-            "gunicorn": f"{workers} workers x {threads} threads",
+            "gunicorn": f"{workers} workers x {threads} threads", "cpu_ms_per_request": cpu_ms,
             "failures_csv": failures, "work": str(work)}
 
 
 def print_table(result: dict) -> None:
     print(f"{result['users']} clients, gunicorn {result['gunicorn']}, {result['wall']:.0f} s, load average {result['load_before']:.1f} -> "
           f"{result['load_after']:.1f}")
+    cpu = result["cpu_ms_per_request"]
+    print(f"CPU a request: gunicorn {cpu['gunicorn']:.1f} ms, PostgreSQL {cpu['postgres']:.1f} ms, locust "
+          f"{cpu['locust']:.1f} ms (CPU time of the processes over the run, divided by the requests served)")
     print("| request | requests | errors | p50 ms | p95 ms | max ms | target p95 | |")
     print("|---|---:|---:|---:|---:|---:|---:|---|")
     for r in result["rows"]:
