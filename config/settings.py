@@ -188,9 +188,9 @@ if DATABASES["default"]["ENGINE"].endswith("postgresql"):
     # and were planned every time (10 ms of backend CPU a lookup, 5 ms with prepared statements). Server-side
     # binding lets psycopg prepare a query its connection has run DATABASE_PREPARE_THRESHOLD times; 0 turns
     # it off (Django's default: client-side binding), as a pooler in transaction mode (pgbouncer) needs.
-    if env_int("DATABASE_PREPARE_THRESHOLD", 2) > 0:
-        DATABASES["default"]["OPTIONS"].update(server_side_binding=True,
-                                               prepare_threshold=env_int("DATABASE_PREPARE_THRESHOLD", 2))
+    prepare_threshold = env_int("DATABASE_PREPARE_THRESHOLD", 2)
+    if prepare_threshold > 0:
+        DATABASES["default"]["OPTIONS"].update(server_side_binding=True, prepare_threshold=prepare_threshold)
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
     # Web and worker write the same SQLite file: wait for locks instead of failing.
     # WAL: readers (pages, `register --wait`) never block the workers' writes, and a commit is an

@@ -24,6 +24,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from proc_cpu import all_process_stats
+
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
 LOOKUP_P95_MS, LIST_P95_MS = 50, 150
@@ -81,15 +83,16 @@ def make_sessions(env: dict, credentials: Path, out: Path) -> None:
     out.write_text(json.dumps(data))
 
 
-def clear_cache(redis_url: str) -> int:
+def clear_cache(redis_url: str) -> None:
     """Every run starts from a cold cache: each user's first duplicates view is computed, as it would be the
     first time, and not served from the previous run's entries (they live 300 s). Deletes only the Django
-    cache's keys (":1:..."), not a broker's. Returns how many."""
+    cache's keys (":1:..."), not a broker's."""
     import redis
 
     client = redis.Redis.from_url(redis_url)
     keys = list(client.scan_iter(match=":1:*", count=1000))
-    return client.delete(*keys) if keys else 0
+    if keys:
+        client.delete(*keys)
 
 
 def start_gunicorn(env: dict, port: int, log: Path, *, workers: int = 2, threads: int = 4) -> subprocess.Popen:
@@ -114,21 +117,6 @@ def start_gunicorn(env: dict, port: int, log: Path, *, workers: int = 2, threads
     raise RuntimeError("gunicorn did not answer within 60 s")
 
 
-def _proc_stats() -> dict[int, tuple[str, int, float]]:
-    """pid -> (command, parent pid, CPU seconds used, user + system) of every process now running."""
-    out, tick = {}, os.sysconf("SC_CLK_TCK")
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            head, tail = (d / "stat").read_text().rsplit(")", 1)
-        except OSError:
-            continue  # ended while we looked
-        fields = tail.split()
-        out[int(d.name)] = (head.split("(", 1)[1], int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
-    return out
-
-
 class CpuMeter:
     """CPU seconds used during the run by gunicorn (master and workers), PostgreSQL (every postgres process)
     and locust. CPU time, unlike wall time, leaves out what a busy host steals from this VM: divided by
@@ -138,7 +126,7 @@ class CpuMeter:
 
     def __init__(self, gunicorn_pid: int):
         self.gunicorn_pid = gunicorn_pid
-        self.start = {pid: cpu for pid, (_, _, cpu) in _proc_stats().items()}
+        self.start = {pid: cpu for pid, (_, _, cpu) in all_process_stats().items()}
         self.last: dict[int, tuple[str, float]] = {}
 
     def _part(self, pid: int, command: str, ppid: int) -> str | None:
@@ -147,7 +135,7 @@ class CpuMeter:
         return next((p for p in ("postgres", "locust") if command.startswith(p)), None)
 
     def read(self) -> None:
-        for pid, (command, ppid, cpu) in _proc_stats().items():
+        for pid, (command, ppid, cpu) in all_process_stats().items():
             part = self._part(pid, command, ppid)
             if part:
                 self.last[pid] = (part, cpu)

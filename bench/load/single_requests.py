@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from proc_cpu import process_stat  # CPU of the PostgreSQL backend serving this connection
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/modelxref_load"
 
@@ -60,13 +62,6 @@ def setup(url: str, *, gc_freeze: bool = True, redis_url: str = "") -> None:
         import django
 
         django.setup()
-
-
-def backend_cpu(pid: int) -> float:
-    """CPU seconds (user + system) the PostgreSQL backend serving this connection has used: it runs on this
-    machine, and CPU time, unlike wall time, does not count what a busy host steals from the VM."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def profile(call, label: str, calls: int, *, by: str, only: str) -> None:
@@ -164,14 +159,14 @@ def main() -> None:
         call()
         times, captured = [], None
         gc_seconds[0] = 0.0
-        cpu_started, pg_started = time.process_time(), backend_cpu(backend)
+        cpu_started, pg_started = time.process_time(), process_stat(backend)[2]
         for _ in range(args.repeat):
             with CaptureQueriesContext(connection) as captured:
                 t = time.perf_counter()
                 call()
                 times.append(time.perf_counter() - t)
         cpu = (time.process_time() - cpu_started) / args.repeat
-        pg_cpu = (backend_cpu(backend) - pg_started) / args.repeat
+        pg_cpu = (process_stat(backend)[2] - pg_started) / args.repeat
         slowest = max((float(q["time"]) for q in captured.captured_queries), default=0.0)
         in_sql = sum(float(q["time"]) for q in captured.captured_queries)  # the last call's; the rest is Python
         print(f"| {label} | {statistics.median(times) * 1000:,.0f} ms | {cpu * 1000:,.1f} ms | {pg_cpu * 1000:,.1f} ms | {len(captured.captured_queries)} | "
