@@ -6,7 +6,8 @@ Duplicate grouping reads four tables (LocalFile, FileHashes, Match, SourceModel)
 write to those tables, whoever makes it. So the write is caught where every ORM call ends up, in the
 database connection (an execute wrapper, installed on each new connection of every process: web,
 workers, commands), not in the callers: a QuerySet.update(), a bulk_create, a cascade delete, a raw
-cursor write all pass through it.
+cursor write all pass through it. A worker's progress and heartbeat writes (UNGROUPED_LOCALFILE_COLUMNS)
+are the one exception: they change nothing a group is made of.
 
 When a watched write commits, the revision is incremented (a transaction that rolls back changes
 nothing, and bumps nothing). Readers take the revision before they compute, so what they store is at
@@ -41,9 +42,56 @@ def shared() -> bool:
     return settings.CACHES["default"]["BACKEND"].endswith(".RedisCache")
 
 
+# What a working worker writes to a file's row every second or so (progress, heartbeat, its stage's
+# bookkeeping): nothing a group is made of. Were these bumps, any hashing anywhere would move the revision
+# every second and no one's groups would ever be served from the cache. Every other column bumps, so a
+# column added later is watched until it is listed here.
+UNGROUPED_LOCALFILE_COLUMNS = frozenset({"bytes_done", "bytes_total", "analysed_bytes", "heartbeat_at",
+                                         "enqueued_at", "stage_attempts", "stage_started_at"})
+_ASSIGNMENT = re.compile(r'\s*"?(\w+)"?\s*=')
+
+
 def writes_watched_table(sql: str) -> bool:
     m = _WRITE.match(sql)
-    return bool(m) and m.group(1).lower() in WATCHED_TABLES
+    if not m or m.group(1).lower() not in WATCHED_TABLES:
+        return False
+    if m.group(1).lower() == "models_catalog_localfile" and sql.lstrip()[:6].upper() == "UPDATE":
+        columns = _set_columns(sql[m.end():])
+        return columns is None or not columns <= UNGROUPED_LOCALFILE_COLUMNS
+    return True
+
+
+def _set_columns(rest: str) -> set[str] | None:
+    """The columns an UPDATE's SET clause assigns, from what follows its table name; None when it cannot tell
+    (then the write counts). The clause is split at its top-level commas, up to a top-level WHERE, so the
+    commas and WHEREs of expressions and subqueries (in parentheses) are not mistaken for its own."""
+    head = re.match(r"\s*SET\s", rest, re.IGNORECASE)
+    if not head:
+        return None
+    parts, depth, start, i = [], 0, head.end(), head.end()
+    while i < len(rest):
+        ch = rest[i]
+        if ch in "'\"" and (end := rest.find(ch, i + 1)) > 0:  # a quoted name or literal: skip it whole
+            i = end + 1
+            continue
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif depth == 0 and ch == ",":
+            parts.append(rest[start:i])
+            start = i + 1
+        elif depth == 0 and re.match(r"\sWHERE\s", rest[i:i + 7], re.IGNORECASE):
+            break
+        i += 1
+    parts.append(rest[start:i])
+    columns = set()
+    for part in parts:
+        assigned = _ASSIGNMENT.match(part)
+        if not assigned:
+            return None
+        columns.add(assigned.group(1).lower())
+    return columns
 
 
 def current() -> int | None:

@@ -3,13 +3,18 @@ what they are made of, whichever ORM call (or cascade, or raw cursor) made it; a
 
 transactional_db: the revision moves when a transaction commits, which the usual test transaction never does.
 """
+import time
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection, transaction
+from django.db.models import F
 from django.test.utils import CaptureQueriesContext
 
 from models_catalog import library_revision
 from models_catalog.models import ApiToken, FileHashes, LocalFile, Match, SourceModel
+from models_catalog.services.heartbeat import heartbeat
+from models_catalog.services.hashing import ProgressWriter
 from models_catalog.services.duplicates import duplicate_groups, shown_duplicate_groups
 from tests.factories import catalog_file, local_file, match
 
@@ -69,6 +74,37 @@ def test_every_kind_of_write_to_a_watched_table_moves_the_revision(owner, twins)
 def test_what_does_not_change_a_group_leaves_the_revision(owner, twins):
     assert not moved(lambda: ApiToken.objects.create(user=owner, prefix="mxr_x", digest="d" * 64))
     assert not moved(lambda: list(LocalFile.objects.all()))
+
+
+def test_a_workers_progress_and_heartbeat_writes_leave_the_revision(owner, twins):
+    """Written every second while anything hashes: were they bumps, no one's groups would stay cached."""
+    a, _ = twins
+    progress = ProgressWriter(a.pk)
+    progress.last = 0.0  # as if the last write were long ago
+    assert not moved(lambda: progress(5, 10))
+    assert LocalFile.objects.get(pk=a.pk).bytes_done == 5  # the write happened
+    LocalFile.objects.filter(pk=a.pk).update(status=LocalFile.Status.HASHING)
+    with heartbeat(a.pk, every=0.01):  # beats at once, then every 10 ms
+        before = library_revision.current()
+        time.sleep(0.1)
+        assert library_revision.current() == before
+    assert LocalFile.objects.get(pk=a.pk).heartbeat_at is not None
+    assert not moved(lambda: LocalFile.objects.filter(pk=a.pk).update(stage_attempts=F("stage_attempts") + 1))
+    # the same statement with a column a group reads in it counts
+    assert moved(lambda: LocalFile.objects.filter(pk=a.pk).update(bytes_done=10, status=LocalFile.Status.DONE))
+
+
+def test_an_update_counts_unless_it_assigns_only_progress_columns():
+    counts = library_revision.writes_watched_table
+    assert not counts('UPDATE "models_catalog_localfile" SET "bytes_done" = %s, "heartbeat_at" = %s WHERE "id" = %s')
+    assert not counts('UPDATE "models_catalog_localfile" SET "stage_attempts" = ("stage_attempts" + %s) WHERE "id" = %s')
+    assert counts('UPDATE "models_catalog_localfile" SET "bytes_done" = %s, "status" = %s WHERE "id" = %s')
+    # commas and WHEREs inside an expression or a literal are not the clause's own
+    assert counts('UPDATE "models_catalog_localfile" SET "heartbeat_at" = COALESCE(%s, (SELECT 1 WHERE 1 = 1)), '
+                  '"name" = %s WHERE "id" = %s')
+    assert not counts("UPDATE models_catalog_localfile SET heartbeat_at = 'x, status = 1 WHERE' WHERE id = 1")
+    assert counts("UPDATE models_catalog_localfile SET (bytes_done, status) = (1, 'done')")  # unreadable: counts
+    assert counts('UPDATE "models_catalog_filehashes" SET "bytes_done" = %s')  # only LocalFile has progress columns
 
 
 def test_the_revision_moves_when_the_write_commits_and_not_for_a_rollback(owner, twins):
