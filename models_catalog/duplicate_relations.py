@@ -49,7 +49,7 @@ def precision_of(dtypes) -> str:
     return PRECISION_NAMES[max(floats, key=floats.get)] if floats else ""
 
 
-@dataclass(frozen=True)
+@dataclass
 class Copy:
     """One candidate file as the grouping reads it (from the database, or pushed)."""
 
