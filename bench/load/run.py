@@ -8,6 +8,7 @@ with the targets (lookups p95 < 50 ms, lists/searches/duplicates p95 < 150 ms, n
 
     .venv/bin/python bench/load/run.py [--users 50] [--run-time 120] [--max-requests 20000]
         [--postgres postgres://postgres@127.0.0.1:5432/modelxref_load] [--redis redis://127.0.0.1:6379/10]
+        [--hashing-files N [--hashing-mb 256] [--hashing-processes 1] [--hashing-nice 0]]  # a worker hashing meanwhile
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import hashing_meanwhile
 from proc_cpu import all_process_stats
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,15 +158,27 @@ def target_of(name: str) -> int | None:
 
 
 def run(*, users: int, run_time: int, max_requests: int, database_url: str, redis_url: str,
-        credentials: Path, spawn_rate: float = 10.0, workers: int = 2, threads: int = 4) -> dict:
+        credentials: Path, spawn_rate: float = 10.0, workers: int = 2, threads: int = 4,
+        hashing_files: int = 0, hashing_mb: int = 256, hashing_processes: int = 1, hashing_nice: int = 0) -> dict:
     work = Path(tempfile.mkdtemp(prefix="modelxref-load-"))
     (work / "data").mkdir()
     port = free_port()
     env = production_env(database_url=database_url, redis_url=redis_url, data_dir=work / "data")
+    models = work / "models"
+    if hashing_files:
+        env["MODELXREF_MODEL_ROOTS"] = str(models)
+        hashing_meanwhile.write_model_files(models, count=hashing_files, megabytes=hashing_mb)
     make_sessions(env, credentials, work / "credentials.json")
     clear_cache(redis_url)
     gunicorn = start_gunicorn(env, port, work / "gunicorn.log", workers=workers, threads=threads)
+    worker, hashing, revision_before = None, {}, None
     try:
+        if hashing_files:
+            worker = hashing_meanwhile.start_worker(VENV_BIN, ROOT, env, work / "worker.log",
+                                                    processes=hashing_processes, nice=hashing_nice)
+            owner = json.loads(credentials.read_text())["users"][0]["username"]
+            hashing_meanwhile.register(VENV_BIN, ROOT, env, models, user=owner)
+            revision_before = hashing_meanwhile.revision(redis_url)
         load_env = dict(os.environ, LOAD_CREDENTIALS=str(work / "credentials.json"), LOAD_MAX_REQUESTS=str(max_requests))
         started = time.time()
         load1 = os.getloadavg()[0]
@@ -180,9 +194,15 @@ def run(*, users: int, run_time: int, max_requests: int, database_url: str, redi
         if locust.poll() is None:
             locust.kill()
         wall = time.time() - started
+        if worker is not None:
+            after = hashing_meanwhile.revision(redis_url)
+            hashing["revision_moves"] = after - revision_before if None not in (after, revision_before) else None
     finally:
         gunicorn.terminate()
         gunicorn.wait(timeout=30)
+        if worker is not None:
+            hashing.update(hashing_meanwhile.finish(VENV_BIN, ROOT, env, models, worker, redis_url),
+                           files=hashing_files, megabytes=hashing_mb)
     rows = []
     with (work / "stats_stats.csv").open() as f:
         for r in csv.DictReader(f):
@@ -194,12 +214,16 @@ def run(*, users: int, run_time: int, max_requests: int, database_url: str, redi
     failures = (work / "stats_failures.csv").read_text() if (work / "stats_failures.csv").exists() else ""
     return {"rows": rows, "wall": wall, "load_before": load1, "load_after": os.getloadavg()[0], "users": users,
             "gunicorn": f"{workers} workers x {threads} threads", "cpu_ms_per_request": cpu_ms,
-            "failures_csv": failures, "work": str(work)}
+            "failures_csv": failures, "work": str(work), "hashing": hashing}
 
 
 def print_table(result: dict) -> None:
     print(f"{result['users']} clients, gunicorn {result['gunicorn']}, {result['wall']:.0f} s, load average {result['load_before']:.1f} -> "
           f"{result['load_after']:.1f}")
+    hashing = result.get("hashing")
+    if hashing:
+        print(f"Meanwhile a worker hashed {hashing['files_done']} of {hashing['files']} files of {hashing['megabytes']} MB "
+              f"({hashing['files_ended']} ended); the library revision moved {hashing['revision_moves']} times")
     cpu = result["cpu_ms_per_request"]
     print(f"CPU a request: gunicorn {cpu['gunicorn']:.1f} ms, PostgreSQL {cpu['postgres']:.1f} ms, locust "
           f"{cpu['locust']:.1f} ms (CPU time of the processes over the run, divided by the requests served)")
@@ -224,11 +248,18 @@ def main() -> None:
     ap.add_argument("--credentials", type=Path, default=ROOT / "bench" / "out" / "load-credentials.json")
     ap.add_argument("--workers", type=int, default=2, help="gunicorn processes (default: the Procfile's)")
     ap.add_argument("--threads", type=int, default=4, help="threads per gunicorn process (default: the Procfile's)")
+    ap.add_argument("--hashing-files", type=int, default=0,
+                    help="meanwhile a celery worker hashes this many registered files (bench/load/hashing_meanwhile.py)")
+    ap.add_argument("--hashing-mb", type=int, default=256, help="the size of each of those files")
+    ap.add_argument("--hashing-processes", type=int, default=1, help="that worker's --concurrency")
+    ap.add_argument("--hashing-nice", type=int, default=0, help="run that worker under nice -n N")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     result = run(users=args.users, run_time=args.run_time, max_requests=args.max_requests,
                  database_url=args.postgres, redis_url=args.redis, credentials=args.credentials,
-                 workers=args.workers, threads=args.threads)
+                 workers=args.workers, threads=args.threads, hashing_files=args.hashing_files,
+                 hashing_mb=args.hashing_mb, hashing_processes=args.hashing_processes,
+                 hashing_nice=args.hashing_nice)
     print(json.dumps(result, indent=1) if args.json else "", end="")
     print_table(result)
     sys.exit(1 if any(r["failures"] for r in result["rows"]) else 0)

@@ -54,11 +54,14 @@ def shown_duplicate_groups(*, owner, prefer_precision: str = "lossless") -> list
     What acts on files (the duplicate actions, the CLI) calls duplicate_groups and reads the database:
     a cached answer is as new as the last write the revision saw, and a delete must not rest on that."""
     seconds = settings.DUPLICATES_CACHE_SECONDS
-    usable = seconds > 0 and library_revision.shared() and library_revision.usable()
+    owner_id = getattr(owner, "pk", owner)
+    # owner None (everyone's) is not cached: one owner's own writes do not move the library-wide revision
+    usable = owner_id is not None and seconds > 0 and library_revision.shared() and library_revision.usable()
     revision = library_revision.current() if usable else None
-    if revision is None:
+    own_revision = library_revision.current(owner_id) if revision is not None else None
+    if own_revision is None:
         return duplicate_groups(owner=owner, prefer_precision=prefer_precision)
-    key = f"modelxref:duplicates:{revision}:{getattr(owner, 'pk', owner)}:{prefer_precision}"
+    key = f"modelxref:duplicates:{revision}.{own_revision}:{owner_id}:{prefer_precision}"
     try:
         stored = cache.get(key)
     except Exception:  # the cache is an optimisation (library_revision.current logs why it is down)

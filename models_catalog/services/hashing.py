@@ -17,6 +17,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from models_catalog import library_revision
 from models_catalog.models import FileHashes, FolderMember, LocalFile
 from models_catalog.services.heartbeat import STALLED_AFTER_SECONDS, heartbeat
 from models_catalog.services.paths import (
@@ -78,10 +79,17 @@ def _fail(local_file_id: int, message: str) -> None:
 def local_file_hash(*, local_file_id: int) -> LocalFile | None:
     """Hash one LocalFile (file or diffusers folder) and store the result. Returns the row, or None if gone."""
     lf = LocalFile.objects.filter(pk=local_file_id).select_related("hashes", "owner").first()
-    if lf is not None and _hash_row(lf):
+    if lf is not None and _hash_row_of_owner(lf):
         # Not refresh_from_db: a file forgotten while it was read has no row left (its result was dropped).
         lf = LocalFile.objects.filter(pk=local_file_id).select_related("hashes", "owner").first()
     return lf
+
+
+def _hash_row_of_owner(lf: LocalFile, *, roots: list[Path] | None = None) -> bool:
+    """_hash_row, its writes to the file's row and hashes (the analysis' too) moving only its owner's
+    library revision: the other users' cached duplicate groups stay (library_revision.owner_writes)."""
+    with library_revision.owner_writes(lf.owner_id):
+        return _hash_row(lf, roots=roots)
 
 
 def _hash_row(lf: LocalFile, *, roots: list[Path] | None = None) -> bool:
@@ -200,7 +208,7 @@ def local_files_hash(*, local_file_ids: list[int]) -> None:
         if lf.owner_id not in roots:
             roots[lf.owner_id] = model_roots_for(lf.owner)
         try:
-            _hash_row(lf, roots=roots[lf.owner_id])
+            _hash_row_of_owner(lf, roots=roots[lf.owner_id])
         except Exception:
             # local_file_hash stored "internal error ..." on the row; the traceback goes to the log.
             log.exception("hashing local file %s (in a chunk of %s) failed", local_file_id, len(local_file_ids))

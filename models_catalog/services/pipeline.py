@@ -46,9 +46,11 @@ def file_hashed(*, local_file_id: int) -> None:
 def file_analysed(*, local_file_id: int) -> None:
     """analysed -> identify from the local catalog, inside analysis' transaction: a file is never
     seen "done" without its matches or its requested Civitai lookups."""
+    from models_catalog import library_revision
     from models_catalog.services.identify import local_file_identify
 
-    local_file_identify(local_file_id=local_file_id)
+    with library_revision.owner_writes(None):  # it may rematch other owners' files: library-wide
+        local_file_identify(local_file_id=local_file_id)
 
 
 def lookups_requested() -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from models_catalog import library_revision
 from models_catalog.models import LocalFile
 from models_catalog.services.pipeline import QueueUnavailable, enqueue_hashing_many
 from models_catalog.services.file_actions import in_quarantine, quarantine_places
@@ -83,7 +84,9 @@ def local_file_register(*, paths: Iterable[str], owner, roots: list[Path] | None
     waiting_after = 0  # rows of the chunks after the one that found the broker down
     while chunk := list(islice(units, CHUNK_SIZE)):
         had_error = bool(outcome.queue_error)
-        queued = _register_chunk(_dedupe(chunk), owner=owner, outcome=outcome)
+        # A chunk writes only this owner's rows: the other users' cached duplicate groups stay.
+        with library_revision.owner_writes(owner.pk):
+            queued = _register_chunk(_dedupe(chunk), owner=owner, outcome=outcome)
         waiting_after += queued if had_error else 0
     if waiting_after:
         outcome.queue_error += f"; {waiting_after} more file(s) registered after it wait the same way"

@@ -94,6 +94,16 @@ def test_a_workers_progress_and_heartbeat_writes_leave_the_revision(owner, twins
     assert moved(lambda: LocalFile.objects.filter(pk=a.pk).update(bytes_done=10, status=LocalFile.Status.DONE))
 
 
+def test_a_write_that_changes_no_row_leaves_the_revision(owner, twins):
+    a, b = twins
+    assert not moved(lambda: Match.objects.filter(local_file=a).delete())  # the matching's clean-up, nothing there
+    assert not moved(lambda: LocalFile.objects.filter(pk=a.pk, status=LocalFile.Status.HASHING).update(
+        status=LocalFile.Status.ERROR))  # a conditional update that found no row
+    assert moved(lambda: LocalFile.objects.filter(pk=a.pk, status=LocalFile.Status.DONE).update(
+        status=LocalFile.Status.ERROR))
+    assert moved(lambda: LocalFile.objects.bulk_update([b], ["name"]))
+
+
 def test_an_update_counts_unless_it_assigns_only_progress_columns():
     counts = library_revision.writes_watched_table
     assert not counts('UPDATE "models_catalog_localfile" SET "bytes_done" = %s, "heartbeat_at" = %s WHERE "id" = %s')
@@ -186,3 +196,63 @@ def test_a_write_while_redis_is_down_neither_fails_nor_waits_on_it_again(owner, 
     LocalFile.objects.filter(pk=twins[1].pk).update(name="and this.safetensors")
     assert LocalFile.objects.filter(name__in=["written anyway.safetensors", "and this.safetensors"]).count() == 2
     assert len(calls) == 1  # the second write did not ask the unreachable cache again
+
+
+def _hashed_file_of(user, path, monkeypatch):
+    """Register and run the hashing stage (hashing, analysis, identification) as a worker does."""
+    from models_catalog.services import register as register_service
+    from models_catalog.services.hashing import local_file_hash
+    from models_catalog.services.register import local_file_register
+
+    monkeypatch.setattr(register_service, "enqueue_hashing_many", lambda *, local_files: None)
+    lf = local_file_register(paths=[str(path)], owner=user).files[0]
+    local_file_hash(local_file_id=lf.pk)
+    lf.refresh_from_db()
+    assert lf.status == LocalFile.Status.DONE, lf.error
+    return lf
+
+
+def test_a_worker_hashing_one_users_file_leaves_the_other_users_groups_cached(owner, twins, model_root, settings,
+                                                                             monkeypatch):
+    from tests.model_builders import write_safetensors
+
+    settings.DUPLICATES_CACHE_SECONDS = 300
+    shown_duplicate_groups(owner=owner)  # cached
+    other = get_user_model().objects.create_user("rev-other", password="pw-123456")
+    library, others = library_revision.current(), library_revision.current(other.pk)
+    _hashed_file_of(other, write_safetensors(model_root / "new.safetensors"), monkeypatch)
+    assert library_revision.current() == library  # nothing library-wide was written
+    assert library_revision.current(other.pk) != others  # the other user's own groups are read afresh
+    with CaptureQueriesContext(connection) as queries:
+        assert [sorted(m.id for m in g.members) for g in shown_duplicate_groups(owner=owner)] == [
+            sorted(m.pk for m in twins)]
+    assert not any("models_catalog_localfile" in q["sql"] for q in queries.captured_queries)  # from the cache
+
+
+def test_what_the_stage_identifies_moves_the_library_wide_revision(owner, twins, model_root, settings, monkeypatch):
+    """Identification writes matches (and may rematch anyone's files): every user's groups are read afresh."""
+    from tests.model_builders import write_safetensors
+
+    path = write_safetensors(model_root / "known.safetensors")
+    catalog_file("Known", data=path.read_bytes())
+    other = get_user_model().objects.create_user("rev-other", password="pw-123456")
+    library = library_revision.current()
+    lf = _hashed_file_of(other, path, monkeypatch)
+    assert Match.objects.filter(local_file=lf).exists()
+    assert library_revision.current() != library
+
+
+def test_owner_scoped_writes_move_that_owners_revision_only(owner, twins):
+    a, _ = twins
+    library, own = library_revision.current(), library_revision.current(owner.pk)
+    with library_revision.owner_writes(owner.pk):
+        LocalFile.objects.filter(pk=a.pk).update(name="scoped.safetensors")
+        with transaction.atomic():  # on commit, as outside a scope
+            FileHashes.objects.filter(local_file=a).update(autov3_full="cd" * 32)
+            assert library_revision.current(owner.pk) == own + 1
+        assert library_revision.current(owner.pk) == own + 2
+        assert library_revision.current() == library
+        with library_revision.owner_writes(None):
+            assert moved(lambda: LocalFile.objects.filter(pk=a.pk).update(name="library-wide.safetensors"))
+        sf = catalog_file("Scoped")
+        assert moved(lambda: match(a, sf))  # a match is never one owner's alone
